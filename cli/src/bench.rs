@@ -1,0 +1,349 @@
+//! `agentlog bench`: the embedded log's append throughput with 1, 8 and 64
+//! producers, sync on and off; the claim command's latency; and, in the same
+//! run on the same disk, raw RocksDB `WriteBatch` throughput with the same
+//! event bytes, so the log's overhead is a ratio. Prints figures; asserts
+//! nothing.
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentlog_commands::{Command, Handler, Request};
+use agentlog_log::schema::{self, SCHEMA_VERSION};
+use agentlog_log::{
+    AppendRequest, Body, EmbeddedLog, Envelope, EventId, ExpectedVersion, HybridClock, Log,
+    Options, RandomIdGen, Timestamp,
+};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Events per configuration with sync off.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Events per configuration with sync on (each commit waits for fsync).
+    #[arg(long, default_value_t = 20_000)]
+    synced_events: u64,
+    /// Claims to time.
+    #[arg(long, default_value_t = 5_000)]
+    claims: u64,
+    /// Where to put the temporary stores (a directory on the disk to measure).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Events per raw RocksDB batch: about what one group commit carries with
+/// 64 producers.
+const RAW_BATCH: usize = 64;
+
+fn sample_event(n: u64) -> Envelope {
+    let ts = Timestamp::from_nanos(1_767_225_600_000_000_000 + n);
+    let id = EventId::new(ts, &RandomIdGen);
+    Envelope {
+        event_id: id.as_bytes().to_vec(),
+        ts: ts.as_nanos(),
+        correlation_id: id.as_bytes().to_vec(),
+        session_id: id.as_bytes().to_vec(),
+        actor: "agent-07".into(),
+        schema_version: SCHEMA_VERSION,
+        body: Some(Body::ActionRecorded(schema::ActionRecorded {
+            agent_id: "agent-07".into(),
+            session_id: id.to_string(),
+            task_id: format!("task-{n:05}"),
+            kind: schema::ActionKind::Act as i32,
+            cost: 17,
+            outcome: schema::Outcome::Succeeded as i32,
+            detail: "called the search tool".into(),
+        })),
+        ..Envelope::default()
+    }
+}
+
+/// The bytes the log stores for an event (with seq, version and hash).
+fn stored_bytes(n: u64) -> Vec<u8> {
+    let mut event = sample_event(n);
+    event.stream = "agent/agent-07".into();
+    event.seq = n + 1;
+    event.stream_version = n + 1;
+    agentlog_log::chain::seal(&[7; 32], &mut event);
+    agentlog_log::codec::encode(&event)
+}
+
+fn raw_rocksdb(dir: &Path, events: u64, batch: usize, sync: bool) -> anyhow::Result<f64> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    let db = rocksdb::DB::open(&opts, dir)?;
+    let values: Vec<Vec<u8>> = (0..1024).map(stored_bytes).collect();
+    let mut write = rocksdb::WriteOptions::default();
+    write.set_sync(sync);
+    let started = Instant::now();
+    let mut seq = 0u64;
+    while seq < events {
+        let mut wb = rocksdb::WriteBatch::default();
+        for _ in 0..batch {
+            seq += 1;
+            wb.put(seq.to_be_bytes(), &values[(seq % 1024) as usize]);
+        }
+        db.write_opt(wb, &write)?;
+    }
+    Ok(seq as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn embedded_appends(
+    dir: &Path,
+    events: u64,
+    producers: u64,
+    sync: bool,
+) -> anyhow::Result<f64> {
+    let log = Arc::new(EmbeddedLog::open(
+        dir,
+        Options {
+            sync,
+            ..Options::default()
+        },
+    )?);
+    let per_producer = events / producers;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let stream = format!("agent/p{p}");
+                for i in 0..per_producer {
+                    let request = AppendRequest {
+                        stream: stream.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![sample_event(p * per_producer + i)],
+                        idempotency_key: None,
+                    };
+                    log.append(request).await?;
+                }
+                Ok::<_, agentlog_log::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (per_producer * producers) as f64 / started.elapsed().as_secs_f64();
+    Ok(rate)
+}
+
+struct Latency {
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<Latency> {
+    let log = Arc::new(EmbeddedLog::open(
+        dir,
+        Options {
+            sync,
+            ..Options::default()
+        },
+    )?);
+    let handler = Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen));
+    let exec = |command: Command| handler.execute(Request::new(command, "bench"));
+    exec(Command::RegisterAgent {
+        agent_id: "a".into(),
+        name: String::new(),
+        capabilities: vec!["code".into()],
+    })
+    .await?;
+    let session = exec(Command::OpenSession {
+        agent_id: "a".into(),
+        session_id: None,
+        heartbeat_timeout_ms: 3_600_000,
+    })
+    .await?
+    .session_id
+    .context("open_session names its session")?;
+    for t in 0..claims {
+        let command = Command::CreateTask {
+            task_id: format!("t{t}"),
+            title: String::new(),
+            priority: 0,
+            required_capabilities: vec!["code".into()],
+            dependencies: vec![],
+            max_attempts: 3,
+        };
+        exec(command).await?;
+    }
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for t in 0..claims {
+        let command = Command::ClaimTask {
+            task_id: format!("t{t}"),
+            agent_id: "a".into(),
+            session_id: session.clone(),
+            lease_ms: 60_000,
+        };
+        let started = Instant::now();
+        exec(command).await?;
+        histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Ok(Latency {
+        p50_us: us(histogram.value_at_quantile(0.5)),
+        p99_us: us(histogram.value_at_quantile(0.99)),
+        max_us: us(histogram.max()),
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let root = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
+    let mut runs = 0;
+    let mut fresh = move || {
+        runs += 1;
+        root.path().join(format!("run-{runs}"))
+    };
+    let say = |what: &str| {
+        if !args.json {
+            eprintln!("measuring {what} ...");
+        }
+    };
+    let mut figures = serde_json::Map::new();
+
+    say("raw RocksDB WriteBatch (sync off)");
+    let raw_off = raw_rocksdb(&fresh(), args.events, RAW_BATCH, false)?;
+    say("raw RocksDB WriteBatch (sync on)");
+    let raw_on_1 = raw_rocksdb(&fresh(), args.synced_events / 10, 1, true)?;
+    let raw_on_batch = raw_rocksdb(&fresh(), args.synced_events, RAW_BATCH, true)?;
+    figures.insert(
+        "raw_rocksdb_batch64_sync_off_events_per_s".into(),
+        json!(raw_off.round()),
+    );
+    figures.insert(
+        "raw_rocksdb_batch1_sync_on_events_per_s".into(),
+        json!(raw_on_1.round()),
+    );
+    figures.insert(
+        "raw_rocksdb_batch64_sync_on_events_per_s".into(),
+        json!(raw_on_batch.round()),
+    );
+
+    let mut table = Vec::new();
+    for sync in [false, true] {
+        let events = if sync {
+            args.synced_events
+        } else {
+            args.events
+        };
+        for producers in [1u64, 8, 64] {
+            // A single synced producer waits one fsync per event: fewer events.
+            let events = if sync && producers == 1 {
+                events / 10
+            } else {
+                events
+            };
+            say(&format!(
+                "embedded append, {producers} producers, sync {}",
+                if sync { "on" } else { "off" }
+            ));
+            let rate = embedded_appends(&fresh(), events, producers, sync).await?;
+            figures.insert(
+                format!(
+                    "append_p{producers}_sync_{}_events_per_s",
+                    if sync { "on" } else { "off" }
+                ),
+                json!(rate.round()),
+            );
+            table.push((sync, producers, rate));
+        }
+    }
+    let rate = |sync: bool, producers: u64| {
+        table
+            .iter()
+            .find(|r| r.0 == sync && r.1 == producers)
+            .map_or(0.0, |r| r.2)
+    };
+    let best_off = [1, 8, 64]
+        .iter()
+        .map(|p| rate(false, *p))
+        .fold(0.0, f64::max);
+    let ratio_off = best_off / raw_off;
+    let group_gain = rate(true, 64) / rate(true, 1);
+    figures.insert(
+        "append_best_sync_off_vs_raw_ratio".into(),
+        json!((ratio_off * 1000.0).round() / 1000.0),
+    );
+    figures.insert(
+        "append_sync_on_p64_vs_p1_ratio".into(),
+        json!((group_gain * 10.0).round() / 10.0),
+    );
+
+    let mut latencies = Vec::new();
+    for sync in [true, false] {
+        say(&format!(
+            "claim latency, sync {}",
+            if sync { "on" } else { "off" }
+        ));
+        let latency = claim_latency(&fresh(), args.claims, sync).await?;
+        let tag = if sync { "on" } else { "off" };
+        figures.insert(
+            format!("claim_sync_{tag}_p50_us"),
+            json!((latency.p50_us * 10.0).round() / 10.0),
+        );
+        figures.insert(
+            format!("claim_sync_{tag}_p99_us"),
+            json!((latency.p99_us * 10.0).round() / 10.0),
+        );
+        latencies.push((sync, latency));
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(figures))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "raw RocksDB WriteBatch, same event bytes ({} B/event):",
+        stored_bytes(0).len()
+    );
+    println!(
+        "  batch {RAW_BATCH:>3}, sync off  {:>12.0} events/s",
+        raw_off
+    );
+    println!("  batch   1, sync on   {:>12.0} events/s", raw_on_1);
+    println!(
+        "  batch {RAW_BATCH:>3}, sync on   {:>12.0} events/s",
+        raw_on_batch
+    );
+    println!("embedded log append (one event per append, own stream per producer):");
+    for (sync, producers, rate) in &table {
+        println!(
+            "  {producers:>3} producers, sync {:<3} {:>12.0} events/s",
+            if *sync { "on" } else { "off" },
+            rate
+        );
+    }
+    println!(
+        "  best sync-off rate / raw batch sync-off: {:.2} (target >= 0.50)",
+        ratio_off
+    );
+    println!(
+        "  sync on, 64 producers / 1 producer:      {:.1}x (target >= 20x: group commit)",
+        group_gain
+    );
+    println!("claim_task through the handler (load task, session, agent; decide; append):");
+    for (sync, l) in &latencies {
+        println!(
+            "  sync {:<3}  p50 {:>8.1} us   p99 {:>8.1} us   max {:>8.1} us{}",
+            if *sync { "on" } else { "off" },
+            l.p50_us,
+            l.p99_us,
+            l.max_us,
+            "  (target p99 < 1000 us)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,242 @@
+//! `agentlog tail`, `stats` and `verify`: read-only looks at a data
+//! directory. They open the store without its lock, so they also work on a
+//! log that a running process is writing (as of the moment they open it).
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use agentlog_log::chain::to_hex;
+use agentlog_log::wal::{self, Store};
+use agentlog_log::{Envelope, Timestamp};
+
+use crate::{DataArg, progress};
+
+#[derive(clap::Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// First sequence number to print.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Only this stream (`task/t1`, `session/<id>` …).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    data: DataArg,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    data: DataArg,
+    #[arg(long)]
+    json: bool,
+}
+
+const PAGE: usize = 4096;
+
+fn line(event: &Envelope) -> String {
+    let mut body = agentlog_log::json::envelope(event)["body"].clone();
+    if let Some(object) = body.as_object_mut() {
+        object.remove("type");
+    }
+    format!(
+        "{:>8} {} {}@{} {} {}",
+        event.seq,
+        Timestamp::from_nanos(event.ts),
+        event.stream,
+        event.stream_version,
+        event.body.as_ref().map_or("?", |b| b.type_name()),
+        body
+    )
+}
+
+pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open_read_only(&args.data.data)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let print = |event: &Envelope, out: &mut dyn Write| -> std::io::Result<()> {
+        if args.json {
+            writeln!(out, "{}", agentlog_log::json::envelope(event))
+        } else {
+            writeln!(out, "{}", line(event))
+        }
+    };
+    match &args.stream {
+        Some(stream) => {
+            let mut version = 1;
+            while left > 0 {
+                let page = store.read_stream(stream, version, PAGE)?;
+                for event in page
+                    .iter()
+                    .filter(|e| e.seq >= args.from)
+                    .take(usize::try_from(left).unwrap_or(usize::MAX))
+                {
+                    print(event, &mut out)?;
+                    left -= 1;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
+                version += PAGE as u64;
+            }
+        }
+        None => {
+            let mut seq = args.from.max(1);
+            while left > 0 {
+                let page =
+                    store.read(seq, PAGE.min(usize::try_from(left).unwrap_or(usize::MAX)))?;
+                for event in &page {
+                    print(event, &mut out)?;
+                    left -= 1;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
+                seq += PAGE as u64;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open_read_only(&args.data.data)?;
+    let head = store.head()?;
+    let bar = progress::bar(
+        head.last_seq,
+        "counting",
+        args.json || head.last_seq < 200_000,
+    );
+    let mut types: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut streams: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut first_ts, mut last_ts) = (None, None);
+    let mut seq = 1;
+    loop {
+        let page = store.read(seq, PAGE)?;
+        for event in &page {
+            *types
+                .entry(event.body.as_ref().map_or("unknown", |b| b.type_name()))
+                .or_default() += 1;
+            let kind = event
+                .stream
+                .split_once('/')
+                .map_or(event.stream.as_str(), |(k, _)| k);
+            if event.stream_version == 1 {
+                *streams.entry(kind.to_owned()).or_default() += 1;
+            }
+            first_ts.get_or_insert(event.ts);
+            last_ts = Some(event.ts);
+        }
+        bar.set_position(seq + page.len() as u64 - 1);
+        if page.len() < PAGE {
+            break;
+        }
+        seq += PAGE as u64;
+    }
+    bar.finish_and_clear();
+    let ts = |t: Option<u64>| t.map(|t| Timestamp::from_nanos(t).to_string());
+    if args.json {
+        let out = serde_json::json!({
+            "events": head.last_seq,
+            "last_seq": head.last_seq,
+            "head_hash": to_hex(&head.hash),
+            "first_ts": ts(first_ts),
+            "last_ts": ts(last_ts),
+            "streams": streams,
+            "event_types": types,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("data        {}", args.data.data.display());
+        println!("events      {}", head.last_seq);
+        println!("last seq    {}", head.last_seq);
+        println!("head hash   {}", to_hex(&head.hash));
+        if let (Some(first), Some(last)) = (ts(first_ts), ts(last_ts)) {
+            println!("time        {first} .. {last}");
+        }
+        let streams: Vec<String> = streams.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("streams     {}", streams.join(", "));
+        println!("event types");
+        for (name, n) in &types {
+            println!("  {name:<28} {n:>10}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = match Store::open_read_only(&args.data.data) {
+        Ok(store) => store,
+        Err(e @ agentlog_log::Error::CorruptStore { .. }) => {
+            return Ok(report_damage(&args, None, &e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let head = store.head()?;
+    let bar = progress::bar(
+        head.last_seq,
+        "verifying",
+        args.json || head.last_seq < 200_000,
+    );
+    let result = wal::verify(&store, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if args.json {
+                let out = serde_json::json!({
+                    "ok": true,
+                    "events": report.events,
+                    "streams": report.streams,
+                    "last_seq": report.last_seq,
+                    "head_hash": to_hex(&report.head_hash),
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "ok: {} events in {} streams; seqs 1..{} continuous, stream versions without gaps, hash chain intact up to head {}",
+                    report.events,
+                    report.streams,
+                    report.last_seq,
+                    to_hex(&report.head_hash)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(agentlog_log::Error::Corrupt { seq, reason }) => {
+            Ok(report_damage(&args, Some(seq), &reason))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn report_damage(args: &VerifyArgs, seq: Option<u64>, reason: &str) -> ExitCode {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": false, "first_bad_seq": seq, "reason": reason})
+        );
+    } else {
+        match seq {
+            Some(seq) => println!("DAMAGED: first bad seq {seq}: {reason}"),
+            None => println!("DAMAGED: {reason}"),
+        }
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,80 @@
+//! The `agentlog` command line. Thin: it parses flags, opens what the
+//! command needs, calls the library crates and prints the result. It is the
+//! one place that picks the production clock and id source, and the one
+//! crate that may time things with the wall clock (progress, benchmarks).
+#![allow(clippy::disallowed_methods)]
+mod bench;
+mod cmd;
+mod demo;
+mod inspect;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agentlog",
+    version,
+    about = "The event-sourced ledger a multi-agent system runs on"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataArg {
+    /// The data directory (the embedded RocksDB log).
+    #[arg(long, env = "AGENTLOG_DATA", default_value = "agentlog-data")]
+    data: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a seeded multi-agent workload on the embedded log and summarise it.
+    Demo(demo::Args),
+    /// Print events from the log.
+    Tail(inspect::TailArgs),
+    /// Send one command: `agentlog cmd claim_task '{"task_id":"t1",...}'`.
+    Cmd(cmd::Args),
+    /// Count what the log holds.
+    Stats(inspect::StatsArgs),
+    /// Check sequence continuity, stream versions and the hash chain.
+    Verify(inspect::VerifyArgs),
+    /// Measure append throughput and claim latency against raw RocksDB.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Tail(args) => inspect::tail(args),
+            Command::Cmd(args) => cmd::run(args).await,
+            Command::Stats(args) => inspect::stats(args),
+            Command::Verify(args) => inspect::verify(args),
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The `agentlog` binary as a user runs it: the demo is reproducible, the
+//! inspection commands agree with it, damage is named, and a missing, locked
+//! or corrupt data directory gets a clear message, never a panic.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn agentlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(args)
+        .output()
+        .expect("run agentlog")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+fn demo(dir: &Path, seed: u64) -> serde_json::Value {
+    let seed = seed.to_string();
+    let data = dir.to_str().unwrap();
+    json(&agentlog(&[
+        "demo", "--seed", &seed, "--agents", "5", "--tasks", "80", "--days", "1", "--data", data,
+        "--json",
+    ]))
+}
+
+#[test]
+fn the_demo_is_reproducible_and_stats_and_verify_agree_with_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = demo(dirs[0].path(), 11);
+    let b = demo(dirs[1].path(), 11);
+    let c = demo(dirs[2].path(), 12);
+    assert_eq!(a["head_hash"], b["head_hash"]);
+    assert_eq!(a["events"], b["events"]);
+    assert_ne!(a["head_hash"], c["head_hash"]);
+    assert!(a["events"].as_u64().unwrap() > 500);
+    assert_eq!(a["events"], a["last_seq"]);
+
+    let data = dirs[0].path().to_str().unwrap();
+    let stats = json(&agentlog(&["stats", "--data", data, "--json"]));
+    assert_eq!(stats["events"], a["events"]);
+    assert_eq!(stats["head_hash"], a["head_hash"]);
+    let verified = json(&agentlog(&["verify", "--data", data, "--json"]));
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["head_hash"], a["head_hash"]);
+
+    let tail = agentlog(&[
+        "tail", "--data", data, "--json", "--from", "3", "--limit", "5",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout(&tail)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [3, 4, 5, 6, 7]
+    );
+    let human = stdout(&agentlog(&[
+        "tail",
+        "--data",
+        data,
+        "--stream",
+        "agent/agent-01",
+    ]));
+    assert!(
+        human.lines().next().unwrap().contains("agent_registered"),
+        "{human}"
+    );
+    assert!(human.lines().all(|l| l.contains("agent/agent-01@")));
+}
+
+#[test]
+fn the_demo_refuses_a_log_that_is_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path(), 1);
+    let again = agentlog(&[
+        "demo",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        "5",
+        "--days",
+        "1",
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("needs an empty log"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn commands_run_end_to_end_and_rejections_carry_kind_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cmd = |name: &str, body: &str| agentlog(&["cmd", "--data", data, "--json", name, body]);
+    json(&cmd(
+        "register_agent",
+        r#"{"agent_id": "a1", "capabilities": ["code"]}"#,
+    ));
+    let opened = json(&cmd("open_session", r#"{"agent_id": "a1"}"#));
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    json(&cmd(
+        "create_task",
+        r#"{"task_id": "t1", "required_capabilities": ["code"]}"#,
+    ));
+    let claim = format!(r#"{{"task_id": "t1", "agent_id": "a1", "session_id": "{session}"}}"#);
+    let claimed = json(&cmd("claim_task", &claim));
+    assert_eq!(claimed["events"], serde_json::json!(["task_claimed"]));
+    assert_eq!(claimed["stream_version"], 2);
+
+    let again = cmd("claim_task", &claim);
+    assert!(!again.status.success());
+    let rejection: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (rejection["kind"].as_str(), rejection["code"].as_str()),
+        (Some("domain"), Some("already_claimed"))
+    );
+
+    let unknown = cmd("claim", "{}");
+    let rejection: serde_json::Value = serde_json::from_slice(&unknown.stdout).unwrap();
+    assert_eq!(rejection["kind"], "invalid");
+    assert!(
+        rejection["message"]
+            .as_str()
+            .unwrap()
+            .contains("claim_task")
+    );
+
+    // Idempotency from the command line: the same key, the first result.
+    let alloc = |key: &str| {
+        agentlog(&[
+            "cmd",
+            "--data",
+            data,
+            "--json",
+            "--idempotency-key",
+            key,
+            "allocate_budget",
+            r#"{"budget_id": "b", "amount": 5}"#,
+        ])
+    };
+    let first = json(&alloc("k1"));
+    let second = json(&alloc("k1"));
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(first["first_seq"], second["first_seq"]);
+    assert_eq!(
+        json(&agentlog(&["verify", "--data", data, "--json"]))["ok"],
+        true
+    );
+}
+
+#[test]
+fn verify_names_the_first_damaged_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path(), 3);
+    {
+        // Change one stored event behind agentlog's back, keeping it decodable.
+        let cfs = ["events", "streams", "ids", "idem", "meta"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let events = db.cf_handle("events").unwrap();
+        let key = 42u64.to_be_bytes();
+        let mut value = db.get_cf(events, key).unwrap().unwrap();
+        let actor = agentlog_log::codec::decode(&value).unwrap().actor;
+        let at = value
+            .windows(actor.len())
+            .position(|w| w == actor.as_bytes())
+            .expect("the actor is stored as text");
+        value[at] ^= 0x20; // change the case of its first letter
+        db.put_cf(events, key, value).unwrap();
+    }
+    let out = agentlog(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("first bad seq 42"),
+        "{}",
+        stdout(&out)
+    );
+    let out = agentlog(&["verify", "--data", dir.path().to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first_bad_seq"], 42);
+}
+
+#[test]
+fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    for command in ["stats", "verify", "tail"] {
+        let out = agentlog(&[command, "--data", missing.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("no agentlog data at"),
+            "{command}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"));
+    }
+
+    let live = dir.path().join("live");
+    let _held = agentlog_log::EmbeddedLog::open(&live, Default::default()).unwrap();
+    let out = agentlog(&[
+        "cmd",
+        "--data",
+        live.to_str().unwrap(),
+        "allocate_budget",
+        r#"{"budget_id": "b", "amount": 1}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by another agentlog process"),
+        "{}",
+        stderr(&out)
+    );
+    // Reading a store that another process holds works.
+    assert!(
+        agentlog(&["stats", "--data", live.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join("CURRENT"), b"MANIFEST-garbage\n").unwrap();
+    for command in ["stats", "verify"] {
+        let out = agentlog(&[command, "--data", corrupt.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            said.contains("damaged or not an agentlog store"),
+            "{command}: {said}"
+        );
+        assert!(!said.contains("panicked"));
+    }
+}

@@ -1,0 +1,548 @@
+//! The command handler: loads the aggregate's state, decides, and appends
+//! with the version it decided on. If another writer appended first, the
+//! append conflicts and the handler reloads and decides again (bounded).
+//! So "claim if unclaimed" and "debit if covered" are exact without locks.
+//!
+//! State is cached per stream and caught up from the log before every
+//! decision, so the cache is never trusted beyond the version it knows.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use agentlog_log::ids::{CorrelationId, SagaId};
+use agentlog_log::schema::SCHEMA_VERSION;
+use agentlog_log::{
+    AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion,
+    IdGen, Log, SessionId, Timestamp,
+};
+use serde::Serialize;
+
+use crate::aggregate::{self, Agent, Budget, Decision, Policy, Refused, Session, State, Task};
+use crate::command::Command;
+use crate::rejection::{Code, Rejection, Result};
+
+/// How many times a decision is retried after losing a race.
+pub const DEFAULT_MAX_RETRIES: u32 = 32;
+/// Streams whose state the handler keeps; beyond it the cache starts over.
+const CACHE_ENTRIES: usize = 100_000;
+/// Events read per page while catching a state up.
+const PAGE: usize = 1024;
+
+/// A command with who sent it and how it traces.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub command: Command,
+    pub actor: String,
+    /// Repeating a key returns the first result and appends nothing.
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<CorrelationId>,
+    pub causation_id: Option<EventId>,
+    pub saga_id: Option<SagaId>,
+}
+
+impl Request {
+    pub fn new(command: Command, actor: impl Into<String>) -> Self {
+        Request {
+            command,
+            actor: actor.into(),
+            idempotency_key: None,
+            correlation_id: None,
+            causation_id: None,
+            saga_id: None,
+        }
+    }
+
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What an accepted command appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub command: &'static str,
+    pub stream: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub stream_version: u64,
+    /// The idempotency key had been used: this is the first result again.
+    pub duplicate: bool,
+    /// The types of the events appended, in order.
+    pub events: Vec<&'static str>,
+    /// The session an `open_session` opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+pub struct Handler<L: Log> {
+    log: Arc<L>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+    policy: Policy,
+    max_retries: u32,
+    cache: Mutex<HashMap<String, (u64, State)>>,
+}
+
+impl<L: Log> std::fmt::Debug for Handler<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Log> Handler<L> {
+    pub fn new(log: Arc<L>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
+        Handler {
+            log,
+            clock,
+            ids,
+            policy: Policy::default(),
+            max_retries: DEFAULT_MAX_RETRIES,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn log(&self) -> &Arc<L> {
+        &self.log
+    }
+
+    /// Runs one command to its end: accepted, or rejected with a reason.
+    pub async fn execute(&self, request: Request) -> Result<Accepted> {
+        request.command.validate()?;
+        if let Some(key) = &request.idempotency_key
+            && let Some(first) = self.log.idempotent_result(key).await?
+        {
+            return self.replayed(&request.command, first).await;
+        }
+        let mut command = request.command.clone();
+        if let Command::OpenSession {
+            session_id: id @ None,
+            ..
+        } = &mut command
+        {
+            *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
+        }
+        let stream = command.stream();
+        for _ in 0..=self.max_retries {
+            let now = self.clock.now();
+            let (version, state) = self.load(&stream).await?;
+            let (bodies, refusal) = match self.decide(&command, &state, now).await? {
+                Ok(bodies) => (bodies, None),
+                Err(Refused { rejection, record }) if record.is_empty() => return Err(rejection),
+                Err(Refused { rejection, record }) => (record, Some(rejection)),
+            };
+            let events = self.envelopes(&request, &command, bodies, now);
+            let types: Vec<&'static str> = events
+                .iter()
+                .filter_map(|e| e.body.as_ref().map(Body::type_name))
+                .collect();
+            let append = AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(version),
+                events: events.clone(),
+                // A refusal is recorded but not remembered: the same command
+                // may succeed later.
+                idempotency_key: if refusal.is_none() {
+                    request.idempotency_key.clone()
+                } else {
+                    None
+                },
+            };
+            match self.log.append(append).await {
+                Ok(appended) => {
+                    self.remember(&stream, version, state, &events, &appended);
+                    if let Some(rejection) = refusal {
+                        return Err(rejection);
+                    }
+                    return Ok(Accepted {
+                        command: command.name(),
+                        stream,
+                        first_seq: appended.first_seq,
+                        last_seq: appended.last_seq,
+                        stream_version: appended.stream_version,
+                        duplicate: appended.duplicate,
+                        events: types,
+                        session_id: opened_session(&command),
+                    });
+                }
+                Err(LogError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Rejection::new(
+            Code::RetriesExhausted,
+            format!(
+                "{stream} kept changing under {} attempts; send the command again",
+                self.max_retries + 1
+            ),
+        ))
+    }
+
+    /// The result of an idempotency key used before, rebuilt from the log.
+    async fn replayed(&self, command: &Command, first: Appended) -> Result<Accepted> {
+        let count = usize::try_from(first.last_seq - first.first_seq + 1).unwrap_or(usize::MAX);
+        let events = self.log.read(first.first_seq, count).await?;
+        let session_id = events.iter().find_map(|e| match &e.body {
+            Some(Body::SessionOpened(opened)) => Some(opened.session_id.clone()),
+            _ => None,
+        });
+        Ok(Accepted {
+            command: command.name(),
+            stream: events.first().map(|e| e.stream.clone()).unwrap_or_default(),
+            first_seq: first.first_seq,
+            last_seq: first.last_seq,
+            stream_version: first.stream_version,
+            duplicate: true,
+            events: events
+                .iter()
+                .filter_map(|e| e.body.as_ref().map(Body::type_name))
+                .collect(),
+            session_id,
+        })
+    }
+
+    /// The stream's state and version, caught up with the log.
+    pub async fn load(&self, stream: &str) -> Result<(u64, State)> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .cloned();
+        let (mut version, mut state) = match cached {
+            Some(cached) => cached,
+            None => (
+                0,
+                State::empty_for(stream).ok_or_else(|| {
+                    Rejection::invalid(format!("{stream} is not an aggregate stream"))
+                })?,
+            ),
+        };
+        loop {
+            let events = self.log.read_stream(stream, version + 1, PAGE).await?;
+            for event in &events {
+                debug_assert_eq!(event.stream_version, version + 1, "streams have no gaps");
+                state.apply(event);
+                version = event.stream_version;
+            }
+            if events.len() < PAGE {
+                break;
+            }
+        }
+        self.store(stream, version, state.clone());
+        Ok((version, state))
+    }
+
+    fn store(&self, stream: &str, version: u64, state: State) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_ENTRIES && !cache.contains_key(stream) {
+            cache.clear();
+        }
+        cache.insert(stream.to_owned(), (version, state));
+    }
+
+    /// Folds what this handler just appended into the cache, sparing the
+    /// next decision a read.
+    fn remember(
+        &self,
+        stream: &str,
+        version: u64,
+        mut state: State,
+        events: &[Envelope],
+        appended: &Appended,
+    ) {
+        if appended.duplicate || appended.stream_version != version + events.len() as u64 {
+            return;
+        }
+        for event in events {
+            state.apply(event);
+        }
+        self.store(stream, appended.stream_version, state);
+    }
+
+    async fn session(&self, session_id: &str) -> Result<Session> {
+        match self.load(&format!("session/{session_id}")).await?.1 {
+            State::Session(s) => Ok(s),
+            _ => unreachable!("session streams hold sessions"),
+        }
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Agent> {
+        match self.load(&format!("agent/{agent_id}")).await?.1 {
+            State::Agent(a) => Ok(a),
+            _ => unreachable!("agent streams hold agents"),
+        }
+    }
+
+    async fn tasks(&self, task_ids: &[String]) -> Result<BTreeMap<String, Task>> {
+        let mut tasks = BTreeMap::new();
+        for id in task_ids {
+            if let State::Task(t) = self.load(&format!("task/{id}")).await?.1 {
+                tasks.insert(id.clone(), t);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Gathers what the decision reads and calls the pure decide function.
+    async fn decide(&self, command: &Command, state: &State, now: Timestamp) -> Result<Decision> {
+        use aggregate::{agent, budget, session, task};
+        Ok(match (command, state) {
+            (
+                Command::OpenSession {
+                    agent_id,
+                    session_id,
+                    heartbeat_timeout_ms,
+                },
+                State::Session(s),
+            ) => {
+                let agent = self.agent(agent_id).await?;
+                session::open(
+                    s,
+                    session_id.as_deref().unwrap_or_default(),
+                    agent_id,
+                    *heartbeat_timeout_ms,
+                    &agent,
+                )
+            }
+            (Command::Heartbeat { session_id }, State::Session(s)) => {
+                session::heartbeat(s, session_id, now)
+            }
+            (Command::CloseSession { session_id, reason }, State::Session(s)) => {
+                session::close(s, session_id, reason)
+            }
+            (Command::ExpireSession { session_id }, State::Session(s)) => {
+                session::expire(s, session_id, now)
+            }
+            (
+                Command::RegisterAgent {
+                    agent_id,
+                    name,
+                    capabilities,
+                },
+                State::Agent(_),
+            ) => agent::register(agent_id, name, capabilities),
+            (
+                Command::RecordAction {
+                    agent_id,
+                    session_id,
+                    task_id,
+                    kind,
+                    cost,
+                    outcome,
+                    detail,
+                },
+                State::Agent(a),
+            ) => {
+                let session = self.session(session_id).await?;
+                let action = agent::Action {
+                    agent_id,
+                    session_id,
+                    task_id,
+                    kind: *kind,
+                    cost: *cost,
+                    outcome: *outcome,
+                    detail,
+                };
+                agent::record_action(a, &session, action, now)
+            }
+            (
+                Command::CreateTask {
+                    task_id,
+                    title,
+                    priority,
+                    required_capabilities,
+                    dependencies,
+                    max_attempts,
+                },
+                State::Task(t),
+            ) => {
+                let deps = self.tasks(dependencies).await?;
+                let new = task::NewTask {
+                    task_id,
+                    title,
+                    priority: *priority,
+                    required_capabilities,
+                    dependencies,
+                    max_attempts: *max_attempts,
+                };
+                task::create(t, new, &deps)
+            }
+            (
+                Command::ClaimTask {
+                    task_id,
+                    agent_id,
+                    session_id,
+                    lease_ms,
+                },
+                State::Task(t),
+            ) => {
+                let deps = self.tasks(&t.dependencies).await?;
+                let session = self.session(session_id).await?;
+                let agent = self.agent(agent_id).await?;
+                let claim = task::Claim {
+                    task_id,
+                    agent_id,
+                    session_id,
+                    lease_ms: *lease_ms,
+                };
+                task::claim(t, claim, &deps, &session, &agent, now)
+            }
+            (
+                Command::ReleaseTask {
+                    task_id,
+                    agent_id,
+                    session_id,
+                    reason,
+                },
+                State::Task(t),
+            ) => task::finish(
+                t,
+                task_id,
+                agent_id,
+                session_id,
+                task::Finish::Release { reason },
+                now,
+            ),
+            (
+                Command::CompleteTask {
+                    task_id,
+                    agent_id,
+                    session_id,
+                    result,
+                },
+                State::Task(t),
+            ) => task::finish(
+                t,
+                task_id,
+                agent_id,
+                session_id,
+                task::Finish::Complete { result },
+                now,
+            ),
+            (
+                Command::FailTask {
+                    task_id,
+                    agent_id,
+                    session_id,
+                    reason,
+                },
+                State::Task(t),
+            ) => task::finish(
+                t,
+                task_id,
+                agent_id,
+                session_id,
+                task::Finish::Fail { reason },
+                now,
+            ),
+            (Command::ExpireLease { task_id }, State::Task(t)) => {
+                task::expire_lease(t, task_id, now)
+            }
+            (Command::AllocateBudget { budget_id, amount }, State::Budget(b)) => {
+                budget::allocate(b, budget_id, *amount)
+            }
+            (
+                Command::DebitBudget {
+                    budget_id,
+                    amount,
+                    agent_id,
+                    session_id,
+                    task_id,
+                    reason,
+                    failed,
+                },
+                State::Budget(b),
+            ) => {
+                let debit = budget::Debit {
+                    budget_id,
+                    amount: *amount,
+                    agent_id,
+                    session_id,
+                    task_id,
+                    reason,
+                    failed: *failed,
+                };
+                budget::debit(b, debit, &self.policy, now)
+            }
+            (
+                Command::RefundBudget {
+                    budget_id,
+                    amount,
+                    reason,
+                },
+                State::Budget(b),
+            ) => budget::refund(b, budget_id, *amount, reason),
+            (command, _) => unreachable!(
+                "{} decides on {}, whose state matches",
+                command.name(),
+                command.stream()
+            ),
+        })
+    }
+
+    fn envelopes(
+        &self,
+        request: &Request,
+        command: &Command,
+        bodies: Vec<Body>,
+        now: Timestamp,
+    ) -> Vec<Envelope> {
+        let session_id = command
+            .session_id()
+            .and_then(|s| s.parse::<SessionId>().ok())
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut correlation_id = request.correlation_id.map(|c| c.as_bytes().to_vec());
+        bodies
+            .into_iter()
+            .map(|body| {
+                let event_id = EventId::new(now, &*self.ids);
+                // Without a correlation id from the producer, the command's
+                // first event id correlates everything it caused.
+                let correlation = correlation_id
+                    .get_or_insert_with(|| event_id.as_bytes().to_vec())
+                    .clone();
+                Envelope {
+                    event_id: event_id.as_bytes().to_vec(),
+                    ts: now.as_nanos(),
+                    correlation_id: correlation,
+                    causation_id: request
+                        .causation_id
+                        .map(|c| c.as_bytes().to_vec())
+                        .unwrap_or_default(),
+                    session_id: session_id.clone(),
+                    saga_id: request
+                        .saga_id
+                        .map(|s| s.as_bytes().to_vec())
+                        .unwrap_or_default(),
+                    actor: request.actor.clone(),
+                    schema_version: SCHEMA_VERSION,
+                    body: Some(body),
+                    ..Envelope::default()
+                }
+            })
+            .collect()
+    }
+
+    /// The budget state, for callers that need to show it.
+    pub async fn budget(&self, budget_id: &str) -> Result<Budget> {
+        match self.load(&format!("budget/{budget_id}")).await?.1 {
+            State::Budget(b) => Ok(b),
+            _ => unreachable!("budget streams hold budgets"),
+        }
+    }
+}
+
+fn opened_session(command: &Command) -> Option<String> {
+    match command {
+        Command::OpenSession { session_id, .. } => session_id.clone(),
+        _ => None,
+    }
+}

@@ -1,0 +1,16 @@
+//! agentlog-commands: the commands producers send, the pure `decide`
+//! functions over aggregate state, and the handler that appends their events
+//! to a [`agentlog_log::Log`] with optimistic concurrency.
+//!
+//! Also the seeded simulation behind `agentlog demo` (`sim`), which drives
+//! the real handler so the demo exercises the real command path.
+pub mod aggregate;
+pub mod command;
+pub mod handler;
+pub mod rejection;
+pub mod sim;
+
+pub use aggregate::Policy;
+pub use command::{ActionKind, ActionOutcome, Command};
+pub use handler::{Accepted, Handler, Request};
+pub use rejection::{Code, Rejection};

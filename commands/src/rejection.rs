@@ -1,0 +1,137 @@
+//! Why a command was refused: the taxonomy kind and a stable code that
+//! producers can match on. Codes never change meaning once published.
+use std::fmt;
+
+use agentlog_log::{Error as LogError, Kind};
+
+/// Stable rejection codes. The wire form is the snake_case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    // domain
+    AlreadyExists,
+    NotFound,
+    UnknownAgent,
+    UnknownDependency,
+    DependencyCycle,
+    DependenciesIncomplete,
+    AlreadyClaimed,
+    AlreadyCompleted,
+    TaskFailed,
+    NotClaimed,
+    NotHolder,
+    LeaseExpired,
+    LeaseActive,
+    SessionNotLive,
+    SessionMismatch,
+    SessionLive,
+    MissingCapabilities,
+    InsufficientBudget,
+    CircuitOpen,
+    RefundExceedsSpent,
+    // conflict
+    RetriesExhausted,
+    // invalid
+    InvalidCommand,
+    InvalidAmount,
+    TooLarge,
+    // platform
+    Storage,
+    Unavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AlreadyExists => "already_exists",
+            Code::NotFound => "not_found",
+            Code::UnknownAgent => "unknown_agent",
+            Code::UnknownDependency => "unknown_dependency",
+            Code::DependencyCycle => "dependency_cycle",
+            Code::DependenciesIncomplete => "dependencies_incomplete",
+            Code::AlreadyClaimed => "already_claimed",
+            Code::AlreadyCompleted => "already_completed",
+            Code::TaskFailed => "task_failed",
+            Code::NotClaimed => "not_claimed",
+            Code::NotHolder => "not_holder",
+            Code::LeaseExpired => "lease_expired",
+            Code::LeaseActive => "lease_active",
+            Code::SessionNotLive => "session_not_live",
+            Code::SessionMismatch => "session_mismatch",
+            Code::SessionLive => "session_live",
+            Code::MissingCapabilities => "missing_capabilities",
+            Code::InsufficientBudget => "insufficient_budget",
+            Code::CircuitOpen => "circuit_open",
+            Code::RefundExceedsSpent => "refund_exceeds_spent",
+            Code::RetriesExhausted => "retries_exhausted",
+            Code::InvalidCommand => "invalid_command",
+            Code::InvalidAmount => "invalid_amount",
+            Code::TooLarge => "too_large",
+            Code::Storage => "storage",
+            Code::Unavailable => "unavailable",
+        }
+    }
+
+    /// The taxonomy kind every rejection with this code has.
+    pub fn kind(self) -> Kind {
+        match self {
+            Code::RetriesExhausted => Kind::Conflict,
+            Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge => Kind::Invalid,
+            Code::Storage | Code::Unavailable => Kind::Platform,
+            _ => Kind::Domain,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused command. `message` says what was wrong and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}/{code}: {message}")]
+pub struct Rejection {
+    pub kind: Kind,
+    pub code: Code,
+    pub message: String,
+}
+
+pub type Result<T, E = Rejection> = std::result::Result<T, E>;
+
+impl Rejection {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Rejection {
+            kind: code.kind(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Rejection::new(Code::InvalidCommand, message)
+    }
+
+    /// Whether sending the same command again (same idempotency key) may
+    /// succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, Kind::Platform | Kind::Conflict)
+    }
+}
+
+impl From<LogError> for Rejection {
+    fn from(err: LogError) -> Self {
+        let code = match &err {
+            LogError::TooLarge { .. } | LogError::BatchTooLarge { .. } => Code::TooLarge,
+            LogError::Conflict { .. } => Code::RetriesExhausted,
+            LogError::Closed | LogError::Poisoned { .. } => Code::Unavailable,
+            other if other.kind() == Kind::Invalid => Code::InvalidCommand,
+            _ => Code::Storage,
+        };
+        Rejection {
+            kind: err.kind(),
+            code,
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Compiles `proto/agentlog/v1/*.proto` with protox (pure Rust, no system
+//! `protoc`) and prost. Event bodies get `serde::Serialize` so that tools can
+//! print them as JSON; enum fields print their short names.
+use std::io::Result;
+
+fn main() -> Result<()> {
+    let protos = ["proto/agentlog/v1/events.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"]).map_err(std::io::Error::other)?;
+    let mut config = prost_build::Config::new();
+    config
+        .type_attribute(".agentlog.v1", "#[derive(serde::Serialize)]")
+        .type_attribute(
+            ".agentlog.v1.Envelope.body",
+            "#[serde(tag = \"type\", rename_all = \"snake_case\")]",
+        )
+        .field_attribute(
+            ".agentlog.v1.ActionRecorded.kind",
+            "#[serde(serialize_with = \"crate::schema::json::action_kind\")]",
+        );
+    for field in [
+        ".agentlog.v1.ActionRecorded.outcome",
+        ".agentlog.v1.BudgetDebited.outcome",
+    ] {
+        config.field_attribute(
+            field,
+            "#[serde(serialize_with = \"crate::schema::json::outcome\")]",
+        );
+    }
+    config.compile_fds(descriptors)
+}

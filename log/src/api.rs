@@ -1,0 +1,190 @@
+//! The `Log` trait: the contract every backend (embedded RocksDB now,
+//! JetStream later) keeps, and the types it speaks in. The contract is
+//! written down once more as executable tests in `conformance`.
+use std::fmt;
+use std::future::Future;
+
+use crate::chain::{GENESIS, Hash};
+use crate::codec::{ASSIGNED_FIELDS_BYTES, MAX_EVENT_BYTES};
+use crate::error::{Error, Result};
+use crate::schema::Envelope;
+
+/// Most events one append may carry (the JetStream atomic batch limit, so
+/// both backends accept the same appends).
+pub const MAX_APPEND_EVENTS: usize = 1000;
+/// Longest stream name, in bytes.
+pub const MAX_STREAM_BYTES: usize = 256;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// What the appender believes the stream's version is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version (no concurrency check).
+    Any,
+    /// The stream's last version must be exactly this; 0 means the stream
+    /// must not exist yet.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    pub fn admits(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::Exact(expected) => expected == actual,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::Exact(0) => f.write_str("no stream yet"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Events for one stream, appended together or not at all.
+///
+/// The producer fills in each envelope's `event_id`, `ts`, tracing ids,
+/// `actor`, `schema_version` and `body`; the log assigns `stream`,
+/// `stream_version`, `seq`, `hash`, and `idempotency_key` on the first event.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<Envelope>,
+    pub idempotency_key: Option<String>,
+}
+
+impl AppendRequest {
+    /// Checks everything that does not depend on the log's state, so a bad
+    /// request is refused before it reaches the writer.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidAppend { reason });
+        if self.stream.is_empty() || self.stream.len() > MAX_STREAM_BYTES {
+            return invalid(format!(
+                "stream name must be 1 to {MAX_STREAM_BYTES} bytes, got {}",
+                self.stream.len()
+            ));
+        }
+        if self.events.is_empty() {
+            return invalid("an append needs at least one event".into());
+        }
+        if self.events.len() > MAX_APPEND_EVENTS {
+            return Err(Error::BatchTooLarge {
+                events: self.events.len(),
+                limit: MAX_APPEND_EVENTS,
+            });
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            return invalid(format!(
+                "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, got {}",
+                key.len()
+            ));
+        }
+        for (i, event) in self.events.iter().enumerate() {
+            if event.body.is_none() {
+                return invalid(format!("event {i} has no body"));
+            }
+            if event.event_id.len() != 16 {
+                return invalid(format!(
+                    "event {i} has a {}-byte event_id; it must be a 16-byte UUID",
+                    event.event_id.len()
+                ));
+            }
+            if !event.stream.is_empty() && event.stream != self.stream {
+                return invalid(format!(
+                    "event {i} names stream {:?} inside an append to {:?}",
+                    event.stream, self.stream
+                ));
+            }
+            let size_bytes = prost::Message::encoded_len(event)
+                + self.stream.len()
+                + self.idempotency_key.as_ref().map_or(0, String::len)
+                + ASSIGNED_FIELDS_BYTES;
+            if size_bytes > MAX_EVENT_BYTES {
+                return Err(Error::TooLarge {
+                    size_bytes,
+                    limit_bytes: MAX_EVENT_BYTES,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The stream's version after the append.
+    pub stream_version: u64,
+    /// True when the idempotency key had been seen: nothing was appended and
+    /// this is the first append's result.
+    pub duplicate: bool,
+}
+
+/// The last event of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// 0 for an empty log.
+    pub last_seq: u64,
+    /// The chain hash of the last event ([`GENESIS`] for an empty log).
+    pub hash: Hash,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        last_seq: 0,
+        hash: GENESIS,
+    };
+}
+
+/// An append-only, totally ordered, hash-chained event log.
+pub trait Log: Send + Sync + 'static {
+    type Subscription: Subscription;
+
+    /// Appends the request's events atomically after checking its expected
+    /// version (a mismatch is [`Error::Conflict`] and writes nothing) and its
+    /// idempotency key (a known key returns the first result, appending
+    /// nothing).
+    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<Appended>> + Send;
+
+    /// Up to `max` events from `from_seq` on, in log order.
+    fn read(&self, from_seq: u64, max: usize)
+    -> impl Future<Output = Result<Vec<Envelope>>> + Send;
+
+    /// Up to `max` events of one stream from `from_version` on.
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Envelope>>> + Send;
+
+    /// The stream's last version (0 when it has no events).
+    fn stream_version(&self, stream: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The result recorded for an idempotency key, if any.
+    fn idempotent_result(&self, key: &str)
+    -> impl Future<Output = Result<Option<Appended>>> + Send;
+
+    fn head(&self) -> impl Future<Output = Result<Head>> + Send;
+
+    /// Every event from `from_seq` on, in order, then each new one as it
+    /// commits.
+    fn subscribe(&self, from_seq: u64) -> Result<Self::Subscription>;
+}
+
+/// A live, ordered feed of the log.
+pub trait Subscription: Send {
+    /// The next event; waits (without polling) until one commits. Fails with
+    /// [`Error::Closed`] when the log shuts down.
+    fn next(&mut self) -> impl Future<Output = Result<Envelope>> + Send;
+}

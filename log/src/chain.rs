@@ -1,0 +1,61 @@
+//! The hash chain: each event's hash covers the previous event's hash and the
+//! event's own canonical bytes, so changing, dropping or reordering any event
+//! breaks every link after it.
+use prost::Message;
+
+use crate::schema::Envelope;
+
+pub type Hash = [u8; 32];
+
+/// What the first event chains from.
+pub const GENESIS: Hash = [0u8; 32];
+
+/// blake3(previous ‖ envelope bytes with `hash` empty).
+pub fn link(previous: &Hash, envelope: &Envelope) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(previous);
+    if envelope.hash.is_empty() {
+        hasher.update(&envelope.encode_to_vec());
+    } else {
+        let mut unsealed = envelope.clone();
+        unsealed.hash.clear();
+        hasher.update(&unsealed.encode_to_vec());
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// Computes and stores the envelope's hash; returns it for the next link.
+pub fn seal(previous: &Hash, envelope: &mut Envelope) -> Hash {
+    envelope.hash.clear();
+    let hash = link(previous, envelope);
+    envelope.hash = hash.to_vec();
+    hash
+}
+
+/// Whether the envelope's stored hash is the right link after `previous`.
+pub fn is_linked(previous: &Hash, envelope: &Envelope) -> bool {
+    envelope.hash.as_slice() == link(previous, envelope).as_slice()
+}
+
+pub fn to_hex(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_event_breaks_the_link() {
+        let mut first = crate::testing::sample_envelope(1);
+        let head = seal(&GENESIS, &mut first);
+        assert!(is_linked(&GENESIS, &first));
+        let mut second = crate::testing::sample_envelope(2);
+        seal(&head, &mut second);
+        assert!(is_linked(&head, &second));
+        // Reordering: the second event does not link to the genesis.
+        assert!(!is_linked(&GENESIS, &second));
+        second.actor.push('!');
+        assert!(!is_linked(&head, &second));
+    }
+}

@@ -1,0 +1,222 @@
+//! The embedded backend of the [`Log`] trait: the RocksDB WAL in a local
+//! directory, one writing process, zero setup.
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::{AppendRequest, Appended, Head, Log, Subscription};
+use crate::error::{Error, Result};
+use crate::schema::Envelope;
+use crate::wal::{Pending, Store, StoreOptions, Writer};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// fsync the WAL before acknowledging an append. On by default; off
+    /// trades the last moments of acknowledged writes on power loss (not on
+    /// a process crash) for throughput.
+    pub sync: bool,
+    pub create_if_missing: bool,
+    /// Most events one group commit writes.
+    pub max_group_events: usize,
+    /// Most appends waiting for the writer; beyond it appenders wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: true,
+            create_if_missing: true,
+            max_group_events: 8192,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+/// The embedded log. Dropping it finishes queued appends, stops the writer
+/// and closes the store (subscriptions still open keep the store open).
+pub struct EmbeddedLog {
+    store: Arc<Store>,
+    queue: Option<mpsc::Sender<Pending>>,
+    head: watch::Receiver<Head>,
+    poison: Arc<OnceLock<String>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("path", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedLog {
+    pub fn open(path: &Path, options: Options) -> Result<EmbeddedLog> {
+        let store = Arc::new(Store::open(
+            path,
+            StoreOptions {
+                create_if_missing: options.create_if_missing,
+            },
+        )?);
+        let head = store.head()?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
+        let poison = Arc::new(OnceLock::new());
+        let writer = Writer {
+            store: store.clone(),
+            head,
+            sync: options.sync,
+            max_group_events: options.max_group_events.max(1),
+            head_tx,
+            poison: poison.clone(),
+            versions: Default::default(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("agentlog-writer".into())
+            .spawn(move || writer.run(queue_rx))
+            .map_err(|e| Error::Poisoned {
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(EmbeddedLog {
+            store,
+            queue: Some(queue_tx),
+            head: head_rx,
+            poison,
+            writer: Some(writer),
+        })
+    }
+
+    /// The store underneath, for reads that are not part of the `Log` trait.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Forces every acknowledged append to disk (useful with `sync` off).
+    pub fn sync(&self) -> Result<()> {
+        self.store.sync_wal()
+    }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Log for EmbeddedLog {
+    type Subscription = EmbeddedSubscription;
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended> {
+        request.validate()?;
+        if let Some(reason) = self.poison.get() {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        let (reply, result) = oneshot::channel();
+        queue
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        result.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.store.read(from_seq, max)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<Envelope>> {
+        self.store.read_stream(stream, from_version, max)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.store.stream_version(stream)
+    }
+
+    async fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {
+        self.store.idempotent_result(key)
+    }
+
+    async fn head(&self) -> Result<Head> {
+        Ok(*self.head.borrow())
+    }
+
+    fn subscribe(&self, from_seq: u64) -> Result<EmbeddedSubscription> {
+        Ok(EmbeddedSubscription {
+            store: self.store.clone(),
+            next_seq: from_seq.max(1),
+            buffer: VecDeque::new(),
+            head: self.head.clone(),
+        })
+    }
+}
+
+/// Reads committed events in pages; when it has caught up it sleeps on the
+/// writer's head notification.
+pub struct EmbeddedSubscription {
+    store: Arc<Store>,
+    next_seq: u64,
+    buffer: VecDeque<Envelope>,
+    head: watch::Receiver<Head>,
+}
+
+const SUBSCRIPTION_PAGE: usize = 512;
+
+impl Subscription for EmbeddedSubscription {
+    async fn next(&mut self) -> Result<Envelope> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Ok(event);
+            }
+            let committed = self.head.borrow_and_update().last_seq;
+            if committed >= self.next_seq {
+                let want = usize::try_from(committed - self.next_seq + 1)
+                    .unwrap_or(usize::MAX)
+                    .min(SUBSCRIPTION_PAGE);
+                let page = self.store.read(self.next_seq, want)?;
+                if page.len() != want {
+                    return Err(Error::Corrupt {
+                        seq: self.next_seq + page.len() as u64,
+                        reason: "committed but not readable".into(),
+                    });
+                }
+                self.next_seq += want as u64;
+                self.buffer.extend(page);
+                continue;
+            }
+            if self.head.changed().await.is_err() {
+                // The writer stopped; deliver what it committed last, then close.
+                if self.head.borrow().last_seq >= self.next_seq {
+                    continue;
+                }
+                return Err(Error::Closed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::{EmbeddedLog, Options};
+
+    async fn fresh() -> (EmbeddedLog, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = EmbeddedLog::open(dir.path(), Options::default()).expect("open a fresh log");
+        (log, dir)
+    }
+
+    crate::log_conformance_tests!(fresh());
+}

@@ -1,0 +1,16 @@
+//! The RocksDB WAL: the embedded log's storage and, in distributed mode, the
+//! node's mirror of the JetStream stream.
+//!
+//! Column families (keys big-endian, so key order is log order):
+//! `events` seq → envelope, `streams` stream ‖ version → seq,
+//! `ids` event_id → seq, `idem` idempotency key → append result,
+//! `meta` format marker and chain head. Every append writes all of them in
+//! one atomic `WriteBatch`.
+mod keys;
+mod store;
+mod verify;
+mod writer;
+
+pub use store::{Store, StoreOptions};
+pub use verify::{Report, verify};
+pub(crate) use writer::{Pending, Writer};

@@ -1,0 +1,391 @@
+//! Opening the WAL and reading it. Writes go through `writer`; this module
+//! owns the database handle, the open-time checks and every read path.
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
+
+use super::keys::*;
+use crate::api::{Appended, Head};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::schema::Envelope;
+
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Create an empty store when the directory holds none.
+    pub create_if_missing: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create_if_missing: true,
+        }
+    }
+}
+
+/// An open WAL. Shared (behind an `Arc`) by the writer thread and readers.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_max_background_jobs(2);
+    opts.set_bytes_per_sync(1 << 20);
+    opts.set_keep_log_file_num(4);
+    opts
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    COLUMN_FAMILIES
+        .iter()
+        .map(|name| {
+            let mut opts = Options::default();
+            if *name == CF_EVENTS {
+                opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                opts.set_write_buffer_size(64 << 20);
+            }
+            ColumnFamilyDescriptor::new(*name, opts)
+        })
+        .collect()
+}
+
+fn exists(path: &Path) -> bool {
+    path.join("CURRENT").is_file()
+}
+
+fn open_error(path: &Path, err: rocksdb::Error) -> Error {
+    let message = err.to_string();
+    let lowered = message.to_lowercase();
+    if lowered.contains("lock") && (lowered.contains("temporarily") || lowered.contains("hold")) {
+        Error::Locked {
+            path: path.to_owned(),
+        }
+    } else {
+        Error::CorruptStore {
+            path: path.to_owned(),
+            reason: message,
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store for reading and writing. Takes the
+    /// directory's lock: one writing process per store.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        let existed = exists(path);
+        if !existed && !options.create_if_missing {
+            return Err(Error::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        if existed {
+            Self::check_column_families(path)?;
+        } else {
+            std::fs::create_dir_all(path).map_err(|e| Error::CorruptStore {
+                path: path.to_owned(),
+                reason: format!("cannot create the directory: {e}"),
+            })?;
+        }
+        let mut opts = db_options();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&opts, path, cf_descriptors())
+            .map_err(|e| open_error(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            read_only: false,
+        };
+        store.check_format(!existed)?;
+        store.check_head()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store without its lock: for inspecting a store a
+    /// running process may be writing. Sees the store as of the opening.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !exists(path) {
+            return Err(Error::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        Self::check_column_families(path)?;
+        let db = DB::open_cf_descriptors_read_only(&db_options(), path, cf_descriptors(), false)
+            .map_err(|e| open_error(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            read_only: true,
+        };
+        store.check_format(false)?;
+        store.check_head()?;
+        Ok(store)
+    }
+
+    fn check_column_families(path: &Path) -> Result<()> {
+        let found = DB::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
+        for name in COLUMN_FAMILIES {
+            if !found.iter().any(|f| f == name) {
+                return Err(Error::CorruptStore {
+                    path: path.to_owned(),
+                    reason: format!("not an agentlog store: column family {name:?} is missing"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_format(&self, created: bool) -> Result<()> {
+        let format = self
+            .db
+            .get_cf(self.cf(CF_META), META_FORMAT)
+            .map_err(Error::storage("reading the format marker"))?;
+        match format {
+            Some(found) if found == FORMAT_V1 => Ok(()),
+            None if created => self
+                .db
+                .put_cf(self.cf(CF_META), META_FORMAT, FORMAT_V1)
+                .map_err(Error::storage("writing the format marker")),
+            other => Err(Error::CorruptStore {
+                path: self.path.clone(),
+                reason: format!(
+                    "format marker is {:?}, expected {:?}",
+                    other.map(|f| String::from_utf8_lossy(&f).into_owned()),
+                    String::from_utf8_lossy(FORMAT_V1)
+                ),
+            }),
+        }
+    }
+
+    /// The head in `meta` and the last key of `events` are written in one
+    /// batch; if they disagree the store was damaged outside agentlog.
+    fn check_head(&self) -> Result<()> {
+        let head = self.head()?;
+        let last = self.last_event_seq()?;
+        if last != head.last_seq {
+            return Err(Error::CorruptStore {
+                path: self.path.clone(),
+                reason: format!(
+                    "the recorded head is seq {} but the last stored event is seq {last}",
+                    head.last_seq
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is opened with the store")
+    }
+
+    pub fn head(&self) -> Result<Head> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_META), META_HEAD)
+            .map_err(Error::storage("reading the head"))?;
+        match value {
+            None => Ok(Head::EMPTY),
+            Some(value) => {
+                let (last_seq, hash) = head_from(&value).ok_or_else(|| Error::CorruptStore {
+                    path: self.path.clone(),
+                    reason: "the recorded head is malformed".into(),
+                })?;
+                Ok(Head { last_seq, hash })
+            }
+        }
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        match self
+            .db
+            .iterator_cf(self.cf(CF_EVENTS), IteratorMode::End)
+            .next()
+        {
+            None => Ok(0),
+            Some(item) => {
+                let (key, _) = item.map_err(Error::storage("reading the last event"))?;
+                seq_from(&key).ok_or_else(|| Error::CorruptStore {
+                    path: self.path.clone(),
+                    reason: "an event key is not 8 bytes".into(),
+                })
+            }
+        }
+    }
+
+    /// The stored bytes of up to `max` events from `from_seq` on, as
+    /// `(key seq, bytes)`, in key order. Stops early at a gap.
+    pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let start = seq_key(from_seq.max(1));
+        let mut out = Vec::with_capacity(max.min(1024));
+        for item in self.db.iterator_cf(
+            self.cf(CF_EVENTS),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item.map_err(Error::storage("reading events"))?;
+            let seq = seq_from(&key).ok_or_else(|| Error::Corrupt {
+                seq: 0,
+                reason: "an event key is not 8 bytes".into(),
+            })?;
+            out.push((seq, value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` decoded events from `from_seq` on. Fails on a gap or a
+    /// damaged event instead of skipping it.
+    pub fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
+        let mut expected = from_seq.max(1);
+        self.read_raw(expected, max)?
+            .into_iter()
+            .map(|(seq, bytes)| {
+                if seq != expected {
+                    return Err(Error::Corrupt {
+                        seq: expected,
+                        reason: format!("missing; the next stored event is seq {seq}"),
+                    });
+                }
+                expected += 1;
+                decode_at(seq, &bytes)
+            })
+            .collect()
+    }
+
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<Envelope>> {
+        let prefix = stream_prefix(stream);
+        let start = stream_key(stream, from_version.max(1));
+        let mut seqs = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_STREAMS),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if seqs.len() >= max {
+                break;
+            }
+            let (key, value) = item.map_err(Error::storage("reading a stream"))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let seq = seq_from(&value).ok_or_else(|| Error::Corrupt {
+                seq: 0,
+                reason: format!("stream {stream} index entry is malformed"),
+            })?;
+            seqs.push(seq);
+        }
+        let keys: Vec<[u8; 8]> = seqs.iter().map(|s| seq_key(*s)).collect();
+        let events_cf = self.cf(CF_EVENTS);
+        let values = self.db.batched_multi_get_cf(events_cf, keys.iter(), true);
+        seqs.iter()
+            .zip(values)
+            .map(|(seq, value)| {
+                match value.map_err(Error::storage("reading a stream's events"))? {
+                    Some(bytes) => decode_at(*seq, &bytes),
+                    None => Err(Error::Corrupt {
+                        seq: *seq,
+                        reason: format!("indexed by stream {stream} but missing"),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        let prefix = stream_prefix(stream);
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
+        iter.seek_for_prev(stream_key(stream, u64::MAX));
+        if !iter.valid() {
+            iter.status()
+                .map_err(Error::storage("finding a stream's version"))?;
+            return Ok(0);
+        }
+        Ok(iter
+            .key()
+            .and_then(|key| version_from(key, &prefix))
+            .unwrap_or(0))
+    }
+
+    pub fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDEM), key.as_bytes())
+            .map_err(Error::storage("reading the idempotency table"))?;
+        match value {
+            None => Ok(None),
+            Some(value) => appended_from(&value)
+                .map(Some)
+                .ok_or_else(|| Error::Corrupt {
+                    seq: 0,
+                    reason: format!("idempotency entry for {key:?} is malformed"),
+                }),
+        }
+    }
+
+    /// The seq of an event, by its id.
+    pub fn seq_of(&self, event_id: &[u8]) -> Result<Option<u64>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDS), event_id)
+            .map_err(Error::storage("reading the id index"))?;
+        Ok(value.and_then(|v| seq_from(&v)))
+    }
+
+    /// The seq that the `streams` index records for a stream version.
+    pub fn indexed_seq(&self, stream: &str, version: u64) -> Result<Option<u64>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_STREAMS), stream_key(stream, version))
+            .map_err(Error::storage("reading the stream index"))?;
+        Ok(value.and_then(|v| seq_from(&v)))
+    }
+
+    /// Writes every buffered WAL byte to disk.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db
+            .flush_wal(true)
+            .map_err(Error::storage("syncing the WAL"))
+    }
+}
+
+fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
+    let envelope = codec::decode(bytes).map_err(|e| Error::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })?;
+    if envelope.seq != seq {
+        return Err(Error::Corrupt {
+            seq,
+            reason: format!("stored under seq {seq} but says seq {}", envelope.seq),
+        });
+    }
+    Ok(envelope)
+}

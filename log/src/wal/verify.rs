@@ -1,0 +1,92 @@
+//! Checks a whole WAL: sequence continuity, stream versions without gaps,
+//! the stream index, and the hash chain up to the recorded head. Stops at the
+//! first damage and names its seq.
+use std::collections::HashMap;
+
+use super::store::Store;
+use crate::chain::{self, GENESIS, Hash};
+use crate::codec;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub events: u64,
+    pub streams: u64,
+    pub last_seq: u64,
+    pub head_hash: Hash,
+}
+
+const PAGE: usize = 4096;
+
+/// `progress(checked, total)` is called after each page.
+pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
+    let head = store.head()?;
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    let mut previous = GENESIS;
+    let mut expected = 1u64;
+    loop {
+        let page = store.read_raw(expected, PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, bytes) in &page {
+            let seq = *seq;
+            let damage = |reason: String| Error::Corrupt { seq, reason };
+            if seq != expected {
+                return Err(Error::Corrupt {
+                    seq: expected,
+                    reason: format!("missing; the next stored event is seq {seq}"),
+                });
+            }
+            let event = codec::decode(bytes).map_err(|e| damage(e.to_string()))?;
+            if event.seq != seq {
+                return Err(damage(format!(
+                    "stored under seq {seq} but says seq {}",
+                    event.seq
+                )));
+            }
+            let last = versions.entry(event.stream.clone()).or_insert(0);
+            if event.stream_version != *last + 1 {
+                return Err(damage(format!(
+                    "stream {} goes from version {} to {}",
+                    event.stream, last, event.stream_version
+                )));
+            }
+            *last = event.stream_version;
+            if !chain::is_linked(&previous, &event) {
+                return Err(damage(
+                    "the hash chain is broken: the event or the one before it was changed".into(),
+                ));
+            }
+            if store.indexed_seq(&event.stream, event.stream_version)? != Some(seq) {
+                return Err(damage(format!(
+                    "the stream index does not point {} version {} at this event",
+                    event.stream, event.stream_version
+                )));
+            }
+            previous = event
+                .hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| damage("the hash is not 32 bytes".into()))?;
+            expected += 1;
+        }
+        progress(expected - 1, head.last_seq);
+    }
+    let last_seq = expected - 1;
+    if head.last_seq != last_seq || head.hash != previous {
+        return Err(Error::Corrupt {
+            seq: head.last_seq.max(last_seq),
+            reason: format!(
+                "the recorded head (seq {}) does not match the events (last seq {last_seq})",
+                head.last_seq
+            ),
+        });
+    }
+    Ok(Report {
+        events: last_seq,
+        streams: versions.len() as u64,
+        last_seq,
+        head_hash: previous,
+    })
+}

