@@ -12,22 +12,13 @@ fn main() -> Result<()> {
     let mut config = prost_build::Config::new();
     config
         .type_attribute(".agentlog.v1", "#[derive(serde::Serialize)]")
-        .type_attribute(
-            ".agentlog.v1.Envelope.body",
-            "#[serde(tag = \"type\", rename_all = \"snake_case\")]",
-        )
+        .type_attribute(".agentlog.v1.Envelope.body", "#[serde(tag = \"type\", rename_all = \"snake_case\")]")
         .field_attribute(
             ".agentlog.v1.ActionRecorded.kind",
             "#[serde(serialize_with = \"crate::schema::json::action_kind\")]",
         );
-    for field in [
-        ".agentlog.v1.ActionRecorded.outcome",
-        ".agentlog.v1.BudgetDebited.outcome",
-    ] {
-        config.field_attribute(
-            field,
-            "#[serde(serialize_with = \"crate::schema::json::outcome\")]",
-        );
+    for field in [".agentlog.v1.ActionRecorded.outcome", ".agentlog.v1.BudgetDebited.outcome"] {
+        config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::outcome\")]");
     }
     config.compile_fds(descriptors)
 }

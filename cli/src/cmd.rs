@@ -36,25 +36,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let body = match args.body.as_deref() {
         None | Some("-") => {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read the command body from stdin")?;
+            std::io::stdin().read_to_string(&mut text).context("cannot read the command body from stdin")?;
             text
         }
         Some(text) => text.to_owned(),
     };
     let fields: serde_json::Value = serde_json::from_str(&body).with_context(|| {
-        format!(
-            "the body of {} is not valid JSON; pass an object such as '{{\"task_id\": \"t1\"}}'",
-            args.command
-        )
+        format!("the body of {} is not valid JSON; pass an object such as '{{\"task_id\": \"t1\"}}'", args.command)
     })?;
     let command = match Command::from_json(&args.command, fields) {
         Ok(command) => command,
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
     let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
-    let handler = Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen));
+    let handler = Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
     let mut request = Request::new(command, args.actor);
     request.idempotency_key = args.idempotency_key;
     match handler.execute(request).await {
@@ -64,11 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "accepted{} {}: {} version {}, seq {}..{} ({})",
-                    if accepted.duplicate {
-                        " (duplicate: first result)"
-                    } else {
-                        ""
-                    },
+                    if accepted.duplicate { " (duplicate: first result)" } else { "" },
                     accepted.command,
                     accepted.stream,
                     accepted.stream_version,
@@ -93,10 +84,7 @@ fn print_rejection(rejection: &agentlog_commands::Rejection, json: bool) -> Exit
             serde_json::json!({"rejected": true, "kind": rejection.kind.as_str(), "code": rejection.code.as_str(), "message": rejection.message})
         );
     } else {
-        println!(
-            "rejected ({}/{}): {}",
-            rejection.kind, rejection.code, rejection.message
-        );
+        println!("rejected ({}/{}): {}", rejection.kind, rejection.code, rejection.message);
     }
     ExitCode::FAILURE
 }

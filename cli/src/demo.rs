@@ -46,18 +46,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .keep(),
     };
     if !args.json {
-        eprintln!(
-            "writing the demo log to {} (embedded RocksDB)",
-            data.display()
-        );
+        eprintln!("writing the demo log to {} (embedded RocksDB)", data.display());
     }
-    let log = Arc::new(EmbeddedLog::open(
-        &data,
-        Options {
-            sync: args.sync,
-            ..Options::default()
-        },
-    )?);
+    let log = Arc::new(EmbeddedLog::open(&data, Options { sync: args.sync, ..Options::default() })?);
     let existing = log.head().await?.last_seq;
     if existing > 0 {
         bail!(
@@ -67,12 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);
-    let config = sim::Config {
-        seed: args.seed,
-        agents: args.agents,
-        tasks: args.tasks,
-        days: args.days,
-    };
+    let config = sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days };
     let bar = progress::bar(0, "simulating", args.json);
     let started = Instant::now();
     let summary = sim::run(&handler, &clock, config, &mut |done, total| {
@@ -98,23 +84,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let rejected: u64 = summary.rejected.values().sum();
-    let reasons: Vec<String> = summary
-        .rejected
-        .iter()
-        .map(|(code, n)| format!("{code} {n}"))
-        .collect();
+    let reasons: Vec<String> = summary.rejected.iter().map(|(code, n)| format!("{code} {n}")).collect();
     println!(
         "agentlog demo: seed {}, {} agents, {} tasks, {} simulated days",
         args.seed, args.agents, args.tasks, args.days
     );
-    println!(
-        "  simulated     {} .. {}",
-        summary.simulated_from, summary.simulated_to
-    );
-    println!(
-        "  events        {} written, last seq {}",
-        head.last_seq, head.last_seq
-    );
+    println!("  simulated     {} .. {}", summary.simulated_from, summary.simulated_to);
+    println!("  events        {} written, last seq {}", head.last_seq, head.last_seq);
     println!(
         "  commands      {} sent, {} accepted, {} rejected ({})",
         summary.commands,
@@ -122,10 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         rejected,
         reasons.join(", ")
     );
-    println!(
-        "  claims        {} won, {} lost in races",
-        summary.claims_won, summary.claims_lost
-    );
+    println!("  claims        {} won, {} lost in races", summary.claims_won, summary.claims_lost);
     println!(
         "  tasks         {} created, {} completed, {} failed for good",
         summary.tasks_created, summary.tasks_completed, summary.tasks_failed
@@ -136,10 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!(
         "  budget        {} allocated, {} spent, {} refunded, circuit opened {} times",
-        summary.budget_allocated,
-        summary.budget_spent,
-        summary.budget_refunded,
-        summary.circuits_opened
+        summary.budget_allocated, summary.budget_spent, summary.budget_refunded, summary.circuits_opened
     );
     println!("  head hash     {head_hash}");
     println!();

@@ -79,10 +79,8 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             let mut version = 1;
             while left > 0 {
                 let page = store.read_stream(stream, version, PAGE)?;
-                for event in page
-                    .iter()
-                    .filter(|e| e.seq >= args.from)
-                    .take(usize::try_from(left).unwrap_or(usize::MAX))
+                for event in
+                    page.iter().filter(|e| e.seq >= args.from).take(usize::try_from(left).unwrap_or(usize::MAX))
                 {
                     print(event, &mut out)?;
                     left -= 1;
@@ -96,8 +94,7 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         None => {
             let mut seq = args.from.max(1);
             while left > 0 {
-                let page =
-                    store.read(seq, PAGE.min(usize::try_from(left).unwrap_or(usize::MAX)))?;
+                let page = store.read(seq, PAGE.min(usize::try_from(left).unwrap_or(usize::MAX)))?;
                 for event in &page {
                     print(event, &mut out)?;
                     left -= 1;
@@ -116,11 +113,7 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
 pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open_read_only(&args.data.data)?;
     let head = store.head()?;
-    let bar = progress::bar(
-        head.last_seq,
-        "counting",
-        args.json || head.last_seq < 200_000,
-    );
+    let bar = progress::bar(head.last_seq, "counting", args.json || head.last_seq < 200_000);
     let mut types: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut streams: BTreeMap<String, u64> = BTreeMap::new();
     let (mut first_ts, mut last_ts) = (None, None);
@@ -128,13 +121,8 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     loop {
         let page = store.read(seq, PAGE)?;
         for event in &page {
-            *types
-                .entry(event.body.as_ref().map_or("unknown", |b| b.type_name()))
-                .or_default() += 1;
-            let kind = event
-                .stream
-                .split_once('/')
-                .map_or(event.stream.as_str(), |(k, _)| k);
+            *types.entry(event.body.as_ref().map_or("unknown", |b| b.type_name())).or_default() += 1;
+            let kind = event.stream.split_once('/').map_or(event.stream.as_str(), |(k, _)| k);
             if event.stream_version == 1 {
                 *streams.entry(kind.to_owned()).or_default() += 1;
             }
@@ -187,11 +175,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let head = store.head()?;
-    let bar = progress::bar(
-        head.last_seq,
-        "verifying",
-        args.json || head.last_seq < 200_000,
-    );
+    let bar = progress::bar(head.last_seq, "verifying", args.json || head.last_seq < 200_000);
     let result = wal::verify(&store, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
@@ -219,19 +203,14 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(agentlog_log::Error::Corrupt { seq, reason }) => {
-            Ok(report_damage(&args, Some(seq), &reason))
-        }
+        Err(agentlog_log::Error::Corrupt { seq, reason }) => Ok(report_damage(&args, Some(seq), &reason)),
         Err(other) => Err(other.into()),
     }
 }
 
 fn report_damage(args: &VerifyArgs, seq: Option<u64>, reason: &str) -> ExitCode {
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"ok": false, "first_bad_seq": seq, "reason": reason})
-        );
+        println!("{}", serde_json::json!({"ok": false, "first_bad_seq": seq, "reason": reason}));
     } else {
         match seq {
             Some(seq) => println!("DAMAGED: first bad seq {seq}: {reason}"),

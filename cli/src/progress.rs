@@ -8,11 +8,9 @@ pub fn bar(total: u64, what: &str, hidden: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
-        )
-        .expect("a valid progress template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
     );
     bar.set_message(what.to_owned());
     // Only draw when the work takes more than a moment.

@@ -5,10 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn agentlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentlog"))
-        .args(args)
-        .output()
-        .expect("run agentlog")
+    Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
 }
 
 fn stdout(output: &Output) -> String {
@@ -20,12 +17,7 @@ fn stderr(output: &Output) -> String {
 }
 
 fn json(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
+    assert!(output.status.success(), "stdout: {}\nstderr: {}", stdout(output), stderr(output));
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
 }
 
@@ -33,8 +25,7 @@ fn demo(dir: &Path, seed: u64) -> serde_json::Value {
     let seed = seed.to_string();
     let data = dir.to_str().unwrap();
     json(&agentlog(&[
-        "demo", "--seed", &seed, "--agents", "5", "--tasks", "80", "--days", "1", "--data", data,
-        "--json",
+        "demo", "--seed", &seed, "--agents", "5", "--tasks", "80", "--days", "1", "--data", data, "--json",
     ]))
 }
 
@@ -58,31 +49,11 @@ fn the_demo_is_reproducible_and_stats_and_verify_agree_with_it() {
     assert_eq!(verified["ok"], true);
     assert_eq!(verified["head_hash"], a["head_hash"]);
 
-    let tail = agentlog(&[
-        "tail", "--data", data, "--json", "--from", "3", "--limit", "5",
-    ]);
-    let lines: Vec<serde_json::Value> = stdout(&tail)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        lines
-            .iter()
-            .map(|l| l["seq"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [3, 4, 5, 6, 7]
-    );
-    let human = stdout(&agentlog(&[
-        "tail",
-        "--data",
-        data,
-        "--stream",
-        "agent/agent-01",
-    ]));
-    assert!(
-        human.lines().next().unwrap().contains("agent_registered"),
-        "{human}"
-    );
+    let tail = agentlog(&["tail", "--data", data, "--json", "--from", "3", "--limit", "5"]);
+    let lines: Vec<serde_json::Value> = stdout(&tail).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4, 5, 6, 7]);
+    let human = stdout(&agentlog(&["tail", "--data", data, "--stream", "agent/agent-01"]));
+    assert!(human.lines().next().unwrap().contains("agent_registered"), "{human}");
     assert!(human.lines().all(|l| l.contains("agent/agent-01@")));
 }
 
@@ -90,21 +61,9 @@ fn the_demo_is_reproducible_and_stats_and_verify_agree_with_it() {
 fn the_demo_refuses_a_log_that_is_not_empty() {
     let dir = tempfile::tempdir().unwrap();
     demo(dir.path(), 1);
-    let again = agentlog(&[
-        "demo",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--tasks",
-        "5",
-        "--days",
-        "1",
-    ]);
+    let again = agentlog(&["demo", "--data", dir.path().to_str().unwrap(), "--tasks", "5", "--days", "1"]);
     assert!(!again.status.success());
-    assert!(
-        stderr(&again).contains("needs an empty log"),
-        "{}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("needs an empty log"), "{}", stderr(&again));
 }
 
 #[test]
@@ -112,16 +71,10 @@ fn commands_run_end_to_end_and_rejections_carry_kind_and_code() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let cmd = |name: &str, body: &str| agentlog(&["cmd", "--data", data, "--json", name, body]);
-    json(&cmd(
-        "register_agent",
-        r#"{"agent_id": "a1", "capabilities": ["code"]}"#,
-    ));
+    json(&cmd("register_agent", r#"{"agent_id": "a1", "capabilities": ["code"]}"#));
     let opened = json(&cmd("open_session", r#"{"agent_id": "a1"}"#));
     let session = opened["session_id"].as_str().unwrap().to_owned();
-    json(&cmd(
-        "create_task",
-        r#"{"task_id": "t1", "required_capabilities": ["code"]}"#,
-    ));
+    json(&cmd("create_task", r#"{"task_id": "t1", "required_capabilities": ["code"]}"#));
     let claim = format!(r#"{{"task_id": "t1", "agent_id": "a1", "session_id": "{session}"}}"#);
     let claimed = json(&cmd("claim_task", &claim));
     assert_eq!(claimed["events"], serde_json::json!(["task_claimed"]));
@@ -130,20 +83,12 @@ fn commands_run_end_to_end_and_rejections_carry_kind_and_code() {
     let again = cmd("claim_task", &claim);
     assert!(!again.status.success());
     let rejection: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(
-        (rejection["kind"].as_str(), rejection["code"].as_str()),
-        (Some("domain"), Some("already_claimed"))
-    );
+    assert_eq!((rejection["kind"].as_str(), rejection["code"].as_str()), (Some("domain"), Some("already_claimed")));
 
     let unknown = cmd("claim", "{}");
     let rejection: serde_json::Value = serde_json::from_slice(&unknown.stdout).unwrap();
     assert_eq!(rejection["kind"], "invalid");
-    assert!(
-        rejection["message"]
-            .as_str()
-            .unwrap()
-            .contains("claim_task")
-    );
+    assert!(rejection["message"].as_str().unwrap().contains("claim_task"));
 
     // Idempotency from the command line: the same key, the first result.
     let alloc = |key: &str| {
@@ -162,10 +107,7 @@ fn commands_run_end_to_end_and_rejections_carry_kind_and_code() {
     let second = json(&alloc("k1"));
     assert_eq!(second["duplicate"], true);
     assert_eq!(first["first_seq"], second["first_seq"]);
-    assert_eq!(
-        json(&agentlog(&["verify", "--data", data, "--json"]))["ok"],
-        true
-    );
+    assert_eq!(json(&agentlog(&["verify", "--data", data, "--json"]))["ok"], true);
 }
 
 #[test]
@@ -180,20 +122,13 @@ fn verify_names_the_first_damaged_seq() {
         let key = 42u64.to_be_bytes();
         let mut value = db.get_cf(events, key).unwrap().unwrap();
         let actor = agentlog_log::codec::decode(&value).unwrap().actor;
-        let at = value
-            .windows(actor.len())
-            .position(|w| w == actor.as_bytes())
-            .expect("the actor is stored as text");
+        let at = value.windows(actor.len()).position(|w| w == actor.as_bytes()).expect("the actor is stored as text");
         value[at] ^= 0x20; // change the case of its first letter
         db.put_cf(events, key, value).unwrap();
     }
     let out = agentlog(&["verify", "--data", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains("first bad seq 42"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("first bad seq 42"), "{}", stdout(&out));
     let out = agentlog(&["verify", "--data", dir.path().to_str().unwrap(), "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["first_bad_seq"], 42);
@@ -206,35 +141,18 @@ fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
     for command in ["stats", "verify", "tail"] {
         let out = agentlog(&[command, "--data", missing.to_str().unwrap()]);
         assert!(!out.status.success());
-        assert!(
-            stderr(&out).contains("no agentlog data at"),
-            "{command}: {}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains("no agentlog data at"), "{command}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"));
     }
 
     let live = dir.path().join("live");
     let _held = agentlog_log::EmbeddedLog::open(&live, Default::default()).unwrap();
-    let out = agentlog(&[
-        "cmd",
-        "--data",
-        live.to_str().unwrap(),
-        "allocate_budget",
-        r#"{"budget_id": "b", "amount": 1}"#,
-    ]);
+    let out =
+        agentlog(&["cmd", "--data", live.to_str().unwrap(), "allocate_budget", r#"{"budget_id": "b", "amount": 1}"#]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("in use by another agentlog process"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("in use by another agentlog process"), "{}", stderr(&out));
     // Reading a store that another process holds works.
-    assert!(
-        agentlog(&["stats", "--data", live.to_str().unwrap()])
-            .status
-            .success()
-    );
+    assert!(agentlog(&["stats", "--data", live.to_str().unwrap()]).status.success());
 
     let corrupt = dir.path().join("corrupt");
     std::fs::create_dir_all(&corrupt).unwrap();
@@ -243,10 +161,7 @@ fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
         let out = agentlog(&[command, "--data", corrupt.to_str().unwrap()]);
         assert!(!out.status.success());
         let said = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(
-            said.contains("damaged or not an agentlog store"),
-            "{command}: {said}"
-        );
+        assert!(said.contains("damaged or not an agentlog store"), "{command}: {said}");
         assert!(!said.contains("panicked"));
     }
 }

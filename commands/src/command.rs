@@ -203,9 +203,7 @@ impl Command {
             )));
         }
         let serde_json::Value::Object(mut object) = fields else {
-            return Err(Rejection::invalid(format!(
-                "the body of {name} must be a JSON object"
-            )));
+            return Err(Rejection::invalid(format!("the body of {name} must be a JSON object")));
         };
         object.insert("command".into(), serde_json::Value::String(name.into()));
         serde_json::from_value(serde_json::Value::Object(object))
@@ -226,10 +224,7 @@ impl Command {
             if value.len() > MAX_TEXT_BYTES {
                 return Err(Rejection::new(
                     crate::Code::TooLarge,
-                    format!(
-                        "{what} is {} bytes; the limit is {MAX_TEXT_BYTES}",
-                        value.len()
-                    ),
+                    format!("{what} is {} bytes; the limit is {MAX_TEXT_BYTES}", value.len()),
                 ));
             }
             Ok(())
@@ -238,29 +233,19 @@ impl Command {
             if values.len() > MAX_LIST_ITEMS {
                 return Err(Rejection::new(
                     crate::Code::TooLarge,
-                    format!(
-                        "{what} lists {} items; the limit is {MAX_LIST_ITEMS}",
-                        values.len()
-                    ),
+                    format!("{what} lists {} items; the limit is {MAX_LIST_ITEMS}", values.len()),
                 ));
             }
             values.iter().try_for_each(|v| id(what, v))
         };
         let positive = |value: u64| -> Result<()> {
             if value == 0 {
-                return Err(Rejection::new(
-                    crate::Code::InvalidAmount,
-                    "amount must be positive",
-                ));
+                return Err(Rejection::new(crate::Code::InvalidAmount, "amount must be positive"));
             }
             Ok(())
         };
         match self {
-            Command::OpenSession {
-                agent_id,
-                session_id,
-                heartbeat_timeout_ms,
-            } => {
+            Command::OpenSession { agent_id, session_id, heartbeat_timeout_ms } => {
                 id("agent_id", agent_id)?;
                 if let Some(s) = session_id {
                     id("session_id", s)?;
@@ -270,30 +255,17 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::Heartbeat { session_id } | Command::ExpireSession { session_id } => {
-                id("session_id", session_id)
-            }
+            Command::Heartbeat { session_id } | Command::ExpireSession { session_id } => id("session_id", session_id),
             Command::CloseSession { session_id, reason } => {
                 id("session_id", session_id)?;
                 text("reason", reason)
             }
-            Command::RegisterAgent {
-                agent_id,
-                name,
-                capabilities,
-            } => {
+            Command::RegisterAgent { agent_id, name, capabilities } => {
                 id("agent_id", agent_id)?;
                 text("name", name)?;
                 list("capabilities", capabilities)
             }
-            Command::CreateTask {
-                task_id,
-                title,
-                required_capabilities,
-                dependencies,
-                max_attempts,
-                ..
-            } => {
+            Command::CreateTask { task_id, title, required_capabilities, dependencies, max_attempts, .. } => {
                 id("task_id", task_id)?;
                 text("title", title)?;
                 list("required_capabilities", required_capabilities)?;
@@ -303,12 +275,7 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::ClaimTask {
-                task_id,
-                agent_id,
-                session_id,
-                lease_ms,
-            } => {
+            Command::ClaimTask { task_id, agent_id, session_id, lease_ms } => {
                 id("task_id", task_id)?;
                 id("agent_id", agent_id)?;
                 id("session_id", session_id)?;
@@ -317,24 +284,9 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::ReleaseTask {
-                task_id,
-                agent_id,
-                session_id,
-                reason: t,
-            }
-            | Command::CompleteTask {
-                task_id,
-                agent_id,
-                session_id,
-                result: t,
-            }
-            | Command::FailTask {
-                task_id,
-                agent_id,
-                session_id,
-                reason: t,
-            } => {
+            Command::ReleaseTask { task_id, agent_id, session_id, reason: t }
+            | Command::CompleteTask { task_id, agent_id, session_id, result: t }
+            | Command::FailTask { task_id, agent_id, session_id, reason: t } => {
                 id("task_id", task_id)?;
                 id("agent_id", agent_id)?;
                 id("session_id", session_id)?;
@@ -345,31 +297,17 @@ impl Command {
                 id("budget_id", budget_id)?;
                 positive(*amount)
             }
-            Command::DebitBudget {
-                budget_id,
-                amount: a,
-                reason,
-                ..
-            } => {
+            Command::DebitBudget { budget_id, amount: a, reason, .. } => {
                 id("budget_id", budget_id)?;
                 text("reason", reason)?;
                 positive(*a)
             }
-            Command::RefundBudget {
-                budget_id,
-                amount: a,
-                reason,
-            } => {
+            Command::RefundBudget { budget_id, amount: a, reason } => {
                 id("budget_id", budget_id)?;
                 text("reason", reason)?;
                 positive(*a)
             }
-            Command::RecordAction {
-                agent_id,
-                session_id,
-                detail,
-                ..
-            } => {
+            Command::RecordAction { agent_id, session_id, detail, .. } => {
                 id("agent_id", agent_id)?;
                 id("session_id", session_id)?;
                 text("detail", detail)
@@ -413,9 +351,7 @@ impl Command {
             | Command::CompleteTask { session_id, .. }
             | Command::FailTask { session_id, .. }
             | Command::RecordAction { session_id, .. } => Some(session_id.as_str()),
-            Command::DebitBudget { session_id, .. } if !session_id.is_empty() => {
-                Some(session_id.as_str())
-            }
+            Command::DebitBudget { session_id, .. } if !session_id.is_empty() => Some(session_id.as_str()),
             _ => None,
         }
     }
@@ -443,23 +379,16 @@ mod tests {
         );
         let unknown = Command::from_json("claim", serde_json::json!({})).unwrap_err();
         assert!(unknown.message.contains("claim_task"), "{unknown}");
-        let missing =
-            Command::from_json("claim_task", serde_json::json!({"task_id": "t1"})).unwrap_err();
+        let missing = Command::from_json("claim_task", serde_json::json!({"task_id": "t1"})).unwrap_err();
         assert!(missing.message.contains("agent_id"), "{missing}");
-        let extra = Command::from_json("heartbeat", serde_json::json!({"session_id": "s", "x": 1}))
-            .unwrap_err();
+        let extra = Command::from_json("heartbeat", serde_json::json!({"session_id": "s", "x": 1})).unwrap_err();
         assert!(extra.message.contains("unknown field"), "{extra}");
     }
 
     #[test]
     fn validation_refuses_bad_ids_and_zero_amounts() {
-        let bad = Command::Heartbeat {
-            session_id: "a/b".into(),
-        };
-        assert_eq!(
-            bad.validate().unwrap_err().code,
-            crate::Code::InvalidCommand
-        );
+        let bad = Command::Heartbeat { session_id: "a/b".into() };
+        assert_eq!(bad.validate().unwrap_err().code, crate::Code::InvalidCommand);
         let zero = Command::DebitBudget {
             budget_id: "b".into(),
             amount: 0,
@@ -469,9 +398,6 @@ mod tests {
             reason: String::new(),
             failed: false,
         };
-        assert_eq!(
-            zero.validate().unwrap_err().code,
-            crate::Code::InvalidAmount
-        );
+        assert_eq!(zero.validate().unwrap_err().code, crate::Code::InvalidAmount);
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use agentlog_log::ids::{CorrelationId, SagaId};
 use agentlog_log::schema::SCHEMA_VERSION;
 use agentlog_log::{
-    AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion,
-    IdGen, Log, SessionId, Timestamp,
+    AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion, IdGen, Log, SessionId,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -85,9 +85,7 @@ pub struct Handler<L: Log> {
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handler")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.debug_struct("Handler").field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
@@ -121,11 +119,7 @@ impl<L: Log> Handler<L> {
             return self.replayed(&request.command, first).await;
         }
         let mut command = request.command.clone();
-        if let Command::OpenSession {
-            session_id: id @ None,
-            ..
-        } = &mut command
-        {
+        if let Command::OpenSession { session_id: id @ None, .. } = &mut command {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
@@ -138,21 +132,14 @@ impl<L: Log> Handler<L> {
                 Err(Refused { rejection, record }) => (record, Some(rejection)),
             };
             let events = self.envelopes(&request, &command, bodies, now);
-            let types: Vec<&'static str> = events
-                .iter()
-                .filter_map(|e| e.body.as_ref().map(Body::type_name))
-                .collect();
+            let types: Vec<&'static str> = events.iter().filter_map(|e| e.body.as_ref().map(Body::type_name)).collect();
             let append = AppendRequest {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(version),
                 events: events.clone(),
                 // A refusal is recorded but not remembered: the same command
                 // may succeed later.
-                idempotency_key: if refusal.is_none() {
-                    request.idempotency_key.clone()
-                } else {
-                    None
-                },
+                idempotency_key: if refusal.is_none() { request.idempotency_key.clone() } else { None },
             };
             match self.log.append(append).await {
                 Ok(appended) => {
@@ -177,10 +164,7 @@ impl<L: Log> Handler<L> {
         }
         Err(Rejection::new(
             Code::RetriesExhausted,
-            format!(
-                "{stream} kept changing under {} attempts; send the command again",
-                self.max_retries + 1
-            ),
+            format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),
         ))
     }
 
@@ -199,29 +183,20 @@ impl<L: Log> Handler<L> {
             last_seq: first.last_seq,
             stream_version: first.stream_version,
             duplicate: true,
-            events: events
-                .iter()
-                .filter_map(|e| e.body.as_ref().map(Body::type_name))
-                .collect(),
+            events: events.iter().filter_map(|e| e.body.as_ref().map(Body::type_name)).collect(),
             session_id,
         })
     }
 
     /// The stream's state and version, caught up with the log.
     pub async fn load(&self, stream: &str) -> Result<(u64, State)> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stream)
-            .cloned();
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
         let (mut version, mut state) = match cached {
             Some(cached) => cached,
             None => (
                 0,
-                State::empty_for(stream).ok_or_else(|| {
-                    Rejection::invalid(format!("{stream} is not an aggregate stream"))
-                })?,
+                State::empty_for(stream)
+                    .ok_or_else(|| Rejection::invalid(format!("{stream} is not an aggregate stream")))?,
             ),
         };
         loop {
@@ -249,14 +224,7 @@ impl<L: Log> Handler<L> {
 
     /// Folds what this handler just appended into the cache, sparing the
     /// next decision a read.
-    fn remember(
-        &self,
-        stream: &str,
-        version: u64,
-        mut state: State,
-        events: &[Envelope],
-        appended: &Appended,
-    ) {
+    fn remember(&self, stream: &str, version: u64, mut state: State, events: &[Envelope], appended: &Appended) {
         if appended.duplicate || appended.stream_version != version + events.len() as u64 {
             return;
         }
@@ -294,52 +262,17 @@ impl<L: Log> Handler<L> {
     async fn decide(&self, command: &Command, state: &State, now: Timestamp) -> Result<Decision> {
         use aggregate::{agent, budget, session, task};
         Ok(match (command, state) {
-            (
-                Command::OpenSession {
-                    agent_id,
-                    session_id,
-                    heartbeat_timeout_ms,
-                },
-                State::Session(s),
-            ) => {
+            (Command::OpenSession { agent_id, session_id, heartbeat_timeout_ms }, State::Session(s)) => {
                 let agent = self.agent(agent_id).await?;
-                session::open(
-                    s,
-                    session_id.as_deref().unwrap_or_default(),
-                    agent_id,
-                    *heartbeat_timeout_ms,
-                    &agent,
-                )
+                session::open(s, session_id.as_deref().unwrap_or_default(), agent_id, *heartbeat_timeout_ms, &agent)
             }
-            (Command::Heartbeat { session_id }, State::Session(s)) => {
-                session::heartbeat(s, session_id, now)
+            (Command::Heartbeat { session_id }, State::Session(s)) => session::heartbeat(s, session_id, now),
+            (Command::CloseSession { session_id, reason }, State::Session(s)) => session::close(s, session_id, reason),
+            (Command::ExpireSession { session_id }, State::Session(s)) => session::expire(s, session_id, now),
+            (Command::RegisterAgent { agent_id, name, capabilities }, State::Agent(_)) => {
+                agent::register(agent_id, name, capabilities)
             }
-            (Command::CloseSession { session_id, reason }, State::Session(s)) => {
-                session::close(s, session_id, reason)
-            }
-            (Command::ExpireSession { session_id }, State::Session(s)) => {
-                session::expire(s, session_id, now)
-            }
-            (
-                Command::RegisterAgent {
-                    agent_id,
-                    name,
-                    capabilities,
-                },
-                State::Agent(_),
-            ) => agent::register(agent_id, name, capabilities),
-            (
-                Command::RecordAction {
-                    agent_id,
-                    session_id,
-                    task_id,
-                    kind,
-                    cost,
-                    outcome,
-                    detail,
-                },
-                State::Agent(a),
-            ) => {
+            (Command::RecordAction { agent_id, session_id, task_id, kind, cost, outcome, detail }, State::Agent(a)) => {
                 let session = self.session(session_id).await?;
                 let action = agent::Action {
                     agent_id,
@@ -353,14 +286,7 @@ impl<L: Log> Handler<L> {
                 agent::record_action(a, &session, action, now)
             }
             (
-                Command::CreateTask {
-                    task_id,
-                    title,
-                    priority,
-                    required_capabilities,
-                    dependencies,
-                    max_attempts,
-                },
+                Command::CreateTask { task_id, title, priority, required_capabilities, dependencies, max_attempts },
                 State::Task(t),
             ) => {
                 let deps = self.tasks(dependencies).await?;
@@ -374,90 +300,28 @@ impl<L: Log> Handler<L> {
                 };
                 task::create(t, new, &deps)
             }
-            (
-                Command::ClaimTask {
-                    task_id,
-                    agent_id,
-                    session_id,
-                    lease_ms,
-                },
-                State::Task(t),
-            ) => {
+            (Command::ClaimTask { task_id, agent_id, session_id, lease_ms }, State::Task(t)) => {
                 let deps = self.tasks(&t.dependencies).await?;
                 let session = self.session(session_id).await?;
                 let agent = self.agent(agent_id).await?;
-                let claim = task::Claim {
-                    task_id,
-                    agent_id,
-                    session_id,
-                    lease_ms: *lease_ms,
-                };
+                let claim = task::Claim { task_id, agent_id, session_id, lease_ms: *lease_ms };
                 task::claim(t, claim, &deps, &session, &agent, now)
             }
-            (
-                Command::ReleaseTask {
-                    task_id,
-                    agent_id,
-                    session_id,
-                    reason,
-                },
-                State::Task(t),
-            ) => task::finish(
-                t,
-                task_id,
-                agent_id,
-                session_id,
-                task::Finish::Release { reason },
-                now,
-            ),
-            (
-                Command::CompleteTask {
-                    task_id,
-                    agent_id,
-                    session_id,
-                    result,
-                },
-                State::Task(t),
-            ) => task::finish(
-                t,
-                task_id,
-                agent_id,
-                session_id,
-                task::Finish::Complete { result },
-                now,
-            ),
-            (
-                Command::FailTask {
-                    task_id,
-                    agent_id,
-                    session_id,
-                    reason,
-                },
-                State::Task(t),
-            ) => task::finish(
-                t,
-                task_id,
-                agent_id,
-                session_id,
-                task::Finish::Fail { reason },
-                now,
-            ),
-            (Command::ExpireLease { task_id }, State::Task(t)) => {
-                task::expire_lease(t, task_id, now)
+            (Command::ReleaseTask { task_id, agent_id, session_id, reason }, State::Task(t)) => {
+                task::finish(t, task_id, agent_id, session_id, task::Finish::Release { reason }, now)
             }
+            (Command::CompleteTask { task_id, agent_id, session_id, result }, State::Task(t)) => {
+                task::finish(t, task_id, agent_id, session_id, task::Finish::Complete { result }, now)
+            }
+            (Command::FailTask { task_id, agent_id, session_id, reason }, State::Task(t)) => {
+                task::finish(t, task_id, agent_id, session_id, task::Finish::Fail { reason }, now)
+            }
+            (Command::ExpireLease { task_id }, State::Task(t)) => task::expire_lease(t, task_id, now),
             (Command::AllocateBudget { budget_id, amount }, State::Budget(b)) => {
                 budget::allocate(b, budget_id, *amount)
             }
             (
-                Command::DebitBudget {
-                    budget_id,
-                    amount,
-                    agent_id,
-                    session_id,
-                    task_id,
-                    reason,
-                    failed,
-                },
+                Command::DebitBudget { budget_id, amount, agent_id, session_id, task_id, reason, failed },
                 State::Budget(b),
             ) => {
                 let debit = budget::Debit {
@@ -471,29 +335,14 @@ impl<L: Log> Handler<L> {
                 };
                 budget::debit(b, debit, &self.policy, now)
             }
-            (
-                Command::RefundBudget {
-                    budget_id,
-                    amount,
-                    reason,
-                },
-                State::Budget(b),
-            ) => budget::refund(b, budget_id, *amount, reason),
-            (command, _) => unreachable!(
-                "{} decides on {}, whose state matches",
-                command.name(),
-                command.stream()
-            ),
+            (Command::RefundBudget { budget_id, amount, reason }, State::Budget(b)) => {
+                budget::refund(b, budget_id, *amount, reason)
+            }
+            (command, _) => unreachable!("{} decides on {}, whose state matches", command.name(), command.stream()),
         })
     }
 
-    fn envelopes(
-        &self,
-        request: &Request,
-        command: &Command,
-        bodies: Vec<Body>,
-        now: Timestamp,
-    ) -> Vec<Envelope> {
+    fn envelopes(&self, request: &Request, command: &Command, bodies: Vec<Body>, now: Timestamp) -> Vec<Envelope> {
         let session_id = command
             .session_id()
             .and_then(|s| s.parse::<SessionId>().ok())
@@ -506,22 +355,14 @@ impl<L: Log> Handler<L> {
                 let event_id = EventId::new(now, &*self.ids);
                 // Without a correlation id from the producer, the command's
                 // first event id correlates everything it caused.
-                let correlation = correlation_id
-                    .get_or_insert_with(|| event_id.as_bytes().to_vec())
-                    .clone();
+                let correlation = correlation_id.get_or_insert_with(|| event_id.as_bytes().to_vec()).clone();
                 Envelope {
                     event_id: event_id.as_bytes().to_vec(),
                     ts: now.as_nanos(),
                     correlation_id: correlation,
-                    causation_id: request
-                        .causation_id
-                        .map(|c| c.as_bytes().to_vec())
-                        .unwrap_or_default(),
+                    causation_id: request.causation_id.map(|c| c.as_bytes().to_vec()).unwrap_or_default(),
                     session_id: session_id.clone(),
-                    saga_id: request
-                        .saga_id
-                        .map(|s| s.as_bytes().to_vec())
-                        .unwrap_or_default(),
+                    saga_id: request.saga_id.map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
                     actor: request.actor.clone(),
                     schema_version: SCHEMA_VERSION,
                     body: Some(body),

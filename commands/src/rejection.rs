@@ -101,11 +101,7 @@ pub type Result<T, E = Rejection> = std::result::Result<T, E>;
 
 impl Rejection {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Rejection {
-            kind: code.kind(),
-            code,
-            message: message.into(),
-        }
+        Rejection { kind: code.kind(), code, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -128,10 +124,6 @@ impl From<LogError> for Rejection {
             other if other.kind() == Kind::Invalid => Code::InvalidCommand,
             _ => Code::Storage,
         };
-        Rejection {
-            kind: err.kind(),
-            code,
-            message: err.to_string(),
-        }
+        Rejection { kind: err.kind(), code, message: err.to_string() }
     }
 }

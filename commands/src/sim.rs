@@ -44,12 +44,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            seed: 1,
-            agents: 8,
-            tasks: 500,
-            days: 3,
-        }
+        Config { seed: 1, agents: 8, tasks: 500, days: 3 }
     }
 }
 
@@ -91,15 +86,8 @@ pub struct Summary {
 #[derive(Clone, Debug, PartialEq)]
 enum Activity {
     Offline,
-    Idle {
-        session: String,
-    },
-    Working {
-        session: String,
-        task: usize,
-        steps_left: u32,
-        spent: u64,
-    },
+    Idle { session: String },
+    Working { session: String, task: usize, steps_left: u32, spent: u64 },
 }
 
 #[derive(Debug)]
@@ -161,26 +149,15 @@ pub async fn run<L: Log>(
     let span = Duration::from_secs(86_400 * u64::from(config.days.max(1)));
     let agents = make_agents(&mut rng, config.agents.max(1));
     let tasks = make_tasks(&mut rng, config.tasks, &agents, span);
-    let mut world = World {
-        handler,
-        clock,
-        rng,
-        agents,
-        tasks,
-        abandoned: BTreeMap::new(),
-        summary: Summary::default(),
-    };
+    let mut world =
+        World { handler, clock, rng, agents, tasks, abandoned: BTreeMap::new(), summary: Summary::default() };
     world.summary.seed = config.seed;
     world.summary.simulated_from = START.to_string();
     world.setup().await?;
     let steps = span.as_secs() / STEP.as_secs();
     for step in 0..steps {
         let jitter = Duration::from_millis(world.rng.below(1000));
-        clock.set(
-            START
-                .plus(STEP * u32::try_from(step).unwrap_or(u32::MAX))
-                .plus(jitter),
-        );
+        clock.set(START.plus(STEP * u32::try_from(step).unwrap_or(u32::MAX)).plus(jitter));
         if step > 0 && step % (86_400 / STEP.as_secs()) == 0 {
             world.allocate_budgets().await?;
         }
@@ -204,11 +181,7 @@ pub async fn run<L: Log>(
         .map(|a| {
             let mut s = a.summary.clone();
             let ended = s.completed + s.failed;
-            s.success_rate = if ended == 0 {
-                0.0
-            } else {
-                s.completed as f64 / ended as f64
-            };
+            s.success_rate = if ended == 0 { 0.0 } else { s.completed as f64 / ended as f64 };
             s
         })
         .collect();
@@ -227,10 +200,8 @@ fn make_agents(rng: &mut SplitMix64, count: usize) -> Vec<Agent> {
         .map(|i| {
             let mut pool: Vec<&str> = CAPABILITIES.to_vec();
             shuffle(rng, &mut pool);
-            let mut capabilities: Vec<String> = pool[..2 + rng.below(3) as usize]
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
+            let mut capabilities: Vec<String> =
+                pool[..2 + rng.below(3) as usize].iter().map(|c| c.to_string()).collect();
             capabilities.sort();
             let id = format!("agent-{:02}", i + 1);
             Agent {
@@ -290,11 +261,7 @@ fn make_tasks(rng: &mut SplitMix64, count: usize, agents: &[Agent], span: Durati
 impl<L: Log> World<'_, L> {
     /// Sends one command; counts the result. `Ok(None)` is a rejection the
     /// workload expects; a platform rejection stops the run.
-    async fn send(
-        &mut self,
-        command: Command,
-        actor: &str,
-    ) -> Result<Option<crate::Accepted>, Rejection> {
+    async fn send(&mut self, command: Command, actor: &str) -> Result<Option<crate::Accepted>, Rejection> {
         self.summary.commands += 1;
         match self.handler.execute(Request::new(command, actor)).await {
             Ok(accepted) => {
@@ -303,11 +270,7 @@ impl<L: Log> World<'_, L> {
             }
             Err(rejection) if rejection.kind == agentlog_log::Kind::Platform => Err(rejection),
             Err(rejection) => {
-                *self
-                    .summary
-                    .rejected
-                    .entry(rejection.code.as_str())
-                    .or_default() += 1;
+                *self.summary.rejected.entry(rejection.code.as_str()).or_default() += 1;
                 Ok(None)
             }
         }
@@ -315,34 +278,18 @@ impl<L: Log> World<'_, L> {
 
     async fn setup(&mut self) -> Result<(), Rejection> {
         for i in 0..self.agents.len() {
-            let (id, capabilities) = (
-                self.agents[i].id.clone(),
-                self.agents[i].capabilities.clone(),
-            );
+            let (id, capabilities) = (self.agents[i].id.clone(), self.agents[i].capabilities.clone());
             let name = format!("Agent {}", i + 1);
-            self.send(
-                Command::RegisterAgent {
-                    agent_id: id.clone(),
-                    name,
-                    capabilities,
-                },
-                &id,
-            )
-            .await?;
+            self.send(Command::RegisterAgent { agent_id: id.clone(), name, capabilities }, &id).await?;
         }
         self.allocate_budgets().await
     }
 
     async fn allocate_budgets(&mut self) -> Result<(), Rejection> {
-        let budgets: std::collections::BTreeSet<String> =
-            self.agents.iter().map(|a| a.budget.clone()).collect();
+        let budgets: std::collections::BTreeSet<String> = self.agents.iter().map(|a| a.budget.clone()).collect();
         for budget_id in budgets {
             let amount = DAILY_ALLOCATION;
-            if self
-                .send(Command::AllocateBudget { budget_id, amount }, "treasurer")
-                .await?
-                .is_some()
-            {
+            if self.send(Command::AllocateBudget { budget_id, amount }, "treasurer").await?.is_some() {
                 self.summary.budget_allocated += amount;
             }
         }
@@ -361,11 +308,7 @@ impl<L: Log> World<'_, L> {
                 title: format!("work item {}", i + 1),
                 priority: task.priority,
                 required_capabilities: task.capabilities.clone(),
-                dependencies: task
-                    .dependencies
-                    .iter()
-                    .map(|d| self.tasks[*d].id.clone())
-                    .collect(),
+                dependencies: task.dependencies.iter().map(|d| self.tasks[*d].id.clone()).collect(),
                 max_attempts: 3,
             };
             if self.send(command, "planner").await?.is_some() {
@@ -379,27 +322,18 @@ impl<L: Log> World<'_, L> {
     /// The ticker: expires sessions of vanished agents and leases that ran out.
     async fn tick(&mut self) -> Result<(), Rejection> {
         let now = self.clock.now();
-        let due: Vec<String> = self
-            .abandoned
-            .iter()
-            .filter(|(_, deadline)| **deadline < now)
-            .map(|(s, _)| s.clone())
-            .collect();
+        let due: Vec<String> =
+            self.abandoned.iter().filter(|(_, deadline)| **deadline < now).map(|(s, _)| s.clone()).collect();
         for session_id in due {
             self.abandoned.remove(&session_id);
-            self.send(Command::ExpireSession { session_id }, "ticker")
-                .await?;
+            self.send(Command::ExpireSession { session_id }, "ticker").await?;
         }
         for i in 0..self.tasks.len() {
             if let TaskStatus::Claimed { lease_until } = self.tasks[i].status
                 && lease_until < now
             {
                 let task_id = self.tasks[i].id.clone();
-                if self
-                    .send(Command::ExpireLease { task_id }, "ticker")
-                    .await?
-                    .is_some()
-                {
+                if self.send(Command::ExpireLease { task_id }, "ticker").await?.is_some() {
                     self.tasks[i].status = TaskStatus::Open;
                     self.summary.leases_expired += 1;
                 }
@@ -410,10 +344,7 @@ impl<L: Log> World<'_, L> {
 
     fn is_ready(&self, task: &Task) -> bool {
         task.status == TaskStatus::Open
-            && task
-                .dependencies
-                .iter()
-                .all(|d| self.tasks[*d].status == TaskStatus::Completed)
+            && task.dependencies.iter().all(|d| self.tasks[*d].status == TaskStatus::Completed)
     }
 
     /// Every idle agent goes for the best ready task it can do. Agents with
@@ -432,12 +363,7 @@ impl<L: Log> World<'_, L> {
             }
             let best = (0..self.tasks.len())
                 .filter(|t| self.is_ready(&self.tasks[*t]))
-                .filter(|t| {
-                    self.tasks[*t]
-                        .capabilities
-                        .iter()
-                        .all(|c| agent.capabilities.contains(c))
-                })
+                .filter(|t| self.tasks[*t].capabilities.iter().all(|c| agent.capabilities.contains(c)))
                 .max_by_key(|t| (self.tasks[*t].priority, std::cmp::Reverse(*t)));
             if let Some(t) = best {
                 picks.push((i, t, session.clone()));
@@ -452,15 +378,9 @@ impl<L: Log> World<'_, L> {
                 lease_ms: LEASE_MS,
             };
             if self.send(command, &agent_id).await?.is_some() {
-                self.tasks[t].status = TaskStatus::Claimed {
-                    lease_until: now.plus(Duration::from_millis(LEASE_MS)),
-                };
-                self.agents[i].activity = Activity::Working {
-                    session,
-                    task: t,
-                    steps_left: self.tasks[t].work_steps,
-                    spent: 0,
-                };
+                self.tasks[t].status = TaskStatus::Claimed { lease_until: now.plus(Duration::from_millis(LEASE_MS)) };
+                self.agents[i].activity =
+                    Activity::Working { session, task: t, steps_left: self.tasks[t].work_steps, spent: 0 };
                 self.agents[i].summary.claims_won += 1;
                 self.summary.claims_won += 1;
             } else {
@@ -475,13 +395,7 @@ impl<L: Log> World<'_, L> {
         let now = self.clock.now();
         if self.agents[i].next_heartbeat <= now {
             let agent_id = self.agents[i].id.clone();
-            self.send(
-                Command::Heartbeat {
-                    session_id: session.to_owned(),
-                },
-                &agent_id,
-            )
-            .await?;
+            self.send(Command::Heartbeat { session_id: session.to_owned() }, &agent_id).await?;
             self.agents[i].next_heartbeat = now.plus(HEARTBEAT_EVERY);
         }
         Ok(())
@@ -491,9 +405,7 @@ impl<L: Log> World<'_, L> {
     fn abandon(&mut self, i: usize, session: String) {
         // The last heartbeat was at most HEARTBEAT_EVERY before the next
         // one was due, so this is safely past the session's deadline.
-        let deadline = self.agents[i]
-            .next_heartbeat
-            .plus(Duration::from_millis(HEARTBEAT_TIMEOUT_MS));
+        let deadline = self.agents[i].next_heartbeat.plus(Duration::from_millis(HEARTBEAT_TIMEOUT_MS));
         self.abandoned.insert(session, deadline);
         self.agents[i].activity = Activity::Offline;
         self.summary.sessions_abandoned += 1;
@@ -526,10 +438,7 @@ impl<L: Log> World<'_, L> {
                     if self.rng.chance(0.2) {
                         self.abandon(i, session);
                     } else {
-                        let command = Command::CloseSession {
-                            session_id: session,
-                            reason: "shift over".into(),
-                        };
+                        let command = Command::CloseSession { session_id: session, reason: "shift over".into() };
                         self.send(command, &agent_id).await?;
                         self.agents[i].activity = Activity::Offline;
                     }
@@ -537,12 +446,7 @@ impl<L: Log> World<'_, L> {
                     self.heartbeat_if_due(i, &session).await?;
                 }
             }
-            Activity::Working {
-                session,
-                task,
-                steps_left,
-                spent,
-            } => {
+            Activity::Working { session, task, steps_left, spent } => {
                 if self.rng.chance(0.002) {
                     // Vanishes mid-task: the lease will run out and the
                     // ticker will hand the task back.
@@ -576,11 +480,7 @@ impl<L: Log> World<'_, L> {
             _ => ActionKind::Learn,
         };
         let failed = self.rng.chance((1.0 - self.agents[i].reliability) / 3.0);
-        let outcome = if failed {
-            ActionOutcome::Failed
-        } else {
-            ActionOutcome::Succeeded
-        };
+        let outcome = if failed { ActionOutcome::Failed } else { ActionOutcome::Succeeded };
         let cost = 5 + self.rng.below(40);
         let action = Command::RecordAction {
             agent_id: agent_id.clone(),
@@ -623,22 +523,14 @@ impl<L: Log> World<'_, L> {
                 if self.send(release, &agent_id).await?.is_some() {
                     self.tasks[task].status = TaskStatus::Open;
                 }
-                self.agents[i].activity = Activity::Idle {
-                    session: session.to_owned(),
-                };
+                self.agents[i].activity = Activity::Idle { session: session.to_owned() };
                 self.agents[i].rest_until = self.clock.now().plus(REST_AFTER_REFUSAL);
             }
         }
         Ok(())
     }
 
-    async fn finish(
-        &mut self,
-        i: usize,
-        session: String,
-        task: usize,
-        spent: u64,
-    ) -> Result<(), Rejection> {
+    async fn finish(&mut self, i: usize, session: String, task: usize, spent: u64) -> Result<(), Rejection> {
         let agent_id = self.agents[i].id.clone();
         let task_id = self.tasks[task].id.clone();
         let succeeded = self.rng.chance(self.agents[i].reliability);
@@ -664,11 +556,7 @@ impl<L: Log> World<'_, L> {
                 self.summary.tasks_completed += 1;
             } else {
                 let terminal = self.task_is_terminal(task).await?;
-                self.tasks[task].status = if terminal {
-                    TaskStatus::Failed
-                } else {
-                    TaskStatus::Open
-                };
+                self.tasks[task].status = if terminal { TaskStatus::Failed } else { TaskStatus::Open };
                 self.agents[i].summary.failed += 1;
                 if terminal {
                     self.summary.tasks_failed += 1;
@@ -697,31 +585,20 @@ impl<L: Log> World<'_, L> {
     /// Circuits open both on accepted failed debits and on refusals, so
     /// they are counted from the budgets' streams.
     async fn count_circuits_opened(&self) -> Result<u64, Rejection> {
-        let budgets: std::collections::BTreeSet<&String> =
-            self.agents.iter().map(|a| &a.budget).collect();
+        let budgets: std::collections::BTreeSet<&String> = self.agents.iter().map(|a| &a.budget).collect();
         let mut opened = 0;
         for budget in budgets {
-            let events = self
-                .handler
-                .log()
-                .read_stream(&format!("budget/{budget}"), 1, usize::MAX)
-                .await?;
-            opened += events
-                .iter()
-                .filter(|e| matches!(e.body, Some(agentlog_log::Body::BudgetCircuitOpened(_))))
-                .count() as u64;
+            let events = self.handler.log().read_stream(&format!("budget/{budget}"), 1, usize::MAX).await?;
+            opened +=
+                events.iter().filter(|e| matches!(e.body, Some(agentlog_log::Body::BudgetCircuitOpened(_)))).count()
+                    as u64;
         }
         Ok(opened)
     }
 
     async fn task_is_terminal(&self, task: usize) -> Result<bool, Rejection> {
-        let (_, state) = self
-            .handler
-            .load(&format!("task/{}", self.tasks[task].id))
-            .await?;
-        Ok(
-            matches!(state, crate::aggregate::State::Task(t) if t.status == crate::aggregate::task::Status::Failed),
-        )
+        let (_, state) = self.handler.load(&format!("task/{}", self.tasks[task].id)).await?;
+        Ok(matches!(state, crate::aggregate::State::Task(t) if t.status == crate::aggregate::task::Status::Failed))
     }
 }
 

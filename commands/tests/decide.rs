@@ -17,11 +17,7 @@ fn at(seconds: u64) -> Timestamp {
 }
 
 fn event(ts: Timestamp, body: Body) -> Envelope {
-    Envelope {
-        ts: ts.as_nanos(),
-        body: Some(body),
-        ..Envelope::default()
-    }
+    Envelope { ts: ts.as_nanos(), body: Some(body), ..Envelope::default() }
 }
 
 fn fold<S: Default>(history: &[(u64, Body)], apply: fn(&mut S, &Envelope)) -> S {
@@ -33,10 +29,7 @@ fn fold<S: Default>(history: &[(u64, Body)], apply: fn(&mut S, &Envelope)) -> S 
 }
 
 fn types(decision: &Decision) -> Vec<&'static str> {
-    decision
-        .as_ref()
-        .map(|events| events.iter().map(Body::type_name).collect())
-        .unwrap_or_default()
+    decision.as_ref().map(|events| events.iter().map(Body::type_name).collect()).unwrap_or_default()
 }
 
 fn code(decision: &Decision) -> Option<Code> {
@@ -96,21 +89,10 @@ fn task_with(history: &[(u64, Body)]) -> Task {
     fold(history, Task::apply)
 }
 
-fn claim(
-    state: &Task,
-    deps: &BTreeMap<String, Task>,
-    session: &Session,
-    agent: &Agent,
-    now: Timestamp,
-) -> Decision {
+fn claim(state: &Task, deps: &BTreeMap<String, Task>, session: &Session, agent: &Agent, now: Timestamp) -> Decision {
     task::claim(
         state,
-        task::Claim {
-            task_id: "t",
-            agent_id: "a",
-            session_id: "s",
-            lease_ms: 60_000,
-        },
+        task::Claim { task_id: "t", agent_id: "a", session_id: "s", lease_ms: 60_000 },
         deps,
         session,
         agent,
@@ -123,20 +105,11 @@ fn claims_follow_every_rule() {
     let open = task_with(&[(0, created(&[], &["code"], 3))]);
     let none = BTreeMap::new();
     let (s, a) = (live_session("a"), coder());
-    assert_eq!(
-        types(&claim(&open, &none, &s, &a, at(10))),
-        ["task_claimed"]
-    );
+    assert_eq!(types(&claim(&open, &none, &s, &a, at(10))), ["task_claimed"]);
 
     let held = task_with(&[(0, created(&[], &["code"], 3)), (1, claimed("b", at(100)))]);
-    assert_eq!(
-        code(&claim(&held, &none, &s, &a, at(10))),
-        Some(Code::AlreadyClaimed)
-    );
-    assert_eq!(
-        code(&claim(&Task::default(), &none, &s, &a, at(10))),
-        Some(Code::NotFound)
-    );
+    assert_eq!(code(&claim(&held, &none, &s, &a, at(10))), Some(Code::AlreadyClaimed));
+    assert_eq!(code(&claim(&Task::default(), &none, &s, &a, at(10))), Some(Code::NotFound));
 
     let needs_vision = task_with(&[(0, created(&[], &["code", "vision"], 3))]);
     let missing = claim(&needs_vision, &none, &s, &a, at(10));
@@ -144,14 +117,8 @@ fn claims_follow_every_rule() {
     assert!(missing.unwrap_err().rejection.message.contains("vision"));
 
     // The session must be live (heartbeat within its timeout) and the agent's own.
-    assert_eq!(
-        code(&claim(&open, &none, &s, &a, at(61))),
-        Some(Code::SessionNotLive)
-    );
-    assert_eq!(
-        code(&claim(&open, &none, &live_session("b"), &a, at(10))),
-        Some(Code::SessionMismatch)
-    );
+    assert_eq!(code(&claim(&open, &none, &s, &a, at(61))), Some(Code::SessionNotLive));
+    assert_eq!(code(&claim(&open, &none, &live_session("b"), &a, at(10))), Some(Code::SessionMismatch));
     let closed = fold(
         &[
             (
@@ -162,20 +129,11 @@ fn claims_follow_every_rule() {
                     heartbeat_timeout_ms: 60_000,
                 }),
             ),
-            (
-                5,
-                Body::SessionClosed(SessionClosed {
-                    session_id: "s".into(),
-                    reason: String::new(),
-                }),
-            ),
+            (5, Body::SessionClosed(SessionClosed { session_id: "s".into(), reason: String::new() })),
         ],
         Session::apply,
     );
-    assert_eq!(
-        code(&claim(&open, &none, &closed, &a, at(10))),
-        Some(Code::SessionNotLive)
-    );
+    assert_eq!(code(&claim(&open, &none, &closed, &a, at(10))), Some(Code::SessionNotLive));
 
     // Dependencies must all be completed.
     let dependent = task_with(&[(0, created(&["d1", "d2"], &[], 3))]);
@@ -184,106 +142,46 @@ fn claims_follow_every_rule() {
         (1, claimed("x", at(99))),
         (2, Body::TaskCompleted(TaskCompleted::default())),
     ]);
-    let mut deps = BTreeMap::from([
-        ("d1".to_owned(), done.clone()),
-        ("d2".to_owned(), open.clone()),
-    ]);
+    let mut deps = BTreeMap::from([("d1".to_owned(), done.clone()), ("d2".to_owned(), open.clone())]);
     let waiting = claim(&dependent, &deps, &s, &a, at(10));
     assert_eq!(code(&waiting), Some(Code::DependenciesIncomplete));
     assert!(waiting.unwrap_err().rejection.message.contains("d2"));
     deps.insert("d2".into(), done);
-    assert_eq!(
-        types(&claim(&dependent, &deps, &s, &a, at(10))),
-        ["task_claimed"]
-    );
+    assert_eq!(types(&claim(&dependent, &deps, &s, &a, at(10))), ["task_claimed"]);
 }
 
 fn new_task(dependencies: &[String]) -> task::NewTask<'_> {
-    task::NewTask {
-        task_id: "t",
-        title: "",
-        priority: 0,
-        required_capabilities: &[],
-        dependencies,
-        max_attempts: 3,
-    }
+    task::NewTask { task_id: "t", title: "", priority: 0, required_capabilities: &[], dependencies, max_attempts: 3 }
 }
 
 #[test]
 fn creation_refuses_duplicates_unknown_dependencies_and_self_cycles() {
     let existing = BTreeMap::from([("d".to_owned(), task_with(&[(0, created(&[], &[], 3))]))]);
-    let (no_deps, with_ghost, itself) = (
-        vec![],
-        vec!["d".to_owned(), "ghost".to_owned()],
-        vec!["t".to_owned()],
-    );
-    assert_eq!(
-        types(&task::create(
-            &Task::default(),
-            new_task(&no_deps),
-            &existing
-        )),
-        ["task_created"]
-    );
+    let (no_deps, with_ghost, itself) = (vec![], vec!["d".to_owned(), "ghost".to_owned()], vec!["t".to_owned()]);
+    assert_eq!(types(&task::create(&Task::default(), new_task(&no_deps), &existing)), ["task_created"]);
     let exists = task_with(&[(0, created(&[], &[], 3))]);
-    assert_eq!(
-        code(&task::create(&exists, new_task(&no_deps), &existing)),
-        Some(Code::AlreadyExists)
-    );
+    assert_eq!(code(&task::create(&exists, new_task(&no_deps), &existing)), Some(Code::AlreadyExists));
     let refused = task::create(&Task::default(), new_task(&with_ghost), &existing);
     assert_eq!(code(&refused), Some(Code::UnknownDependency));
     assert!(refused.unwrap_err().rejection.message.contains("ghost"));
-    assert_eq!(
-        code(&task::create(
-            &Task::default(),
-            new_task(&itself),
-            &existing
-        )),
-        Some(Code::DependencyCycle)
-    );
+    assert_eq!(code(&task::create(&Task::default(), new_task(&itself), &existing)), Some(Code::DependencyCycle));
 }
 
 #[test]
 fn only_the_holder_finishes_and_only_within_its_lease() {
     let held = task_with(&[(0, created(&[], &[], 2)), (1, claimed("a", at(100)))]);
     let finish = |agent: &str, how, now| task::finish(&held, "t", agent, "s", how, now);
-    assert_eq!(
-        types(&finish(
-            "a",
-            task::Finish::Complete { result: "ok" },
-            at(50)
-        )),
-        ["task_completed"]
-    );
-    assert_eq!(
-        code(&finish(
-            "b",
-            task::Finish::Complete { result: "ok" },
-            at(50)
-        )),
-        Some(Code::NotHolder)
-    );
-    assert_eq!(
-        code(&finish("a", task::Finish::Release { reason: "" }, at(101))),
-        Some(Code::LeaseExpired)
-    );
+    assert_eq!(types(&finish("a", task::Finish::Complete { result: "ok" }, at(50))), ["task_completed"]);
+    assert_eq!(code(&finish("b", task::Finish::Complete { result: "ok" }, at(50))), Some(Code::NotHolder));
+    assert_eq!(code(&finish("a", task::Finish::Release { reason: "" }, at(101))), Some(Code::LeaseExpired));
     let open = task_with(&[(0, created(&[], &[], 2))]);
     assert_eq!(
-        code(&task::finish(
-            &open,
-            "t",
-            "a",
-            "s",
-            task::Finish::Fail { reason: "" },
-            at(5)
-        )),
+        code(&task::finish(&open, "t", "a", "s", task::Finish::Fail { reason: "" }, at(5))),
         Some(Code::NotClaimed)
     );
 
     // Failing reopens the task until attempts run out; then it stays failed.
-    let Ok(first) = finish("a", task::Finish::Fail { reason: "x" }, at(50)) else {
-        panic!()
-    };
+    let Ok(first) = finish("a", task::Finish::Fail { reason: "x" }, at(50)) else { panic!() };
     assert!(matches!(&first[0], Body::TaskFailed(f) if !f.terminal));
     let after_one = task_with(&[
         (0, created(&[], &[], 2)),
@@ -291,45 +189,21 @@ fn only_the_holder_finishes_and_only_within_its_lease() {
         (50, first[0].clone()),
         (60, claimed("a", at(200))),
     ]);
-    let Ok(second) = task::finish(
-        &after_one,
-        "t",
-        "a",
-        "s",
-        task::Finish::Fail { reason: "x" },
-        at(70),
-    ) else {
+    let Ok(second) = task::finish(&after_one, "t", "a", "s", task::Finish::Fail { reason: "x" }, at(70)) else {
         panic!()
     };
     assert!(matches!(&second[0], Body::TaskFailed(f) if f.terminal));
     let mut failed = after_one.clone();
     failed.apply(&event(at(70), second[0].clone()));
-    assert_eq!(
-        code(&claim(
-            &failed,
-            &BTreeMap::new(),
-            &live_session("a"),
-            &coder(),
-            at(80)
-        )),
-        Some(Code::TaskFailed)
-    );
+    assert_eq!(code(&claim(&failed, &BTreeMap::new(), &live_session("a"), &coder(), at(80))), Some(Code::TaskFailed));
 }
 
 #[test]
 fn leases_expire_only_after_their_deadline_and_reopen_the_task() {
     let held = task_with(&[(0, created(&[], &[], 3)), (1, claimed("a", at(100)))]);
-    assert_eq!(
-        code(&task::expire_lease(&held, "t", at(100))),
-        Some(Code::LeaseActive)
-    );
-    let Ok(expired) = task::expire_lease(&held, "t", at(101)) else {
-        panic!()
-    };
-    assert_eq!(
-        expired.iter().map(Body::type_name).collect::<Vec<_>>(),
-        ["task_lease_expired"]
-    );
+    assert_eq!(code(&task::expire_lease(&held, "t", at(100))), Some(Code::LeaseActive));
+    let Ok(expired) = task::expire_lease(&held, "t", at(101)) else { panic!() };
+    assert_eq!(expired.iter().map(Body::type_name).collect::<Vec<_>>(), ["task_lease_expired"]);
     let mut reopened = held.clone();
     reopened.apply(&event(at(101), expired[0].clone()));
     assert_eq!(reopened.status, task::Status::Open);
@@ -338,52 +212,17 @@ fn leases_expire_only_after_their_deadline_and_reopen_the_task() {
 #[test]
 fn sessions_heartbeat_close_and_expire_by_event_time() {
     let s = live_session("a");
-    assert_eq!(
-        types(&session::heartbeat(&s, "s", at(60))),
-        ["session_heartbeat"]
-    );
-    assert_eq!(
-        code(&session::heartbeat(&s, "s", at(61))),
-        Some(Code::SessionNotLive)
-    );
-    assert_eq!(
-        code(&session::expire(&s, "s", at(60))),
-        Some(Code::SessionLive)
-    );
-    assert_eq!(
-        types(&session::expire(&s, "s", at(61))),
-        ["session_expired"]
-    );
+    assert_eq!(types(&session::heartbeat(&s, "s", at(60))), ["session_heartbeat"]);
+    assert_eq!(code(&session::heartbeat(&s, "s", at(61))), Some(Code::SessionNotLive));
+    assert_eq!(code(&session::expire(&s, "s", at(60))), Some(Code::SessionLive));
+    assert_eq!(types(&session::expire(&s, "s", at(61))), ["session_expired"]);
     // A heartbeat moves the deadline.
     let mut beaten = s.clone();
-    beaten.apply(&event(
-        at(50),
-        Body::SessionHeartbeat(SessionHeartbeat {
-            session_id: "s".into(),
-        }),
-    ));
-    assert_eq!(
-        code(&session::expire(&beaten, "s", at(100))),
-        Some(Code::SessionLive)
-    );
-    assert_eq!(
-        types(&session::close(&beaten, "s", "done")),
-        ["session_closed"]
-    );
-    assert_eq!(
-        code(&session::open(&beaten, "s", "a", 1000, &coder())),
-        Some(Code::AlreadyExists)
-    );
-    assert_eq!(
-        code(&session::open(
-            &Session::default(),
-            "s",
-            "a",
-            1000,
-            &Agent::default()
-        )),
-        Some(Code::UnknownAgent)
-    );
+    beaten.apply(&event(at(50), Body::SessionHeartbeat(SessionHeartbeat { session_id: "s".into() })));
+    assert_eq!(code(&session::expire(&beaten, "s", at(100))), Some(Code::SessionLive));
+    assert_eq!(types(&session::close(&beaten, "s", "done")), ["session_closed"]);
+    assert_eq!(code(&session::open(&beaten, "s", "a", 1000, &coder())), Some(Code::AlreadyExists));
+    assert_eq!(code(&session::open(&Session::default(), "s", "a", 1000, &Agent::default())), Some(Code::UnknownAgent));
 }
 
 #[test]
@@ -397,53 +236,27 @@ fn actions_need_a_registered_agent_in_its_live_session() {
         outcome: ActionOutcome::Failed,
         detail: "",
     };
-    let Ok(events) = agent::record_action(
-        &coder(),
-        &live_session("a"),
-        action(ActionKind::Learn),
-        at(1),
-    ) else {
+    let Ok(events) = agent::record_action(&coder(), &live_session("a"), action(ActionKind::Learn), at(1)) else {
         panic!()
     };
     assert!(
         matches!(&events[0], Body::ActionRecorded(r) if r.kind == agentlog_log::schema::ActionKind::Learn as i32 && r.cost == 3)
     );
     assert_eq!(
-        code(&agent::record_action(
-            &Agent::default(),
-            &live_session("a"),
-            action(ActionKind::Act),
-            at(1)
-        )),
+        code(&agent::record_action(&Agent::default(), &live_session("a"), action(ActionKind::Act), at(1))),
         Some(Code::UnknownAgent)
     );
     assert_eq!(
-        code(&agent::record_action(
-            &coder(),
-            &live_session("a"),
-            action(ActionKind::Act),
-            at(61)
-        )),
+        code(&agent::record_action(&coder(), &live_session("a"), action(ActionKind::Act), at(61))),
         Some(Code::SessionNotLive)
     );
 }
 
 fn debit(state: &Budget, amount: u64, failed: bool, now: Timestamp) -> Decision {
-    let policy = Policy {
-        circuit_threshold: 3,
-        circuit_cooldown_ms: 30_000,
-    };
+    let policy = Policy { circuit_threshold: 3, circuit_cooldown_ms: 30_000 };
     budget::debit(
         state,
-        budget::Debit {
-            budget_id: "b",
-            amount,
-            agent_id: "a",
-            session_id: "",
-            task_id: "",
-            reason: "",
-            failed,
-        },
+        budget::Debit { budget_id: "b", amount, agent_id: "a", session_id: "", task_id: "", reason: "", failed },
         &policy,
         now,
     )
@@ -463,14 +276,7 @@ fn settle(state: &mut Budget, decision: &Decision, now: Timestamp) {
 #[test]
 fn the_circuit_opens_after_consecutive_failures_and_closes_after_the_cool_down() {
     let mut b = fold(
-        &[(
-            0,
-            Body::BudgetAllocated(BudgetAllocated {
-                budget_id: "b".into(),
-                amount: 100,
-                balance_after: 100,
-            }),
-        )],
+        &[(0, Body::BudgetAllocated(BudgetAllocated { budget_id: "b".into(), amount: 100, balance_after: 100 }))],
         Budget::apply,
     );
     // A success resets the count; refused and failed debits add to it.
@@ -494,49 +300,24 @@ fn the_circuit_opens_after_consecutive_failures_and_closes_after_the_cool_down()
     assert_eq!(b.balance, 70);
     let refused = debit(&b, 1, false, at(35));
     assert_eq!(code(&refused), Some(Code::CircuitOpen));
-    assert!(
-        refused.unwrap_err().record.is_empty(),
-        "refusals while open are not recorded"
-    );
+    assert!(refused.unwrap_err().record.is_empty(), "refusals while open are not recorded");
     let reopened = debit(&b, 1, false, at(36));
-    assert_eq!(
-        types(&reopened),
-        ["budget_circuit_closed", "budget_debited"]
-    );
+    assert_eq!(types(&reopened), ["budget_circuit_closed", "budget_debited"]);
     settle(&mut b, &reopened, at(36));
-    assert_eq!(
-        (b.circuit_open_until_ts, b.consecutive_failures, b.balance),
-        (None, 0, 69)
-    );
+    assert_eq!((b.circuit_open_until_ts, b.consecutive_failures, b.balance), (None, 0, 69));
 }
 
 #[test]
 fn budgets_refund_at_most_what_was_spent_and_never_overflow() {
     let mut b = fold(
-        &[(
-            0,
-            Body::BudgetAllocated(BudgetAllocated {
-                budget_id: "b".into(),
-                amount: 100,
-                balance_after: 100,
-            }),
-        )],
+        &[(0, Body::BudgetAllocated(BudgetAllocated { budget_id: "b".into(), amount: 100, balance_after: 100 }))],
         Budget::apply,
     );
     let spent = debit(&b, 40, false, at(1));
     settle(&mut b, &spent, at(1));
-    assert_eq!(
-        code(&budget::refund(&b, "b", 41, "")),
-        Some(Code::RefundExceedsSpent)
-    );
+    assert_eq!(code(&budget::refund(&b, "b", 41, "")), Some(Code::RefundExceedsSpent));
     assert_eq!(types(&budget::refund(&b, "b", 40, "")), ["budget_refunded"]);
-    assert_eq!(
-        code(&budget::allocate(&b, "b", u64::MAX)),
-        Some(Code::InvalidAmount)
-    );
-    assert_eq!(
-        code(&debit(&Budget::default(), 1, false, at(1))),
-        Some(Code::NotFound)
-    );
+    assert_eq!(code(&budget::allocate(&b, "b", u64::MAX)), Some(Code::InvalidAmount));
+    assert_eq!(code(&debit(&Budget::default(), 1, false, at(1))), Some(Code::NotFound));
     let _ = aggregate::State::empty_for("budget/b").expect("budget streams are aggregates");
 }

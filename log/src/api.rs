@@ -65,19 +65,13 @@ impl AppendRequest {
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidAppend { reason });
         if self.stream.is_empty() || self.stream.len() > MAX_STREAM_BYTES {
-            return invalid(format!(
-                "stream name must be 1 to {MAX_STREAM_BYTES} bytes, got {}",
-                self.stream.len()
-            ));
+            return invalid(format!("stream name must be 1 to {MAX_STREAM_BYTES} bytes, got {}", self.stream.len()));
         }
         if self.events.is_empty() {
             return invalid("an append needs at least one event".into());
         }
         if self.events.len() > MAX_APPEND_EVENTS {
-            return Err(Error::BatchTooLarge {
-                events: self.events.len(),
-                limit: MAX_APPEND_EVENTS,
-            });
+            return Err(Error::BatchTooLarge { events: self.events.len(), limit: MAX_APPEND_EVENTS });
         }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
@@ -108,10 +102,7 @@ impl AppendRequest {
                 + self.idempotency_key.as_ref().map_or(0, String::len)
                 + ASSIGNED_FIELDS_BYTES;
             if size_bytes > MAX_EVENT_BYTES {
-                return Err(Error::TooLarge {
-                    size_bytes,
-                    limit_bytes: MAX_EVENT_BYTES,
-                });
+                return Err(Error::TooLarge { size_bytes, limit_bytes: MAX_EVENT_BYTES });
             }
         }
         Ok(())
@@ -140,10 +131,7 @@ pub struct Head {
 }
 
 impl Head {
-    pub const EMPTY: Head = Head {
-        last_seq: 0,
-        hash: GENESIS,
-    };
+    pub const EMPTY: Head = Head { last_seq: 0, hash: GENESIS };
 }
 
 /// An append-only, totally ordered, hash-chained event log.
@@ -157,8 +145,7 @@ pub trait Log: Send + Sync + 'static {
     fn append(&self, request: AppendRequest) -> impl Future<Output = Result<Appended>> + Send;
 
     /// Up to `max` events from `from_seq` on, in log order.
-    fn read(&self, from_seq: u64, max: usize)
-    -> impl Future<Output = Result<Vec<Envelope>>> + Send;
+    fn read(&self, from_seq: u64, max: usize) -> impl Future<Output = Result<Vec<Envelope>>> + Send;
 
     /// Up to `max` events of one stream from `from_version` on.
     fn read_stream(
@@ -172,8 +159,7 @@ pub trait Log: Send + Sync + 'static {
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<u64>> + Send;
 
     /// The result recorded for an idempotency key, if any.
-    fn idempotent_result(&self, key: &str)
-    -> impl Future<Output = Result<Option<Appended>>> + Send;
+    fn idempotent_result(&self, key: &str) -> impl Future<Output = Result<Option<Appended>>> + Send;
 
     fn head(&self) -> impl Future<Output = Result<Head>> + Send;
 

@@ -72,13 +72,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d, sod) = self.to_civil();
         let nanos = self.0 % 1_000_000_000;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, (sod / 60) % 60, sod % 60)
     }
 }
 
@@ -105,9 +99,7 @@ pub struct SystemTime;
 impl PhysicalTime for SystemTime {
     #[allow(clippy::disallowed_methods)] // the one sanctioned wall-clock read
     fn nanos_since_epoch(&self) -> u64 {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 }
@@ -129,10 +121,7 @@ impl HybridClock<SystemTime> {
 
 impl<P: PhysicalTime> HybridClock<P> {
     pub fn new(physical: P) -> Self {
-        HybridClock {
-            physical,
-            last: Mutex::new(0),
-        }
+        HybridClock { physical, last: Mutex::new(0) }
     }
 
     /// Merge a timestamp seen elsewhere (an event from another node), so
@@ -167,9 +156,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        ManualClock {
-            nanos: AtomicU64::new(start.as_nanos()),
-        }
+        ManualClock { nanos: AtomicU64::new(start.as_nanos()) }
     }
 
     /// Moves the clock; it may move backwards, as a test may need.
@@ -244,9 +231,6 @@ mod tests {
         let ts = Timestamp::from_nanos(1_763_799_300_000_000_001);
         assert_eq!(ts.to_string(), "2025-11-22T08:15:00.000000001Z");
         assert_eq!(Timestamp::ZERO.date(), "1970-01-01");
-        assert_eq!(
-            Timestamp::from_nanos(951_782_400 * 1_000_000_000).date(),
-            "2000-02-29"
-        );
+        assert_eq!(Timestamp::from_nanos(951_782_400 * 1_000_000_000).date(), "2000-02-29");
     }
 }

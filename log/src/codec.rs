@@ -26,15 +26,9 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 /// not know.
 pub fn decode(bytes: &[u8]) -> Result<Envelope> {
     if bytes.len() > MAX_EVENT_BYTES {
-        return Err(Error::TooLarge {
-            size_bytes: bytes.len(),
-            limit_bytes: MAX_EVENT_BYTES,
-        });
+        return Err(Error::TooLarge { size_bytes: bytes.len(), limit_bytes: MAX_EVENT_BYTES });
     }
-    let envelope = Envelope::decode(bytes).map_err(|source| Error::Decode {
-        what: "envelope",
-        source,
-    })?;
+    let envelope = Envelope::decode(bytes).map_err(|source| Error::Decode { what: "envelope", source })?;
     if envelope.body.is_none() {
         return Err(Error::Malformed {
             what: "envelope",

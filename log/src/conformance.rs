@@ -42,56 +42,28 @@ async fn assert_chain<L: Log>(log: &L) {
     let mut previous = GENESIS;
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event.seq, i as u64 + 1, "seqs are consecutive from 1");
-        assert!(
-            chain::is_linked(&previous, event),
-            "seq {} links to the one before",
-            event.seq
-        );
+        assert!(chain::is_linked(&previous, event), "seq {} links to the one before", event.seq);
         previous = event.hash.as_slice().try_into().expect("32-byte hash");
     }
     let head = log.head().await.expect("head");
-    assert_eq!(
-        head,
-        Head {
-            last_seq: events.len() as u64,
-            hash: previous
-        }
-    );
+    assert_eq!(head, Head { last_seq: events.len() as u64, hash: previous });
 }
 
 pub async fn appends_get_consecutive_seqs_versions_and_a_chain<L: Log>(log: Arc<L>) {
     assert_eq!(log.head().await.unwrap(), Head::EMPTY);
-    let a = log
-        .append(request("task/a", ExpectedVersion::Exact(0), 3, 1))
-        .await
-        .unwrap();
-    assert_eq!(
-        (a.first_seq, a.last_seq, a.stream_version, a.duplicate),
-        (1, 3, 3, false)
-    );
-    let b = log
-        .append(request("task/b", ExpectedVersion::Exact(0), 2, 2))
-        .await
-        .unwrap();
+    let a = log.append(request("task/a", ExpectedVersion::Exact(0), 3, 1)).await.unwrap();
+    assert_eq!((a.first_seq, a.last_seq, a.stream_version, a.duplicate), (1, 3, 3, false));
+    let b = log.append(request("task/b", ExpectedVersion::Exact(0), 2, 2)).await.unwrap();
     assert_eq!((b.first_seq, b.last_seq, b.stream_version), (4, 5, 2));
-    let c = log
-        .append(request("task/a", ExpectedVersion::Exact(3), 1, 3))
-        .await
-        .unwrap();
+    let c = log.append(request("task/a", ExpectedVersion::Exact(3), 1, 3)).await.unwrap();
     assert_eq!((c.first_seq, c.stream_version), (6, 4));
-    let d = log
-        .append(request("task/a", ExpectedVersion::Any, 1, 4))
-        .await
-        .unwrap();
+    let d = log.append(request("task/a", ExpectedVersion::Any, 1, 4)).await.unwrap();
     assert_eq!((d.first_seq, d.stream_version), (7, 5));
     assert_eq!(log.stream_version("task/a").await.unwrap(), 5);
     assert_eq!(log.stream_version("task/b").await.unwrap(), 2);
     assert_eq!(log.stream_version("task/none").await.unwrap(), 0);
     let all = log.read(1, 100).await.unwrap();
-    let placed: Vec<(u64, &str, u64)> = all
-        .iter()
-        .map(|e| (e.seq, e.stream.as_str(), e.stream_version))
-        .collect();
+    let placed: Vec<(u64, &str, u64)> = all.iter().map(|e| (e.seq, e.stream.as_str(), e.stream_version)).collect();
     assert_eq!(
         placed,
         [
@@ -108,26 +80,17 @@ pub async fn appends_get_consecutive_seqs_versions_and_a_chain<L: Log>(log: Arc<
 }
 
 pub async fn a_wrong_expected_version_conflicts_and_writes_nothing<L: Log>(log: Arc<L>) {
-    log.append(request("budget/x", ExpectedVersion::Exact(0), 2, 1))
-        .await
-        .unwrap();
+    log.append(request("budget/x", ExpectedVersion::Exact(0), 2, 1)).await.unwrap();
     let before = log.head().await.unwrap();
     for expected in [0, 1, 3, 99] {
-        let err = log
-            .append(request("budget/x", ExpectedVersion::Exact(expected), 1, 2))
-            .await
-            .unwrap_err();
+        let err = log.append(request("budget/x", ExpectedVersion::Exact(expected), 1, 2)).await.unwrap_err();
         assert!(
             matches!(err, Error::Conflict { actual: 2, .. }),
             "expected {expected}: a conflict at version 2, got {err}"
         );
         assert_eq!(err.kind(), crate::Kind::Conflict);
     }
-    assert_eq!(
-        log.head().await.unwrap(),
-        before,
-        "a conflict writes nothing"
-    );
+    assert_eq!(log.head().await.unwrap(), before, "a conflict writes nothing");
     assert_eq!(log.stream_version("budget/x").await.unwrap(), 2);
 }
 
@@ -138,13 +101,7 @@ pub async fn an_idempotency_key_returns_the_first_result<L: Log>(log: Arc<L>) {
     assert!(!appended.duplicate);
     // A retry, even one whose expected version is now stale, appends nothing.
     let again = log.append(first).await.unwrap();
-    assert_eq!(
-        again,
-        crate::Appended {
-            duplicate: true,
-            ..appended
-        }
-    );
+    assert_eq!(again, crate::Appended { duplicate: true, ..appended });
     let mut other_body = request("session/s", ExpectedVersion::Any, 1, 9);
     other_body.idempotency_key = Some("open-s".into());
     assert_eq!(log.append(other_body).await.unwrap(), again);
@@ -158,50 +115,33 @@ pub async fn an_idempotency_key_returns_the_first_result<L: Log>(log: Arc<L>) {
 
 pub async fn reads_by_range_and_by_stream<L: Log>(log: Arc<L>) {
     for i in 0..10u64 {
-        let stream = if i % 2 == 0 {
-            "agent/even"
-        } else {
-            "agent/odd"
-        };
-        log.append(request(stream, ExpectedVersion::Any, 1, i))
-            .await
-            .unwrap();
+        let stream = if i % 2 == 0 { "agent/even" } else { "agent/odd" };
+        log.append(request(stream, ExpectedVersion::Any, 1, i)).await.unwrap();
     }
     let middle = log.read(4, 3).await.unwrap();
     assert_eq!(middle.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
     assert!(log.read(11, 5).await.unwrap().is_empty());
     let odd = log.read_stream("agent/odd", 2, 2).await.unwrap();
-    assert_eq!(
-        odd.iter()
-            .map(|e| (e.seq, e.stream_version))
-            .collect::<Vec<_>>(),
-        [(4, 2), (6, 3)]
-    );
+    assert_eq!(odd.iter().map(|e| (e.seq, e.stream_version)).collect::<Vec<_>>(), [(4, 2), (6, 3)]);
     let all_even = log.read_stream("agent/even", 1, 100).await.unwrap();
     assert_eq!(all_even.len(), 5);
     assert!(all_even.iter().all(|e| e.stream == "agent/even"));
     // A stream whose name is a prefix of another's sees only its own events.
-    log.append(request("agent/ev", ExpectedVersion::Exact(0), 1, 50))
-        .await
-        .unwrap();
+    log.append(request("agent/ev", ExpectedVersion::Exact(0), 1, 50)).await.unwrap();
     assert_eq!(log.read_stream("agent/ev", 1, 100).await.unwrap().len(), 1);
     assert_eq!(log.stream_version("agent/ev").await.unwrap(), 1);
 }
 
 pub async fn a_subscription_delivers_old_then_new_events_in_order<L: Log>(log: Arc<L>) {
     for i in 0..5 {
-        log.append(request("task/sub", ExpectedVersion::Any, 1, i))
-            .await
-            .unwrap();
+        log.append(request("task/sub", ExpectedVersion::Any, 1, i)).await.unwrap();
     }
     let mut subscription = log.subscribe(3).unwrap();
     let writer = {
         let log = log.clone();
         tokio::spawn(async move {
             for i in 5..205 {
-                log.append(request("task/sub", ExpectedVersion::Any, 1, i))
-                    .await
-                    .unwrap();
+                log.append(request("task/sub", ExpectedVersion::Any, 1, i)).await.unwrap();
             }
         })
     };
@@ -223,13 +163,7 @@ pub async fn racing_appends_on_one_version_have_one_winner<L: Log>(log: Arc<L>) 
                 let log = log.clone();
                 let stream = stream.clone();
                 tokio::spawn(async move {
-                    log.append(request(
-                        &stream,
-                        ExpectedVersion::Exact(0),
-                        1,
-                        round * 100 + r,
-                    ))
-                    .await
+                    log.append(request(&stream, ExpectedVersion::Exact(0), 1, round * 100 + r)).await
                 })
             })
             .collect();
@@ -258,16 +192,8 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
     other_stream.events[0].stream = "task/y".into();
     let mut too_large = request("task/x", ExpectedVersion::Any, 1, 1);
     too_large.events[0].actor = "x".repeat(crate::codec::MAX_EVENT_BYTES);
-    let too_many = request(
-        "task/x",
-        ExpectedVersion::Any,
-        crate::api::MAX_APPEND_EVENTS as u64 + 1,
-        1,
-    );
-    let no_stream = AppendRequest {
-        stream: String::new(),
-        ..request("task/x", ExpectedVersion::Any, 1, 1)
-    };
+    let too_many = request("task/x", ExpectedVersion::Any, crate::api::MAX_APPEND_EVENTS as u64 + 1, 1);
+    let no_stream = AppendRequest { stream: String::new(), ..request("task/x", ExpectedVersion::Any, 1, 1) };
     for (name, bad) in [
         ("no events", no_events),
         ("no body", no_body),

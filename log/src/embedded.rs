@@ -27,12 +27,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            sync: true,
-            create_if_missing: true,
-            max_group_events: 8192,
-            queue_capacity: 16_384,
-        }
+        Options { sync: true, create_if_missing: true, max_group_events: 8192, queue_capacity: 16_384 }
     }
 }
 
@@ -48,20 +43,13 @@ pub struct EmbeddedLog {
 
 impl std::fmt::Debug for EmbeddedLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLog")
-            .field("path", &self.store.path())
-            .finish_non_exhaustive()
+        f.debug_struct("EmbeddedLog").field("path", &self.store.path()).finish_non_exhaustive()
     }
 }
 
 impl EmbeddedLog {
     pub fn open(path: &Path, options: Options) -> Result<EmbeddedLog> {
-        let store = Arc::new(Store::open(
-            path,
-            StoreOptions {
-                create_if_missing: options.create_if_missing,
-            },
-        )?);
+        let store = Arc::new(Store::open(path, StoreOptions { create_if_missing: options.create_if_missing })?);
         let head = store.head()?;
         let (head_tx, head_rx) = watch::channel(head);
         let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -78,16 +66,8 @@ impl EmbeddedLog {
         let writer = std::thread::Builder::new()
             .name("agentlog-writer".into())
             .spawn(move || writer.run(queue_rx))
-            .map_err(|e| Error::Poisoned {
-                reason: format!("cannot start the writer thread: {e}"),
-            })?;
-        Ok(EmbeddedLog {
-            store,
-            queue: Some(queue_tx),
-            head: head_rx,
-            poison,
-            writer: Some(writer),
-        })
+            .map_err(|e| Error::Poisoned { reason: format!("cannot start the writer thread: {e}") })?;
+        Ok(EmbeddedLog { store, queue: Some(queue_tx), head: head_rx, poison, writer: Some(writer) })
     }
 
     /// The store underneath, for reads that are not part of the `Log` trait.
@@ -116,16 +96,11 @@ impl Log for EmbeddedLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         request.validate()?;
         if let Some(reason) = self.poison.get() {
-            return Err(Error::Poisoned {
-                reason: reason.clone(),
-            });
+            return Err(Error::Poisoned { reason: reason.clone() });
         }
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
         let (reply, result) = oneshot::channel();
-        queue
-            .send(Pending { request, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        queue.send(Pending { request, reply }).await.map_err(|_| Error::Closed)?;
         result.await.map_err(|_| Error::Closed)?
     }
 
@@ -133,12 +108,7 @@ impl Log for EmbeddedLog {
         self.store.read(from_seq, max)
     }
 
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from_version: u64,
-        max: usize,
-    ) -> Result<Vec<Envelope>> {
+    async fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
         self.store.read_stream(stream, from_version, max)
     }
 
@@ -183,9 +153,7 @@ impl Subscription for EmbeddedSubscription {
             }
             let committed = self.head.borrow_and_update().last_seq;
             if committed >= self.next_seq {
-                let want = usize::try_from(committed - self.next_seq + 1)
-                    .unwrap_or(usize::MAX)
-                    .min(SUBSCRIPTION_PAGE);
+                let want = usize::try_from(committed - self.next_seq + 1).unwrap_or(usize::MAX).min(SUBSCRIPTION_PAGE);
                 let page = self.store.read(self.next_seq, want)?;
                 if page.len() != want {
                     return Err(Error::Corrupt {

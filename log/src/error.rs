@@ -49,19 +49,10 @@ pub enum Error {
     #[error(
         "stream {stream} is at version {actual}, the append expected {expected}: another writer appended first; reload the stream and decide again"
     )]
-    Conflict {
-        stream: String,
-        expected: ExpectedVersion,
-        actual: u64,
-    },
+    Conflict { stream: String, expected: ExpectedVersion, actual: u64 },
 
-    #[error(
-        "event is {size_bytes} bytes, over the limit of {limit_bytes} bytes: make the body smaller"
-    )]
-    TooLarge {
-        size_bytes: usize,
-        limit_bytes: usize,
-    },
+    #[error("event is {size_bytes} bytes, over the limit of {limit_bytes} bytes: make the body smaller")]
+    TooLarge { size_bytes: usize, limit_bytes: usize },
 
     #[error("append of {events} events is over the limit of {limit} events per append: split it")]
     BatchTooLarge { events: usize, limit: usize },
@@ -70,19 +61,13 @@ pub enum Error {
     InvalidAppend { reason: String },
 
     #[error("cannot decode {what}: {source}")]
-    Decode {
-        what: &'static str,
-        source: prost::DecodeError,
-    },
+    Decode { what: &'static str, source: prost::DecodeError },
 
     #[error("cannot decode {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
 
     #[error("storage failure while {operation}: {source}")]
-    Storage {
-        operation: &'static str,
-        source: rocksdb::Error,
-    },
+    Storage { operation: &'static str, source: rocksdb::Error },
 
     #[error(
         "the log refuses writes after an earlier storage failure ({reason}); restart the process to recover from the last durable state"

@@ -15,17 +15,44 @@ pub trait IdGen: Send + Sync {
     fn next_u128(&self) -> u128;
 }
 
-/// Production ids: the operating system's random source.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RandomIdGen;
+/// Production ids: the operating system's random source, read 4 KiB at a
+/// time so that an id costs no system call.
+#[derive(Debug, Default)]
+pub struct RandomIdGen {
+    pool: Mutex<RandomPool>,
+}
+
+#[derive(Debug)]
+struct RandomPool {
+    bytes: Box<[u8; 4096]>,
+    used: usize,
+}
+
+impl Default for RandomPool {
+    fn default() -> Self {
+        // Empty: the first id fills it.
+        RandomPool { bytes: Box::new([0; 4096]), used: 4096 }
+    }
+}
+
+impl RandomIdGen {
+    pub fn new() -> Self {
+        RandomIdGen::default()
+    }
+}
 
 impl IdGen for RandomIdGen {
     #[allow(clippy::disallowed_methods)] // the one sanctioned random-source read
     fn next_u128(&self) -> u128 {
-        let mut bytes = [0u8; 16];
-        // The OS random source failing is not something to continue from.
-        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-        u128::from_le_bytes(bytes)
+        let mut pool = self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pool.used + 16 > pool.bytes.len() {
+            // The OS random source failing is not something to continue from.
+            getrandom::fill(&mut pool.bytes[..]).expect("the operating system's random source failed");
+            pool.used = 0;
+        }
+        let at = pool.used;
+        pool.used += 16;
+        u128::from_le_bytes(pool.bytes[at..at + 16].try_into().expect("16 bytes"))
     }
 }
 
@@ -37,18 +64,13 @@ pub struct SeededIdGen {
 
 impl SeededIdGen {
     pub fn new(seed: u64) -> Self {
-        SeededIdGen {
-            rng: Mutex::new(SplitMix64::new(seed ^ 0x1D5_1D5_1D5)),
-        }
+        SeededIdGen { rng: Mutex::new(SplitMix64::new(seed ^ 0x1D5_1D5_1D5)) }
     }
 }
 
 impl IdGen for SeededIdGen {
     fn next_u128(&self) -> u128 {
-        let mut rng = self
-            .rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())
     }
 }
@@ -185,10 +207,7 @@ mod tests {
         let id = EventId::new(ts, &SeededIdGen::new(1));
         assert_eq!(id.0.get_version_num(), 7);
         let (secs, nanos) = id.0.get_timestamp().expect("v7 has a timestamp").to_unix();
-        assert_eq!(
-            secs * 1000 + u64::from(nanos) / 1_000_000,
-            1_700_000_000_123
-        );
+        assert_eq!(secs * 1000 + u64::from(nanos) / 1_000_000, 1_700_000_000_123);
     }
 
     #[test]

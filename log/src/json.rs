@@ -17,19 +17,11 @@ fn optional_uuid(bytes: &[u8]) -> Value {
 }
 
 fn optional_string(s: &str) -> Value {
-    if s.is_empty() {
-        Value::Null
-    } else {
-        Value::String(s.to_owned())
-    }
+    if s.is_empty() { Value::Null } else { Value::String(s.to_owned()) }
 }
 
 pub fn envelope(e: &Envelope) -> Value {
-    let body = e
-        .body
-        .as_ref()
-        .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
+    let body = e.body.as_ref().map(|b| serde_json::to_value(b).unwrap_or(Value::Null)).unwrap_or(Value::Null);
     let mut object = Map::new();
     object.insert("seq".into(), json!(e.seq));
     object.insert("stream".into(), json!(e.stream));
@@ -43,10 +35,7 @@ pub fn envelope(e: &Envelope) -> Value {
     object.insert("causation_id".into(), optional_uuid(&e.causation_id));
     object.insert("session_id".into(), optional_uuid(&e.session_id));
     object.insert("saga_id".into(), optional_uuid(&e.saga_id));
-    object.insert(
-        "idempotency_key".into(),
-        optional_string(&e.idempotency_key),
-    );
+    object.insert("idempotency_key".into(), optional_string(&e.idempotency_key));
     object.insert("schema_version".into(), json!(e.schema_version));
     object.insert("hash".into(), json!(to_hex(&e.hash)));
     object.insert("body".into(), body);

@@ -49,9 +49,7 @@ pub fn request(stream: &str, expected: ExpectedVersion, count: u64, salt: u64) -
     AppendRequest {
         stream: stream.to_owned(),
         expected,
-        events: (0..count)
-            .map(|i| fresh_event(stream, salt * 10_000 + i))
-            .collect(),
+        events: (0..count).map(|i| fresh_event(stream, salt * 10_000 + i)).collect(),
         idempotency_key: None,
     }
 }

@@ -13,21 +13,13 @@ pub fn open_log(dir: &Path) -> Arc<EmbeddedLog> {
     Arc::new(EmbeddedLog::open(dir, Options::default()).expect("open the embedded log"))
 }
 
-pub fn handler(
-    log: Arc<EmbeddedLog>,
-    clock: Arc<ManualClock>,
-    seed: u64,
-    policy: Policy,
-) -> Arc<Handler<EmbeddedLog>> {
+pub fn handler(log: Arc<EmbeddedLog>, clock: Arc<ManualClock>, seed: u64, policy: Policy) -> Arc<Handler<EmbeddedLog>> {
     Arc::new(Handler::new(log, clock, Arc::new(SeededIdGen::new(seed))).with_policy(policy))
 }
 
 pub async fn send(handler: &Handler<EmbeddedLog>, command: Command) -> agentlog_commands::Accepted {
     let name = command.name();
-    handler
-        .execute(Request::new(command, "test"))
-        .await
-        .unwrap_or_else(|r| panic!("{name} rejected: {r}"))
+    handler.execute(Request::new(command, "test")).await.unwrap_or_else(|r| panic!("{name} rejected: {r}"))
 }
 
 /// Registers `agent-<i>` for each i with `capabilities`, opens a session for
@@ -41,28 +33,13 @@ pub async fn agents_with_sessions(
     for i in 0..count {
         let agent_id = format!("agent-{i}");
         let capabilities = capabilities.iter().map(|c| c.to_string()).collect();
-        send(
-            handler,
-            Command::RegisterAgent {
-                agent_id: agent_id.clone(),
-                name: String::new(),
-                capabilities,
-            },
-        )
-        .await;
+        send(handler, Command::RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities }).await;
         let opened = send(
             handler,
-            Command::OpenSession {
-                agent_id: agent_id.clone(),
-                session_id: None,
-                heartbeat_timeout_ms: 3_600_000,
-            },
+            Command::OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 },
         )
         .await;
-        out.push((
-            agent_id,
-            opened.session_id.expect("open_session names its session"),
-        ));
+        out.push((agent_id, opened.session_id.expect("open_session names its session")));
     }
     out
 }

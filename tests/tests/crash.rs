@@ -23,10 +23,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_leaves_no_partial_one() {
         let kill_after = 200 + run * 150;
         let mut seen = 0;
         while seen < kill_after {
-            let line = lines
-                .next()
-                .expect("the appender acknowledges appends")
-                .unwrap();
+            let line = lines.next().expect("the appender acknowledges appends").unwrap();
             let parts: Vec<&str> = line.split(' ').collect();
             assert_eq!(parts[0], "ack");
             acked.push((
@@ -43,9 +40,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_leaves_no_partial_one() {
         let store = Store::open(dir.path(), Default::default()).expect("reopen after SIGKILL");
         let report = verify(&store, &mut |_, _| {}).expect("seqs, versions and chain are intact");
         for (stream, first_seq, last_seq, version) in &acked {
-            let events = store
-                .read(*first_seq, (*last_seq - *first_seq + 1) as usize)
-                .unwrap();
+            let events = store.read(*first_seq, (*last_seq - *first_seq + 1) as usize).unwrap();
             assert_eq!(
                 events.len() as u64,
                 last_seq - first_seq + 1,
@@ -59,9 +54,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_leaves_no_partial_one() {
         for event in store.read(1, usize::MAX).unwrap() {
             let (batch, part) = event.actor.rsplit_once('/').unwrap();
             let (_, of) = part.split_once("of").unwrap();
-            let entry = batches
-                .entry(batch.to_owned())
-                .or_insert((0, of.parse().unwrap()));
+            let entry = batches.entry(batch.to_owned()).or_insert((0, of.parse().unwrap()));
             entry.0 += 1;
         }
         for (batch, (found, size)) in &batches {

@@ -8,27 +8,11 @@ use agentlog_log::{EmbeddedLog, Log, ManualClock, Options};
 
 async fn run(seed: u64) -> (Vec<(u64, Vec<u8>)>, [u8; 32]) {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        EmbeddedLog::open(
-            dir.path(),
-            Options {
-                sync: false,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = Arc::new(EmbeddedLog::open(dir.path(), Options { sync: false, ..Options::default() }).unwrap());
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), seed);
-    let config = sim::Config {
-        seed,
-        agents: 6,
-        tasks: 120,
-        days: 1,
-    };
-    sim::run(&handler, &clock, config, &mut |_, _| {})
-        .await
-        .unwrap();
+    let config = sim::Config { seed, agents: 6, tasks: 120, days: 1 };
+    sim::run(&handler, &clock, config, &mut |_, _| {}).await.unwrap();
     let head = log.head().await.unwrap();
     drop(handler);
     drop(log);

@@ -15,9 +15,7 @@ async fn an_idempotent_append_survives_a_restart() {
     let first = {
         let log = open_log(dir.path());
         let first = log.append(keyed.clone()).await.unwrap();
-        log.append(request("task/u", ExpectedVersion::Exact(0), 1, 2))
-            .await
-            .unwrap();
+        log.append(request("task/u", ExpectedVersion::Exact(0), 1, 2)).await.unwrap();
         first
     };
     for _ in 0..3 {
@@ -29,21 +27,14 @@ async fn an_idempotent_append_survives_a_restart() {
             (again.first_seq, again.last_seq, again.stream_version),
             (first.first_seq, first.last_seq, first.stream_version)
         );
-        assert_eq!(
-            log.head().await.unwrap(),
-            head,
-            "a repeated key appends nothing"
-        );
+        assert_eq!(log.head().await.unwrap(), head, "a repeated key appends nothing");
     }
 }
 
 #[tokio::test]
 async fn a_repeated_command_after_a_restart_returns_the_first_result() {
     let dir = tempfile::tempdir().unwrap();
-    let command = Command::AllocateBudget {
-        budget_id: "b".into(),
-        amount: 10,
-    };
+    let command = Command::AllocateBudget { budget_id: "b".into(), amount: 10 };
     let keyed = || Request::new(command.clone(), "test").with_idempotency_key("alloc-b-1");
     let first = {
         let log = open_log(dir.path());
@@ -51,21 +42,12 @@ async fn a_repeated_command_after_a_restart_returns_the_first_result() {
         h.execute(keyed()).await.unwrap()
     };
     let log = open_log(dir.path());
-    let h = handler(
-        log.clone(),
-        Arc::new(ManualClock::new(T0)),
-        2,
-        Policy::default(),
-    );
+    let h = handler(log.clone(), Arc::new(ManualClock::new(T0)), 2, Policy::default());
     let again = h.execute(keyed()).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.first_seq, first.first_seq);
     assert_eq!(again.events, first.events);
-    assert_eq!(
-        h.budget("b").await.unwrap().balance,
-        10,
-        "allocated once, not twice"
-    );
+    assert_eq!(h.budget("b").await.unwrap().balance, 10, "allocated once, not twice");
     // Without the key the same command is a new allocation.
     h.execute(Request::new(command, "test")).await.unwrap();
     assert_eq!(h.budget("b").await.unwrap().balance, 20);

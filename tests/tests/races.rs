@@ -13,9 +13,7 @@ async fn sixteen_claimers_on_one_task_one_thousand_times_one_claim_each_time() {
     let log = open_log(dir.path());
     let clock = Arc::new(ManualClock::new(T0));
     // Four handlers with their own caches, as four service instances would be.
-    let handlers: Vec<_> = (0..4)
-        .map(|i| handler(log.clone(), clock.clone(), i, Policy::default()))
-        .collect();
+    let handlers: Vec<_> = (0..4).map(|i| handler(log.clone(), clock.clone(), i, Policy::default())).collect();
     let claimers = agents_with_sessions(&handlers[0], 16, &["code"]).await;
     for round in 0..1000 {
         let task_id = format!("task-{round}");
@@ -49,26 +47,13 @@ async fn sixteen_claimers_on_one_task_one_thousand_times_one_claim_each_time() {
         for racer in racers {
             match racer.await.unwrap() {
                 Ok(_) => won += 1,
-                Err(rejection) => assert_eq!(
-                    rejection.code,
-                    Code::AlreadyClaimed,
-                    "round {round}: {rejection}"
-                ),
+                Err(rejection) => assert_eq!(rejection.code, Code::AlreadyClaimed, "round {round}: {rejection}"),
             }
         }
         assert_eq!(won, 1, "round {round}: exactly one claimer wins");
-        let events = log
-            .read_stream(&format!("task/{task_id}"), 1, 100)
-            .await
-            .unwrap();
-        let claims = events
-            .iter()
-            .filter(|e| matches!(e.body, Some(Body::TaskClaimed(_))))
-            .count();
-        assert_eq!(
-            claims, 1,
-            "round {round}: exactly one TaskClaimed in the log"
-        );
+        let events = log.read_stream(&format!("task/{task_id}"), 1, 100).await.unwrap();
+        let claims = events.iter().filter(|e| matches!(e.body, Some(Body::TaskClaimed(_)))).count();
+        assert_eq!(claims, 1, "round {round}: exactly one TaskClaimed in the log");
     }
 }
 
@@ -78,25 +63,13 @@ async fn thirty_two_concurrent_debits_never_take_a_budget_below_zero() {
     let log = open_log(dir.path());
     let clock = Arc::new(ManualClock::new(T0));
     // No circuit breaker here: every refusal must be for the balance alone.
-    let policy = Policy {
-        circuit_threshold: u32::MAX,
-        ..Policy::default()
-    };
-    let handlers: Vec<_> = (0..4)
-        .map(|i| handler(log.clone(), clock.clone(), i, policy))
-        .collect();
+    let policy = Policy { circuit_threshold: u32::MAX, ..Policy::default() };
+    let handlers: Vec<_> = (0..4).map(|i| handler(log.clone(), clock.clone(), i, policy)).collect();
     let mut rng = SplitMix64::new(32);
     for round in 0..50 {
         let budget_id = format!("budget-{round}");
         let allocated = 500 + rng.below(1000);
-        send(
-            &handlers[0],
-            Command::AllocateBudget {
-                budget_id: budget_id.clone(),
-                amount: allocated,
-            },
-        )
-        .await;
+        send(&handlers[0], Command::AllocateBudget { budget_id: budget_id.clone(), amount: allocated }).await;
         let amounts: Vec<u64> = (0..32).map(|_| 1 + rng.below(100)).collect();
         let debits: Vec<_> = amounts
             .iter()
@@ -119,29 +92,17 @@ async fn thirty_two_concurrent_debits_never_take_a_budget_below_zero() {
         for (debit, amount) in debits.into_iter().zip(&amounts) {
             match debit.await.unwrap() {
                 Ok(_) => accepted_sum += amount,
-                Err(rejection) => assert_eq!(
-                    rejection.code,
-                    Code::InsufficientBudget,
-                    "round {round}: {rejection}"
-                ),
+                Err(rejection) => assert_eq!(rejection.code, Code::InsufficientBudget, "round {round}: {rejection}"),
             }
         }
         // Replay the stream: every debit was covered by the balance before it.
         let mut balance = 0u64;
         let mut debited = 0u64;
-        for event in log
-            .read_stream(&format!("budget/{budget_id}"), 1, 1000)
-            .await
-            .unwrap()
-        {
+        for event in log.read_stream(&format!("budget/{budget_id}"), 1, 1000).await.unwrap() {
             match event.body {
                 Some(Body::BudgetAllocated(e)) => balance += e.amount,
                 Some(Body::BudgetDebited(e)) => {
-                    assert!(
-                        e.amount <= balance,
-                        "round {round}: debit of {} against {balance}",
-                        e.amount
-                    );
+                    assert!(e.amount <= balance, "round {round}: debit of {} against {balance}", e.amount);
                     balance -= e.amount;
                     assert_eq!(e.balance_after, balance);
                     debited += e.amount;
@@ -150,10 +111,7 @@ async fn thirty_two_concurrent_debits_never_take_a_budget_below_zero() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(
-            debited, accepted_sum,
-            "round {round}: the log holds exactly the accepted debits"
-        );
+        assert_eq!(debited, accepted_sum, "round {round}: the log holds exactly the accepted debits");
         assert_eq!(balance, allocated - accepted_sum);
         let state = handlers[1].budget(&budget_id).await.unwrap();
         assert_eq!(state.balance, balance);

@@ -37,11 +37,7 @@ impl Agent {
 
     /// The required capabilities this agent lacks, sorted.
     pub fn missing<'a>(&self, required: &'a [String]) -> Vec<&'a str> {
-        required
-            .iter()
-            .filter(|c| !self.capabilities.contains(*c))
-            .map(String::as_str)
-            .collect()
+        required.iter().filter(|c| !self.capabilities.contains(*c)).map(String::as_str).collect()
     }
 }
 
@@ -63,18 +59,9 @@ pub struct Action<'a> {
     pub detail: &'a str,
 }
 
-pub fn record_action(
-    agent: &Agent,
-    session: &Session,
-    action: Action<'_>,
-    now: Timestamp,
-) -> Decision {
+pub fn record_action(agent: &Agent, session: &Session, action: Action<'_>, now: Timestamp) -> Decision {
     if !agent.registered {
-        return Err(Rejection::new(
-            Code::UnknownAgent,
-            format!("agent {} is not registered", action.agent_id),
-        )
-        .into());
+        return Err(Rejection::new(Code::UnknownAgent, format!("agent {} is not registered", action.agent_id)).into());
     }
     session.check_live_for(action.session_id, action.agent_id, now)?;
     let kind = match action.kind {

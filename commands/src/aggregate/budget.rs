@@ -2,8 +2,7 @@
 //! breaker opens after `Policy::circuit_threshold` consecutive refused or
 //! failed debits and closes once `circuit_cooldown_ms` of clock time passed.
 use agentlog_log::schema::{
-    self, BudgetAllocated, BudgetCircuitClosed, BudgetCircuitOpened, BudgetDebitRefused,
-    BudgetDebited, BudgetRefunded,
+    self, BudgetAllocated, BudgetCircuitClosed, BudgetCircuitOpened, BudgetDebitRefused, BudgetDebited, BudgetRefunded,
 };
 use agentlog_log::{Body, Envelope, Timestamp};
 
@@ -21,10 +20,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            circuit_threshold: 3,
-            circuit_cooldown_ms: 60_000,
-        }
+        Policy { circuit_threshold: 3, circuit_cooldown_ms: 60_000 }
     }
 }
 
@@ -62,9 +58,7 @@ impl Budget {
                 self.balance = e.balance_after;
             }
             Some(Body::BudgetDebitRefused(_)) => self.consecutive_failures += 1,
-            Some(Body::BudgetCircuitOpened(e)) => {
-                self.circuit_open_until_ts = Some(e.open_until_ts)
-            }
+            Some(Body::BudgetCircuitOpened(e)) => self.circuit_open_until_ts = Some(e.open_until_ts),
             Some(Body::BudgetCircuitClosed(_)) => {
                 self.circuit_open_until_ts = None;
                 self.consecutive_failures = 0;
@@ -75,24 +69,14 @@ impl Budget {
 }
 
 fn not_found(budget_id: &str) -> Rejection {
-    Rejection::new(
-        Code::NotFound,
-        format!("no budget {budget_id}; allocate one first"),
-    )
+    Rejection::new(Code::NotFound, format!("no budget {budget_id}; allocate one first"))
 }
 
 pub fn allocate(state: &Budget, budget_id: &str, amount: u64) -> Decision {
     let balance_after = state.balance.checked_add(amount).ok_or_else(|| {
-        Rejection::new(
-            Code::InvalidAmount,
-            format!("allocating {amount} would overflow budget {budget_id}"),
-        )
+        Rejection::new(Code::InvalidAmount, format!("allocating {amount} would overflow budget {budget_id}"))
     })?;
-    Ok(vec![Body::BudgetAllocated(BudgetAllocated {
-        budget_id: budget_id.to_owned(),
-        amount,
-        balance_after,
-    })])
+    Ok(vec![Body::BudgetAllocated(BudgetAllocated { budget_id: budget_id.to_owned(), amount, balance_after })])
 }
 
 pub struct Debit<'a> {
@@ -123,9 +107,7 @@ pub fn debit(state: &Budget, debit: Debit<'_>, policy: &Policy, now: Timestamp) 
             )
             .into());
         }
-        events.push(Body::BudgetCircuitClosed(BudgetCircuitClosed {
-            budget_id: debit.budget_id.to_owned(),
-        }));
+        events.push(Body::BudgetCircuitClosed(BudgetCircuitClosed { budget_id: debit.budget_id.to_owned() }));
         failures = 0;
     }
     let open_circuit = |failures: u32, events: &mut Vec<Body>| {
@@ -133,9 +115,7 @@ pub fn debit(state: &Budget, debit: Debit<'_>, policy: &Policy, now: Timestamp) 
             events.push(Body::BudgetCircuitOpened(BudgetCircuitOpened {
                 budget_id: debit.budget_id.to_owned(),
                 consecutive_failures: failures,
-                open_until_ts: now
-                    .as_nanos()
-                    .saturating_add(ms_to_nanos(policy.circuit_cooldown_ms)),
+                open_until_ts: now.as_nanos().saturating_add(ms_to_nanos(policy.circuit_cooldown_ms)),
             }));
         }
     };
@@ -152,19 +132,12 @@ pub fn debit(state: &Budget, debit: Debit<'_>, policy: &Policy, now: Timestamp) 
         return Err(Refused {
             rejection: Rejection::new(
                 Code::InsufficientBudget,
-                format!(
-                    "budget {} has {} left, the debit asks {}",
-                    debit.budget_id, state.balance, debit.amount
-                ),
+                format!("budget {} has {} left, the debit asks {}", debit.budget_id, state.balance, debit.amount),
             ),
             record: events,
         });
     }
-    let outcome = if debit.failed {
-        schema::Outcome::Failed
-    } else {
-        schema::Outcome::Succeeded
-    };
+    let outcome = if debit.failed { schema::Outcome::Failed } else { schema::Outcome::Succeeded };
     events.push(Body::BudgetDebited(BudgetDebited {
         budget_id: debit.budget_id.to_owned(),
         amount: debit.amount,

@@ -29,10 +29,7 @@ pub struct Refused {
 
 impl From<Rejection> for Refused {
     fn from(rejection: Rejection) -> Self {
-        Refused {
-            rejection,
-            record: Vec::new(),
-        }
+        Refused { rejection, record: Vec::new() }
     }
 }
 

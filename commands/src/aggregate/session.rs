@@ -42,10 +42,7 @@ impl Session {
 
     /// The instant after which a session without a heartbeat is dead.
     pub fn deadline(&self) -> Timestamp {
-        Timestamp::from_nanos(
-            self.last_heartbeat_ts
-                .saturating_add(ms_to_nanos(self.heartbeat_timeout_ms)),
-        )
+        Timestamp::from_nanos(self.last_heartbeat_ts.saturating_add(ms_to_nanos(self.heartbeat_timeout_ms)))
     }
 
     pub fn is_live(&self, now: Timestamp) -> bool {
@@ -53,28 +50,17 @@ impl Session {
     }
 
     /// Refuses unless the session is live and belongs to `agent_id`.
-    pub fn check_live_for(
-        &self,
-        session_id: &str,
-        agent_id: &str,
-        now: Timestamp,
-    ) -> Result<(), Rejection> {
+    pub fn check_live_for(&self, session_id: &str, agent_id: &str, now: Timestamp) -> Result<(), Rejection> {
         if !self.is_live(now) {
             return Err(Rejection::new(
                 Code::SessionNotLive,
-                format!(
-                    "session {session_id} is not live ({:?}); open a new session",
-                    self.status
-                ),
+                format!("session {session_id} is not live ({:?}); open a new session", self.status),
             ));
         }
         if self.agent_id != agent_id {
             return Err(Rejection::new(
                 Code::SessionMismatch,
-                format!(
-                    "session {session_id} belongs to agent {}, not {agent_id}",
-                    self.agent_id
-                ),
+                format!("session {session_id} belongs to agent {}, not {agent_id}", self.agent_id),
             ));
         }
         Ok(())
@@ -82,25 +68,12 @@ impl Session {
 }
 
 fn not_found(session_id: &str) -> Rejection {
-    Rejection::new(
-        Code::NotFound,
-        format!("no session {session_id}; open one with open_session"),
-    )
+    Rejection::new(Code::NotFound, format!("no session {session_id}; open one with open_session"))
 }
 
-pub fn open(
-    state: &Session,
-    session_id: &str,
-    agent_id: &str,
-    heartbeat_timeout_ms: u64,
-    agent: &Agent,
-) -> Decision {
+pub fn open(state: &Session, session_id: &str, agent_id: &str, heartbeat_timeout_ms: u64, agent: &Agent) -> Decision {
     if state.status != Status::Unknown {
-        return Err(Rejection::new(
-            Code::AlreadyExists,
-            format!("session {session_id} already exists"),
-        )
-        .into());
+        return Err(Rejection::new(Code::AlreadyExists, format!("session {session_id} already exists")).into());
     }
     if !agent.registered {
         return Err(Rejection::new(
@@ -137,11 +110,9 @@ pub fn close(state: &Session, session_id: &str, reason: &str) -> Decision {
             session_id: session_id.to_owned(),
             reason: reason.to_owned(),
         })]),
-        Status::Closed | Status::Expired => Err(Rejection::new(
-            Code::SessionNotLive,
-            format!("session {session_id} has already ended"),
-        )
-        .into()),
+        Status::Closed | Status::Expired => {
+            Err(Rejection::new(Code::SessionNotLive, format!("session {session_id} has already ended")).into())
+        }
     }
 }
 
@@ -153,15 +124,12 @@ pub fn expire(state: &Session, session_id: &str, now: Timestamp) -> Decision {
             last_heartbeat_ts: state.last_heartbeat_ts,
             deadline_ts: state.deadline().as_nanos(),
         })]),
-        Status::Open => Err(Rejection::new(
-            Code::SessionLive,
-            format!("session {session_id} is live until {}", state.deadline()),
-        )
-        .into()),
-        Status::Closed | Status::Expired => Err(Rejection::new(
-            Code::SessionNotLive,
-            format!("session {session_id} has already ended"),
-        )
-        .into()),
+        Status::Open => {
+            Err(Rejection::new(Code::SessionLive, format!("session {session_id} is live until {}", state.deadline()))
+                .into())
+        }
+        Status::Closed | Status::Expired => {
+            Err(Rejection::new(Code::SessionNotLive, format!("session {session_id} has already ended")).into())
+        }
     }
 }

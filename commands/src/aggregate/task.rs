@@ -3,9 +3,7 @@
 //! (and retried until attempts run out), or expired by the ticker.
 use std::collections::BTreeMap;
 
-use agentlog_log::schema::{
-    TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired, TaskReleased,
-};
+use agentlog_log::schema::{TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired, TaskReleased};
 use agentlog_log::{Body, Envelope, Timestamp};
 
 use super::{Agent, Decision, Session, canonical, ms_to_nanos};
@@ -44,8 +42,7 @@ impl Task {
             Some(Body::TaskCreated(e)) => {
                 self.status = Status::Open;
                 self.priority = e.priority;
-                self.required_capabilities
-                    .clone_from(&e.required_capabilities);
+                self.required_capabilities.clone_from(&e.required_capabilities);
                 self.dependencies.clone_from(&e.dependencies);
                 self.max_attempts = e.max_attempts;
             }
@@ -57,17 +54,11 @@ impl Task {
                     lease_until_ts: e.lease_until_ts,
                 };
             }
-            Some(Body::TaskReleased(_)) | Some(Body::TaskLeaseExpired(_)) => {
-                self.status = Status::Open
-            }
+            Some(Body::TaskReleased(_)) | Some(Body::TaskLeaseExpired(_)) => self.status = Status::Open,
             Some(Body::TaskCompleted(_)) => self.status = Status::Completed,
             Some(Body::TaskFailed(e)) => {
                 self.failures += 1;
-                self.status = if e.terminal {
-                    Status::Failed
-                } else {
-                    Status::Open
-                };
+                self.status = if e.terminal { Status::Failed } else { Status::Open };
             }
             _ => {}
         }
@@ -79,10 +70,7 @@ impl Task {
 }
 
 fn not_found(task_id: &str) -> Rejection {
-    Rejection::new(
-        Code::NotFound,
-        format!("no task {task_id}; create it with create_task"),
-    )
+    Rejection::new(Code::NotFound, format!("no task {task_id}; create it with create_task"))
 }
 
 pub struct NewTask<'a> {
@@ -101,18 +89,12 @@ pub struct NewTask<'a> {
 /// can never become a dependency of an earlier one.
 pub fn create(state: &Task, new: NewTask<'_>, dependencies: &BTreeMap<String, Task>) -> Decision {
     if state.exists() {
-        return Err(Rejection::new(
-            Code::AlreadyExists,
-            format!("task {} already exists", new.task_id),
-        )
-        .into());
+        return Err(Rejection::new(Code::AlreadyExists, format!("task {} already exists", new.task_id)).into());
     }
     if new.dependencies.iter().any(|d| d == new.task_id) {
-        return Err(Rejection::new(
-            Code::DependencyCycle,
-            format!("task {} cannot depend on itself", new.task_id),
-        )
-        .into());
+        return Err(
+            Rejection::new(Code::DependencyCycle, format!("task {} cannot depend on itself", new.task_id)).into()
+        );
     }
     let unknown: Vec<&str> = new
         .dependencies
@@ -152,20 +134,15 @@ fn check_claimable(state: &Task, task_id: &str) -> Result<(), Rejection> {
     match &state.status {
         Status::Unknown => Err(not_found(task_id)),
         Status::Open => Ok(()),
-        Status::Claimed { agent_id, .. } => Err(Rejection::new(
-            Code::AlreadyClaimed,
-            format!("task {task_id} is already claimed by {agent_id}"),
-        )),
-        Status::Completed => Err(Rejection::new(
-            Code::AlreadyCompleted,
-            format!("task {task_id} is already completed"),
-        )),
+        Status::Claimed { agent_id, .. } => {
+            Err(Rejection::new(Code::AlreadyClaimed, format!("task {task_id} is already claimed by {agent_id}")))
+        }
+        Status::Completed => {
+            Err(Rejection::new(Code::AlreadyCompleted, format!("task {task_id} is already completed")))
+        }
         Status::Failed => Err(Rejection::new(
             Code::TaskFailed,
-            format!(
-                "task {task_id} failed {} times and stays failed",
-                state.failures
-            ),
+            format!("task {task_id} failed {} times and stays failed", state.failures),
         )),
     }
 }
@@ -182,42 +159,25 @@ pub fn claim(
     let pending: Vec<&str> = state
         .dependencies
         .iter()
-        .filter(|d| {
-            dependencies
-                .get(*d)
-                .is_none_or(|t| t.status != Status::Completed)
-        })
+        .filter(|d| dependencies.get(*d).is_none_or(|t| t.status != Status::Completed))
         .map(String::as_str)
         .collect();
     if !pending.is_empty() {
         return Err(Rejection::new(
             Code::DependenciesIncomplete,
-            format!(
-                "task {} waits for {} to complete",
-                claim.task_id,
-                pending.join(", ")
-            ),
+            format!("task {} waits for {} to complete", claim.task_id, pending.join(", ")),
         )
         .into());
     }
     session.check_live_for(claim.session_id, claim.agent_id, now)?;
     if !agent.registered {
-        return Err(Rejection::new(
-            Code::UnknownAgent,
-            format!("agent {} is not registered", claim.agent_id),
-        )
-        .into());
+        return Err(Rejection::new(Code::UnknownAgent, format!("agent {} is not registered", claim.agent_id)).into());
     }
     let missing = agent.missing(&state.required_capabilities);
     if !missing.is_empty() {
         return Err(Rejection::new(
             Code::MissingCapabilities,
-            format!(
-                "agent {} lacks {} for task {}",
-                claim.agent_id,
-                missing.join(", "),
-                claim.task_id
-            ),
+            format!("agent {} lacks {} for task {}", claim.agent_id, missing.join(", "), claim.task_id),
         )
         .into());
     }
@@ -245,29 +205,20 @@ pub fn finish(
     how: Finish<'_>,
     now: Timestamp,
 ) -> Decision {
-    let Status::Claimed {
-        agent_id: holder,
-        session_id: holder_session,
-        lease_until_ts,
-    } = &state.status
-    else {
+    let Status::Claimed { agent_id: holder, session_id: holder_session, lease_until_ts } = &state.status else {
         return Err(match state.status {
             Status::Unknown => not_found(task_id),
-            Status::Completed => Rejection::new(
-                Code::AlreadyCompleted,
-                format!("task {task_id} is already completed"),
-            ),
-            _ => Rejection::new(
-                Code::NotClaimed,
-                format!("task {task_id} is not claimed; claim it first"),
-            ),
+            Status::Completed => Rejection::new(Code::AlreadyCompleted, format!("task {task_id} is already completed")),
+            _ => Rejection::new(Code::NotClaimed, format!("task {task_id} is not claimed; claim it first")),
         }
         .into());
     };
     if holder != agent_id || holder_session != session_id {
         return Err(Rejection::new(
             Code::NotHolder,
-            format!("task {task_id} is held by {holder} in session {holder_session}, not by {agent_id} in {session_id}"),
+            format!(
+                "task {task_id} is held by {holder} in session {holder_session}, not by {agent_id} in {session_id}"
+            ),
         )
         .into());
     }
@@ -281,24 +232,14 @@ pub fn finish(
         )
         .into());
     }
-    let (task_id, agent_id, session_id) = (
-        task_id.to_owned(),
-        agent_id.to_owned(),
-        session_id.to_owned(),
-    );
+    let (task_id, agent_id, session_id) = (task_id.to_owned(), agent_id.to_owned(), session_id.to_owned());
     Ok(vec![match how {
-        Finish::Release { reason } => Body::TaskReleased(TaskReleased {
-            task_id,
-            agent_id,
-            session_id,
-            reason: reason.to_owned(),
-        }),
-        Finish::Complete { result } => Body::TaskCompleted(TaskCompleted {
-            task_id,
-            agent_id,
-            session_id,
-            result: result.to_owned(),
-        }),
+        Finish::Release { reason } => {
+            Body::TaskReleased(TaskReleased { task_id, agent_id, session_id, reason: reason.to_owned() })
+        }
+        Finish::Complete { result } => {
+            Body::TaskCompleted(TaskCompleted { task_id, agent_id, session_id, result: result.to_owned() })
+        }
         Finish::Fail { reason } => Body::TaskFailed(TaskFailed {
             task_id,
             agent_id,
@@ -312,11 +253,7 @@ pub fn finish(
 
 pub fn expire_lease(state: &Task, task_id: &str, now: Timestamp) -> Decision {
     match &state.status {
-        Status::Claimed {
-            agent_id,
-            session_id,
-            lease_until_ts,
-        } if now.as_nanos() > *lease_until_ts => {
+        Status::Claimed { agent_id, session_id, lease_until_ts } if now.as_nanos() > *lease_until_ts => {
             Ok(vec![Body::TaskLeaseExpired(TaskLeaseExpired {
                 task_id: task_id.to_owned(),
                 agent_id: agent_id.clone(),
@@ -326,10 +263,7 @@ pub fn expire_lease(state: &Task, task_id: &str, now: Timestamp) -> Decision {
         }
         Status::Claimed { lease_until_ts, .. } => Err(Rejection::new(
             Code::LeaseActive,
-            format!(
-                "the lease on task {task_id} runs until {}",
-                Timestamp::from_nanos(*lease_until_ts)
-            ),
+            format!("the lease on task {task_id} runs until {}", Timestamp::from_nanos(*lease_until_ts)),
         )
         .into()),
         Status::Unknown => Err(not_found(task_id).into()),

@@ -18,9 +18,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            create_if_missing: true,
-        }
+        StoreOptions { create_if_missing: true }
     }
 }
 
@@ -33,10 +31,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.path)
-            .field("read_only", &self.read_only)
-            .finish()
+        f.debug_struct("Store").field("path", &self.path).field("read_only", &self.read_only).finish()
     }
 }
 
@@ -70,14 +65,9 @@ fn open_error(path: &Path, err: rocksdb::Error) -> Error {
     let message = err.to_string();
     let lowered = message.to_lowercase();
     if lowered.contains("lock") && (lowered.contains("temporarily") || lowered.contains("hold")) {
-        Error::Locked {
-            path: path.to_owned(),
-        }
+        Error::Locked { path: path.to_owned() }
     } else {
-        Error::CorruptStore {
-            path: path.to_owned(),
-            reason: message,
-        }
+        Error::CorruptStore { path: path.to_owned(), reason: message }
     }
 }
 
@@ -87,9 +77,7 @@ impl Store {
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
         let existed = exists(path);
         if !existed && !options.create_if_missing {
-            return Err(Error::NotFound {
-                path: path.to_owned(),
-            });
+            return Err(Error::NotFound { path: path.to_owned() });
         }
         if existed {
             Self::check_column_families(path)?;
@@ -102,13 +90,8 @@ impl Store {
         let mut opts = db_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = DB::open_cf_descriptors(&opts, path, cf_descriptors())
-            .map_err(|e| open_error(path, e))?;
-        let store = Store {
-            db,
-            path: path.to_owned(),
-            read_only: false,
-        };
+        let db = DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|e| open_error(path, e))?;
+        let store = Store { db, path: path.to_owned(), read_only: false };
         store.check_format(!existed)?;
         store.check_head()?;
         Ok(store)
@@ -118,18 +101,12 @@ impl Store {
     /// running process may be writing. Sees the store as of the opening.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         if !exists(path) {
-            return Err(Error::NotFound {
-                path: path.to_owned(),
-            });
+            return Err(Error::NotFound { path: path.to_owned() });
         }
         Self::check_column_families(path)?;
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, cf_descriptors(), false)
             .map_err(|e| open_error(path, e))?;
-        let store = Store {
-            db,
-            path: path.to_owned(),
-            read_only: true,
-        };
+        let store = Store { db, path: path.to_owned(), read_only: true };
         store.check_format(false)?;
         store.check_head()?;
         Ok(store)
@@ -149,10 +126,8 @@ impl Store {
     }
 
     fn check_format(&self, created: bool) -> Result<()> {
-        let format = self
-            .db
-            .get_cf(self.cf(CF_META), META_FORMAT)
-            .map_err(Error::storage("reading the format marker"))?;
+        let format =
+            self.db.get_cf(self.cf(CF_META), META_FORMAT).map_err(Error::storage("reading the format marker"))?;
         match format {
             Some(found) if found == FORMAT_V1 => Ok(()),
             None if created => self
@@ -178,10 +153,7 @@ impl Store {
         if last != head.last_seq {
             return Err(Error::CorruptStore {
                 path: self.path.clone(),
-                reason: format!(
-                    "the recorded head is seq {} but the last stored event is seq {last}",
-                    head.last_seq
-                ),
+                reason: format!("the recorded head is seq {} but the last stored event is seq {last}", head.last_seq),
             });
         }
         Ok(())
@@ -196,16 +168,11 @@ impl Store {
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("every column family is opened with the store")
+        self.db.cf_handle(name).expect("every column family is opened with the store")
     }
 
     pub fn head(&self) -> Result<Head> {
-        let value = self
-            .db
-            .get_cf(self.cf(CF_META), META_HEAD)
-            .map_err(Error::storage("reading the head"))?;
+        let value = self.db.get_cf(self.cf(CF_META), META_HEAD).map_err(Error::storage("reading the head"))?;
         match value {
             None => Ok(Head::EMPTY),
             Some(value) => {
@@ -219,11 +186,7 @@ impl Store {
     }
 
     fn last_event_seq(&self) -> Result<u64> {
-        match self
-            .db
-            .iterator_cf(self.cf(CF_EVENTS), IteratorMode::End)
-            .next()
-        {
+        match self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::End).next() {
             None => Ok(0),
             Some(item) => {
                 let (key, _) = item.map_err(Error::storage("reading the last event"))?;
@@ -240,18 +203,13 @@ impl Store {
     pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let start = seq_key(from_seq.max(1));
         let mut out = Vec::with_capacity(max.min(1024));
-        for item in self.db.iterator_cf(
-            self.cf(CF_EVENTS),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::From(&start, Direction::Forward)) {
             if out.len() >= max {
                 break;
             }
             let (key, value) = item.map_err(Error::storage("reading events"))?;
-            let seq = seq_from(&key).ok_or_else(|| Error::Corrupt {
-                seq: 0,
-                reason: "an event key is not 8 bytes".into(),
-            })?;
+            let seq = seq_from(&key)
+                .ok_or_else(|| Error::Corrupt { seq: 0, reason: "an event key is not 8 bytes".into() })?;
             out.push((seq, value.into_vec()));
         }
         Ok(out)
@@ -276,19 +234,11 @@ impl Store {
             .collect()
     }
 
-    pub fn read_stream(
-        &self,
-        stream: &str,
-        from_version: u64,
-        max: usize,
-    ) -> Result<Vec<Envelope>> {
+    pub fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
         let prefix = stream_prefix(stream);
         let start = stream_key(stream, from_version.max(1));
         let mut seqs = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_STREAMS),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(self.cf(CF_STREAMS), IteratorMode::From(&start, Direction::Forward)) {
             if seqs.len() >= max {
                 break;
             }
@@ -307,14 +257,9 @@ impl Store {
         let values = self.db.batched_multi_get_cf(events_cf, keys.iter(), true);
         seqs.iter()
             .zip(values)
-            .map(|(seq, value)| {
-                match value.map_err(Error::storage("reading a stream's events"))? {
-                    Some(bytes) => decode_at(*seq, &bytes),
-                    None => Err(Error::Corrupt {
-                        seq: *seq,
-                        reason: format!("indexed by stream {stream} but missing"),
-                    }),
-                }
+            .map(|(seq, value)| match value.map_err(Error::storage("reading a stream's events"))? {
+                Some(bytes) => decode_at(*seq, &bytes),
+                None => Err(Error::Corrupt { seq: *seq, reason: format!("indexed by stream {stream} but missing") }),
             })
             .collect()
     }
@@ -324,14 +269,10 @@ impl Store {
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
         iter.seek_for_prev(stream_key(stream, u64::MAX));
         if !iter.valid() {
-            iter.status()
-                .map_err(Error::storage("finding a stream's version"))?;
+            iter.status().map_err(Error::storage("finding a stream's version"))?;
             return Ok(0);
         }
-        Ok(iter
-            .key()
-            .and_then(|key| version_from(key, &prefix))
-            .unwrap_or(0))
+        Ok(iter.key().and_then(|key| version_from(key, &prefix)).unwrap_or(0))
     }
 
     pub fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {
@@ -341,21 +282,16 @@ impl Store {
             .map_err(Error::storage("reading the idempotency table"))?;
         match value {
             None => Ok(None),
-            Some(value) => appended_from(&value)
-                .map(Some)
-                .ok_or_else(|| Error::Corrupt {
-                    seq: 0,
-                    reason: format!("idempotency entry for {key:?} is malformed"),
-                }),
+            Some(value) => appended_from(&value).map(Some).ok_or_else(|| Error::Corrupt {
+                seq: 0,
+                reason: format!("idempotency entry for {key:?} is malformed"),
+            }),
         }
     }
 
     /// The seq of an event, by its id.
     pub fn seq_of(&self, event_id: &[u8]) -> Result<Option<u64>> {
-        let value = self
-            .db
-            .get_pinned_cf(self.cf(CF_IDS), event_id)
-            .map_err(Error::storage("reading the id index"))?;
+        let value = self.db.get_pinned_cf(self.cf(CF_IDS), event_id).map_err(Error::storage("reading the id index"))?;
         Ok(value.and_then(|v| seq_from(&v)))
     }
 
@@ -370,22 +306,14 @@ impl Store {
 
     /// Writes every buffered WAL byte to disk.
     pub fn sync_wal(&self) -> Result<()> {
-        self.db
-            .flush_wal(true)
-            .map_err(Error::storage("syncing the WAL"))
+        self.db.flush_wal(true).map_err(Error::storage("syncing the WAL"))
     }
 }
 
 fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
-    let envelope = codec::decode(bytes).map_err(|e| Error::Corrupt {
-        seq,
-        reason: e.to_string(),
-    })?;
+    let envelope = codec::decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     if envelope.seq != seq {
-        return Err(Error::Corrupt {
-            seq,
-            reason: format!("stored under seq {seq} but says seq {}", envelope.seq),
-        });
+        return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
     }
     Ok(envelope)
 }

@@ -40,10 +40,7 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
             }
             let event = codec::decode(bytes).map_err(|e| damage(e.to_string()))?;
             if event.seq != seq {
-                return Err(damage(format!(
-                    "stored under seq {seq} but says seq {}",
-                    event.seq
-                )));
+                return Err(damage(format!("stored under seq {seq} but says seq {}", event.seq)));
             }
             let last = versions.entry(event.stream.clone()).or_insert(0);
             if event.stream_version != *last + 1 {
@@ -54,9 +51,7 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
             }
             *last = event.stream_version;
             if !chain::is_linked(&previous, &event) {
-                return Err(damage(
-                    "the hash chain is broken: the event or the one before it was changed".into(),
-                ));
+                return Err(damage("the hash chain is broken: the event or the one before it was changed".into()));
             }
             if store.indexed_seq(&event.stream, event.stream_version)? != Some(seq) {
                 return Err(damage(format!(
@@ -64,11 +59,7 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
                     event.stream, event.stream_version
                 )));
             }
-            previous = event
-                .hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| damage("the hash is not 32 bytes".into()))?;
+            previous = event.hash.as_slice().try_into().map_err(|_| damage("the hash is not 32 bytes".into()))?;
             expected += 1;
         }
         progress(expected - 1, head.last_seq);
@@ -83,10 +74,5 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
             ),
         });
     }
-    Ok(Report {
-        events: last_seq,
-        streams: versions.len() as u64,
-        last_seq,
-        head_hash: previous,
-    })
+    Ok(Report { events: last_seq, streams: versions.len() as u64, last_seq, head_hash: previous })
 }

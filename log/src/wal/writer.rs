@@ -15,7 +15,7 @@ use super::keys::*;
 use super::store::Store;
 use crate::api::{AppendRequest, Appended, Head};
 use crate::chain;
-use crate::codec::{self, MAX_EVENT_BYTES};
+use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 
 /// How many stream versions the writer remembers before it starts over
@@ -66,18 +66,12 @@ impl Writer {
     fn commit(&mut self, pending: Vec<Pending>) {
         if let Some(reason) = self.poison.get() {
             for p in pending {
-                let _ = p.reply.send(Err(Error::Poisoned {
-                    reason: reason.clone(),
-                }));
+                let _ = p.reply.send(Err(Error::Poisoned { reason: reason.clone() }));
             }
             return;
         }
-        let mut group = Group {
-            batch: WriteBatch::default(),
-            head: self.head,
-            versions: HashMap::new(),
-            keys: HashMap::new(),
-        };
+        let mut group =
+            Group { batch: WriteBatch::default(), head: self.head, versions: HashMap::new(), keys: HashMap::new() };
         let mut replies = Vec::with_capacity(pending.len());
         for Pending { request, reply } in pending {
             let result = self.stage(&mut group, request);
@@ -91,11 +85,7 @@ impl Writer {
             return;
         }
         let head = group.head;
-        group.batch.put_cf(
-            self.store.cf(CF_META),
-            META_HEAD,
-            head_value(head.last_seq, &head.hash),
-        );
+        group.batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
         match self.store.db().write_opt(group.batch, &options) {
@@ -119,9 +109,7 @@ impl Writer {
                 let _ = self.poison.set(reason.clone());
                 for (reply, result) in replies {
                     let result = match result {
-                        Ok(_) => Err(Error::Poisoned {
-                            reason: reason.clone(),
-                        }),
+                        Ok(_) => Err(Error::Poisoned { reason: reason.clone() }),
                         other => other,
                     };
                     let _ = reply.send(result);
@@ -131,11 +119,7 @@ impl Writer {
     }
 
     fn current_version(&mut self, group: &Group, stream: &str) -> Result<u64> {
-        if let Some(v) = group
-            .versions
-            .get(stream)
-            .or_else(|| self.versions.get(stream))
-        {
+        if let Some(v) = group.versions.get(stream).or_else(|| self.versions.get(stream)) {
             return Ok(*v);
         }
         let version = self.store.stream_version(stream)?;
@@ -156,19 +140,12 @@ impl Writer {
         }
         let current = self.current_version(group, &request.stream)?;
         if !request.expected.admits(current) {
-            return Err(Error::Conflict {
-                stream: request.stream,
-                expected: request.expected,
-                actual: current,
-            });
+            return Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: current });
         }
         let first_seq = group.head.last_seq + 1;
         let mut version = current;
-        let (events_cf, streams_cf, ids_cf) = (
-            self.store.cf(CF_EVENTS),
-            self.store.cf(CF_STREAMS),
-            self.store.cf(CF_IDS),
-        );
+        let (events_cf, streams_cf, ids_cf) =
+            (self.store.cf(CF_EVENTS), self.store.cf(CF_STREAMS), self.store.cf(CF_IDS));
         for (i, mut event) in request.events.into_iter().enumerate() {
             version += 1;
             let seq = group.head.last_seq + 1;
@@ -180,44 +157,18 @@ impl Writer {
             {
                 event.idempotency_key.clone_from(key);
             }
-            let hash = chain::seal(&group.head.hash, &mut event);
-            let bytes = codec::encode(&event);
+            let (bytes, hash) = chain::seal_encoded(&group.head.hash, &event);
             // `AppendRequest::validate` left room for what the log assigns.
-            assert!(
-                bytes.len() <= MAX_EVENT_BYTES,
-                "validated event grew past the limit"
-            );
+            assert!(bytes.len() <= MAX_EVENT_BYTES, "validated event grew past the limit");
             group.batch.put_cf(events_cf, seq_key(seq), &bytes);
-            group.batch.put_cf(
-                streams_cf,
-                stream_key(&request.stream, version),
-                seq_key(seq),
-            );
+            group.batch.put_cf(streams_cf, stream_key(&request.stream, version), seq_key(seq));
             group.batch.put_cf(ids_cf, &event.event_id, seq_key(seq));
-            group.head = Head {
-                last_seq: seq,
-                hash,
-            };
+            group.head = Head { last_seq: seq, hash };
         }
-        let appended = Appended {
-            first_seq,
-            last_seq: group.head.last_seq,
-            stream_version: version,
-            duplicate: false,
-        };
+        let appended = Appended { first_seq, last_seq: group.head.last_seq, stream_version: version, duplicate: false };
         if let Some(key) = request.idempotency_key {
-            group.batch.put_cf(
-                self.store.cf(CF_IDEM),
-                key.as_bytes(),
-                appended_value(&appended),
-            );
-            group.keys.insert(
-                key,
-                Appended {
-                    duplicate: true,
-                    ..appended
-                },
-            );
+            group.batch.put_cf(self.store.cf(CF_IDEM), key.as_bytes(), appended_value(&appended));
+            group.keys.insert(key, Appended { duplicate: true, ..appended });
         }
         group.versions.insert(request.stream, version);
         Ok(appended)

@@ -11,15 +11,9 @@ use agentlog_log::{AppendRequest, EmbeddedLog, ExpectedVersion, Log, Options};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = std::env::args()
-        .nth(1)
-        .expect("usage: crash_appender DIR RUN");
-    let run: u64 = std::env::args()
-        .nth(2)
-        .and_then(|r| r.parse().ok())
-        .expect("usage: crash_appender DIR RUN");
-    let log =
-        Arc::new(EmbeddedLog::open(std::path::Path::new(&dir), Options::default()).expect("open"));
+    let dir = std::env::args().nth(1).expect("usage: crash_appender DIR RUN");
+    let run: u64 = std::env::args().nth(2).and_then(|r| r.parse().ok()).expect("usage: crash_appender DIR RUN");
+    let log = Arc::new(EmbeddedLog::open(std::path::Path::new(&dir), Options::default()).expect("open"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for producer in 0..8u64 {
         let (log, tx) = (log.clone(), tx.clone());
@@ -29,8 +23,7 @@ async fn main() {
                 let size = 1 + (batch * 7 + producer) % 5;
                 let events = (0..size)
                     .map(|i| {
-                        let mut event =
-                            fresh_event(&stream, ((run * 8 + producer) << 32) | (batch << 4) | i);
+                        let mut event = fresh_event(&stream, ((run * 8 + producer) << 32) | (batch << 4) | i);
                         // Names the batch and its size, so the parent can
                         // check that no batch was written in part.
                         event.actor = format!("{stream}/b{batch}/{i}of{size}");
@@ -39,17 +32,8 @@ async fn main() {
                     .collect();
                 // The first batch creates the stream; only this producer
                 // writes it, so later batches append at any version.
-                let expected = if batch == 0 {
-                    ExpectedVersion::Exact(0)
-                } else {
-                    ExpectedVersion::Any
-                };
-                let request = AppendRequest {
-                    stream: stream.clone(),
-                    expected,
-                    events,
-                    idempotency_key: None,
-                };
+                let expected = if batch == 0 { ExpectedVersion::Exact(0) } else { ExpectedVersion::Any };
+                let request = AppendRequest { stream: stream.clone(), expected, events, idempotency_key: None };
                 let appended = log.append(request).await.expect("append");
                 let _ = tx.send(format!(
                     "ack {stream} {} {} {}",
