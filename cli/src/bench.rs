@@ -72,8 +72,7 @@ fn stored_bytes(n: u64) -> Vec<u8> {
     event.stream = "agent/agent-07".into();
     event.seq = n + 1;
     event.stream_version = n + 1;
-    agentlog_log::chain::seal(&[7; 32], &mut event);
-    agentlog_log::codec::encode(&event)
+    agentlog_log::chain::seal_encoded(&[7; 32], &event).0
 }
 
 /// Raw RocksDB: `batch` events per `WriteBatch`, pre-encoded. With

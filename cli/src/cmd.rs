@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentlog_commands::{Command, Handler, Request};
-use agentlog_log::{EmbeddedLog, HybridClock, Options, RandomIdGen};
+use agentlog_log::{EmbeddedLog, HybridClock, Log, Options, RandomIdGen, Timestamp};
 use anyhow::Context;
 
 use crate::DataArg;
@@ -49,7 +49,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
     let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
-    let handler = Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+    // Decisions never go back in time, even if the system clock went back
+    // since the last event was written.
+    let clock = HybridClock::system();
+    let last_seq = log.head().await?.last_seq;
+    if let Some(last) = log.read(last_seq, 1).await?.first() {
+        clock.observe(Timestamp::from_nanos(last.ts));
+    }
+    let handler = Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new()));
     let mut request = Request::new(command, args.actor);
     request.idempotency_key = args.idempotency_key;
     match handler.execute(request).await {

@@ -135,6 +135,25 @@ fn verify_names_the_first_damaged_seq() {
 }
 
 #[test]
+fn verify_finds_a_stream_index_entry_that_no_event_has() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path(), 4);
+    {
+        let cfs = ["events", "streams", "ids", "idem", "meta"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let streams = db.cf_handle("streams").unwrap();
+        let stream = b"task/task-00001";
+        let mut key = (stream.len() as u16).to_be_bytes().to_vec();
+        key.extend_from_slice(stream);
+        key.extend_from_slice(&999u64.to_be_bytes());
+        db.put_cf(streams, key, 5u64.to_be_bytes()).unwrap();
+    }
+    let out = agentlog(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("task/task-00001 version 999"), "{}", stdout(&out));
+}
+
+#[test]
 fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here");

@@ -137,11 +137,16 @@ impl<L: Log> Handler<L> {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(version),
                 events: events.clone(),
-                // A refusal is recorded but not remembered: the same command
-                // may succeed later.
-                idempotency_key: if refusal.is_none() { request.idempotency_key.clone() } else { None },
+                // A recorded refusal keeps the key too: repeating the key
+                // gives the same refusal, not a second record of it.
+                idempotency_key: request.idempotency_key.clone(),
             };
             match self.log.append(append).await {
+                Ok(appended) if appended.duplicate => {
+                    // The same key won a race with this attempt: its result
+                    // stands, not this attempt's (which wrote nothing).
+                    return self.replayed(&request.command, appended).await;
+                }
                 Ok(appended) => {
                     self.remember(&stream, version, state, &events, &appended);
                     if let Some(rejection) = refusal {
@@ -168,10 +173,23 @@ impl<L: Log> Handler<L> {
         ))
     }
 
-    /// The result of an idempotency key used before, rebuilt from the log.
+    /// The result of an idempotency key used before, rebuilt from the log:
+    /// what was accepted then, or the refusal that was recorded then.
     async fn replayed(&self, command: &Command, first: Appended) -> Result<Accepted> {
         let count = usize::try_from(first.last_seq - first.first_seq + 1).unwrap_or(usize::MAX);
         let events = self.log.read(first.first_seq, count).await?;
+        if let Some(refused) = events.iter().find_map(|e| match &e.body {
+            Some(Body::BudgetDebitRefused(refused)) => Some(refused),
+            _ => None,
+        }) {
+            return Err(Rejection::new(
+                Code::InsufficientBudget,
+                format!(
+                    "budget {} had {} left, the debit asked {} (the first result of this idempotency key, seq {})",
+                    refused.budget_id, refused.balance, refused.amount, first.first_seq
+                ),
+            ));
+        }
         let session_id = events.iter().find_map(|e| match &e.body {
             Some(Body::SessionOpened(opened)) => Some(opened.session_id.clone()),
             _ => None,

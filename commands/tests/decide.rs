@@ -321,3 +321,30 @@ fn budgets_refund_at_most_what_was_spent_and_never_overflow() {
     assert_eq!(code(&debit(&Budget::default(), 1, false, at(1))), Some(Code::NotFound));
     let _ = aggregate::State::empty_for("budget/b").expect("budget streams are aggregates");
 }
+
+#[test]
+fn budget_totals_cannot_overflow_through_allocations_debits_or_refunds() {
+    let max = u64::MAX;
+    let mut b = fold(
+        &[(0, Body::BudgetAllocated(BudgetAllocated { budget_id: "b".into(), amount: max, balance_after: max }))],
+        Budget::apply,
+    );
+    let spent = debit(&b, max, false, at(1));
+    settle(&mut b, &spent, at(1));
+    assert_eq!(b.balance, 0);
+    // The balance has room, the allocated total does not.
+    assert_eq!(code(&budget::allocate(&b, "b", 1)), Some(Code::InvalidAmount));
+    let refunded = budget::refund(&b, "b", max, "");
+    assert_eq!(types(&refunded), ["budget_refunded"]);
+    settle(&mut b, &refunded, at(2));
+    assert_eq!(b.balance, max);
+    // Covered by the balance, but the spent total would overflow.
+    assert_eq!(code(&debit(&b, max, false, at(3))), Some(Code::InvalidAmount));
+    assert_eq!(code(&budget::refund(&b, "b", 1, "")), Some(Code::RefundExceedsSpent));
+    // Damaged data on disk saturates instead of making the stream unloadable.
+    b.apply(&event(
+        at(4),
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b".into(), amount: max, balance_after: max }),
+    ));
+    assert_eq!(b.allocated, max);
+}

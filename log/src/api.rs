@@ -91,6 +91,11 @@ impl AppendRequest {
                     event.event_id.len()
                 ));
             }
+            if !event.hash.is_empty() {
+                return invalid(format!(
+                    "event {i} already has a hash: it was sealed by a log before; append fresh events (the log assigns seq, version and hash)"
+                ));
+            }
             if !event.stream.is_empty() && event.stream != self.stream {
                 return invalid(format!(
                     "event {i} names stream {:?} inside an append to {:?}",

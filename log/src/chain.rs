@@ -24,14 +24,6 @@ pub fn link(previous: &Hash, envelope: &Envelope) -> Hash {
     *hasher.finalize().as_bytes()
 }
 
-/// Computes and stores the envelope's hash; returns it for the next link.
-pub fn seal(previous: &Hash, envelope: &mut Envelope) -> Hash {
-    envelope.hash.clear();
-    let hash = link(previous, envelope);
-    envelope.hash = hash.to_vec();
-    hash
-}
-
 /// The envelope's stored bytes and hash, encoding it once: the bytes
 /// without `hash` (which the hash covers), then the `hash` field after them.
 /// Protobuf readers accept fields in any order, so these bytes decode to the
@@ -51,6 +43,28 @@ pub fn seal_encoded(previous: &Hash, envelope: &Envelope) -> (Vec<u8>, Hash) {
 
 /// The `hash` field's number in `Envelope`.
 const HASH_FIELD: u32 = 13;
+/// How `seal_encoded` ends stored bytes: field 13, length-delimited, 32
+/// bytes long, then the hash.
+const HASH_SUFFIX_TAG: [u8; 2] = [(HASH_FIELD << 3 | 2) as u8, 32];
+
+/// Checks stored bytes against the hash before them and returns their hash.
+/// Works on the bytes themselves, so fields a newer schema added (which this
+/// build would drop on decoding) are covered too.
+pub fn check_stored(previous: &Hash, bytes: &[u8]) -> Result<Hash, &'static str> {
+    let split = bytes.len().checked_sub(34).ok_or("too short to carry a hash")?;
+    let (covered, suffix) = bytes.split_at(split);
+    if suffix[..2] != HASH_SUFFIX_TAG {
+        return Err("does not end with its hash");
+    }
+    let stored: Hash = suffix[2..].try_into().expect("32 bytes");
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(previous);
+    hasher.update(covered);
+    if *hasher.finalize().as_bytes() != stored {
+        return Err("the hash chain is broken: this event or the one before it was changed");
+    }
+    Ok(stored)
+}
 
 /// Whether the envelope's stored hash is the right link after `previous`.
 pub fn is_linked(previous: &Hash, envelope: &Envelope) -> bool {
@@ -72,18 +86,24 @@ mod tests {
         let decoded = crate::codec::decode(&bytes).expect("sealed bytes decode");
         assert_eq!(decoded.hash, hash.to_vec());
         assert!(is_linked(&GENESIS, &decoded));
-        let mut sealed = event.clone();
-        assert_eq!(seal(&GENESIS, &mut sealed), hash);
-        assert_eq!(decoded, sealed);
+        assert_eq!(link(&GENESIS, &event), hash);
+        assert_eq!(decoded, Envelope { hash: hash.to_vec(), ..event });
+        assert_eq!(check_stored(&GENESIS, &bytes), Ok(hash));
+        let mut damaged = bytes.clone();
+        damaged[3] ^= 1;
+        assert!(check_stored(&GENESIS, &damaged).is_err());
+        assert!(check_stored(&[1; 32], &bytes).is_err());
     }
 
     #[test]
     fn a_changed_event_breaks_the_link() {
-        let mut first = crate::testing::sample_envelope(1);
-        let head = seal(&GENESIS, &mut first);
+        let seal = |previous: &Hash, n: u64| {
+            let (bytes, hash) = seal_encoded(previous, &crate::testing::sample_envelope(n));
+            (crate::codec::decode(&bytes).expect("decodes"), hash)
+        };
+        let (first, head) = seal(&GENESIS, 1);
         assert!(is_linked(&GENESIS, &first));
-        let mut second = crate::testing::sample_envelope(2);
-        seal(&head, &mut second);
+        let (mut second, _) = seal(&head, 2);
         assert!(is_linked(&head, &second));
         // Reordering: the second event does not link to the genesis.
         assert!(!is_linked(&GENESIS, &second));

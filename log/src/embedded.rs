@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::api::{AppendRequest, Appended, Head, Log, Subscription};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Pending, Store, StoreOptions, Writer};
+use crate::wal::{Pending, Store, StoreOptions, Syncer, Writer};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -38,7 +38,8 @@ pub struct EmbeddedLog {
     queue: Option<mpsc::Sender<Pending>>,
     head: watch::Receiver<Head>,
     poison: Arc<OnceLock<String>>,
-    writer: Option<JoinHandle<()>>,
+    /// The writer, then the syncer (when `sync` is on): stopped in that order.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -54,20 +55,32 @@ impl EmbeddedLog {
         let (head_tx, head_rx) = watch::channel(head);
         let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
         let poison = Arc::new(OnceLock::new());
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map_err(|e| Error::Poisoned { reason: format!("cannot start the {name} thread: {e}") })
+        };
+        let mut threads = Vec::new();
+        let syncer = if options.sync {
+            let (written_tx, written_rx) = std::sync::mpsc::channel();
+            let syncer = Syncer { store: store.clone(), head_tx: head_tx.clone(), poison: poison.clone() };
+            threads.push(spawn("agentlog-syncer", Box::new(move || syncer.run(written_rx)))?);
+            Some(written_tx)
+        } else {
+            None
+        };
         let writer = Writer {
             store: store.clone(),
             head,
-            sync: options.sync,
             max_group_events: options.max_group_events.max(1),
             head_tx,
             poison: poison.clone(),
             versions: Default::default(),
+            syncer,
         };
-        let writer = std::thread::Builder::new()
-            .name("agentlog-writer".into())
-            .spawn(move || writer.run(queue_rx))
-            .map_err(|e| Error::Poisoned { reason: format!("cannot start the writer thread: {e}") })?;
-        Ok(EmbeddedLog { store, queue: Some(queue_tx), head: head_rx, poison, writer: Some(writer) })
+        threads.insert(0, spawn("agentlog-writer", Box::new(move || writer.run(queue_rx)))?);
+        Ok(EmbeddedLog { store, queue: Some(queue_tx), head: head_rx, poison, threads })
     }
 
     /// The store underneath, for reads that are not part of the `Log` trait.
@@ -83,9 +96,11 @@ impl EmbeddedLog {
 
 impl Drop for EmbeddedLog {
     fn drop(&mut self) {
+        // Closing the queue stops the writer, which drops the syncer's
+        // channel and so stops the syncer once it has acknowledged the rest.
         drop(self.queue.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }

@@ -39,13 +39,15 @@ pub struct Budget {
 impl Budget {
     pub fn apply(&mut self, event: &Envelope) {
         match &event.body {
+            // Totals saturate: `decide` never lets them overflow, and data
+            // damaged on disk must not make a stream impossible to load.
             Some(Body::BudgetAllocated(e)) => {
                 self.exists = true;
-                self.allocated += e.amount;
+                self.allocated = self.allocated.saturating_add(e.amount);
                 self.balance = e.balance_after;
             }
             Some(Body::BudgetDebited(e)) => {
-                self.spent += e.amount;
+                self.spent = self.spent.saturating_add(e.amount);
                 self.balance = e.balance_after;
                 if e.outcome == schema::Outcome::Failed as i32 {
                     self.consecutive_failures += 1;
@@ -54,7 +56,7 @@ impl Budget {
                 }
             }
             Some(Body::BudgetRefunded(e)) => {
-                self.refunded += e.amount;
+                self.refunded = self.refunded.saturating_add(e.amount);
                 self.balance = e.balance_after;
             }
             Some(Body::BudgetDebitRefused(_)) => self.consecutive_failures += 1,
@@ -72,10 +74,13 @@ fn not_found(budget_id: &str) -> Rejection {
     Rejection::new(Code::NotFound, format!("no budget {budget_id}; allocate one first"))
 }
 
+fn overflow(budget_id: &str, what: &str, amount: u64) -> Rejection {
+    Rejection::new(Code::InvalidAmount, format!("{what} {amount} would overflow budget {budget_id}'s totals"))
+}
+
 pub fn allocate(state: &Budget, budget_id: &str, amount: u64) -> Decision {
-    let balance_after = state.balance.checked_add(amount).ok_or_else(|| {
-        Rejection::new(Code::InvalidAmount, format!("allocating {amount} would overflow budget {budget_id}"))
-    })?;
+    let balance_after = state.balance.checked_add(amount).ok_or_else(|| overflow(budget_id, "allocating", amount))?;
+    state.allocated.checked_add(amount).ok_or_else(|| overflow(budget_id, "allocating", amount))?;
     Ok(vec![Body::BudgetAllocated(BudgetAllocated { budget_id: budget_id.to_owned(), amount, balance_after })])
 }
 
@@ -93,6 +98,7 @@ pub fn debit(state: &Budget, debit: Debit<'_>, policy: &Policy, now: Timestamp) 
     if !state.exists {
         return Err(not_found(debit.budget_id).into());
     }
+    state.spent.checked_add(debit.amount).ok_or_else(|| overflow(debit.budget_id, "debiting", debit.amount))?;
     let mut events = Vec::new();
     let mut failures = state.consecutive_failures;
     if let Some(until) = state.circuit_open_until_ts {
@@ -158,7 +164,7 @@ pub fn refund(state: &Budget, budget_id: &str, amount: u64, reason: &str) -> Dec
     if !state.exists {
         return Err(not_found(budget_id).into());
     }
-    let refundable = state.spent - state.refunded;
+    let refundable = state.spent.saturating_sub(state.refunded);
     if amount > refundable {
         return Err(Rejection::new(
             Code::RefundExceedsSpent,
@@ -169,10 +175,12 @@ pub fn refund(state: &Budget, budget_id: &str, amount: u64, reason: &str) -> Dec
         )
         .into());
     }
+    let balance_after = state.balance.checked_add(amount).ok_or_else(|| overflow(budget_id, "refunding", amount))?;
+    state.refunded.checked_add(amount).ok_or_else(|| overflow(budget_id, "refunding", amount))?;
     Ok(vec![Body::BudgetRefunded(BudgetRefunded {
         budget_id: budget_id.to_owned(),
         amount,
-        balance_after: state.balance + amount,
+        balance_after,
         reason: reason.to_owned(),
     })])
 }

@@ -209,6 +209,9 @@ pub fn finish(
         return Err(match state.status {
             Status::Unknown => not_found(task_id),
             Status::Completed => Rejection::new(Code::AlreadyCompleted, format!("task {task_id} is already completed")),
+            Status::Failed => {
+                Rejection::new(Code::TaskFailed, format!("task {task_id} failed for good; it has no claim to end"))
+            }
             _ => Rejection::new(Code::NotClaimed, format!("task {task_id} is not claimed; claim it first")),
         }
         .into());

@@ -56,12 +56,13 @@ pub fn appended_from(value: &[u8]) -> Option<Appended> {
     if value.len() != 24 {
         return None;
     }
-    Some(Appended {
+    let appended = Appended {
         first_seq: seq_from(&value[..8])?,
         last_seq: seq_from(&value[8..16])?,
         stream_version: seq_from(&value[16..])?,
         duplicate: true,
-    })
+    };
+    (appended.first_seq >= 1 && appended.first_seq <= appended.last_seq).then_some(appended)
 }
 
 pub fn head_value(last_seq: u64, hash: &Hash) -> [u8; 40] {

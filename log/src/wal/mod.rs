@@ -13,4 +13,4 @@ mod writer;
 
 pub use store::{Store, StoreOptions};
 pub use verify::{Report, verify};
-pub(crate) use writer::{Pending, Writer};
+pub(crate) use writer::{Pending, Syncer, Writer};

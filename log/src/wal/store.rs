@@ -304,6 +304,27 @@ impl Store {
         Ok(value.and_then(|v| seq_from(&v)))
     }
 
+    /// Every `streams` entry must be a version some event has: a stray entry
+    /// would make the next append skip versions.
+    pub(crate) fn check_stream_index(&self, versions: &std::collections::HashMap<String, u64>) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_STREAMS), IteratorMode::Start) {
+            let (key, value) = item.map_err(Error::storage("reading the stream index"))?;
+            let seq = seq_from(&value).unwrap_or(0);
+            let stray =
+                || Error::Corrupt { seq, reason: format!("the stream index has an entry no event matches: {key:?}") };
+            let len = usize::from(u16::from_be_bytes(key.get(..2).ok_or_else(stray)?.try_into().expect("2 bytes")));
+            let stream = key.get(2..2 + len).and_then(|s| std::str::from_utf8(s).ok()).ok_or_else(stray)?;
+            let version = version_from(&key, &key[..2 + len]).ok_or_else(stray)?;
+            if versions.get(stream).is_none_or(|last| version > *last) {
+                return Err(Error::Corrupt {
+                    seq,
+                    reason: format!("the stream index has {stream} version {version}, which no event has"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes every buffered WAL byte to disk.
     pub fn sync_wal(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(Error::storage("syncing the WAL"))

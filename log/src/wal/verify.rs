@@ -50,21 +50,23 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
                 )));
             }
             *last = event.stream_version;
-            if !chain::is_linked(&previous, &event) {
-                return Err(damage("the hash chain is broken: the event or the one before it was changed".into()));
-            }
+            let hash = chain::check_stored(&previous, bytes).map_err(|reason| damage(reason.into()))?;
             if store.indexed_seq(&event.stream, event.stream_version)? != Some(seq) {
                 return Err(damage(format!(
                     "the stream index does not point {} version {} at this event",
                     event.stream, event.stream_version
                 )));
             }
-            previous = event.hash.as_slice().try_into().map_err(|_| damage("the hash is not 32 bytes".into()))?;
+            if event.hash != hash {
+                return Err(damage("the decoded hash differs from the stored one".into()));
+            }
+            previous = hash;
             expected += 1;
         }
         progress(expected - 1, head.last_seq);
     }
     let last_seq = expected - 1;
+    store.check_stream_index(&versions)?;
     if head.last_seq != last_seq || head.hash != previous {
         return Err(Error::Corrupt {
             seq: head.last_seq.max(last_seq),

@@ -1,10 +1,19 @@
-//! The single writer thread and its group commit.
+//! The single writer thread, its group commit, and the syncer thread that
+//! makes groups durable.
 //!
 //! Appends queue on one channel. The writer takes everything waiting (up to a
 //! bound), checks each request against the log's state, and writes them all
-//! in one `WriteBatch`: one write and, with `sync`, one fsync for the whole
-//! group. While it waits on the disk the next group queues up, so the more
-//! producers there are, the more each fsync carries.
+//! in one `WriteBatch`. With `sync` off it then acknowledges them. With `sync`
+//! on it hands the group to the syncer and goes on to the next group: the
+//! syncer fsyncs the WAL once for every group written since its last fsync,
+//! then acknowledges them and publishes the new head. So fsyncs run back to
+//! back while groups keep being written, and the more producers there are,
+//! the more each fsync carries (pipelined group commit).
+//!
+//! Acknowledged means durable. The head (and so every subscription) moves
+//! only over durable events. A direct read may see an event a moment before
+//! its fsync; on power loss such an event can vanish, but never alone: the
+//! WAL is sequential, so everything written after it vanishes too.
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -30,11 +39,57 @@ pub(crate) struct Pending {
 pub(crate) struct Writer {
     pub store: Arc<Store>,
     pub head: Head,
-    pub sync: bool,
     pub max_group_events: usize,
     pub head_tx: watch::Sender<Head>,
     pub poison: Arc<OnceLock<String>>,
     pub versions: HashMap<String, u64>,
+    /// `Some` when appends must be fsynced before they are acknowledged.
+    pub syncer: Option<std::sync::mpsc::Sender<Written>>,
+}
+
+type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
+
+/// A group written to the WAL, waiting for an fsync.
+pub(crate) struct Written {
+    head: Head,
+    replies: Vec<Reply>,
+}
+
+/// The syncer: fsyncs the WAL for every group written since its last fsync,
+/// then acknowledges them and publishes the head they reach.
+pub(crate) struct Syncer {
+    pub store: Arc<Store>,
+    pub head_tx: watch::Sender<Head>,
+    pub poison: Arc<OnceLock<String>>,
+}
+
+impl Syncer {
+    pub fn run(self, written: std::sync::mpsc::Receiver<Written>) {
+        while let Ok(first) = written.recv() {
+            let mut groups = vec![first];
+            groups.extend(written.try_iter());
+            let head = groups.last().expect("at least one group").head;
+            let synced = match self.poison.get() {
+                Some(reason) => Err(reason.clone()),
+                None => self.store.sync_wal().map_err(|e| e.to_string()),
+            };
+            match synced {
+                Ok(()) => {
+                    self.head_tx.send_replace(head);
+                    for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(reason) => {
+                    // Not durable, and nothing after it can be trusted to be.
+                    let _ = self.poison.set(reason.clone());
+                    for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(result.and(Err(Error::Poisoned { reason: reason.clone() })));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The state one group builds up before it is written.
@@ -72,35 +127,29 @@ impl Writer {
         }
         let mut group =
             Group { batch: WriteBatch::default(), head: self.head, versions: HashMap::new(), keys: HashMap::new() };
-        let mut replies = Vec::with_capacity(pending.len());
+        let mut replies: Vec<Reply> = Vec::with_capacity(pending.len());
         for Pending { request, reply } in pending {
             let result = self.stage(&mut group, request);
             replies.push((reply, result));
         }
         if group.head.last_seq == self.head.last_seq {
-            // Only duplicates and conflicts: nothing to write.
-            for (reply, result) in replies {
-                let _ = reply.send(result);
-            }
+            // Only duplicates and conflicts: nothing to write. A duplicate's
+            // first append may still wait for its fsync, so these replies
+            // take the same way as any others.
+            self.acknowledge(self.head, replies);
             return;
         }
         let head = group.head;
         group.batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
-        let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
-        match self.store.db().write_opt(group.batch, &options) {
+        // The syncer fsyncs; the write itself only reaches the WAL file.
+        match self.store.db().write_opt(group.batch, &WriteOptions::default()) {
             Ok(()) => {
                 self.head = head;
                 if self.versions.len() + group.versions.len() > VERSION_CACHE_ENTRIES {
                     self.versions.clear();
                 }
                 self.versions.extend(group.versions);
-                // Publish the head before acknowledging, so whoever sees an
-                // acknowledgement also sees a head that includes it.
-                self.head_tx.send_replace(head);
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
+                self.acknowledge(head, replies);
             }
             Err(err) => {
                 // After a failed write the state on disk is unknown: refuse
@@ -112,6 +161,30 @@ impl Writer {
                         Ok(_) => Err(Error::Poisoned { reason: reason.clone() }),
                         other => other,
                     };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a written group: at once with `sync` off, after the
+    /// syncer's next fsync with it on.
+    fn acknowledge(&self, head: Head, replies: Vec<Reply>) {
+        match &self.syncer {
+            Some(syncer) => {
+                if let Err(unsent) = syncer.send(Written { head, replies }) {
+                    let reason = "the syncer thread stopped".to_owned();
+                    let _ = self.poison.set(reason.clone());
+                    for (reply, _) in unsent.0.replies {
+                        let _ = reply.send(Err(Error::Poisoned { reason: reason.clone() }));
+                    }
+                }
+            }
+            None => {
+                // Publish the head before acknowledging, so whoever sees an
+                // acknowledgement also sees a head that includes it.
+                self.head_tx.send_replace(head);
+                for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
             }
