@@ -159,10 +159,39 @@ async fn embedded_appends(dir: &Path, events: u64, producers: u64, per_append: u
     Ok((appends_per_producer * per_append * producers) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// One 223-byte put per synced write, one after another: the disk's fsync
+/// latency as RocksDB sees it, which bounds a synced claim's latency.
+fn raw_synced_write_latency(dir: &Path, writes: u64) -> anyhow::Result<Latency> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    let db = rocksdb::DB::open(&opts, dir)?;
+    let value = stored_bytes(0);
+    let mut write = rocksdb::WriteOptions::default();
+    write.set_sync(true);
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for seq in 0..writes {
+        let started = Instant::now();
+        db.put_opt(seq.to_be_bytes(), &value, &write)?;
+        histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
+    }
+    Ok(Latency::from(&histogram))
+}
+
 struct Latency {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+}
+
+impl From<&Histogram<u64>> for Latency {
+    fn from(histogram: &Histogram<u64>) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50_us: us(histogram.value_at_quantile(0.5)),
+            p99_us: us(histogram.value_at_quantile(0.99)),
+            max_us: us(histogram.max()),
+        }
+    }
 }
 
 async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<Latency> {
@@ -199,12 +228,7 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
         exec(command).await?;
         histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
     }
-    let us = |ns: u64| ns as f64 / 1000.0;
-    Ok(Latency {
-        p50_us: us(histogram.value_at_quantile(0.5)),
-        p99_us: us(histogram.value_at_quantile(0.99)),
-        max_us: us(histogram.max()),
-    })
+    Ok(Latency::from(&histogram))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -227,6 +251,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     say("raw RocksDB WriteBatch (sync off)");
     let raw_off = raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, false)?;
     let raw_indexed_off = raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, true)?;
+    say("raw RocksDB synced write latency");
+    let fsync = raw_synced_write_latency(&fresh(), args.claims.min(2000))?;
+    figures.insert("raw_rocksdb_synced_write_p50_us".into(), json!((fsync.p50_us * 10.0).round() / 10.0));
+    figures.insert("raw_rocksdb_synced_write_p99_us".into(), json!((fsync.p99_us * 10.0).round() / 10.0));
     say("raw RocksDB WriteBatch (sync on)");
     let raw_on_1 = raw_rocksdb(&fresh(), args.synced_events / 10, 1, true, false)?;
     let raw_on_batch = raw_rocksdb(&fresh(), args.synced_events, RAW_BATCH, true, false)?;
@@ -304,6 +332,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ratio_batched_indexed
     );
     println!("  sync on, 64 producers / 1 producer:      {:.1}x (target >= 20x: group commit)", group_gain);
+    println!(
+        "raw RocksDB synced write (one put, fsync): p50 {:.1} us   p99 {:.1} us   max {:.1} us",
+        fsync.p50_us, fsync.p99_us, fsync.max_us
+    );
     println!("claim_task through the handler (load task, session, agent; decide; append):");
     for (sync, l) in &latencies {
         println!(

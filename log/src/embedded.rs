@@ -145,6 +145,7 @@ impl Log for EmbeddedLog {
             next_seq: from_seq.max(1),
             buffer: VecDeque::new(),
             head: self.head.clone(),
+            poison: self.poison.clone(),
         })
     }
 }
@@ -156,6 +157,7 @@ pub struct EmbeddedSubscription {
     next_seq: u64,
     buffer: VecDeque<Envelope>,
     head: watch::Receiver<Head>,
+    poison: Arc<OnceLock<String>>,
 }
 
 const SUBSCRIPTION_PAGE: usize = 512;
@@ -179,6 +181,10 @@ impl Subscription for EmbeddedSubscription {
                 self.next_seq += want as u64;
                 self.buffer.extend(page);
                 continue;
+            }
+            if let Some(reason) = self.poison.get() {
+                // Caught up with everything durable; nothing more will come.
+                return Err(Error::Poisoned { reason: reason.clone() });
             }
             if self.head.changed().await.is_err() {
                 // The writer stopped; deliver what it committed last, then close.

@@ -4,11 +4,13 @@
 //! Appends queue on one channel. The writer takes everything waiting (up to a
 //! bound), checks each request against the log's state, and writes them all
 //! in one `WriteBatch`. With `sync` off it then acknowledges them. With `sync`
-//! on it hands the group to the syncer and goes on to the next group: the
-//! syncer fsyncs the WAL once for every group written since its last fsync,
-//! then acknowledges them and publishes the new head. So fsyncs run back to
-//! back while groups keep being written, and the more producers there are,
-//! the more each fsync carries (pipelined group commit).
+//! on and nothing else waiting, it fsyncs and acknowledges them itself (the
+//! lowest latency for a lone producer). With `sync` on and more appends
+//! waiting, it hands the group to the syncer and goes on to the next group:
+//! the syncer fsyncs the WAL once for every group written since its last
+//! fsync, then acknowledges them. So under load fsyncs run back to back while
+//! groups keep being written, and the more producers there are, the more each
+//! fsync carries (pipelined group commit).
 //!
 //! Acknowledged means durable. The head (and so every subscription) moves
 //! only over durable events. A direct read may see an event a moment before
@@ -75,7 +77,7 @@ impl Syncer {
             };
             match synced {
                 Ok(()) => {
-                    self.head_tx.send_replace(head);
+                    advance(&self.head_tx, head);
                     for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
                         let _ = reply.send(result);
                     }
@@ -83,6 +85,7 @@ impl Syncer {
                 Err(reason) => {
                     // Not durable, and nothing after it can be trusted to be.
                     let _ = self.poison.set(reason.clone());
+                    self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
                     for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
                         let _ = reply.send(result.and(Err(Error::Poisoned { reason: reason.clone() })));
                     }
@@ -100,6 +103,19 @@ struct Group {
     keys: HashMap<String, Appended>,
 }
 
+/// Moves the published head forward, never back: the writer and the syncer
+/// both publish, and an fsync may cover groups the other has not
+/// acknowledged yet.
+fn advance(head_tx: &watch::Sender<Head>, head: Head) {
+    head_tx.send_if_modified(|current| {
+        let newer = head.last_seq > current.last_seq;
+        if newer {
+            *current = head;
+        }
+        newer
+    });
+}
+
 impl Writer {
     pub fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
         while let Some(first) = queue.blocking_recv() {
@@ -114,11 +130,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group);
+            self.commit(group, &queue);
         }
     }
 
-    fn commit(&mut self, pending: Vec<Pending>) {
+    fn commit(&mut self, pending: Vec<Pending>, queue: &mpsc::Receiver<Pending>) {
         if let Some(reason) = self.poison.get() {
             for p in pending {
                 let _ = p.reply.send(Err(Error::Poisoned { reason: reason.clone() }));
@@ -136,7 +152,7 @@ impl Writer {
             // Only duplicates and conflicts: nothing to write. A duplicate's
             // first append may still wait for its fsync, so these replies
             // take the same way as any others.
-            self.acknowledge(self.head, replies);
+            self.acknowledge(self.head, replies, queue);
             return;
         }
         let head = group.head;
@@ -149,13 +165,14 @@ impl Writer {
                     self.versions.clear();
                 }
                 self.versions.extend(group.versions);
-                self.acknowledge(head, replies);
+                self.acknowledge(head, replies, queue);
             }
             Err(err) => {
                 // After a failed write the state on disk is unknown: refuse
                 // every later write rather than build on it (fail-stop).
                 let reason = err.to_string();
                 let _ = self.poison.set(reason.clone());
+                self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
                 for (reply, result) in replies {
                     let result = match result {
                         Ok(_) => Err(Error::Poisoned { reason: reason.clone() }),
@@ -167,10 +184,27 @@ impl Writer {
         }
     }
 
-    /// Acknowledges a written group: at once with `sync` off, after the
-    /// syncer's next fsync with it on.
-    fn acknowledge(&self, head: Head, replies: Vec<Reply>) {
+    /// Acknowledges a written group: at once with `sync` off; with it on,
+    /// after an fsync, done here when no other append waits (no hand-off
+    /// latency) and by the syncer when some do (the writer goes on).
+    fn acknowledge(&self, head: Head, replies: Vec<Reply>, queue: &mpsc::Receiver<Pending>) {
         match &self.syncer {
+            Some(_) if queue.is_empty() => match self.store.sync_wal() {
+                Ok(()) => {
+                    advance(&self.head_tx, head);
+                    for (reply, result) in replies {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(err) => {
+                    let reason = err.to_string();
+                    let _ = self.poison.set(reason.clone());
+                    self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
+                    for (reply, result) in replies {
+                        let _ = reply.send(result.and(Err(Error::Poisoned { reason: reason.clone() })));
+                    }
+                }
+            },
             Some(syncer) => {
                 if let Err(unsent) = syncer.send(Written { head, replies }) {
                     let reason = "the syncer thread stopped".to_owned();
@@ -183,7 +217,7 @@ impl Writer {
             None => {
                 // Publish the head before acknowledging, so whoever sees an
                 // acknowledgement also sees a head that includes it.
-                self.head_tx.send_replace(head);
+                advance(&self.head_tx, head);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
