@@ -208,4 +208,35 @@ mod conformance {
     }
 
     crate::log_conformance_tests!(fresh());
+
+    mod lifecycle {
+        use crate::testing::request;
+        use crate::{EmbeddedLog, Error, ExpectedVersion, Log, Options, Subscription};
+
+        #[tokio::test]
+        async fn closing_the_log_ends_subscriptions_after_every_committed_event() {
+            for sync in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let log = EmbeddedLog::open(dir.path(), Options { sync, ..Options::default() }).unwrap();
+                let mut subscription = log.subscribe(1).unwrap();
+                for i in 0..3 {
+                    log.append(request("task/a", ExpectedVersion::Any, 1, i)).await.unwrap();
+                }
+                drop(log);
+                for seq in 1..=3 {
+                    assert_eq!(subscription.next().await.unwrap().seq, seq);
+                }
+                assert!(matches!(subscription.next().await, Err(Error::Closed)));
+            }
+        }
+
+        #[tokio::test]
+        async fn a_directory_with_other_files_is_not_taken_over() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+            let err = EmbeddedLog::open(dir.path(), Options::default()).unwrap_err();
+            assert!(err.to_string().contains("holds other files"), "{err}");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing was written there");
+        }
+    }
 }

@@ -82,6 +82,14 @@ impl Store {
         if existed {
             Self::check_column_families(path)?;
         } else {
+            let occupied = std::fs::read_dir(path).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+            if occupied {
+                return Err(Error::CorruptStore {
+                    path: path.to_owned(),
+                    reason: "the directory holds other files and no agentlog store; pass a new or empty directory"
+                        .into(),
+                });
+            }
             std::fs::create_dir_all(path).map_err(|e| Error::CorruptStore {
                 path: path.to_owned(),
                 reason: format!("cannot create the directory: {e}"),
