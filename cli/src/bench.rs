@@ -24,8 +24,11 @@ pub struct Args {
     #[arg(long, default_value_t = 200_000)]
     events: u64,
     /// Events per configuration with sync on (each commit waits for fsync).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     synced_events: u64,
+    /// Runs of each throughput figure; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Claims to time.
     #[arg(long, default_value_t = 5_000)]
     claims: u64,
@@ -73,6 +76,14 @@ fn stored_bytes(n: u64) -> Vec<u8> {
     event.seq = n + 1;
     event.stream_version = n + 1;
     agentlog_log::chain::seal_encoded(&[7; 32], &event).0
+}
+
+/// The median of several runs of one measurement (the VM's disk and CPU are
+/// shared, and single runs swing by a third).
+fn median(runs: impl IntoIterator<Item = anyhow::Result<f64>>) -> anyhow::Result<f64> {
+    let mut rates = runs.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().context("at least one run")
 }
 
 /// Raw RocksDB: `batch` events per `WriteBatch`, pre-encoded. With
@@ -236,8 +247,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
+    // Each measurement gets a new store, and the one before is deleted
+    // first: its dirty pages are dropped instead of being written back
+    // while the next measurement runs.
     let mut runs = 0;
     let mut fresh = move || {
+        let _ = std::fs::remove_dir_all(root.path().join(format!("run-{runs}")));
         runs += 1;
         root.path().join(format!("run-{runs}"))
     };
@@ -249,15 +264,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut figures = serde_json::Map::new();
 
     say("raw RocksDB WriteBatch (sync off)");
-    let raw_off = raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, false)?;
-    let raw_indexed_off = raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, true)?;
+    let repeat = args.repeat.max(1);
+    let raw_off = median((0..repeat).map(|_| raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, false)))?;
+    let raw_indexed_off = median((0..repeat).map(|_| raw_rocksdb(&fresh(), args.events, RAW_BATCH, false, true)))?;
     say("raw RocksDB synced write latency");
     let fsync = raw_synced_write_latency(&fresh(), args.claims.min(2000))?;
     figures.insert("raw_rocksdb_synced_write_p50_us".into(), json!((fsync.p50_us * 10.0).round() / 10.0));
     figures.insert("raw_rocksdb_synced_write_p99_us".into(), json!((fsync.p99_us * 10.0).round() / 10.0));
     say("raw RocksDB WriteBatch (sync on)");
-    let raw_on_1 = raw_rocksdb(&fresh(), args.synced_events / 10, 1, true, false)?;
-    let raw_on_batch = raw_rocksdb(&fresh(), args.synced_events, RAW_BATCH, true, false)?;
+    let raw_on_1 = median((0..repeat).map(|_| raw_rocksdb(&fresh(), args.synced_events / 10, 1, true, false)))?;
+    let raw_on_batch = median((0..repeat).map(|_| raw_rocksdb(&fresh(), args.synced_events, RAW_BATCH, true, false)))?;
     figures.insert("raw_rocksdb_batch64_sync_off_events_per_s".into(), json!(raw_off.round()));
     figures.insert("raw_rocksdb_indexed_batch64_sync_off_events_per_s".into(), json!(raw_indexed_off.round()));
     figures.insert("raw_rocksdb_batch1_sync_on_events_per_s".into(), json!(raw_on_1.round()));
@@ -270,7 +286,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             // A single synced producer waits one fsync per event: fewer events.
             let events = if sync && producers == 1 { events / 10 } else { events };
             say(&format!("embedded append, {producers} producers, sync {}", if sync { "on" } else { "off" }));
-            let rate = embedded_appends(&fresh(), events, producers, 1, sync).await?;
+            let mut runs = Vec::new();
+            for _ in 0..repeat {
+                runs.push(embedded_appends(&fresh(), events, producers, 1, sync).await);
+            }
+            let rate = median(runs)?;
             figures.insert(
                 format!("append_p{producers}_sync_{}_events_per_s", if sync { "on" } else { "off" }),
                 json!(rate.round()),
@@ -282,7 +302,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let best_off = [1, 8, 64].iter().map(|p| rate(false, *p)).fold(0.0, f64::max);
     let ratio_off = best_off / raw_off;
     say(&format!("embedded append, 8 producers x {RAW_BATCH} events per append, sync off"));
-    let batched_off = embedded_appends(&fresh(), args.events, 8, RAW_BATCH as u64, false).await?;
+    let mut runs = Vec::new();
+    for _ in 0..repeat {
+        runs.push(embedded_appends(&fresh(), args.events, 8, RAW_BATCH as u64, false).await);
+    }
+    let batched_off = median(runs)?;
     let ratio_batched = batched_off / raw_off;
     let ratio_batched_indexed = batched_off / raw_indexed_off;
     figures.insert(format!("append_p8_batch{RAW_BATCH}_sync_off_events_per_s"), json!(batched_off.round()));
@@ -309,6 +333,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(figures))?);
         return Ok(ExitCode::SUCCESS);
     }
+    println!("(throughputs: median of {repeat} runs each)");
     println!("raw RocksDB WriteBatch, same event bytes ({} B/event):", stored_bytes(0).len());
     println!("  batch {RAW_BATCH:>3}, sync off  {:>12.0} events/s", raw_off);
     println!(

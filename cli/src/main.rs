@@ -46,7 +46,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Leave a core to the log's writer and syncer threads: on a small
+    // machine they are the bottleneck, and async workers competing with them
+    // halve append throughput (docs/BENCHMARKS.md).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| cores.saturating_sub(1).max(1));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
