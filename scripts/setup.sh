@@ -17,7 +17,7 @@ as_root() {
 }
 
 if ! command -v cargo >/dev/null 2>&1; then
-  say "cargo is missing: install Rust 1.88 or newer (https://rustup.rs) and run this again"
+  say "cargo is missing: install Rust 1.89 or newer (https://rustup.rs) and run this again"
   exit 1
 fi
 

@@ -213,9 +213,9 @@ impl Command {
     /// Checks sizes and required fields, before any state is read.
     pub fn validate(&self) -> Result<()> {
         let id = |what: &str, value: &str| -> Result<()> {
-            if value.is_empty() || value.len() > MAX_ID_BYTES || value.contains('/') {
+            if value.len() > MAX_ID_BYTES || !agentlog_log::api::is_valid_id(value) {
                 return Err(Rejection::invalid(format!(
-                    "{what} must be 1 to {MAX_ID_BYTES} bytes without '/', got {value:?}"
+                    "{what} must be 1 to {MAX_ID_BYTES} ASCII letters, digits, '_', '-', ':' or '@', got {value:?}"
                 )));
             }
             Ok(())

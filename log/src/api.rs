@@ -17,6 +17,18 @@ pub const MAX_STREAM_BYTES: usize = 256;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
+/// Whether `id` can name an aggregate: 1 to 128 bytes of ASCII letters,
+/// digits, `_`, `-`, `:` and `@`. The same rule holds on every backend, so
+/// an id is always one NATS subject token (`agentlog.evt.<kind>.<id>`).
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:@".contains(&b))
+}
+
+/// Whether `stream` is `<kind>/<id>` with a valid kind and id.
+pub fn is_valid_stream(stream: &str) -> bool {
+    stream.split_once('/').is_some_and(|(kind, id)| is_valid_id(kind) && is_valid_id(id))
+}
+
 /// What the appender believes the stream's version is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedVersion {
@@ -64,8 +76,11 @@ impl AppendRequest {
     /// request is refused before it reaches the writer.
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidAppend { reason });
-        if self.stream.is_empty() || self.stream.len() > MAX_STREAM_BYTES {
-            return invalid(format!("stream name must be 1 to {MAX_STREAM_BYTES} bytes, got {}", self.stream.len()));
+        if self.stream.len() > MAX_STREAM_BYTES || !is_valid_stream(&self.stream) {
+            return invalid(format!(
+                "stream name {:?} must be <kind>/<id>, each 1 to 128 ASCII letters, digits, '_', '-', ':' or '@'",
+                self.stream
+            ));
         }
         if self.events.is_empty() {
             return invalid("an append needs at least one event".into());

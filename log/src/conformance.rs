@@ -196,6 +196,8 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
     too_large.events[0].actor = "x".repeat(crate::codec::MAX_EVENT_BYTES);
     let too_many = request("task/x", ExpectedVersion::Any, crate::api::MAX_APPEND_EVENTS as u64 + 1, 1);
     let no_stream = AppendRequest { stream: String::new(), ..request("task/x", ExpectedVersion::Any, 1, 1) };
+    let dotted = AppendRequest { stream: "task/a.b".into(), ..request("task/x", ExpectedVersion::Any, 1, 1) };
+    let no_kind = AppendRequest { stream: "t1".into(), ..request("task/x", ExpectedVersion::Any, 1, 1) };
     for (name, bad) in [
         ("no events", no_events),
         ("no body", no_body),
@@ -205,6 +207,8 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
         ("too large", too_large),
         ("too many", too_many),
         ("no stream", no_stream),
+        ("a dot in the id", dotted),
+        ("no kind", no_kind),
     ] {
         let err = log.append(bad).await.expect_err(name);
         assert_eq!(err.kind(), crate::Kind::Invalid, "{name}: {err}");

@@ -140,13 +140,7 @@ impl Log for EmbeddedLog {
     }
 
     fn subscribe(&self, from_seq: u64) -> Result<EmbeddedSubscription> {
-        Ok(EmbeddedSubscription {
-            store: self.store.clone(),
-            next_seq: from_seq.max(1),
-            buffer: VecDeque::new(),
-            head: self.head.clone(),
-            poison: self.poison.clone(),
-        })
+        Ok(EmbeddedSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
     }
 }
 
@@ -161,6 +155,19 @@ pub struct EmbeddedSubscription {
 }
 
 const SUBSCRIPTION_PAGE: usize = 512;
+
+impl EmbeddedSubscription {
+    /// A subscription to a WAL whose durable head `head` announces; the JetStream
+    /// backend uses it over its mirror.
+    pub(crate) fn new(
+        store: Arc<Store>,
+        from_seq: u64,
+        head: watch::Receiver<Head>,
+        poison: Arc<OnceLock<String>>,
+    ) -> Self {
+        EmbeddedSubscription { store, next_seq: from_seq.max(1), buffer: VecDeque::new(), head, poison }
+    }
+}
 
 impl Subscription for EmbeddedSubscription {
     async fn next(&mut self) -> Result<Envelope> {

@@ -88,6 +88,14 @@ pub enum Error {
 
     #[error("damage at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+
+    #[error("NATS failure while {operation}: {message}; check that nats-server is reachable, then retry")]
+    Nats { operation: &'static str, message: String },
+
+    #[error(
+        "the JetStream stream {stream} exists with an unsafe configuration ({problems}); agentlog will not change a live stream: fix it with `nats stream edit` or use another stream name"
+    )]
+    UnsafeStream { stream: String, problems: String },
 }
 
 impl Error {
@@ -99,20 +107,22 @@ impl Error {
             | Error::InvalidAppend { .. }
             | Error::Decode { .. }
             | Error::Malformed { .. }
-            | Error::NotFound { .. } => Kind::Invalid,
+            | Error::NotFound { .. }
+            | Error::UnsafeStream { .. } => Kind::Invalid,
             Error::Storage { .. }
             | Error::Poisoned { .. }
             | Error::Closed
             | Error::Locked { .. }
             | Error::CorruptStore { .. }
-            | Error::Corrupt { .. } => Kind::Platform,
+            | Error::Corrupt { .. }
+            | Error::Nats { .. } => Kind::Platform,
         }
     }
 
     /// Whether repeating the same request (with the same idempotency key) may
     /// succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::Storage { .. })
+        matches!(self, Error::Conflict { .. } | Error::Storage { .. } | Error::Nats { .. })
     }
 
     pub(crate) fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {

@@ -10,6 +10,8 @@ pub mod codec;
 pub mod embedded;
 pub mod error;
 pub mod ids;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod json;
 pub mod schema;
 pub mod wal;

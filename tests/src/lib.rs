@@ -1,5 +1,7 @@
 //! Shared helpers for agentlog's end-to-end tests: a world of registered
-//! agents with open sessions on a fresh embedded log.
+//! agents with open sessions on a fresh embedded log, and a real nats-server.
+pub mod nats;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -6,11 +6,13 @@
 //! `ids` event_id → seq, `idem` idempotency key → append result,
 //! `meta` format marker and chain head. Every append writes all of them in
 //! one atomic `WriteBatch`.
+mod follower;
 mod keys;
 mod store;
 mod verify;
 mod writer;
 
+pub use follower::{Follower, Ordered};
 pub use store::{Store, StoreOptions};
 pub use verify::{Report, verify};
 pub(crate) use writer::{Pending, Syncer, Writer};

@@ -1,0 +1,97 @@
+//! The mirror: follows the JetStream stream in order (an ordered consumer
+//! starting after the WAL's head) and writes what it reads into the WAL with
+//! the `Follower`. An atomic batch is written whole or not at all, and the
+//! idempotency key of an append is recorded once the append is complete.
+//! Any inconsistency (a gap, an undecodable event) stops the mirror and
+//! poisons the log: it never skips.
+use std::sync::{Arc, OnceLock};
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::stream::Stream;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use super::{SUBJECT_PREFIX, nats};
+use crate::api::{Appended, Head};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::wal::{Follower, Ordered};
+
+/// Most events one WAL write takes.
+const MAX_WRITE_EVENTS: usize = 4096;
+
+pub(super) async fn run(stream: Stream, follower: Follower, head: watch::Sender<Head>, poison: Arc<OnceLock<String>>) {
+    if let Err(e) = follow(stream, follower, &head).await {
+        let _ = poison.set(format!("the mirror stopped: {e}"));
+        head.send_modify(|_| {}); // wake whoever waits on the head to see it
+    }
+}
+
+/// What the mirror has read but not yet written.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Ordered>,
+    keys: Vec<(String, Appended)>,
+    /// An append with an idempotency key under way: (key, first seq).
+    open_key: Option<(String, u64)>,
+    /// Inside an atomic batch that has not committed yet.
+    in_batch: bool,
+}
+
+impl Pending {
+    fn push(&mut self, message: &async_nats::jetstream::Message) -> Result<()> {
+        let info = message.info().map_err(|e| nats("reading a message's position")(&e))?;
+        let seq = info.stream_sequence;
+        let envelope = codec::decode(&message.payload).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).is_some();
+        if !envelope.idempotency_key.is_empty() {
+            self.open_key = Some((envelope.idempotency_key.clone(), seq));
+        }
+        self.in_batch = header("Nats-Batch-Id") && !header("Nats-Batch-Commit");
+        let version = envelope.stream_version;
+        self.events.push(Ordered { seq, envelope });
+        if !self.in_batch
+            && let Some((key, first_seq)) = self.open_key.take()
+        {
+            let appended = Appended { first_seq, last_seq: seq, stream_version: version, duplicate: true };
+            self.keys.push((key, appended));
+        }
+        Ok(())
+    }
+}
+
+async fn follow(stream: Stream, mut follower: Follower, head: &watch::Sender<Head>) -> Result<()> {
+    let start_sequence = follower.head().last_seq + 1;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{SUBJECT_PREFIX}.>"),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats("creating the mirror's consumer")(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| nats("following the stream")(&e))?;
+    let mut pending = Pending::default();
+    loop {
+        let message = match messages.next().await {
+            Some(message) => message.map_err(|e| nats("following the stream")(&e))?,
+            None => {
+                return Err(Error::Nats { operation: "following the stream", message: "the consumer ended".into() });
+            }
+        };
+        pending.push(&message)?;
+        // Take whatever else has arrived, without waiting, into the same write.
+        while pending.events.len() < MAX_WRITE_EVENTS
+            && let Some(Some(message)) = messages.next().now_or_never()
+        {
+            pending.push(&message.map_err(|e| nats("following the stream")(&e))?)?;
+        }
+        if !pending.in_batch && !pending.events.is_empty() {
+            let events = std::mem::take(&mut pending.events);
+            let keys = std::mem::take(&mut pending.keys);
+            let at = follower.apply(events, keys)?;
+            head.send_replace(at);
+        }
+    }
+}

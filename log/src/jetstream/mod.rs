@@ -1,0 +1,242 @@
+//! The JetStream backend of the [`Log`] trait, with its RocksDB mirror.
+//!
+//! Events are published to one JetStream stream, one subject per aggregate
+//! (`agentlog.evt.<kind>.<id>`), with optimistic concurrency on that subject
+//! (`Nats-Expected-Last-Subject-Sequence`). JetStream assigns the sequence.
+//! A mirror task follows the stream in order into a local WAL (the same
+//! layout as the embedded log), computing the hash chain and the idempotency
+//! table; reads, the head and subscriptions come from the mirror. An append
+//! returns once the mirror has it, so a node reads its own writes.
+mod mirror;
+mod publish;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use tokio::sync::watch;
+
+use crate::api::{AppendRequest, Appended, Head, Log};
+use crate::codec::MAX_EVENT_BYTES;
+use crate::embedded::EmbeddedSubscription;
+use crate::error::{Error, Result};
+use crate::schema::Envelope;
+use crate::wal::{Follower, Store, StoreOptions};
+
+/// Every subject of the event stream starts with this.
+pub const SUBJECT_PREFIX: &str = "agentlog.evt";
+
+/// The subject of a stream (`task/t1` → `agentlog.evt.task.t1`). Stream
+/// names are validated (`api::is_valid_stream`), so each part is one token.
+pub fn subject(stream: &str) -> String {
+    let (kind, id) = stream.split_once('/').unwrap_or((stream, ""));
+    format!("{SUBJECT_PREFIX}.{kind}.{id}")
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub url: String,
+    /// The JetStream stream's name.
+    pub stream: String,
+    /// 1, or 3 for a replicated stream on a cluster.
+    pub replicas: usize,
+    /// How long JetStream remembers `Nats-Msg-Id`s; beyond it the mirror's
+    /// idempotency table answers.
+    pub duplicate_window: Duration,
+    /// The mirror's data directory.
+    pub mirror_dir: PathBuf,
+    /// fsync the mirror's writes.
+    pub mirror_sync: bool,
+    /// How long an append waits for the mirror to have it.
+    pub catch_up_timeout: Duration,
+}
+
+impl Options {
+    pub fn new(url: impl Into<String>, mirror_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            url: url.into(),
+            stream: "AGENTLOG".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            mirror_dir: mirror_dir.into(),
+            mirror_sync: true,
+            catch_up_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) fn nats(operation: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
+    move |e| Error::Nats { operation, message: e.to_string() }
+}
+
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    store: Arc<Store>,
+    head: watch::Receiver<Head>,
+    poison: Arc<OnceLock<String>>,
+    mirror: tokio::task::JoinHandle<()>,
+    catch_up_timeout: Duration,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog").field("mirror", &self.store.path()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        self.mirror.abort();
+    }
+}
+
+/// The stream configuration agentlog needs; `problems` names what an
+/// existing stream gets wrong.
+fn wanted_config(options: &Options) -> stream::Config {
+    stream::Config {
+        name: options.stream.clone(),
+        subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+        storage: stream::StorageType::File,
+        num_replicas: options.replicas,
+        deny_delete: true,
+        deny_purge: true,
+        duplicate_window: options.duplicate_window,
+        max_message_size: i32::try_from(MAX_EVENT_BYTES).unwrap_or(i32::MAX),
+        compression: Some(stream::Compression::S2),
+        allow_atomic_publish: true,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn problems(found: &stream::Config, wanted: &stream::Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !found.subjects.iter().any(|s| s == &wanted.subjects[0]) {
+        problems.push(format!("subjects {:?} do not include {}", found.subjects, wanted.subjects[0]));
+    }
+    if found.storage != stream::StorageType::File {
+        problems.push("storage is not file".into());
+    }
+    if !found.deny_delete || !found.deny_purge {
+        problems.push("deleting or purging messages is allowed (the log must be append-only)".into());
+    }
+    if !found.allow_atomic_publish {
+        problems.push("atomic batch publish is off".into());
+    }
+    if !found.allow_direct {
+        problems.push("direct get is off".into());
+    }
+    if found.max_age != Duration::ZERO || found.max_messages > 0 || found.max_bytes > 0 {
+        problems.push("limits would drop messages before they are archived".into());
+    }
+    problems
+}
+
+impl JetStreamLog {
+    /// Connects, creates the stream or checks the existing one, opens the
+    /// mirror and starts following the stream.
+    pub async fn open(options: Options) -> Result<JetStreamLog> {
+        let client = async_nats::connect(&options.url).await.map_err(|e| nats("connecting")(&e))?;
+        let js = jetstream::new(client.clone());
+        let wanted = wanted_config(&options);
+        let stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| nats("creating the stream")(&e))?;
+        let problems = problems(&stream.cached_info().config, &wanted);
+        if !problems.is_empty() {
+            return Err(Error::UnsafeStream { stream: options.stream.clone(), problems: problems.join("; ") });
+        }
+        let store = Arc::new(Store::open(&options.mirror_dir, StoreOptions::default())?);
+        let follower = Follower::new(store.clone(), options.mirror_sync)?;
+        let (head_tx, head_rx) = watch::channel(follower.head());
+        let poison = Arc::new(OnceLock::new());
+        let mirror = tokio::spawn(mirror::run(stream.clone(), follower, head_tx, poison.clone()));
+        Ok(JetStreamLog {
+            client,
+            js,
+            stream,
+            store,
+            head: head_rx,
+            poison,
+            mirror,
+            catch_up_timeout: options.catch_up_timeout,
+        })
+    }
+
+    /// The mirror's store, for reads outside the `Log` trait.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match self.poison.get() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the mirror has the stream's last event in JetStream.
+    async fn caught_up_with(&self, stream: &str) -> Result<()> {
+        if !crate::api::is_valid_stream(stream) {
+            return Ok(()); // no such stream can exist; the mirror answers "none"
+        }
+        let (_, subject_seq) = self.last_on_subject(&subject(stream)).await?;
+        self.caught_up(subject_seq).await.map(|_| ())
+    }
+
+    /// Waits until the mirror has every event up to `seq`.
+    pub async fn caught_up(&self, seq: u64) -> Result<Head> {
+        let mut head = self.head.clone();
+        let poison = self.poison.clone();
+        let waited =
+            tokio::time::timeout(self.catch_up_timeout, head.wait_for(|h| h.last_seq >= seq || poison.get().is_some()))
+                .await;
+        self.check_poison()?;
+        match waited {
+            Ok(Ok(head)) => Ok(*head),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Nats {
+                operation: "waiting for the mirror",
+                message: format!("it did not reach seq {seq} within {:?}", self.catch_up_timeout),
+            }),
+        }
+    }
+}
+
+impl Log for JetStreamLog {
+    type Subscription = EmbeddedSubscription;
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended> {
+        self.append_published(request).await
+    }
+
+    async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.store.read(from_seq, max)
+    }
+
+    /// Reads the mirror after it has caught up with the stream's last event
+    /// in JetStream, so a decision on one node sees what another node just
+    /// appended to that aggregate.
+    async fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.caught_up_with(stream).await?;
+        self.store.read_stream(stream, from_version, max)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.caught_up_with(stream).await?;
+        self.store.stream_version(stream)
+    }
+
+    async fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {
+        self.store.idempotent_result(key)
+    }
+
+    async fn head(&self) -> Result<Head> {
+        Ok(*self.head.borrow())
+    }
+
+    fn subscribe(&self, from_seq: u64) -> Result<EmbeddedSubscription> {
+        Ok(EmbeddedSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
+    }
+}

@@ -1,0 +1,222 @@
+//! Appending on JetStream: one event is one publish with
+//! `Nats-Expected-Last-Subject-Sequence` (and `Nats-Msg-Id` for the
+//! idempotency key); several events for one stream are one atomic batch
+//! (`Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`) whose first
+//! message carries the expected subject sequence. Either way nothing is
+//! written unless the stream is still at the version the caller decided on.
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use serde::Deserialize;
+
+use super::{JetStreamLog, nats, subject};
+use crate::api::{AppendRequest, Appended, ExpectedVersion};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::schema::Envelope;
+
+/// JetStream's error code for a failed expected-sequence check.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// Retries of an `ExpectedVersion::Any` append that lost a race.
+const ANY_RETRIES: usize = 64;
+
+enum Published {
+    Stored {
+        first_seq: u64,
+        last_seq: u64,
+    },
+    /// JetStream had seen the `Nats-Msg-Id`: the first append's last seq.
+    Duplicate {
+        seq: u64,
+    },
+    /// Another writer appended to the subject first.
+    WrongLastSequence,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    count: u64,
+    error: Option<ApiError>,
+}
+
+impl JetStreamLog {
+    /// The stream's last version and the JetStream sequence of that event
+    /// (0, 0 when the stream has none).
+    pub(super) async fn last_on_subject(&self, subject: &str) -> Result<(u64, u64)> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => {
+                let last = codec::decode(&message.payload)
+                    .map_err(|e| Error::Corrupt { seq: message.sequence, reason: e.to_string() })?;
+                Ok((last.stream_version, message.sequence))
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok((0, 0)),
+            Err(e) => Err(nats("reading a stream's last event")(&e)),
+        }
+    }
+
+    pub(super) async fn append_published(&self, request: AppendRequest) -> Result<Appended> {
+        request.validate()?;
+        self.check_poison()?;
+        let key = request.idempotency_key.as_deref();
+        if let Some(first) = self.idempotent(key)? {
+            return Ok(first);
+        }
+        let subject = subject(&request.stream);
+        for _ in 0..ANY_RETRIES {
+            let (version, subject_seq) = self.last_on_subject(&subject).await?;
+            if !request.expected.admits(version) {
+                return self.conflict(&request, version, subject_seq).await;
+            }
+            let events = stamp(&request, version);
+            let count = events.len() as u64;
+            match self.publish(&subject, subject_seq, &events, key).await? {
+                Published::Stored { first_seq, last_seq } => {
+                    self.caught_up(last_seq).await?;
+                    return Ok(Appended { first_seq, last_seq, stream_version: version + count, duplicate: false });
+                }
+                Published::Duplicate { seq } => {
+                    self.caught_up(seq).await?;
+                    return self.idempotent(key)?.ok_or_else(|| Error::Corrupt {
+                        seq,
+                        reason: "JetStream reports a duplicate the mirror has no idempotency entry for".into(),
+                    });
+                }
+                Published::WrongLastSequence if request.expected == ExpectedVersion::Any => continue,
+                Published::WrongLastSequence => {
+                    let (version, subject_seq) = self.last_on_subject(&subject).await?;
+                    return self.conflict(&request, version, subject_seq).await;
+                }
+            }
+        }
+        Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: 0 })
+    }
+
+    fn idempotent(&self, key: Option<&str>) -> Result<Option<Appended>> {
+        key.map_or(Ok(None), |key| self.store.idempotent_result(key))
+    }
+
+    /// The stream moved on. Before saying so, let the mirror catch up with
+    /// what was seen, so that the caller's reload sees it too; and if this
+    /// request's own key is what moved it (a retry whose first try landed),
+    /// answer with that.
+    async fn conflict(&self, request: &AppendRequest, actual: u64, subject_seq: u64) -> Result<Appended> {
+        self.caught_up(subject_seq).await?;
+        if let Some(first) = self.idempotent(request.idempotency_key.as_deref())? {
+            return Ok(first);
+        }
+        Err(Error::Conflict { stream: request.stream.clone(), expected: request.expected, actual })
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        subject_seq: u64,
+        events: &[Envelope],
+        key: Option<&str>,
+    ) -> Result<Published> {
+        let mut expected = HeaderMap::new();
+        expected.insert("Nats-Expected-Last-Subject-Sequence", subject_seq.to_string().as_str());
+        if let [event] = events {
+            if let Some(key) = key {
+                expected.insert("Nats-Msg-Id", key);
+            }
+            let payload = codec::encode(event).into();
+            let ack = self
+                .js
+                .publish_with_headers(subject.to_owned(), expected, payload)
+                .await
+                .map_err(|e| nats("publishing an event")(&e))?
+                .await;
+            return match ack {
+                Ok(ack) if ack.duplicate => Ok(Published::Duplicate { seq: ack.sequence }),
+                Ok(ack) => Ok(Published::Stored { first_seq: ack.sequence, last_seq: ack.sequence }),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Published::WrongLastSequence),
+                Err(e) => Err(nats("publishing an event")(&e)),
+            };
+        }
+        // An atomic batch. `Nats-Msg-Id` is not allowed in one: a retry is
+        // caught by the expected subject sequence and the idempotency table.
+        let batch_id = crate::chain::to_hex(&events[0].event_id);
+        let last = events.len() - 1;
+        for (i, event) in events.iter().enumerate() {
+            let mut headers = if i == 0 { expected.clone() } else { HeaderMap::new() };
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            if i == last {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            let payload: bytes::Bytes = codec::encode(event).into();
+            if i == 0 || i == last {
+                // The first is acknowledged for flow control (and an early
+                // error); the commit's acknowledgement carries the result.
+                let reply = self
+                    .client
+                    .request_with_headers(subject.to_owned(), headers, payload)
+                    .await
+                    .map_err(|e| nats("publishing an atomic batch")(&e))?;
+                if reply.payload.is_empty() {
+                    continue;
+                }
+                let ack: BatchAck =
+                    serde_json::from_slice(&reply.payload).map_err(|e| nats("reading a batch acknowledgement")(&e))?;
+                if let Some(error) = ack.error {
+                    if error.err_code == WRONG_LAST_SEQUENCE {
+                        return Ok(Published::WrongLastSequence);
+                    }
+                    return Err(Error::Nats {
+                        operation: "publishing an atomic batch",
+                        message: format!("{} (code {})", error.description, error.err_code),
+                    });
+                }
+                if i == last {
+                    if ack.count != events.len() as u64 || ack.seq < ack.count {
+                        return Err(Error::Nats {
+                            operation: "publishing an atomic batch",
+                            message: format!("the server stored {} of {} messages", ack.count, events.len()),
+                        });
+                    }
+                    return Ok(Published::Stored { first_seq: ack.seq - ack.count + 1, last_seq: ack.seq });
+                }
+            } else {
+                self.client
+                    .publish_with_headers(subject.to_owned(), headers, payload)
+                    .await
+                    .map_err(|e| nats("publishing an atomic batch")(&e))?;
+            }
+        }
+        unreachable!("the commit message returns")
+    }
+}
+
+/// The events as published: stream and versions set, the key on the first,
+/// no seq or hash (the mirror assigns those in log order).
+fn stamp(request: &AppendRequest, version: u64) -> Vec<Envelope> {
+    request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let mut event = event.clone();
+            event.stream.clone_from(&request.stream);
+            event.stream_version = version + 1 + i as u64;
+            event.seq = 0;
+            event.hash.clear();
+            event.idempotency_key = match (i, &request.idempotency_key) {
+                (0, Some(key)) => key.clone(),
+                _ => String::new(),
+            };
+            event
+        })
+        .collect()
+}
