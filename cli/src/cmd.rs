@@ -30,6 +30,10 @@ pub struct Args {
     /// Print the result or the rejection as JSON.
     #[arg(long)]
     json: bool,
+    /// Send it to the command service of `agentlog serve` over this NATS
+    /// server instead of the embedded log in --data.
+    #[arg(long, env = "AGENTLOG_NATS")]
+    nats: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,6 +52,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(command) => command,
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
+    if let Some(url) = &args.nats {
+        let nats = async_nats::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
+        let client = agentlog_commands::wire::Client::new(nats, args.actor.clone());
+        return match client.execute(&command, args.idempotency_key.as_deref()).await {
+            Ok(accepted) => {
+                if args.json {
+                    println!("{}", serde_json::to_string(&accepted)?);
+                } else {
+                    print_accepted(
+                        accepted.duplicate,
+                        &accepted.command,
+                        &accepted.stream,
+                        accepted.stream_version,
+                        (accepted.first_seq, accepted.last_seq),
+                        &accepted.events.join(", "),
+                        accepted.session_id.as_deref(),
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(rejection) => Ok(print_rejection(&rejection, args.json)),
+        };
+    }
     let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
     // Decisions never go back in time, even if the system clock went back
     // since the last event was written.
@@ -64,23 +91,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string(&accepted)?);
             } else {
-                println!(
-                    "accepted{} {}: {} version {}, seq {}..{} ({})",
-                    if accepted.duplicate { " (duplicate: first result)" } else { "" },
+                print_accepted(
+                    accepted.duplicate,
                     accepted.command,
-                    accepted.stream,
+                    &accepted.stream,
                     accepted.stream_version,
-                    accepted.first_seq,
-                    accepted.last_seq,
-                    accepted.events.join(", ")
+                    (accepted.first_seq, accepted.last_seq),
+                    &accepted.events.join(", "),
+                    accepted.session_id.as_deref(),
                 );
-                if let Some(session) = &accepted.session_id {
-                    println!("session_id {session}");
-                }
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(rejection) => Ok(print_rejection(&rejection, args.json)),
+    }
+}
+
+fn print_accepted(
+    duplicate: bool,
+    command: &str,
+    stream: &str,
+    version: u64,
+    (first_seq, last_seq): (u64, u64),
+    events: &str,
+    session_id: Option<&str>,
+) {
+    let duplicate = if duplicate { " (duplicate: first result)" } else { "" };
+    println!("accepted{duplicate} {command}: {stream} version {version}, seq {first_seq}..{last_seq} ({events})");
+    if let Some(session) = session_id {
+        println!("session_id {session}");
     }
 }
 

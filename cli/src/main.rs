@@ -8,6 +8,7 @@ mod cmd;
 mod demo;
 mod inspect;
 mod progress;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     Verify(inspect::VerifyArgs),
     /// Measure append throughput and claim latency against raw RocksDB.
     Bench(bench::Args),
+    /// Run a distributed node: mirror the JetStream stream, answer commands
+    /// over NATS, serve /health, /ready and /metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Stats(args) => inspect::stats(args),
             Command::Verify(args) => inspect::verify(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

@@ -9,6 +9,8 @@ pub mod command;
 pub mod handler;
 pub mod rejection;
 pub mod sim;
+#[cfg(feature = "nats")]
+pub mod wire;
 
 pub use aggregate::Policy;
 pub use command::{ActionKind, ActionOutcome, Command};

@@ -71,6 +71,41 @@ impl Code {
         }
     }
 
+    /// Every code, for parsing replies.
+    pub const ALL: [Code; 26] = [
+        Code::AlreadyExists,
+        Code::NotFound,
+        Code::UnknownAgent,
+        Code::UnknownDependency,
+        Code::DependencyCycle,
+        Code::DependenciesIncomplete,
+        Code::AlreadyClaimed,
+        Code::AlreadyCompleted,
+        Code::TaskFailed,
+        Code::NotClaimed,
+        Code::NotHolder,
+        Code::LeaseExpired,
+        Code::LeaseActive,
+        Code::SessionNotLive,
+        Code::SessionMismatch,
+        Code::SessionLive,
+        Code::MissingCapabilities,
+        Code::InsufficientBudget,
+        Code::CircuitOpen,
+        Code::RefundExceedsSpent,
+        Code::RetriesExhausted,
+        Code::InvalidCommand,
+        Code::InvalidAmount,
+        Code::TooLarge,
+        Code::Storage,
+        Code::Unavailable,
+    ];
+
+    /// The code with this wire name.
+    pub fn parse(name: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The taxonomy kind every rejection with this code has.
     pub fn kind(self) -> Kind {
         match self {
@@ -125,5 +160,18 @@ impl From<LogError> for Rejection {
             _ => Code::Storage,
         };
         Rejection { kind: err.kind(), code, message: err.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_code_parses_back_from_its_wire_name() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(Code::parse("no_such_code"), None);
     }
 }

@@ -176,6 +176,13 @@ impl JetStreamLog {
         }
     }
 
+    /// The last sequence JetStream holds (what the mirror follows).
+    pub async fn source_last_seq(&self) -> Result<u64> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| nats("reading the stream's state")(&e))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Waits until the mirror has the stream's last event in JetStream.
     async fn caught_up_with(&self, stream: &str) -> Result<()> {
         if !crate::api::is_valid_stream(stream) {

@@ -1,0 +1,146 @@
+//! `agentlog serve`: the distributed node. Follows the JetStream stream into
+//! the local mirror (`--data`), answers commands on `agentlog.cmd.*` in a
+//! queue group, and serves `/health`, `/ready` and `/metrics` over HTTP.
+//! SIGTERM or Ctrl-C stops taking commands, answers those in flight, and
+//! exits (the mirror's position is written with every batch it mirrors).
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agentlog_commands::Handler;
+use agentlog_commands::wire::{self, Stats};
+use agentlog_log::jetstream::{JetStreamLog, Options};
+use agentlog_log::{HybridClock, Log, RandomIdGen, Timestamp};
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The NATS server (or cluster member) to use.
+    #[arg(long, env = "AGENTLOG_NATS", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The node's data directory: its mirror of the stream.
+    #[arg(long, env = "AGENTLOG_DATA", default_value = "agentlog-data")]
+    data: PathBuf,
+    /// Where to serve /health, /ready and /metrics; `off` for nowhere.
+    #[arg(long, env = "AGENTLOG_HTTP", default_value = "127.0.0.1:9464")]
+    http: String,
+    /// The JetStream stream's name.
+    #[arg(long, env = "AGENTLOG_STREAM", default_value = "AGENTLOG")]
+    stream: String,
+    /// Replicas of the stream when this node creates it (1, or 3 on a cluster).
+    #[arg(long, env = "AGENTLOG_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+}
+
+fn log_line(message: &str, fields: serde_json::Value) {
+    let mut line = serde_json::json!({ "level": "info", "message": message });
+    if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+        line.extend(fields);
+    }
+    eprintln!("{line}");
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut options = Options::new(&args.nats, &args.data);
+    options.stream = args.stream.clone();
+    options.replicas = args.replicas;
+    let log = Arc::new(JetStreamLog::open(options).await.context("cannot start the node")?);
+    let nats = async_nats::connect(&args.nats).await.context("cannot connect the command service to NATS")?;
+
+    // Decisions never go back in time, even after a restart on a clock that did.
+    let clock = HybridClock::system();
+    let head = log.head().await?;
+    if let Some(last) = log.read(head.last_seq, 1).await?.first() {
+        clock.observe(Timestamp::from_nanos(last.ts));
+    }
+    let handler = Arc::new(Handler::new(log.clone(), Arc::new(clock), Arc::new(RandomIdGen::new())));
+    let stats = Arc::new(Stats::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Ready once the mirror has what the stream held at start.
+    {
+        let (log, ready) = (log.clone(), ready.clone());
+        tokio::spawn(async move {
+            if let Ok(last) = log.source_last_seq().await
+                && log.caught_up(last).await.is_ok()
+            {
+                ready.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    if args.http != "off" {
+        let listener = tokio::net::TcpListener::bind(&args.http)
+            .await
+            .with_context(|| format!("cannot listen on {} for /health and /metrics", args.http))?;
+        log_line("http listening", serde_json::json!({ "addr": listener.local_addr()?.to_string() }));
+        tokio::spawn(http(listener, log.clone(), stats.clone(), ready.clone()));
+    }
+    let service = tokio::spawn(wire::serve(nats, handler, stats.clone(), stop_rx));
+    log_line(
+        "serving commands",
+        serde_json::json!({ "nats": args.nats, "data": args.data, "stream": args.stream, "mirror_seq": head.last_seq }),
+    );
+
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    log_line("stopping: answering the commands in flight", serde_json::json!({}));
+    let _ = stop_tx.send(true);
+    service.await.context("the command service panicked")?.context("the command service failed")?;
+    let head = log.head().await?;
+    log_line("stopped", serde_json::json!({ "mirror_seq": head.last_seq }));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A deliberately small HTTP/1.1 responder: three GET paths, then close.
+async fn http(listener: tokio::net::TcpListener, log: Arc<JetStreamLog>, stats: Arc<Stats>, ready: Arc<AtomicBool>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else { continue };
+        let (log, stats, ready) = (log.clone(), stats.clone(), ready.clone());
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 2048];
+            let Ok(n) = socket.read(&mut buffer).await else { return };
+            let request = String::from_utf8_lossy(&buffer[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/health" => ("200 OK", "ok\n".to_owned()),
+                "/ready" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_owned()),
+                "/ready" => ("503 Service Unavailable", "catching up\n".to_owned()),
+                "/metrics" => ("200 OK", metrics(&log, &stats).await),
+                _ => ("404 Not Found", "try /health, /ready or /metrics\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+async fn metrics(log: &JetStreamLog, stats: &Stats) -> String {
+    let mirror = log.head().await.map(|h| h.last_seq).unwrap_or(0);
+    let source = log.source_last_seq().await.unwrap_or(mirror);
+    format!(
+        "# HELP agentlog_commands_total Commands answered, by result.\n\
+         # TYPE agentlog_commands_total counter\n\
+         agentlog_commands_total{{result=\"accepted\"}} {}\n\
+         agentlog_commands_total{{result=\"rejected\"}} {}\n\
+         # HELP agentlog_mirror_seq The last sequence in the node's mirror.\n\
+         # TYPE agentlog_mirror_seq gauge\n\
+         agentlog_mirror_seq {mirror}\n\
+         # HELP agentlog_mirror_lag_events Events in the stream the mirror does not have yet.\n\
+         # TYPE agentlog_mirror_lag_events gauge\n\
+         agentlog_mirror_lag_events {}\n",
+        stats.accepted.load(Ordering::Relaxed),
+        stats.rejected.load(Ordering::Relaxed),
+        source.saturating_sub(mirror),
+    )
+}

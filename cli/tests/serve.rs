@@ -1,0 +1,194 @@
+//! Two `agentlog serve` instances on one JetStream stream, as operators run
+//! them: commands from several producers race through the queue group and
+//! stay exact; both instances serve; SIGTERM stops each gracefully; both
+//! mirrors then verify and agree.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agentlog_commands::wire::Client;
+use agentlog_commands::{Code, Command as Cmd};
+use agentlog_tests::nats::NatsServer;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()))
+}
+
+struct Node {
+    child: Child,
+    http: u16,
+}
+
+fn start(server: &NatsServer, data: &Path) -> Node {
+    let http = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["serve", "--nats", &server.url(), "--http", &format!("127.0.0.1:{http}")])
+        .arg("--data")
+        .arg(data)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start agentlog serve");
+    for _ in 0..300 {
+        if get(http, "/ready").is_some_and(|(status, _)| status == 200) {
+            return Node { child, http };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("agentlog serve was not ready within 15 s");
+}
+
+fn metric(node: &Node, name: &str) -> u64 {
+    let (_, metrics) = get(node.http, "/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
+    let server = NatsServer::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = [start(&server, dirs[0].path()), start(&server, dirs[1].path())];
+    let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
+    let send = |command: Cmd| {
+        let client = client.clone();
+        async move { client.execute(&command, None).await }
+    };
+
+    let mut claimers = Vec::new();
+    for i in 0..8 {
+        let agent_id = format!("agent-{i}");
+        send(Cmd::RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities: vec!["code".into()] })
+            .await
+            .unwrap();
+        let open = Cmd::OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
+        claimers.push((agent_id, send(open).await.unwrap().session_id.unwrap()));
+    }
+    for round in 0..40 {
+        let task_id = format!("task-{round}");
+        let create = Cmd::CreateTask {
+            task_id: task_id.clone(),
+            title: String::new(),
+            priority: 0,
+            required_capabilities: vec!["code".into()],
+            dependencies: vec![],
+            max_attempts: 3,
+        };
+        send(create).await.unwrap();
+        let racers: Vec<_> = claimers
+            .iter()
+            .map(|(agent_id, session_id)| {
+                let claim = Cmd::ClaimTask {
+                    task_id: task_id.clone(),
+                    agent_id: agent_id.clone(),
+                    session_id: session_id.clone(),
+                    lease_ms: 60_000,
+                };
+                tokio::spawn(send(claim))
+            })
+            .collect();
+        let mut won = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(r) => assert_eq!(r.code, Code::AlreadyClaimed, "round {round}: {r}"),
+            }
+        }
+        assert_eq!(won, 1, "round {round}: one claim through two instances");
+    }
+    for round in 0..10u64 {
+        let budget_id = format!("budget-{round}");
+        send(Cmd::AllocateBudget { budget_id: budget_id.clone(), amount: 500 }).await.unwrap();
+        let debits: Vec<_> = (0..16u64)
+            .map(|i| {
+                let debit = Cmd::DebitBudget {
+                    budget_id: budget_id.clone(),
+                    amount: 10 + (i * 7 + round) % 60,
+                    agent_id: String::new(),
+                    session_id: String::new(),
+                    task_id: String::new(),
+                    reason: String::new(),
+                    failed: false,
+                };
+                (debit_amount(&debit), tokio::spawn(send(debit)))
+            })
+            .collect();
+        let mut spent = 0;
+        for (amount, debit) in debits {
+            match debit.await.unwrap() {
+                Ok(_) => spent += amount,
+                Err(r) => assert!(matches!(r.code, Code::InsufficientBudget | Code::CircuitOpen), "round {round}: {r}"),
+            }
+        }
+        assert!(spent <= 500, "round {round}: spent {spent} of 500");
+        // What the log says the balance is equals what was accepted.
+        let probe = Cmd::DebitBudget {
+            budget_id: budget_id.clone(),
+            amount: 1_000_000,
+            agent_id: String::new(),
+            session_id: String::new(),
+            task_id: String::new(),
+            reason: String::new(),
+            failed: false,
+        };
+        let refused = send(probe).await.unwrap_err();
+        if refused.code == Code::InsufficientBudget {
+            assert!(
+                refused.message.contains(&format!("has {} left", 500 - spent)),
+                "round {round}: {}",
+                refused.message
+            );
+        }
+    }
+
+    let accepted = "agentlog_commands_total{result=\"accepted\"}";
+    let served = [metric(&nodes[0], accepted), metric(&nodes[1], accepted)];
+    assert!(served.iter().all(|n| *n > 0), "both instances served commands: {served:?}");
+    // Each mirror follows the stream on its own: wait until both have it all.
+    for _ in 0..200 {
+        let seqs = [metric(&nodes[0], "agentlog_mirror_seq "), metric(&nodes[1], "agentlog_mirror_seq ")];
+        let lags = [metric(&nodes[0], "agentlog_mirror_lag_events "), metric(&nodes[1], "agentlog_mirror_lag_events ")];
+        if seqs[0] == seqs[1] && lags == [0, 0] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for node in &mut nodes {
+        let terminated = Command::new("kill").args(["-TERM", &node.child.id().to_string()]).status().unwrap();
+        assert!(terminated.success());
+        assert!(node.child.wait().unwrap().success(), "a graceful exit on SIGTERM");
+    }
+    let mut heads = Vec::new();
+    for dir in &dirs {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+            .args(["verify", "--json", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        heads.push(report["head_hash"].clone());
+    }
+    assert_eq!(heads[0], heads[1], "both mirrors hold the same log");
+}
+
+fn debit_amount(command: &Cmd) -> u64 {
+    match command {
+        Cmd::DebitBudget { amount, .. } => *amount,
+        _ => 0,
+    }
+}

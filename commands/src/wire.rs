@@ -1,0 +1,214 @@
+//! Commands over NATS request/reply: the subjects, headers and bodies of
+//! docs/PROTOCOL.md, the service that answers them (`Service`) and the Rust
+//! client (`Client`).
+//!
+//! A request goes to `agentlog.cmd.<command>` with a JSON body (header
+//! `Content-Type: application/json`) holding the command's fields; the
+//! service instances share the subject in one queue group. The reply is JSON:
+//! `{"accepted": {...}}` or `{"rejected": {"kind", "code", "message"}}`.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agentlog_log::Log;
+use agentlog_log::ids::CorrelationId;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+
+use crate::command::Command;
+use crate::handler::{Accepted, Handler, Request};
+use crate::rejection::{Code, Rejection};
+
+pub const SUBJECT_PREFIX: &str = "agentlog.cmd";
+pub const QUEUE_GROUP: &str = "agentlog-commands";
+pub const HEADER_IDEMPOTENCY_KEY: &str = "Agentlog-Idempotency-Key";
+pub const HEADER_ACTOR: &str = "Agentlog-Actor";
+pub const HEADER_CORRELATION_ID: &str = "Agentlog-Correlation-Id";
+/// Most commands one service instance runs at once; beyond it requests wait
+/// in NATS (and time out at the producer, who retries with the same key).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// The reply body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Accepted(AcceptedReply),
+    Rejected(RejectedReply),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptedReply {
+    pub command: String,
+    pub stream: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub stream_version: u64,
+    pub duplicate: bool,
+    pub events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RejectedReply {
+    pub kind: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<Accepted> for AcceptedReply {
+    fn from(a: Accepted) -> Self {
+        AcceptedReply {
+            command: a.command.to_owned(),
+            stream: a.stream,
+            first_seq: a.first_seq,
+            last_seq: a.last_seq,
+            stream_version: a.stream_version,
+            duplicate: a.duplicate,
+            events: a.events.into_iter().map(str::to_owned).collect(),
+            session_id: a.session_id,
+        }
+    }
+}
+
+impl From<&Rejection> for RejectedReply {
+    fn from(r: &Rejection) -> Self {
+        RejectedReply { kind: r.kind.as_str().to_owned(), code: r.code.as_str().to_owned(), message: r.message.clone() }
+    }
+}
+
+/// Counters a service keeps, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// Parses one request into a handler request, or the rejection to reply.
+fn parse(message: &async_nats::Message) -> Result<Request, Rejection> {
+    let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("");
+    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    match header("Content-Type").as_deref() {
+        Some("application/json") => {}
+        other => {
+            return Err(Rejection::invalid(format!(
+                "Content-Type is {other:?}; this server takes JSON bodies: send the header Content-Type: application/json"
+            )));
+        }
+    }
+    let fields: serde_json::Value = serde_json::from_slice(&message.payload)
+        .map_err(|e| Rejection::invalid(format!("the body is not JSON: {e}")))?;
+    let command = Command::from_json(name, fields)?;
+    let mut request = Request::new(command, header(HEADER_ACTOR).unwrap_or_else(|| "anonymous".into()));
+    request.idempotency_key = header(HEADER_IDEMPOTENCY_KEY);
+    if let Some(id) = header(HEADER_CORRELATION_ID) {
+        let id =
+            id.parse::<CorrelationId>().map_err(|e| Rejection::invalid(format!("{HEADER_CORRELATION_ID}: {e}")))?;
+        request.correlation_id = Some(id);
+    }
+    Ok(request)
+}
+
+/// Answers commands until `shutdown` turns true, then stops taking new ones
+/// and returns once those in flight have been answered.
+pub async fn serve<L: Log>(
+    client: async_nats::Client,
+    handler: Arc<Handler<L>>,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let message = tokio::select! {
+            message = requests.next() => match message { Some(m) => m, None => break },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Some(reply_to) = message.reply.clone() else { continue };
+        let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (client, handler, stats) = (client.clone(), handler.clone(), stats.clone());
+        tokio::spawn(async move {
+            let outcome = match parse(&message) {
+                Ok(request) => handler.execute(request).await,
+                Err(rejection) => Err(rejection),
+            };
+            let reply = match outcome {
+                Ok(accepted) => {
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    Reply::Accepted(accepted.into())
+                }
+                Err(rejection) => {
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    Reply::Rejected((&rejection).into())
+                }
+            };
+            let body = serde_json::to_vec(&reply).expect("replies serialise");
+            let _ = client.publish(reply_to, body.into()).await;
+            drop(permit);
+        });
+    }
+    // Stop receiving, then wait for every command in flight to be answered.
+    let _ = requests.unsubscribe().await;
+    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// The Rust client of the command service.
+#[derive(Clone, Debug)]
+pub struct Client {
+    nats: async_nats::Client,
+    actor: String,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(nats: async_nats::Client, actor: impl Into<String>) -> Self {
+        Client { nats, actor: actor.into(), timeout: Duration::from_secs(10) }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends one command; a NATS failure or a timeout is a `platform`
+    /// rejection (`unavailable`): send it again with the same key.
+    pub async fn execute(&self, command: &Command, idempotency_key: Option<&str>) -> Result<AcceptedReply, Rejection> {
+        let fields = serde_json::to_value(command).expect("commands serialise");
+        let mut body = match fields {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("commands serialise to objects"),
+        };
+        body.remove("command");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/json");
+        headers.insert(HEADER_ACTOR, self.actor.as_str());
+        if let Some(key) = idempotency_key {
+            headers.insert(HEADER_IDEMPOTENCY_KEY, key);
+        }
+        let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
+        let payload = serde_json::to_vec(&body).expect("commands serialise");
+        let request = async_nats::Request::new().headers(headers).payload(payload.into()).timeout(Some(self.timeout));
+        let reply = self
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| Rejection::new(Code::Unavailable, format!("no answer from the command service: {e}")))?;
+        match serde_json::from_slice::<Reply>(&reply.payload) {
+            Ok(Reply::Accepted(accepted)) => Ok(accepted),
+            Ok(Reply::Rejected(r)) => Err(rejection_from(&r)),
+            Err(e) => {
+                Err(Rejection::new(Code::Unavailable, format!("an unreadable reply from the command service: {e}")))
+            }
+        }
+    }
+}
+
+fn rejection_from(r: &RejectedReply) -> Rejection {
+    // A code this build does not know (a newer server) is reported as
+    // unavailable, with the server's message.
+    let code = Code::parse(&r.code).unwrap_or(Code::Unavailable);
+    Rejection { kind: code.kind(), code, message: r.message.clone() }
+}
