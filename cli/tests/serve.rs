@@ -30,6 +30,15 @@ struct Node {
     http: u16,
 }
 
+impl Drop for Node {
+    /// A failing test must not leave a server behind (after a graceful stop
+    /// this finds the process gone and does nothing).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(server: &NatsServer, data: &Path) -> Node {
     let http = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
@@ -39,9 +48,10 @@ fn start(server: &NatsServer, data: &Path) -> Node {
         .stderr(Stdio::null())
         .spawn()
         .expect("start agentlog serve");
+    let node = Node { child, http };
     for _ in 0..300 {
         if get(http, "/ready").is_some_and(|(status, _)| status == 200) {
-            return Node { child, http };
+            return node;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
