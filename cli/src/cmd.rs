@@ -53,7 +53,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
     if let Some(url) = &args.nats {
-        let nats = async_nats::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
+        let nats =
+            agentlog_log::jetstream::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
         let client = agentlog_commands::wire::Client::new(nats, args.actor.clone());
         return match client.execute(&command, args.idempotency_key.as_deref()).await {
             Ok(accepted) => {

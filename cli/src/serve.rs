@@ -48,7 +48,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.stream = args.stream.clone();
     options.replicas = args.replicas;
     let log = Arc::new(JetStreamLog::open(options).await.context("cannot start the node")?);
-    let nats = async_nats::connect(&args.nats).await.context("cannot connect the command service to NATS")?;
+    let nats =
+        agentlog_log::jetstream::connect(&args.nats).await.context("cannot connect the command service to NATS")?;
 
     // Decisions never go back in time, even after a restart on a clock that did.
     let clock = HybridClock::system();

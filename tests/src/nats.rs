@@ -33,14 +33,29 @@ fn binary() -> PathBuf {
 impl NatsServer {
     /// Starts a JetStream-enabled server and waits until it accepts
     /// connections (at most 20 s of wall time: this is test scaffolding).
-    #[allow(clippy::disallowed_methods)]
     pub fn start() -> NatsServer {
+        NatsServer::start_with("")
+    }
+
+    /// Starts a server whose configuration file also holds `extra` (an
+    /// `authorization { ... }` block, say).
+    #[allow(clippy::disallowed_methods)]
+    pub fn start_with(extra: &str) -> NatsServer {
         let store = tempfile::tempdir().expect("a temporary JetStream store");
         let port = free_port();
+        let config = store.path().join("server.conf");
+        let store_dir = store.path().join("jetstream");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{extra}\n",
+                store_dir.display().to_string()
+            ),
+        )
+        .expect("write the server's configuration");
         let child = Command::new(binary())
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--store_dir")
-            .arg(store.path())
+            .arg("--config")
+            .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -56,6 +71,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL with a user's credentials in it.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 }
 

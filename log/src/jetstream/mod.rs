@@ -66,6 +66,25 @@ impl Options {
     }
 }
 
+/// Connects to NATS. Credentials may ride in the URL:
+/// `nats://user:password@host:port`, or `nats://token@host:port`
+/// (async-nats itself ignores them there).
+pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+    let options = async_nats::ConnectOptions::new();
+    let (options, address) = match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let options = match credentials.split_once(':') {
+                Some((user, password)) => options.user_and_password(user.to_owned(), password.to_owned()),
+                None => options.token(credentials.to_owned()),
+            };
+            (options, format!("{scheme}://{host}"))
+        }
+        None => (options, url.to_owned()),
+    };
+    options.connect(address.as_str()).await.map_err(|e| nats("connecting")(&e))
+}
+
 pub(crate) fn nats(operation: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
     move |e| Error::Nats { operation, message: e.to_string() }
 }
@@ -139,7 +158,7 @@ impl JetStreamLog {
     /// Connects, creates the stream or checks the existing one, opens the
     /// mirror and starts following the stream.
     pub async fn open(options: Options) -> Result<JetStreamLog> {
-        let client = async_nats::connect(&options.url).await.map_err(|e| nats("connecting")(&e))?;
+        let client = connect(&options.url).await?;
         let js = jetstream::new(client.clone());
         let wanted = wanted_config(&options);
         let stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| nats("creating the stream")(&e))?;
