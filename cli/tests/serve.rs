@@ -2,70 +2,15 @@
 //! them: commands from several producers race through the queue group and
 //! stay exact; both instances serve; SIGTERM stops each gracefully; both
 //! mirrors then verify and agree.
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use agentlog_commands::wire::Client;
 use agentlog_commands::{Code, Command as Cmd};
 use agentlog_tests::nats::NatsServer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()))
-}
-
-struct Node {
-    child: Child,
-    http: u16,
-}
-
-impl Drop for Node {
-    /// A failing test must not leave a server behind (after a graceful stop
-    /// this finds the process gone and does nothing).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(server: &NatsServer, data: &Path) -> Node {
-    let http = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
-        .args(["serve", "--nats", &server.url(), "--http", &format!("127.0.0.1:{http}")])
-        .arg("--data")
-        .arg(data)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start agentlog serve");
-    let node = Node { child, http };
-    for _ in 0..300 {
-        if get(http, "/ready").is_some_and(|(status, _)| status == 200) {
-            return node;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("agentlog serve was not ready within 15 s");
-}
-
-fn metric(node: &Node, name: &str) -> u64 {
-    let (_, metrics) = get(node.http, "/metrics").expect("metrics");
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {metrics}"))
-}
+use common::{metric, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
@@ -178,9 +123,7 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
     }
 
     for node in &mut nodes {
-        let terminated = Command::new("kill").args(["-TERM", &node.child.id().to_string()]).status().unwrap();
-        assert!(terminated.success());
-        assert!(node.child.wait().unwrap().success(), "a graceful exit on SIGTERM");
+        node.terminate();
     }
     let mut heads = Vec::new();
     for dir in &dirs {

@@ -123,9 +123,18 @@ impl<L: Log> Handler<L> {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
-        for _ in 0..=self.max_retries {
+        for attempt in 0..=self.max_retries {
             let now = self.clock.now();
             let (version, state) = self.load(&stream).await?;
+            // Once more after loading: on a log whose reads catch up per
+            // stream (a JetStream mirror just restarted), the key's first
+            // append on this stream is only certain to be seen now.
+            if attempt == 0
+                && let Some(key) = &request.idempotency_key
+                && let Some(first) = self.log.idempotent_result(key).await?
+            {
+                return self.replayed(&request.command, first).await;
+            }
             let (bodies, refusal) = match self.decide(&command, &state, now).await? {
                 Ok(bodies) => (bodies, None),
                 Err(Refused { rejection, record }) if record.is_empty() => return Err(rejection),
