@@ -1,8 +1,8 @@
-//! Chaos A: four producers send 20,000 commands, each with its own
-//! idempotency key, retrying on timeouts and refusals of service; meanwhile
-//! `agentlog serve` is SIGKILLed twice and restarted on the same data
-//! directory. Afterwards every acknowledged command appears exactly once,
-//! the mirror equals the stream event for event, and `verify` passes.
+//! Four producers send 20,000 commands, each with its own idempotency key,
+//! retrying on timeouts and refusals of service. Meanwhile something is
+//! SIGKILLed twice and restarted: `agentlog serve` (chaos A) or nats-server
+//! itself (chaos B). Afterwards every acknowledged command appears exactly
+//! once, the mirror equals the stream event for event, and `verify` passes.
 mod common;
 
 use std::collections::BTreeMap;
@@ -21,9 +21,24 @@ use common::{metric, start};
 const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 5_000;
 
+#[derive(Clone, Copy)]
+enum Victim {
+    Serve,
+    NatsServer,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_survive_two_sigkills_of_serve_exactly_once() {
-    let server = NatsServer::start();
+    chaos(Victim::Serve).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_survive_two_sigkills_of_nats_server_exactly_once() {
+    chaos(Victim::NatsServer).await;
+}
+
+async fn chaos(victim: Victim) {
+    let mut server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut node = start(&server, dir.path());
     let nats = agentlog_log::jetstream::connect(&server.url()).await.unwrap();
@@ -59,9 +74,18 @@ async fn commands_survive_two_sigkills_of_serve_exactly_once() {
         while acknowledged.load(Ordering::SeqCst) < kill_at {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        node.kill();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        node = start(&server, dir.path());
+        match victim {
+            Victim::Serve => {
+                node.kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                node = start(&server, dir.path());
+            }
+            Victim::NatsServer => {
+                server.kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                server.restart();
+            }
+        }
     }
     let mut retries = 0;
     for producer in producers {

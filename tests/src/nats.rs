@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     child: Child,
     port: u16,
+    config: PathBuf,
     _store: tempfile::TempDir,
 }
 
@@ -53,20 +54,32 @@ impl NatsServer {
             ),
         )
         .expect("write the server's configuration");
-        let child = Command::new(binary())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let server = NatsServer { child, port, _store: store };
+        let child = spawn(&config);
+        let server = NatsServer { child, port, config, _store: store };
+        server.wait_until_listening();
+        server
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn wait_until_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on port {port} within 20 s");
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on port {} within 20 s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// SIGKILL: the server gets no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.config);
+        self.wait_until_listening();
     }
 
     pub fn url(&self) -> String {
@@ -77,6 +90,16 @@ impl NatsServer {
     pub fn url_as(&self, user: &str, password: &str) -> String {
         format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
+}
+
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server")
 }
 
 impl Drop for NatsServer {

@@ -2,8 +2,10 @@
 //! starting after the WAL's head) and writes what it reads into the WAL with
 //! the `Follower`. An atomic batch is written whole or not at all, and the
 //! idempotency key of an append is recorded once the append is complete.
-//! Any inconsistency (a gap, an undecodable event) stops the mirror and
-//! poisons the log: it never skips.
+//! A NATS failure (the server restarting, a network cut) only pauses it: it
+//! follows again from the WAL's head once NATS answers. An inconsistency (a
+//! gap, an undecodable event) stops the mirror and poisons the log: it never
+//! skips.
 use std::sync::{Arc, OnceLock};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -21,10 +23,25 @@ use crate::wal::{Follower, Ordered};
 /// Most events one WAL write takes.
 const MAX_WRITE_EVENTS: usize = 4096;
 
-pub(super) async fn run(stream: Stream, follower: Follower, head: watch::Sender<Head>, poison: Arc<OnceLock<String>>) {
-    if let Err(e) = follow(stream, follower, &head).await {
-        let _ = poison.set(format!("the mirror stopped: {e}"));
-        head.send_modify(|_| {}); // wake whoever waits on the head to see it
+/// Pause before following again after a NATS failure.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+pub(super) async fn run(
+    stream: Stream,
+    mut follower: Follower,
+    head: watch::Sender<Head>,
+    poison: Arc<OnceLock<String>>,
+) {
+    loop {
+        match follow(&stream, &mut follower, &head).await {
+            Err(Error::Nats { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) => {
+                let _ = poison.set(format!("the mirror stopped: {e}"));
+                head.send_modify(|_| {}); // wake whoever waits on the head to see it
+                return;
+            }
+            Ok(()) => return,
+        }
     }
 }
 
@@ -61,7 +78,9 @@ impl Pending {
     }
 }
 
-async fn follow(stream: Stream, mut follower: Follower, head: &watch::Sender<Head>) -> Result<()> {
+/// Follows from the WAL's head until NATS fails (what was read but not
+/// written is read again on the next call).
+async fn follow(stream: &Stream, follower: &mut Follower, head: &watch::Sender<Head>) -> Result<()> {
     let start_sequence = follower.head().last_seq + 1;
     let consumer = stream
         .create_consumer(OrderedConfig {
