@@ -47,7 +47,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut options = Options::new(&args.nats, &args.data);
     options.stream = args.stream.clone();
     options.replicas = args.replicas;
-    let log = Arc::new(JetStreamLog::open(options).await.context("cannot start the node")?);
+    // NATS may still be starting (or a cluster electing its JetStream
+    // leader): keep trying for a minute before giving up.
+    let started = std::time::Instant::now();
+    let log = loop {
+        match JetStreamLog::open(options.clone()).await {
+            Ok(log) => break Arc::new(log),
+            Err(e @ agentlog_log::Error::Nats { .. }) if started.elapsed() < std::time::Duration::from_secs(60) => {
+                log_line("waiting for NATS JetStream", serde_json::json!({ "error": e.to_string() }));
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start the node")),
+        }
+    };
     let nats =
         agentlog_log::jetstream::connect(&args.nats).await.context("cannot connect the command service to NATS")?;
 

@@ -130,3 +130,59 @@ async fn chaos(victim: Victim) {
     let out = Command::new(env!("CARGO_BIN_EXE_agentlog")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Chaos C: a 3-node NATS cluster with an R3 stream. The node
+/// `agentlog serve` is connected to is SIGKILLed during the load; the
+/// service reconnects to another node and keeps accepting commands, and no
+/// acknowledged event is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_r3_stream_survives_losing_the_node_serve_is_connected_to() {
+    let mut cluster = agentlog_tests::nats::NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster elects its JetStream leader first; serve retries until then.
+    let url = cluster.nodes[0].url();
+    let mut node = common::start_with(&url, dir.path(), &["--replicas", "3"]);
+    let nats = agentlog_log::jetstream::connect(&cluster.nodes[1].url()).await.unwrap();
+    let client = Client::new(nats.clone(), "chaos").with_timeout(Duration::from_secs(3));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let (client, acknowledged) = (client.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for i in 0..1_000 {
+                    let key = format!("p{p}-{i}");
+                    let command = Cmd::AllocateBudget { budget_id: format!("budget-{p}"), amount: 1 };
+                    while let Err(r) = client.execute(&command, Some(&key)).await {
+                        assert!(matches!(r.kind, Kind::Platform | Kind::Conflict), "{key}: {r}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    while acknowledged.load(Ordering::SeqCst) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = acknowledged.load(Ordering::SeqCst);
+    cluster.nodes[0].kill();
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    assert_eq!(acknowledged.load(Ordering::SeqCst), PRODUCERS * 1_000);
+    assert!(before < PRODUCERS * 1_000, "the node died during the load");
+    for _ in 0..200 {
+        if metric(&node, "agentlog_mirror_lag_events ") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.terminate();
+    let store = Store::open_read_only(dir.path()).unwrap();
+    let events = store.read(1, usize::MAX).unwrap();
+    let keys: std::collections::BTreeSet<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(events.len() as u64, PRODUCERS * 1_000, "every acknowledged command, once");
+    assert_eq!(keys.len() as u64, PRODUCERS * 1_000);
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -108,3 +108,26 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A JetStream cluster of real nats-servers on loopback (each with its own
+/// client port, route port and store), for replicated (R3) streams.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> NatsCluster {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_urls: Vec<String> = routes.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                NatsServer::start_with(&format!(
+                    "server_name: n{i}\ncluster {{ name: agentlog, listen: 127.0.0.1:{}, routes: [{}] }}",
+                    routes[i],
+                    route_urls.join(", ")
+                ))
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+}

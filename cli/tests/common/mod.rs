@@ -37,22 +37,29 @@ impl Drop for Node {
 }
 
 pub fn start(server: &NatsServer, data: &Path) -> Node {
+    start_with(&server.url(), data, &[])
+}
+
+/// Starts `agentlog serve` against `url` with extra flags, and waits (up to
+/// 30 s) until it is ready.
+pub fn start_with(url: &str, data: &Path, extra: &[&str]) -> Node {
     let http = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
-        .args(["serve", "--nats", &server.url(), "--http", &format!("127.0.0.1:{http}")])
+        .args(["serve", "--nats", url, "--http", &format!("127.0.0.1:{http}")])
+        .args(extra)
         .arg("--data")
         .arg(data)
         .stderr(Stdio::null())
         .spawn()
         .expect("start agentlog serve");
     let node = Node { child, http };
-    for _ in 0..300 {
+    for _ in 0..600 {
         if get(http, "/ready").is_some_and(|(status, _)| status == 200) {
             return node;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("agentlog serve was not ready within 15 s");
+    panic!("agentlog serve was not ready within 30 s");
 }
 
 impl Node {
