@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 mod bench;
 mod cmd;
+mod config;
 mod demo;
 mod inspect;
 mod progress;

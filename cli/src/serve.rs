@@ -16,23 +16,30 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::config::Config;
+
+/// Each flag overrides the configuration file and the environment
+/// (docs/CONFIG.md).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The NATS server (or cluster member) to use.
-    #[arg(long, env = "AGENTLOG_NATS", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
-    /// The node's data directory: its mirror of the stream.
-    #[arg(long, env = "AGENTLOG_DATA", default_value = "agentlog-data")]
-    data: PathBuf,
-    /// Where to serve /health, /ready and /metrics; `off` for nowhere.
-    #[arg(long, env = "AGENTLOG_HTTP", default_value = "127.0.0.1:9464")]
-    http: String,
-    /// The JetStream stream's name.
-    #[arg(long, env = "AGENTLOG_STREAM", default_value = "AGENTLOG")]
-    stream: String,
-    /// Replicas of the stream when this node creates it (1, or 3 on a cluster).
-    #[arg(long, env = "AGENTLOG_REPLICAS", default_value_t = 1)]
-    replicas: usize,
+    /// The configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The NATS server or cluster member (`nats.url`).
+    #[arg(long)]
+    nats: Option<String>,
+    /// The node's data directory: its mirror of the stream (`data`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to serve /health, /ready and /metrics, or `off` (`http`).
+    #[arg(long)]
+    http: Option<String>,
+    /// Replicas of the stream when this node creates it (`stream.replicas`).
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 fn log_line(message: &str, fields: serde_json::Value) {
@@ -44,9 +51,30 @@ fn log_line(message: &str, fields: serde_json::Value) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut options = Options::new(&args.nats, &args.data);
-    options.stream = args.stream.clone();
-    options.replicas = args.replicas;
+    let mut config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    if let Some(url) = args.nats {
+        config.nats.url = url;
+    }
+    if let Some(data) = args.data {
+        config.data = data;
+    }
+    if let Some(http) = args.http {
+        config.http = http;
+    }
+    if let Some(replicas) = args.replicas {
+        config.stream.replicas = replicas;
+    }
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut options = Options::new(&config.nats.url, &config.data);
+    options.stream = config.stream.name.clone();
+    options.replicas = config.stream.replicas;
+    options.duplicate_window = std::time::Duration::from_secs(config.stream.duplicate_window_seconds);
+    options.mirror_sync = config.mirror.sync;
+    options.catch_up_timeout = std::time::Duration::from_secs(config.mirror.catch_up_timeout_seconds);
+    options.auth = config.auth();
     // NATS may still be starting (or a cluster electing its JetStream
     // leader): keep trying for a minute before giving up.
     let started = std::time::Instant::now();
@@ -60,8 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot start the node")),
         }
     };
-    let nats =
-        agentlog_log::jetstream::connect(&args.nats).await.context("cannot connect the command service to NATS")?;
+    let nats = agentlog_log::jetstream::connect_with(&config.nats.url, &options.auth)
+        .await
+        .context("cannot connect the command service to NATS")?;
 
     // Decisions never go back in time, even after a restart on a clock that did.
     let clock = HybridClock::system();
@@ -85,17 +114,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    if args.http != "off" {
-        let listener = tokio::net::TcpListener::bind(&args.http)
+    if config.http != "off" {
+        let listener = tokio::net::TcpListener::bind(&config.http)
             .await
-            .with_context(|| format!("cannot listen on {} for /health and /metrics", args.http))?;
+            .with_context(|| format!("cannot listen on {} for /health and /metrics", config.http))?;
         log_line("http listening", serde_json::json!({ "addr": listener.local_addr()?.to_string() }));
         tokio::spawn(http(listener, log.clone(), stats.clone(), ready.clone()));
     }
     let service = tokio::spawn(wire::serve(nats, handler, stats.clone(), stop_rx));
     log_line(
         "serving commands",
-        serde_json::json!({ "nats": args.nats, "data": args.data, "stream": args.stream, "mirror_seq": head.last_seq }),
+        serde_json::json!({
+            "nats": redact(&config.nats.url),
+            "data": config.data,
+            "stream": config.stream.name,
+            "mirror_seq": head.last_seq,
+        }),
     );
 
     let mut terminate =
@@ -156,4 +190,12 @@ async fn metrics(log: &JetStreamLog, stats: &Stats) -> String {
         stats.rejected.load(Ordering::Relaxed),
         source.saturating_sub(mirror),
     )
+}
+
+/// The URL without credentials, for logs.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => url.to_owned(),
+    }
 }

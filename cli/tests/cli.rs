@@ -184,3 +184,62 @@ fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
         assert!(!said.contains("panicked"));
     }
 }
+
+fn serve_config(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentlog"));
+    command.args(["serve", "--print-config"]).args(args);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("AGENTLOG_")) {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied()).output().expect("run agentlog serve --print-config")
+}
+
+#[test]
+fn serve_configuration_layers_defaults_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agentlog.toml");
+    std::fs::write(
+        &file,
+        "data = \"/var/lib/agentlog\"\nhttp = \"0.0.0.0:9000\"\n[nats]\nurl = \"nats://file:4222\"\n[stream]\nreplicas = 3\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let config = |out: &Output| -> toml::Table {
+        assert!(out.status.success(), "{}", stderr(out));
+        stdout(out).parse().unwrap()
+    };
+    let defaults = config(&serve_config(&[], &[]));
+    assert_eq!(defaults["nats"]["url"].as_str(), Some("nats://127.0.0.1:4222"));
+    assert_eq!(defaults["mirror"]["sync"].as_bool(), Some(true));
+
+    let from_file = config(&serve_config(&["--config", path], &[]));
+    assert_eq!(from_file["data"].as_str(), Some("/var/lib/agentlog"));
+    assert_eq!(from_file["stream"]["replicas"].as_integer(), Some(3));
+    assert_eq!(from_file["stream"]["name"].as_str(), Some("AGENTLOG"), "unset keys keep their defaults");
+
+    let env =
+        [("AGENTLOG_NATS_URL", "nats://env:4222"), ("AGENTLOG_MIRROR_SYNC", "false"), ("AGENTLOG_HTTP", "127.0.0.1:1")];
+    let layered = config(&serve_config(&["--config", path, "--http", "127.0.0.1:2"], &env));
+    assert_eq!(layered["nats"]["url"].as_str(), Some("nats://env:4222"), "the environment overrides the file");
+    assert_eq!(layered["mirror"]["sync"].as_bool(), Some(false));
+    assert_eq!(layered["http"].as_str(), Some("127.0.0.1:2"), "a flag overrides the environment");
+    assert_eq!(layered["data"].as_str(), Some("/var/lib/agentlog"));
+}
+
+#[test]
+fn serve_configuration_rejects_unknown_keys_and_bad_values_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agentlog.toml");
+    std::fs::write(&file, "[nats]\nurl = \"nats://x:4222\"\ntls-requred = true\n").unwrap();
+    let out = serve_config(&["--config", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("tls-requred"), "{}", stderr(&out));
+
+    let out = serve_config(&[], &[("AGENTLOG_STREAM_REPLICAS", "2")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stream.replicas is 2"), "{}", stderr(&out));
+
+    let out = serve_config(&[], &[("AGENTLOG_MIRROR_CATCH_UP_TIMEOUT_SECONDS", "soon")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("catch-up-timeout-seconds"), "{}", stderr(&out));
+}

@@ -50,6 +50,7 @@ pub struct Options {
     pub mirror_sync: bool,
     /// How long an append waits for the mirror to have it.
     pub catch_up_timeout: Duration,
+    pub auth: Auth,
 }
 
 impl Options {
@@ -62,16 +63,81 @@ impl Options {
             mirror_dir: mirror_dir.into(),
             mirror_sync: true,
             catch_up_timeout: Duration::from_secs(30),
+            auth: Auth::default(),
         }
     }
 }
 
+/// How to authenticate to NATS and secure the connection. Every field is
+/// optional; credentials may also ride in the URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates to trust for the server's TLS certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    pub tls_required: bool,
+}
+
+impl Auth {
+    async fn options(&self) -> Result<async_nats::ConnectOptions> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            let seed = std::fs::read_to_string(path).map_err(|e| Error::Nats {
+                operation: "reading the nkey seed file",
+                message: format!("{}: {e}", path.display()),
+            })?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(path) = &self.credentials_file {
+            options = options.credentials_file(path).await.map_err(|e| Error::Nats {
+                operation: "reading the credentials file",
+                message: format!("{}: {e}", path.display()),
+            })?;
+        }
+        if let Some(path) = &self.tls_ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+            (None, None) => {}
+            _ => {
+                return Err(Error::Nats {
+                    operation: "configuring TLS",
+                    message: "a client certificate needs both tls-cert-file and tls-key-file".into(),
+                });
+            }
+        }
+        Ok(options.require_tls(self.tls_required))
+    }
+}
+
+/// Connects to NATS without other credentials than the URL's.
+pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    connect_with(url, &Auth::default()).await
+}
+
 /// Connects to NATS. Credentials may ride in the URL:
 /// `nats://user:password@host:port`, or `nats://token@host:port`
-/// (async-nats itself ignores them there).
-pub async fn connect(url: &str) -> Result<async_nats::Client> {
+/// (async-nats itself ignores them there); `auth` adds the rest.
+pub async fn connect_with(url: &str, auth: &Auth) -> Result<async_nats::Client> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
-    let options = async_nats::ConnectOptions::new();
+    let options = auth.options().await?;
     let (options, address) = match rest.rsplit_once('@') {
         Some((credentials, host)) => {
             let options = match credentials.split_once(':') {
@@ -158,7 +224,7 @@ impl JetStreamLog {
     /// Connects, creates the stream or checks the existing one, opens the
     /// mirror and starts following the stream.
     pub async fn open(options: Options) -> Result<JetStreamLog> {
-        let client = connect(&options.url).await?;
+        let client = connect_with(&options.url, &options.auth).await?;
         let js = jetstream::new(client.clone());
         let wanted = wanted_config(&options);
         let stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| nats("creating the stream")(&e))?;

@@ -1,0 +1,197 @@
+//! The configuration of `agentlog serve`: one TOML file, then `AGENTLOG_*`
+//! environment variables, then command-line flags, each overriding the one
+//! before. Keys are kebab-case; a key the file does not know is rejected with
+//! its name. Every key is documented here and in docs/CONFIG.md.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// The node's data directory: its RocksDB mirror of the stream.
+    pub data: PathBuf,
+    /// Where to serve /health, /ready and /metrics, or `off`.
+    pub http: String,
+    pub nats: Nats,
+    pub stream: Stream,
+    pub mirror: Mirror,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Nats {
+    /// The server, or one member of the cluster (the others are learned).
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A file holding an nkey seed.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates to trust for the server's TLS certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    pub tls_required: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Stream {
+    /// The JetStream stream's name.
+    pub name: String,
+    /// Replicas when this node creates the stream: 1, or 3 on a cluster.
+    pub replicas: usize,
+    /// How long JetStream remembers idempotency keys (`Nats-Msg-Id`);
+    /// beyond it the mirror's idempotency table answers.
+    pub duplicate_window_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Mirror {
+    /// fsync each batch the mirror writes.
+    pub sync: bool,
+    /// How long an append waits for this node's mirror to have it.
+    pub catch_up_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: "agentlog-data".into(),
+            http: "127.0.0.1:9464".into(),
+            nats: Nats::default(),
+            stream: Stream::default(),
+            mirror: Mirror::default(),
+        }
+    }
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Nats {
+            url: "nats://127.0.0.1:4222".into(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed_file: None,
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+        }
+    }
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream { name: "AGENTLOG".into(), replicas: 1, duplicate_window_seconds: 120 }
+    }
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror { sync: true, catch_up_timeout_seconds: 30 }
+    }
+}
+
+/// Every key, dotted; its environment variable is `AGENTLOG_` and the key
+/// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
+pub const KEYS: [&str; 17] = [
+    "data",
+    "http",
+    "nats.url",
+    "nats.user",
+    "nats.password",
+    "nats.token",
+    "nats.nkey-seed-file",
+    "nats.credentials-file",
+    "nats.tls-ca-file",
+    "nats.tls-cert-file",
+    "nats.tls-key-file",
+    "nats.tls-required",
+    "stream.name",
+    "stream.replicas",
+    "stream.duplicate-window-seconds",
+    "mirror.sync",
+    "mirror.catch-up-timeout-seconds",
+];
+
+pub fn env_name(key: &str) -> String {
+    format!("AGENTLOG_{}", key.to_uppercase().replace(['.', '-'], "_"))
+}
+
+/// An environment value as TOML: a number or a boolean when it reads as
+/// one, otherwise a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        toml::Value::Integer(n)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment (`env` looks variables up).
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                // The file alone first, so errors point at its own lines.
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for key in KEYS {
+            let Some(raw) = env(&env_name(key)) else { continue };
+            let mut at = &mut table;
+            let mut parts = key.split('.').peekable();
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    at.insert(part.to_owned(), env_value(&raw));
+                } else {
+                    let entry = at.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let Some(next) = entry.as_table_mut() else {
+                        bail!("{part} in the configuration file must be a table, because {} sets {key}", env_name(key));
+                    };
+                    at = next;
+                }
+            }
+        }
+        // Then with the environment's values, shown by key when one is wrong.
+        let merged = toml::to_string(&table)?;
+        let config: Config = toml::from_str(&merged)
+            .map_err(|e| anyhow::anyhow!("invalid configuration after the AGENTLOG_* environment variables: {e}"))?;
+        if !matches!(config.stream.replicas, 1 | 3) {
+            bail!("stream.replicas is {}; use 1, or 3 on a NATS cluster", config.stream.replicas);
+        }
+        Ok(config)
+    }
+
+    pub fn auth(&self) -> agentlog_log::jetstream::Auth {
+        let n = &self.nats;
+        agentlog_log::jetstream::Auth {
+            user: n.user.clone(),
+            password: n.password.clone(),
+            token: n.token.clone(),
+            nkey_seed_file: n.nkey_seed_file.clone(),
+            credentials_file: n.credentials_file.clone(),
+            tls_ca_file: n.tls_ca_file.clone(),
+            tls_cert_file: n.tls_cert_file.clone(),
+            tls_key_file: n.tls_key_file.clone(),
+            tls_required: n.tls_required,
+        }
+    }
+}
