@@ -37,6 +37,9 @@ pub struct Args {
     dir: Option<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Measure distributed mode instead (starts its own nats-server).
+    #[arg(long)]
+    distributed: bool,
 }
 
 /// Events per raw RocksDB batch: about what one group commit carries with
@@ -46,7 +49,7 @@ const RAW_BATCH: usize = 64;
 /// Event `n` of a stream of one event per microsecond (faster than the log
 /// appends, so ids are at least as clustered in time as in production, where
 /// UUIDv7 ids follow the clock).
-fn sample_event(n: u64) -> Envelope {
+pub(crate) fn sample_event(n: u64) -> Envelope {
     let ts = Timestamp::from_nanos(1_767_225_600_000_000_000 + n * 1_000);
     let id = EventId::new(ts, &SeededIdGen::new(n));
     Envelope {
@@ -188,10 +191,10 @@ fn raw_synced_write_latency(dir: &Path, writes: u64) -> anyhow::Result<Latency> 
     Ok(Latency::from(&histogram))
 }
 
-struct Latency {
-    p50_us: f64,
-    p99_us: f64,
-    max_us: f64,
+pub(crate) struct Latency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
 }
 
 impl From<&Histogram<u64>> for Latency {
@@ -243,6 +246,11 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.distributed {
+        crate::bench_distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let root = match &args.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,

@@ -55,7 +55,8 @@ pub struct Stream {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Mirror {
-    /// fsync each batch the mirror writes.
+    /// fsync each batch the mirror writes (JetStream holds every event, and
+    /// a mirror that lost its unsynced tail follows the stream again).
     pub sync: bool,
     /// How long an append waits for this node's mirror to have it.
     pub catch_up_timeout_seconds: u64,
@@ -98,7 +99,7 @@ impl Default for Stream {
 
 impl Default for Mirror {
     fn default() -> Self {
-        Mirror { sync: true, catch_up_timeout_seconds: 30 }
+        Mirror { sync: false, catch_up_timeout_seconds: 30 }
     }
 }
 

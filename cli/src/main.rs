@@ -4,6 +4,7 @@
 //! crate that may time things with the wall clock (progress, benchmarks).
 #![allow(clippy::disallowed_methods)]
 mod bench;
+mod bench_distributed;
 mod cmd;
 mod config;
 mod demo;

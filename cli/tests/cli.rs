@@ -210,7 +210,7 @@ fn serve_configuration_layers_defaults_file_environment_and_flags() {
     };
     let defaults = config(&serve_config(&[], &[]));
     assert_eq!(defaults["nats"]["url"].as_str(), Some("nats://127.0.0.1:4222"));
-    assert_eq!(defaults["mirror"]["sync"].as_bool(), Some(true));
+    assert_eq!(defaults["mirror"]["sync"].as_bool(), Some(false));
 
     let from_file = config(&serve_config(&["--config", path], &[]));
     assert_eq!(from_file["data"].as_str(), Some("/var/lib/agentlog"));
@@ -218,10 +218,10 @@ fn serve_configuration_layers_defaults_file_environment_and_flags() {
     assert_eq!(from_file["stream"]["name"].as_str(), Some("AGENTLOG"), "unset keys keep their defaults");
 
     let env =
-        [("AGENTLOG_NATS_URL", "nats://env:4222"), ("AGENTLOG_MIRROR_SYNC", "false"), ("AGENTLOG_HTTP", "127.0.0.1:1")];
+        [("AGENTLOG_NATS_URL", "nats://env:4222"), ("AGENTLOG_MIRROR_SYNC", "true"), ("AGENTLOG_HTTP", "127.0.0.1:1")];
     let layered = config(&serve_config(&["--config", path, "--http", "127.0.0.1:2"], &env));
     assert_eq!(layered["nats"]["url"].as_str(), Some("nats://env:4222"), "the environment overrides the file");
-    assert_eq!(layered["mirror"]["sync"].as_bool(), Some(false));
+    assert_eq!(layered["mirror"]["sync"].as_bool(), Some(true));
     assert_eq!(layered["http"].as_str(), Some("127.0.0.1:2"), "a flag overrides the environment");
     assert_eq!(layered["data"].as_str(), Some("/var/lib/agentlog"));
 }

@@ -46,7 +46,9 @@ pub struct Options {
     pub duplicate_window: Duration,
     /// The mirror's data directory.
     pub mirror_dir: PathBuf,
-    /// fsync the mirror's writes.
+    /// fsync the mirror's writes. Off by default: JetStream holds every
+    /// event, and a mirror that lost its unsynced tail (power loss) follows
+    /// the stream again from its durable head.
     pub mirror_sync: bool,
     /// How long an append waits for the mirror to have it.
     pub catch_up_timeout: Duration,
@@ -61,7 +63,7 @@ impl Options {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             mirror_dir: mirror_dir.into(),
-            mirror_sync: true,
+            mirror_sync: false,
             catch_up_timeout: Duration::from_secs(30),
             auth: Auth::default(),
         }

@@ -73,8 +73,22 @@ impl JetStreamLog {
             return Ok(first);
         }
         let subject = subject(&request.stream);
-        for _ in 0..ANY_RETRIES {
-            let (version, subject_seq) = self.last_on_subject(&subject).await?;
+        for attempt in 0..ANY_RETRIES {
+            // The mirror's stream index maps a version to its JetStream
+            // sequence: when it has the version the caller decided on, that
+            // is the expected subject sequence, and JetStream need not be
+            // asked. If the index is behind, the CAS fails and we ask.
+            let known = match request.expected {
+                ExpectedVersion::Exact(0) if attempt == 0 => Some((0, 0)),
+                ExpectedVersion::Exact(v) if attempt == 0 => {
+                    self.store.indexed_seq(&request.stream, v)?.map(|seq| (v, seq))
+                }
+                _ => None,
+            };
+            let (version, subject_seq) = match known {
+                Some(known) => known,
+                None => self.last_on_subject(&subject).await?,
+            };
             if !request.expected.admits(version) {
                 return self.conflict(&request, version, subject_seq).await;
             }
@@ -92,7 +106,7 @@ impl JetStreamLog {
                         reason: "JetStream reports a duplicate the mirror has no idempotency entry for".into(),
                     });
                 }
-                Published::WrongLastSequence if request.expected == ExpectedVersion::Any => continue,
+                Published::WrongLastSequence if request.expected == ExpectedVersion::Any || known.is_some() => continue,
                 Published::WrongLastSequence => {
                     let (version, subject_seq) = self.last_on_subject(&subject).await?;
                     return self.conflict(&request, version, subject_seq).await;
