@@ -42,12 +42,12 @@ pub struct Args {
     print_config: bool,
 }
 
-fn log_line(message: &str, fields: serde_json::Value) {
-    let mut line = serde_json::json!({ "level": "info", "message": message });
-    if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
-        line.extend(fields);
-    }
-    eprintln!("{line}");
+/// JSON logs on stderr, one object per line; `RUST_LOG` filters them
+/// (default `info`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -68,6 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", toml::to_string(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
+    init_logs();
     let mut options = Options::new(&config.nats.url, &config.data);
     options.stream = config.stream.name.clone();
     options.replicas = config.stream.replicas;
@@ -82,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match JetStreamLog::open(options.clone()).await {
             Ok(log) => break Arc::new(log),
             Err(e @ agentlog_log::Error::Nats { .. }) if started.elapsed() < std::time::Duration::from_secs(60) => {
-                log_line("waiting for NATS JetStream", serde_json::json!({ "error": e.to_string() }));
+                tracing::warn!(message = "waiting for NATS JetStream", error = %e);
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             Err(e) => return Err(anyhow::Error::new(e).context("cannot start the node")),
@@ -118,18 +119,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&config.http)
             .await
             .with_context(|| format!("cannot listen on {} for /health and /metrics", config.http))?;
-        log_line("http listening", serde_json::json!({ "addr": listener.local_addr()?.to_string() }));
+        tracing::info!(message = "http listening", addr = %listener.local_addr()?);
         tokio::spawn(http(listener, log.clone(), stats.clone(), ready.clone()));
     }
     let service = tokio::spawn(wire::serve(nats, handler, stats.clone(), stop_rx));
-    log_line(
-        "serving commands",
-        serde_json::json!({
-            "nats": redact(&config.nats.url),
-            "data": config.data,
-            "stream": config.stream.name,
-            "mirror_seq": head.last_seq,
-        }),
+    tracing::info!(
+        message = "serving commands",
+        nats = %redact(&config.nats.url),
+        data = %config.data.display(),
+        stream = %config.stream.name,
+        mirror_seq = head.last_seq,
     );
 
     let mut terminate =
@@ -138,11 +137,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    log_line("stopping: answering the commands in flight", serde_json::json!({}));
+    tracing::info!(message = "stopping: answering the commands in flight");
     let _ = stop_tx.send(true);
     service.await.context("the command service panicked")?.context("the command service failed")?;
     let head = log.head().await?;
-    log_line("stopped", serde_json::json!({ "mirror_seq": head.last_seq }));
+    tracing::info!(message = "stopped", mirror_seq = head.last_seq);
     Ok(ExitCode::SUCCESS)
 }
 
