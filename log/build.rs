@@ -4,7 +4,7 @@
 use std::io::Result;
 
 fn main() -> Result<()> {
-    let protos = ["proto/agentlog/v1/events.proto"];
+    let protos = ["proto/agentlog/v1/events.proto", "proto/agentlog/v1/commands.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -14,10 +14,18 @@ fn main() -> Result<()> {
         .type_attribute(".agentlog.v1", "#[derive(serde::Serialize)]")
         .type_attribute(".agentlog.v1.Envelope.body", "#[serde(tag = \"type\", rename_all = \"snake_case\")]")
         .field_attribute(
+            ".agentlog.v1.RecordAction.kind",
+            "#[serde(serialize_with = \"crate::schema::json::action_kind\")]",
+        )
+        .field_attribute(
             ".agentlog.v1.ActionRecorded.kind",
             "#[serde(serialize_with = \"crate::schema::json::action_kind\")]",
         );
-    for field in [".agentlog.v1.ActionRecorded.outcome", ".agentlog.v1.BudgetDebited.outcome"] {
+    for field in [
+        ".agentlog.v1.ActionRecorded.outcome",
+        ".agentlog.v1.BudgetDebited.outcome",
+        ".agentlog.v1.RecordAction.outcome",
+    ] {
         config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::outcome\")]");
     }
     config.compile_fds(descriptors)

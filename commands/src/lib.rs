@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod command;
 pub mod handler;
+mod protobuf;
 pub mod rejection;
 pub mod sim;
 #[cfg(feature = "nats")]

@@ -2,10 +2,12 @@
 //! docs/PROTOCOL.md, the service that answers them (`Service`) and the Rust
 //! client (`Client`).
 //!
-//! A request goes to `agentlog.cmd.<command>` with a JSON body (header
-//! `Content-Type: application/json`) holding the command's fields; the
-//! service instances share the subject in one queue group. The reply is JSON:
-//! `{"accepted": {...}}` or `{"rejected": {"kind", "code", "message"}}`.
+//! A request goes to `agentlog.cmd.<command>` with the command's protobuf
+//! message as its body, or its fields as JSON with the header
+//! `Content-Type: application/json`; the service instances share the subject
+//! in one queue group. The reply comes in the request's encoding: a
+//! `CommandReply`, or JSON `{"accepted": {...}}` /
+//! `{"rejected": {"kind", "code", "message"}}`.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -85,21 +87,33 @@ pub struct Stats {
     pub rejected: AtomicU64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+fn encoding(message: &async_nats::Message) -> Encoding {
+    let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
+    match content_type.as_deref() {
+        Some("application/json") => Encoding::Json,
+        _ => Encoding::Protobuf,
+    }
+}
+
 /// Parses one request into a handler request, or the rejection to reply.
-fn parse(message: &async_nats::Message) -> Result<Request, Rejection> {
+fn parse(message: &async_nats::Message, encoding: Encoding) -> Result<Request, Rejection> {
     let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("");
     let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    match header("Content-Type").as_deref() {
-        Some("application/json") => {}
-        other => {
-            return Err(Rejection::invalid(format!(
-                "Content-Type is {other:?}; this server takes JSON bodies: send the header Content-Type: application/json"
-            )));
+    let command = match encoding {
+        Encoding::Json => {
+            let fields: serde_json::Value = serde_json::from_slice(&message.payload).map_err(|e| {
+                Rejection::invalid(format!("the body is not JSON (Content-Type: application/json): {e}"))
+            })?;
+            Command::from_json(name, fields)?
         }
-    }
-    let fields: serde_json::Value = serde_json::from_slice(&message.payload)
-        .map_err(|e| Rejection::invalid(format!("the body is not JSON: {e}")))?;
-    let command = Command::from_json(name, fields)?;
+        Encoding::Protobuf => Command::from_protobuf(name, &message.payload)?,
+    };
     let mut request = Request::new(command, header(HEADER_ACTOR).unwrap_or_else(|| "anonymous".into()));
     request.idempotency_key = header(HEADER_IDEMPOTENCY_KEY);
     if let Some(id) = header(HEADER_CORRELATION_ID) {
@@ -129,7 +143,8 @@ pub async fn serve<L: Log>(
         let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (client, handler, stats) = (client.clone(), handler.clone(), stats.clone());
         tokio::spawn(async move {
-            let outcome = match parse(&message) {
+            let encoding = encoding(&message);
+            let outcome = match parse(&message, encoding) {
                 Ok(request) => handler.execute(request).await,
                 Err(rejection) => Err(rejection),
             };
@@ -143,7 +158,10 @@ pub async fn serve<L: Log>(
                     Reply::Rejected((&rejection).into())
                 }
             };
-            let body = serde_json::to_vec(&reply).expect("replies serialise");
+            let body = match encoding {
+                Encoding::Json => serde_json::to_vec(&reply).expect("replies serialise"),
+                Encoding::Protobuf => prost::Message::encode_to_vec(&protobuf_reply(reply)),
+            };
             let _ = client.publish(reply_to, body.into()).await;
             drop(permit);
         });
@@ -153,6 +171,24 @@ pub async fn serve<L: Log>(
     let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
     let _ = client.flush().await;
     Ok(())
+}
+
+fn protobuf_reply(reply: Reply) -> agentlog_log::schema::CommandReply {
+    use agentlog_log::schema::{CommandAccepted, CommandRejected, command_reply::Result as Outcome};
+    let result = match reply {
+        Reply::Accepted(a) => Outcome::Accepted(CommandAccepted {
+            command: a.command,
+            stream: a.stream,
+            first_seq: a.first_seq,
+            last_seq: a.last_seq,
+            stream_version: a.stream_version,
+            duplicate: a.duplicate,
+            events: a.events,
+            session_id: a.session_id.unwrap_or_default(),
+        }),
+        Reply::Rejected(r) => Outcome::Rejected(CommandRejected { kind: r.kind, code: r.code, message: r.message }),
+    };
+    agentlog_log::schema::CommandReply { result: Some(result) }
 }
 
 /// The Rust client of the command service.

@@ -1,0 +1,88 @@
+//! The wire protocol as a producer in another language sees it: raw NATS
+//! requests with protobuf bodies (the default) or JSON, and replies in the
+//! request's encoding (docs/PROTOCOL.md).
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentlog_commands::Handler;
+use agentlog_commands::wire::{self, Stats};
+use agentlog_log::jetstream::{JetStreamLog, Options};
+use agentlog_log::schema::{self as pb, command_reply::Result as Outcome};
+use agentlog_log::{HybridClock, RandomIdGen};
+use agentlog_tests::nats::NatsServer;
+use prost::Message;
+
+async fn request(nats: &async_nats::Client, command: &str, headers: &[(&str, &str)], body: Vec<u8>) -> bytes::Bytes {
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, *value);
+    }
+    let body: bytes::Bytes = body.into();
+    for _ in 0..50 {
+        // The service subscribes asynchronously: retry until it answers.
+        let request =
+            async_nats::Request::new().headers(map.clone()).payload(body.clone()).timeout(Some(Duration::from_secs(5)));
+        if let Ok(reply) = nats.send_request(format!("agentlog.cmd.{command}"), request).await {
+            return reply.payload;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no reply to {command}");
+}
+
+fn outcome(payload: &[u8]) -> Outcome {
+    pb::CommandReply::decode(payload).expect("a protobuf CommandReply").result.expect("a result")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_and_json_requests_get_replies_in_their_own_encoding() {
+    let server = NatsServer::start();
+    let mirror = tempfile::tempdir().unwrap();
+    let log = Arc::new(JetStreamLog::open(Options::new(server.url(), mirror.path())).await.unwrap());
+    let handler = Arc::new(Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let nats = agentlog_log::jetstream::connect(&server.url()).await.unwrap();
+    tokio::spawn(wire::serve(nats.clone(), handler, Arc::new(Stats::default()), stop));
+
+    let register = pb::RegisterAgent { agent_id: "a1".into(), name: "A".into(), capabilities: vec!["code".into()] };
+    let keyed = [("Agentlog-Idempotency-Key", "reg-a1")];
+    let Outcome::Accepted(first) = outcome(&request(&nats, "register_agent", &keyed, register.encode_to_vec()).await)
+    else {
+        panic!("register_agent is accepted");
+    };
+    assert_eq!(
+        (first.events.as_slice(), first.stream.as_str(), first.duplicate),
+        (&["agent_registered".to_owned()][..], "agent/a1", false)
+    );
+    let Outcome::Accepted(again) = outcome(&request(&nats, "register_agent", &keyed, register.encode_to_vec()).await)
+    else {
+        panic!("a repeated key is accepted");
+    };
+    assert!(again.duplicate);
+    assert_eq!(again.first_seq, first.first_seq);
+
+    let open = pb::OpenSession { agent_id: "a1".into(), ..Default::default() };
+    let Outcome::Accepted(opened) = outcome(&request(&nats, "open_session", &[], open.encode_to_vec()).await) else {
+        panic!("open_session is accepted");
+    };
+    assert_eq!(opened.session_id.len(), 36, "the server made a session id");
+
+    let claim =
+        pb::ClaimTask { task_id: "nope".into(), agent_id: "a1".into(), session_id: opened.session_id, lease_ms: 0 };
+    let Outcome::Rejected(rejected) = outcome(&request(&nats, "claim_task", &[], claim.encode_to_vec()).await) else {
+        panic!("claiming a missing task is rejected");
+    };
+    assert_eq!((rejected.kind.as_str(), rejected.code.as_str()), ("domain", "not_found"));
+
+    // JSON without its Content-Type is read as protobuf, and refused as such.
+    let json = br#"{"agent_id": "a2"}"#.to_vec();
+    let Outcome::Rejected(garbled) = outcome(&request(&nats, "register_agent", &[], json.clone()).await) else {
+        panic!("a JSON body without Content-Type is rejected");
+    };
+    assert_eq!(garbled.code, "invalid_command");
+
+    // With it, the reply is JSON too.
+    let reply = request(&nats, "register_agent", &[("Content-Type", "application/json")], json).await;
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
+    assert_eq!(reply["accepted"]["stream"], "agent/a2");
+}
