@@ -151,9 +151,17 @@ async fn http(listener: tokio::net::TcpListener, log: Arc<JetStreamLog>, stats: 
         let Ok((mut socket, _)) = listener.accept().await else { continue };
         let (log, stats, ready) = (log.clone(), stats.clone(), ready.clone());
         tokio::spawn(async move {
-            let mut buffer = [0u8; 2048];
-            let Ok(n) = socket.read(&mut buffer).await else { return };
-            let request = String::from_utf8_lossy(&buffer[..n]);
+            // Read the whole head of the request (it may arrive in pieces),
+            // at most 8 KiB.
+            let mut buffer = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while !buffer.windows(4).any(|w| w == b"\r\n\r\n") && buffer.len() < 8192 {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buffer);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/health" => ("200 OK", "ok\n".to_owned()),
