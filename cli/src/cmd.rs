@@ -32,7 +32,7 @@ pub struct Args {
     json: bool,
     /// Send it to the command service of `agentlog serve` over this NATS
     /// server instead of the embedded log in --data.
-    #[arg(long, env = "AGENTLOG_NATS")]
+    #[arg(long, env = "AGENTLOG_NATS_URL")]
     nats: Option<String>,
 }
 

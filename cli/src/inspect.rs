@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use agentlog_log::chain::to_hex;
 use agentlog_log::wal::{self, Store};
 use agentlog_log::{Envelope, Timestamp};
+use anyhow::Context;
 
 use crate::{DataArg, progress};
 
@@ -27,6 +28,13 @@ pub struct TailArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Read the JetStream stream on this NATS server instead of --data
+    /// (events as published: no chain hash, which each node's mirror adds).
+    #[arg(long, env = "AGENTLOG_NATS_URL")]
+    nats: Option<String>,
+    /// With --nats: keep printing new events instead of stopping at the end.
+    #[arg(long, requires = "nats")]
+    follow: bool,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +69,66 @@ fn line(event: &Envelope) -> String {
         event.body.as_ref().map_or("?", |b| b.type_name()),
         body
     )
+}
+
+impl TailArgs {
+    pub fn nats_url(&self) -> Option<String> {
+        self.nats.clone()
+    }
+}
+
+/// `tail --nats`: an ordered consumer on the stream from `--from`, up to
+/// the last event at the start (or on, with `--follow`).
+pub async fn tail_nats(args: TailArgs, url: &str) -> anyhow::Result<ExitCode> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures_util::StreamExt;
+
+    let nats = agentlog_log::jetstream::connect(url).await?;
+    let js = async_nats::jetstream::new(nats);
+    let mut stream =
+        js.get_stream("AGENTLOG").await.context("no AGENTLOG stream on that server (is agentlog serve running?)")?;
+    // Where "the end" is: the stream's last event, or the filtered
+    // stream's last event (none: nothing to print).
+    let (filter_subject, last) = match &args.stream {
+        Some(name) => {
+            let subject = agentlog_log::jetstream::subject(name);
+            let last = match stream.direct_get_last_for_subject(subject.clone()).await {
+                Ok(message) => message.sequence,
+                Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => 0,
+                Err(e) => return Err(e.into()),
+            };
+            (subject, last)
+        }
+        None => (format!("{}.>", agentlog_log::jetstream::SUBJECT_PREFIX), stream.info().await?.state.last_sequence),
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject,
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: args.from.max(1) },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = std::io::stdout().lock();
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    while left > 0 && (args.follow || last >= args.from.max(1)) {
+        let Some(message) = messages.next().await else { break };
+        let message = message?;
+        let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let mut event = agentlog_log::codec::decode(&message.payload)?;
+        event.seq = seq;
+        if args.json {
+            writeln!(out, "{}", agentlog_log::json::envelope(&event))?;
+        } else {
+            writeln!(out, "{}", line(&event))?;
+        }
+        left -= 1;
+        if !args.follow && seq >= last {
+            break;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {

@@ -70,7 +70,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Tail(args) => inspect::tail(args),
+            Command::Tail(args) => match args.nats_url() {
+                Some(url) => inspect::tail_nats(args, &url).await,
+                None => inspect::tail(args),
+            },
             Command::Cmd(args) => cmd::run(args).await,
             Command::Stats(args) => inspect::stats(args),
             Command::Verify(args) => inspect::verify(args),

@@ -122,6 +122,26 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // `tail --nats` reads the stream itself, and stops at its end.
+    let tail = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+            .args(["tail", "--json", "--nats", &server.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    let first = tail(&["--limit", "5"]);
+    assert_eq!(first.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let agent = tail(&["--stream", "agent/agent-0"]);
+    assert_eq!(agent[0]["type"], "agent_registered");
+    assert!(agent.iter().all(|e| e["stream"] == "agent/agent-0"));
+
     for node in &mut nodes {
         node.terminate();
     }
