@@ -4,6 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use agentlog_commands::wire::AcceptedReply;
 use agentlog_commands::{Command, Handler, Request};
 use agentlog_log::{EmbeddedLog, HybridClock, Log, Options, RandomIdGen, Timestamp};
 use anyhow::Context;
@@ -52,76 +53,49 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(command) => command,
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
-    if let Some(url) = &args.nats {
-        let nats =
-            agentlog_log::jetstream::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
-        let client = agentlog_commands::wire::Client::new(nats, args.actor.clone());
-        return match client.execute(&command, args.idempotency_key.as_deref()).await {
-            Ok(accepted) => {
-                if args.json {
-                    println!("{}", serde_json::to_string(&accepted)?);
-                } else {
-                    print_accepted(
-                        accepted.duplicate,
-                        &accepted.command,
-                        &accepted.stream,
-                        accepted.stream_version,
-                        (accepted.first_seq, accepted.last_seq),
-                        &accepted.events.join(", "),
-                        accepted.session_id.as_deref(),
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(rejection) => Ok(print_rejection(&rejection, args.json)),
-        };
-    }
-    let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
-    // Decisions never go back in time, even if the system clock went back
-    // since the last event was written.
-    let clock = HybridClock::system();
-    let last_seq = log.head().await?.last_seq;
-    if let Some(last) = log.read(last_seq, 1).await?.first() {
-        clock.observe(Timestamp::from_nanos(last.ts));
-    }
-    let handler = Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new()));
-    let mut request = Request::new(command, args.actor);
-    request.idempotency_key = args.idempotency_key;
-    match handler.execute(request).await {
-        Ok(accepted) => {
-            if args.json {
-                println!("{}", serde_json::to_string(&accepted)?);
-            } else {
-                print_accepted(
-                    accepted.duplicate,
-                    accepted.command,
-                    &accepted.stream,
-                    accepted.stream_version,
-                    (accepted.first_seq, accepted.last_seq),
-                    &accepted.events.join(", "),
-                    accepted.session_id.as_deref(),
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+    let outcome = match &args.nats {
+        Some(url) => {
+            let nats = agentlog_log::jetstream::connect(url)
+                .await
+                .with_context(|| format!("cannot connect to NATS at {url}"))?;
+            let client = agentlog_commands::wire::Client::new(nats, args.actor.clone());
+            client.execute(&command, args.idempotency_key.as_deref()).await
         }
-        Err(rejection) => Ok(print_rejection(&rejection, args.json)),
+        None => {
+            let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
+            // Decisions never go back in time, even if the system clock went
+            // back since the last event was written.
+            let clock = HybridClock::system();
+            let last_seq = log.head().await?.last_seq;
+            if let Some(last) = log.read(last_seq, 1).await?.first() {
+                clock.observe(Timestamp::from_nanos(last.ts));
+            }
+            let handler = Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new()));
+            let mut request = Request::new(command, args.actor);
+            request.idempotency_key = args.idempotency_key;
+            handler.execute(request).await.map(AcceptedReply::from)
+        }
+    };
+    match outcome {
+        Ok(accepted) if args.json => println!("{}", serde_json::to_string(&accepted)?),
+        Ok(a) => {
+            let duplicate = if a.duplicate { " (duplicate: first result)" } else { "" };
+            println!(
+                "accepted{duplicate} {}: {} version {}, seq {}..{} ({})",
+                a.command,
+                a.stream,
+                a.stream_version,
+                a.first_seq,
+                a.last_seq,
+                a.events.join(", ")
+            );
+            if let Some(session) = &a.session_id {
+                println!("session_id {session}");
+            }
+        }
+        Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     }
-}
-
-fn print_accepted(
-    duplicate: bool,
-    command: &str,
-    stream: &str,
-    version: u64,
-    (first_seq, last_seq): (u64, u64),
-    events: &str,
-    session_id: Option<&str>,
-) {
-    let duplicate = if duplicate { " (duplicate: first result)" } else { "" };
-    println!("accepted{duplicate} {command}: {stream} version {version}, seq {first_seq}..{last_seq} ({events})");
-    if let Some(session) = session_id {
-        println!("session_id {session}");
-    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_rejection(rejection: &agentlog_commands::Rejection, json: bool) -> ExitCode {

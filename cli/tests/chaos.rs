@@ -93,7 +93,13 @@ async fn chaos(victim: Victim) {
     }
     assert!(retries > 0, "the kills interrupted some commands");
 
-    // Let the mirror catch up, then stop gracefully.
+    stop_and_check(node, dir.path(), &nats, PRODUCERS * PER_PRODUCER).await;
+}
+
+/// Lets the mirror catch up, stops the node gracefully, and checks the
+/// outcome: one allocation per acknowledged key and nothing else, the
+/// mirror equal to the stream event for event, and `verify` passing.
+async fn stop_and_check(mut node: common::Node, data: &std::path::Path, nats: &async_nats::Client, commands: u64) {
     for _ in 0..200 {
         if metric(&node, "agentlog_mirror_lag_events ") == 0 {
             break;
@@ -102,20 +108,18 @@ async fn chaos(victim: Victim) {
     }
     node.terminate();
 
-    // Exactly once: one allocation per key, and nothing else.
-    let store = Store::open_read_only(dir.path()).unwrap();
+    let store = Store::open_read_only(data).unwrap();
     let events = store.read(1, usize::MAX).unwrap();
-    assert_eq!(events.len() as u64, PRODUCERS * PER_PRODUCER, "one event per acknowledged command");
+    assert_eq!(events.len() as u64, commands, "one event per acknowledged command");
     let mut keys: BTreeMap<String, u64> = BTreeMap::new();
     for event in &events {
         assert!(matches!(event.body, Some(Body::BudgetAllocated(_))));
         *keys.entry(event.idempotency_key.clone()).or_default() += 1;
     }
-    assert_eq!(keys.len() as u64, PRODUCERS * PER_PRODUCER);
+    assert_eq!(keys.len() as u64, commands);
     assert!(keys.values().all(|n| *n == 1), "every key appears once");
 
-    // The mirror equals the stream, event for event.
-    let js = async_nats::jetstream::new(nats);
+    let js = async_nats::jetstream::new(nats.clone());
     let stream = js.get_stream("AGENTLOG").await.unwrap();
     for event in &events {
         let message = stream.direct_get(event.seq).await.unwrap();
@@ -127,7 +131,7 @@ async fn chaos(victim: Victim) {
     let info = js.get_stream("AGENTLOG").await.unwrap().info().await.unwrap().clone();
     assert_eq!(info.state.last_sequence, events.len() as u64);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_agentlog")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog")).args(["verify", "--data"]).arg(data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -141,7 +145,7 @@ async fn an_r3_stream_survives_losing_the_node_serve_is_connected_to() {
     let dir = tempfile::tempdir().unwrap();
     // The cluster elects its JetStream leader first; serve retries until then.
     let url = cluster.nodes[0].url();
-    let mut node = common::start_with(&url, dir.path(), &["--replicas", "3"]);
+    let node = common::start_with(&url, dir.path(), &["--replicas", "3"]);
     let nats = agentlog_log::jetstream::connect(&cluster.nodes[1].url()).await.unwrap();
     let client = Client::new(nats.clone(), "chaos").with_timeout(Duration::from_secs(3));
     let acknowledged = Arc::new(AtomicU64::new(0));
@@ -171,18 +175,5 @@ async fn an_r3_stream_survives_losing_the_node_serve_is_connected_to() {
     }
     assert_eq!(acknowledged.load(Ordering::SeqCst), PRODUCERS * 1_000);
     assert!(before < PRODUCERS * 1_000, "the node died during the load");
-    for _ in 0..200 {
-        if metric(&node, "agentlog_mirror_lag_events ") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    node.terminate();
-    let store = Store::open_read_only(dir.path()).unwrap();
-    let events = store.read(1, usize::MAX).unwrap();
-    let keys: std::collections::BTreeSet<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
-    assert_eq!(events.len() as u64, PRODUCERS * 1_000, "every acknowledged command, once");
-    assert_eq!(keys.len() as u64, PRODUCERS * 1_000);
-    let out = Command::new(env!("CARGO_BIN_EXE_agentlog")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    stop_and_check(node, dir.path(), &nats, PRODUCERS * 1_000).await;
 }

@@ -1,16 +1,15 @@
 //! The embedded backend of the [`Log`] trait: the RocksDB WAL in a local
 //! directory, one writing process, zero setup.
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{AppendRequest, Appended, Head, Log, Subscription};
+use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Pending, Store, StoreOptions, Syncer, Writer};
+use crate::wal::{Pending, Store, StoreOptions, Syncer, WalSubscription, Writer};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -106,7 +105,7 @@ impl Drop for EmbeddedLog {
 }
 
 impl Log for EmbeddedLog {
-    type Subscription = EmbeddedSubscription;
+    type Subscription = WalSubscription;
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         request.validate()?;
@@ -139,68 +138,8 @@ impl Log for EmbeddedLog {
         Ok(*self.head.borrow())
     }
 
-    fn subscribe(&self, from_seq: u64) -> Result<EmbeddedSubscription> {
-        Ok(EmbeddedSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
-    }
-}
-
-/// Reads committed events in pages; when it has caught up it sleeps on the
-/// writer's head notification.
-pub struct EmbeddedSubscription {
-    store: Arc<Store>,
-    next_seq: u64,
-    buffer: VecDeque<Envelope>,
-    head: watch::Receiver<Head>,
-    poison: Arc<OnceLock<String>>,
-}
-
-const SUBSCRIPTION_PAGE: usize = 512;
-
-impl EmbeddedSubscription {
-    /// A subscription to a WAL whose durable head `head` announces; the JetStream
-    /// backend uses it over its mirror.
-    pub(crate) fn new(
-        store: Arc<Store>,
-        from_seq: u64,
-        head: watch::Receiver<Head>,
-        poison: Arc<OnceLock<String>>,
-    ) -> Self {
-        EmbeddedSubscription { store, next_seq: from_seq.max(1), buffer: VecDeque::new(), head, poison }
-    }
-}
-
-impl Subscription for EmbeddedSubscription {
-    async fn next(&mut self) -> Result<Envelope> {
-        loop {
-            if let Some(event) = self.buffer.pop_front() {
-                return Ok(event);
-            }
-            let committed = self.head.borrow_and_update().last_seq;
-            if committed >= self.next_seq {
-                let want = usize::try_from(committed - self.next_seq + 1).unwrap_or(usize::MAX).min(SUBSCRIPTION_PAGE);
-                let page = self.store.read(self.next_seq, want)?;
-                if page.len() != want {
-                    return Err(Error::Corrupt {
-                        seq: self.next_seq + page.len() as u64,
-                        reason: "committed but not readable".into(),
-                    });
-                }
-                self.next_seq += want as u64;
-                self.buffer.extend(page);
-                continue;
-            }
-            if let Some(reason) = self.poison.get() {
-                // Caught up with everything durable; nothing more will come.
-                return Err(Error::Poisoned { reason: reason.clone() });
-            }
-            if self.head.changed().await.is_err() {
-                // The writer stopped; deliver what it committed last, then close.
-                if self.head.borrow().last_seq >= self.next_seq {
-                    continue;
-                }
-                return Err(Error::Closed);
-            }
-        }
+    fn subscribe(&self, from_seq: u64) -> Result<WalSubscription> {
+        Ok(WalSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
     }
 }
 

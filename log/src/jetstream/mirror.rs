@@ -40,7 +40,7 @@ pub(super) async fn run(
                 head.send_modify(|_| {}); // wake whoever waits on the head to see it
                 return;
             }
-            Ok(()) => return,
+            Ok(never) => match never {},
         }
     }
 }
@@ -80,7 +80,11 @@ impl Pending {
 
 /// Follows from the WAL's head until NATS fails (what was read but not
 /// written is read again on the next call).
-async fn follow(stream: &Stream, follower: &mut Follower, head: &watch::Sender<Head>) -> Result<()> {
+async fn follow(
+    stream: &Stream,
+    follower: &mut Follower,
+    head: &watch::Sender<Head>,
+) -> Result<std::convert::Infallible> {
     let start_sequence = follower.head().last_seq + 1;
     let consumer = stream
         .create_consumer(OrderedConfig {

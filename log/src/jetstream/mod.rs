@@ -19,10 +19,9 @@ use tokio::sync::watch;
 
 use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::codec::MAX_EVENT_BYTES;
-use crate::embedded::EmbeddedSubscription;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Follower, Store, StoreOptions};
+use crate::wal::{Follower, Store, StoreOptions, WalSubscription};
 
 /// Every subject of the event stream starts with this.
 pub const SUBJECT_PREFIX: &str = "agentlog.evt";
@@ -299,7 +298,7 @@ impl JetStreamLog {
 }
 
 impl Log for JetStreamLog {
-    type Subscription = EmbeddedSubscription;
+    type Subscription = WalSubscription;
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         self.append_published(request).await
@@ -330,7 +329,7 @@ impl Log for JetStreamLog {
         Ok(*self.head.borrow())
     }
 
-    fn subscribe(&self, from_seq: u64) -> Result<EmbeddedSubscription> {
-        Ok(EmbeddedSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
+    fn subscribe(&self, from_seq: u64) -> Result<WalSubscription> {
+        Ok(WalSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
     }
 }

@@ -9,10 +9,12 @@
 mod follower;
 mod keys;
 mod store;
+mod subscription;
 mod verify;
 mod writer;
 
 pub use follower::{Follower, Ordered};
 pub use store::{Store, StoreOptions};
+pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
 pub(crate) use writer::{Pending, Syncer, Writer};
