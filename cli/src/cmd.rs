@@ -4,7 +4,6 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use agentlog_commands::wire::AcceptedReply;
 use agentlog_commands::{Command, Handler, Request};
 use agentlog_log::{EmbeddedLog, HybridClock, Log, Options, RandomIdGen, Timestamp};
 use anyhow::Context;
@@ -73,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let handler = Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new()));
             let mut request = Request::new(command, args.actor);
             request.idempotency_key = args.idempotency_key;
-            handler.execute(request).await.map(AcceptedReply::from)
+            handler.execute(request).await
         }
     };
     match outcome {

@@ -1,12 +1,15 @@
-//! `agentlog demo`: the seeded workload on the embedded log, then a summary.
+//! `agentlog demo`: the seeded workload on the embedded log, then a summary;
+//! or, with `--nats`, the same workload sent as commands to a running
+//! `agentlog serve`.
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentlog_commands::sim;
+use agentlog_commands::wire::Client;
+use agentlog_commands::{Accepted, Code, Rejection, Request, sim};
 use agentlog_log::chain::to_hex;
-use agentlog_log::{EmbeddedLog, Log, ManualClock, Options};
+use agentlog_log::{EmbeddedLog, Envelope, Log, ManualClock, Options};
 use anyhow::{Context, bail};
 
 use crate::progress;
@@ -34,9 +37,109 @@ pub struct Args {
     /// a simulation, and a process crash loses nothing either way.
     #[arg(long)]
     sync: bool,
+    /// Send the workload as commands to the command service of a running
+    /// `agentlog serve` on this NATS server, instead of an embedded log. The
+    /// service decides on its own clock, so no agent vanishes and the
+    /// workload sends no expiry commands; the log is not reproducible.
+    #[arg(long, env = "AGENTLOG_NATS_URL", conflicts_with_all = ["data", "sync"])]
+    nats: Option<String>,
+}
+
+/// The command service as the workload's target.
+struct Service {
+    client: Client,
+    stream: async_nats::jetstream::stream::Stream,
+}
+
+impl sim::Target for Service {
+    async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
+        self.client.send(&request).await
+    }
+
+    async fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, Rejection> {
+        read_subject(&self.stream, stream)
+            .await
+            .map_err(|e| Rejection::new(Code::Unavailable, format!("cannot read {stream} from JetStream: {e:#}")))
+    }
+}
+
+/// Every event of one aggregate, read from the JetStream stream.
+async fn read_subject(stream: &async_nats::jetstream::stream::Stream, name: &str) -> anyhow::Result<Vec<Envelope>> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    use futures_util::StreamExt;
+
+    let subject = agentlog_log::jetstream::subject(name);
+    let last = match stream.direct_get_last_for_subject(subject.clone()).await {
+        Ok(message) => message.sequence,
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let consumer = stream.create_consumer(OrderedConfig { filter_subject: subject, ..Default::default() }).await?;
+    let mut messages = consumer.messages().await?;
+    let mut events = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let mut event = agentlog_log::codec::decode(&message.payload)?;
+        event.seq = seq;
+        events.push(event);
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
+    let nats =
+        agentlog_log::jetstream::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let stream = async_nats::jetstream::new(nats.clone())
+        .get_stream("AGENTLOG")
+        .await
+        .context("no AGENTLOG stream on that server: start agentlog serve first")?;
+    let service = Service { client: Client::new(nats, "demo"), stream };
+    if !args.json {
+        eprintln!("sending the demo workload to the command service at {url}");
+    }
+    // Only the workload's own schedule runs on this clock; the service
+    // decides on its own.
+    let clock = ManualClock::new(sim::START);
+    let config =
+        sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: false };
+    let bar = progress::bar(0, "sending", args.json);
+    let started = Instant::now();
+    let summary = sim::run(&service, &clock, config, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let mut info = service.stream.clone();
+    let last_seq = info.info().await?.state.last_sequence;
+    if args.json {
+        let out = serde_json::json!({
+            "nats": url,
+            "last_seq": last_seq,
+            "elapsed_seconds": elapsed.as_secs_f64(),
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_summary(args, &summary, &format!("the stream's last seq is now {last_seq}"));
+    println!(
+        "  took {:.2} s ({:.0} commands/s, one at a time). Look closer: agentlog tail --nats {url}",
+        elapsed.as_secs_f64(),
+        summary.commands as f64 / elapsed.as_secs_f64().max(1e-9),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.nats {
+        return run_nats(&args, url).await;
+    }
     let data = match &args.data {
         Some(dir) => dir.clone(),
         None => tempfile::Builder::new()
@@ -58,7 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);
-    let config = sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days };
+    let config =
+        sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: true };
     let bar = progress::bar(0, "simulating", args.json);
     let started = Instant::now();
     let summary = sim::run(&handler, &clock, config, &mut |done, total| {
@@ -83,6 +187,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_summary(&args, &summary, &format!("{} written, last seq {}", head.last_seq, head.last_seq));
+    println!("  head hash     {head_hash}");
+    println!();
+    println!(
+        "  took {:.2} s ({:.0} events/s). Look closer: agentlog tail --data {d} | agentlog verify --data {d}",
+        elapsed.as_secs_f64(),
+        head.last_seq as f64 / elapsed.as_secs_f64().max(1e-9),
+        d = data.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(args: &Args, summary: &sim::Summary, events: &str) {
     let rejected: u64 = summary.rejected.values().sum();
     let reasons: Vec<String> = summary.rejected.iter().map(|(code, n)| format!("{code} {n}")).collect();
     println!(
@@ -90,7 +207,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.seed, args.agents, args.tasks, args.days
     );
     println!("  simulated     {} .. {}", summary.simulated_from, summary.simulated_to);
-    println!("  events        {} written, last seq {}", head.last_seq, head.last_seq);
+    println!("  events        {events}");
     println!(
         "  commands      {} sent, {} accepted, {} rejected ({})",
         summary.commands,
@@ -111,7 +228,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "  budget        {} allocated, {} spent, {} refunded, circuit opened {} times",
         summary.budget_allocated, summary.budget_spent, summary.budget_refunded, summary.circuits_opened
     );
-    println!("  head hash     {head_hash}");
     println!();
     println!(
         "  {:<10} {:<26} {:>9} {:>6} {:>8} {:>10} {:>11}",
@@ -129,12 +245,4 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             a.claims_lost
         );
     }
-    println!();
-    println!(
-        "  took {:.2} s ({:.0} events/s). Look closer: agentlog tail --data {d} | agentlog verify --data {d}",
-        elapsed.as_secs_f64(),
-        head.last_seq as f64 / elapsed.as_secs_f64().max(1e-9),
-        d = data.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }

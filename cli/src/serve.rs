@@ -108,10 +108,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         let (log, ready) = (log.clone(), ready.clone());
         tokio::spawn(async move {
-            if let Ok(last) = log.source_last_seq().await
-                && log.caught_up(last).await.is_ok()
-            {
-                ready.store(true, Ordering::SeqCst);
+            // A long stream takes longer than one catch-up timeout; a
+            // poisoned mirror never gets ready (its error is logged).
+            loop {
+                let caught_up = match log.source_last_seq().await {
+                    Ok(last) => log.caught_up(last).await,
+                    Err(e) => Err(e),
+                };
+                match caught_up {
+                    Ok(_) => break ready.store(true, Ordering::SeqCst),
+                    Err(agentlog_log::Error::Nats { .. }) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                    }
+                    Err(e) => break tracing::error!(message = "the mirror cannot catch up", error = %e),
+                }
             }
         });
     }

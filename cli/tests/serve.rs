@@ -165,3 +165,48 @@ fn debit_amount(command: &Cmd) -> u64 {
         _ => 0,
     }
 }
+
+/// `agentlog demo --nats` sends the simulated workload through a running
+/// service: every command is answered, the service's counters match the
+/// demo's, and the node's mirror holds the stream and verifies.
+#[test]
+fn the_demo_runs_through_a_service_over_nats() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start(&server, dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["demo", "--json", "--days", "1", "--tasks", "60", "--agents", "5", "--nats", &server.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &report["summary"];
+    let rejected: u64 = summary["rejected"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(summary["tasks_created"], 60, "{summary}");
+    assert!(summary["tasks_completed"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["sessions_abandoned"], 0, "no agent vanishes on the service's clock");
+    assert_eq!(
+        summary["accepted"].as_u64().unwrap() + rejected,
+        summary["commands"].as_u64().unwrap(),
+        "every command was answered"
+    );
+    let accepted = "agentlog_commands_total{result=\"accepted\"}";
+    assert_eq!(metric(&node, accepted), summary["accepted"].as_u64().unwrap());
+    let last_seq = report["last_seq"].as_u64().unwrap();
+    assert!(last_seq >= summary["accepted"].as_u64().unwrap(), "{report}");
+    for _ in 0..200 {
+        if metric(&node, "agentlog_mirror_seq ") == last_seq {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.terminate();
+    let verify = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["verify", "--json", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["last_seq"], last_seq, "{verified}");
+}

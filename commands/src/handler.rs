@@ -4,7 +4,10 @@
 //! So "claim if unclaimed" and "debit if covered" are exact without locks.
 //!
 //! State is cached per stream and caught up from the log before every
-//! decision, so the cache is never trusted beyond the version it knows.
+//! decision, so the cache is never trusted beyond the version it knows. The
+//! first decision uses what this node already has of the aggregate; the
+//! append's expected version makes that safe, and a refusal is only given
+//! on state caught up with the whole log.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +17,7 @@ use agentlog_log::{
     AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion, IdGen, Log, SessionId,
     Timestamp,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{self, Agent, Budget, Decision, Policy, Refused, Session, State, Task};
 use crate::command::Command;
@@ -58,9 +61,9 @@ impl Request {
 }
 
 /// What an accepted command appended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
-    pub command: &'static str,
+    pub command: String,
     pub stream: String,
     pub first_seq: u64,
     pub last_seq: u64,
@@ -68,9 +71,9 @@ pub struct Accepted {
     /// The idempotency key had been used: this is the first result again.
     pub duplicate: bool,
     /// The types of the events appended, in order.
-    pub events: Vec<&'static str>,
+    pub events: Vec<String>,
     /// The session an `open_session` opened.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
 }
 
@@ -123,25 +126,37 @@ impl<L: Log> Handler<L> {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
-        for attempt in 0..=self.max_retries {
+        // The first decision is on what this node already has of the
+        // aggregate (no round trip to other nodes): an acceptance is checked
+        // by the append's expected version anyway, and a refusal is only
+        // given after deciding again on state caught up with the log.
+        let mut fresh = false;
+        let mut attempt = 0;
+        while attempt <= self.max_retries {
             let now = self.clock.now();
-            let (version, state) = self.load(&stream).await?;
-            // Once more after loading: on a log whose reads catch up per
-            // stream (a JetStream mirror just restarted), the key's first
-            // append on this stream is only certain to be seen now.
-            if attempt == 0
-                && let Some(key) = &request.idempotency_key
+            let (version, state) = self.load_as(&stream, fresh).await?;
+            // Again after loading: on a log whose reads catch up per stream
+            // (a JetStream mirror just restarted), the key's first append on
+            // this stream may only be seen now.
+            if let Some(key) = &request.idempotency_key
                 && let Some(first) = self.log.idempotent_result(key).await?
             {
                 return self.replayed(&request.command, first).await;
             }
             let (bodies, refusal) = match self.decide(&command, &state, now).await? {
                 Ok(bodies) => (bodies, None),
-                Err(Refused { rejection, record }) if record.is_empty() => return Err(rejection),
+                Err(Refused { rejection, record }) if record.is_empty() => {
+                    if fresh || self.load_as(&stream, true).await?.0 == version {
+                        return Err(rejection);
+                    }
+                    fresh = true; // the state was behind: decide again on the new one
+                    continue;
+                }
                 Err(Refused { rejection, record }) => (record, Some(rejection)),
             };
             let events = self.envelopes(&request, &command, bodies, now);
-            let types: Vec<&'static str> = events.iter().filter_map(|e| e.body.as_ref().map(Body::type_name)).collect();
+            let types: Vec<String> =
+                events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect();
             let append = AppendRequest {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(version),
@@ -162,7 +177,7 @@ impl<L: Log> Handler<L> {
                         return Err(rejection);
                     }
                     return Ok(Accepted {
-                        command: command.name(),
+                        command: command.name().to_owned(),
                         stream,
                         first_seq: appended.first_seq,
                         last_seq: appended.last_seq,
@@ -172,7 +187,10 @@ impl<L: Log> Handler<L> {
                         session_id: opened_session(&command),
                     });
                 }
-                Err(LogError::Conflict { .. }) => continue,
+                Err(LogError::Conflict { .. }) => {
+                    fresh = true;
+                    attempt += 1;
+                }
                 Err(other) => return Err(other.into()),
             }
         }
@@ -204,19 +222,25 @@ impl<L: Log> Handler<L> {
             _ => None,
         });
         Ok(Accepted {
-            command: command.name(),
+            command: command.name().to_owned(),
             stream: events.first().map(|e| e.stream.clone()).unwrap_or_default(),
             first_seq: first.first_seq,
             last_seq: first.last_seq,
             stream_version: first.stream_version,
             duplicate: true,
-            events: events.iter().filter_map(|e| e.body.as_ref().map(Body::type_name)).collect(),
+            events: events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect(),
             session_id,
         })
     }
 
     /// The stream's state and version, caught up with the log.
     pub async fn load(&self, stream: &str) -> Result<(u64, State)> {
+        self.load_as(stream, true).await
+    }
+
+    /// The stream's state and version: caught up with the log when `fresh`,
+    /// else as far as this node's log has it (`Log::read_stream_local`).
+    async fn load_as(&self, stream: &str, fresh: bool) -> Result<(u64, State)> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
         let (mut version, mut state) = match cached {
             Some(cached) => cached,
@@ -227,7 +251,11 @@ impl<L: Log> Handler<L> {
             ),
         };
         loop {
-            let events = self.log.read_stream(stream, version + 1, PAGE).await?;
+            let events = if fresh {
+                self.log.read_stream(stream, version + 1, PAGE).await?
+            } else {
+                self.log.read_stream_local(stream, version + 1, PAGE).await?
+            };
             for event in &events {
                 debug_assert_eq!(event.stream_version, version + 1, "streams have no gaps");
                 state.apply(event);

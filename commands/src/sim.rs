@@ -8,16 +8,18 @@
 //!
 //! Everything goes through the real [`Handler`], one command at a time, on a
 //! [`ManualClock`] and seeded ids, so one seed gives one log, byte for byte.
+//! Or through any other [`Target`]: the CLI's `demo --nats` sends the same
+//! commands to the command service, which decides on its own clock.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentlog_log::ids::SplitMix64;
-use agentlog_log::{Clock, Log, ManualClock, Timestamp};
+use agentlog_log::{Clock, Envelope, Log, ManualClock, Timestamp};
 use serde::Serialize;
 
 use crate::command::{ActionKind, ActionOutcome, Command};
-use crate::handler::{Handler, Request};
+use crate::handler::{Accepted, Handler, Request};
 use crate::rejection::Rejection;
 
 /// 2026-01-01T00:00:00Z: simulated time starts at a UTC midnight, so each
@@ -30,6 +32,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5 * 60);
 const HEARTBEAT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const LEASE_MS: u64 = 45 * 60 * 1000;
 const AGENTS_PER_BUDGET: usize = 4;
+const MAX_ATTEMPTS: u32 = 3;
 const DAILY_ALLOCATION: u64 = 16_000;
 /// How long an agent whose team ran out of budget waits before trying again.
 const REST_AFTER_REFUSAL: Duration = Duration::from_secs(45 * 60);
@@ -40,11 +43,34 @@ pub struct Config {
     pub agents: usize,
     pub tasks: usize,
     pub days: u32,
+    /// Decisions are made on the simulation's clock (the handler in this
+    /// process). Off when the commands go to a service that decides on its
+    /// own clock: then no agent vanishes and the workload sends no expiry
+    /// commands, since only the service's clock can say a deadline passed.
+    pub sim_clock: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { seed: 1, agents: 8, tasks: 500, days: 3 }
+        Config { seed: 1, agents: 8, tasks: 500, days: 3, sim_clock: true }
+    }
+}
+
+/// Where the workload's commands go.
+pub trait Target: Sync {
+    fn execute(&self, request: Request) -> impl Future<Output = Result<Accepted, Rejection>> + Send;
+
+    /// Every event of one stream (the summary counts circuits opened).
+    fn read_stream(&self, stream: &str) -> impl Future<Output = Result<Vec<Envelope>, Rejection>> + Send;
+}
+
+impl<L: Log> Target for Handler<L> {
+    async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
+        Handler::execute(self, request).await
+    }
+
+    async fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, Rejection> {
+        Ok(self.log().read_stream(stream, 1, usize::MAX).await?)
     }
 }
 
@@ -122,10 +148,12 @@ struct Task {
     created_at: Timestamp,
     work_steps: u32,
     status: TaskStatus,
+    failures: u32,
 }
 
-struct World<'a, L: Log> {
-    handler: &'a Handler<L>,
+struct World<'a, T: Target> {
+    target: &'a T,
+    sim_clock: bool,
     clock: &'a ManualClock,
     rng: SplitMix64,
     agents: Vec<Agent>,
@@ -138,8 +166,8 @@ struct World<'a, L: Log> {
 /// Runs the workload; `progress(done, total)` is called as simulated time
 /// passes. A rejection is part of the workload (lost races, empty budgets);
 /// only a platform failure ends the run early.
-pub async fn run<L: Log>(
-    handler: &Handler<L>,
+pub async fn run<T: Target>(
+    target: &T,
     clock: &ManualClock,
     config: Config,
     progress: &mut dyn FnMut(u64, u64),
@@ -149,8 +177,16 @@ pub async fn run<L: Log>(
     let span = Duration::from_secs(86_400 * u64::from(config.days.max(1)));
     let agents = make_agents(&mut rng, config.agents.max(1));
     let tasks = make_tasks(&mut rng, config.tasks, &agents, span);
-    let mut world =
-        World { handler, clock, rng, agents, tasks, abandoned: BTreeMap::new(), summary: Summary::default() };
+    let mut world = World {
+        target,
+        sim_clock: config.sim_clock,
+        clock,
+        rng,
+        agents,
+        tasks,
+        abandoned: BTreeMap::new(),
+        summary: Summary::default(),
+    };
     world.summary.seed = config.seed;
     world.summary.simulated_from = START.to_string();
     world.setup().await?;
@@ -253,17 +289,18 @@ fn make_tasks(rng: &mut SplitMix64, count: usize, agents: &[Agent], span: Durati
                 created_at: START.plus(Duration::from_millis(times[i])),
                 work_steps: 2 + rng.below(10) as u32,
                 status: TaskStatus::NotYetCreated,
+                failures: 0,
             }
         })
         .collect()
 }
 
-impl<L: Log> World<'_, L> {
+impl<T: Target> World<'_, T> {
     /// Sends one command; counts the result. `Ok(None)` is a rejection the
     /// workload expects; a platform rejection stops the run.
-    async fn send(&mut self, command: Command, actor: &str) -> Result<Option<crate::Accepted>, Rejection> {
+    async fn send(&mut self, command: Command, actor: &str) -> Result<Option<Accepted>, Rejection> {
         self.summary.commands += 1;
-        match self.handler.execute(Request::new(command, actor)).await {
+        match self.target.execute(Request::new(command, actor)).await {
             Ok(accepted) => {
                 self.summary.accepted += 1;
                 Ok(Some(accepted))
@@ -309,7 +346,7 @@ impl<L: Log> World<'_, L> {
                 priority: task.priority,
                 required_capabilities: task.capabilities.clone(),
                 dependencies: task.dependencies.iter().map(|d| self.tasks[*d].id.clone()).collect(),
-                max_attempts: 3,
+                max_attempts: MAX_ATTEMPTS,
             };
             if self.send(command, "planner").await?.is_some() {
                 self.tasks[i].status = TaskStatus::Open;
@@ -321,6 +358,9 @@ impl<L: Log> World<'_, L> {
 
     /// The ticker: expires sessions of vanished agents and leases that ran out.
     async fn tick(&mut self) -> Result<(), Rejection> {
+        if !self.sim_clock {
+            return Ok(());
+        }
         let now = self.clock.now();
         let due: Vec<String> =
             self.abandoned.iter().filter(|(_, deadline)| **deadline < now).map(|(s, _)| s.clone()).collect();
@@ -435,7 +475,7 @@ impl<L: Log> World<'_, L> {
             }
             Activity::Idle { session } => {
                 if self.agents[i].shift_end <= now {
-                    if self.rng.chance(0.2) {
+                    if self.rng.chance(0.2) && self.sim_clock {
                         self.abandon(i, session);
                     } else {
                         let command = Command::CloseSession { session_id: session, reason: "shift over".into() };
@@ -447,7 +487,7 @@ impl<L: Log> World<'_, L> {
                 }
             }
             Activity::Working { session, task, steps_left, spent } => {
-                if self.rng.chance(0.002) {
+                if self.rng.chance(0.002) && self.sim_clock {
                     // Vanishes mid-task: the lease will run out and the
                     // ticker will hand the task back.
                     self.abandon(i, session);
@@ -555,7 +595,8 @@ impl<L: Log> World<'_, L> {
                 self.agents[i].summary.completed += 1;
                 self.summary.tasks_completed += 1;
             } else {
-                let terminal = self.task_is_terminal(task).await?;
+                self.tasks[task].failures += 1;
+                let terminal = self.tasks[task].failures >= MAX_ATTEMPTS;
                 self.tasks[task].status = if terminal { TaskStatus::Failed } else { TaskStatus::Open };
                 self.agents[i].summary.failed += 1;
                 if terminal {
@@ -588,17 +629,12 @@ impl<L: Log> World<'_, L> {
         let budgets: std::collections::BTreeSet<&String> = self.agents.iter().map(|a| &a.budget).collect();
         let mut opened = 0;
         for budget in budgets {
-            let events = self.handler.log().read_stream(&format!("budget/{budget}"), 1, usize::MAX).await?;
+            let events = self.target.read_stream(&format!("budget/{budget}")).await?;
             opened +=
                 events.iter().filter(|e| matches!(e.body, Some(agentlog_log::Body::BudgetCircuitOpened(_)))).count()
                     as u64;
         }
         Ok(opened)
-    }
-
-    async fn task_is_terminal(&self, task: usize) -> Result<bool, Rejection> {
-        let (_, state) = self.handler.load(&format!("task/{}", self.tasks[task].id)).await?;
-        Ok(matches!(state, crate::aggregate::State::Task(t) if t.status == crate::aggregate::task::Status::Failed))
     }
 }
 

@@ -35,21 +35,8 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
-    Accepted(AcceptedReply),
+    Accepted(Accepted),
     Rejected(RejectedReply),
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AcceptedReply {
-    pub command: String,
-    pub stream: String,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub stream_version: u64,
-    pub duplicate: bool,
-    pub events: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,21 +44,6 @@ pub struct RejectedReply {
     pub kind: String,
     pub code: String,
     pub message: String,
-}
-
-impl From<Accepted> for AcceptedReply {
-    fn from(a: Accepted) -> Self {
-        AcceptedReply {
-            command: a.command.to_owned(),
-            stream: a.stream,
-            first_seq: a.first_seq,
-            last_seq: a.last_seq,
-            stream_version: a.stream_version,
-            duplicate: a.duplicate,
-            events: a.events.into_iter().map(str::to_owned).collect(),
-            session_id: a.session_id,
-        }
-    }
 }
 
 impl From<&Rejection> for RejectedReply {
@@ -151,7 +123,7 @@ pub async fn serve<L: Log>(
             let reply = match outcome {
                 Ok(accepted) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    Reply::Accepted(accepted.into())
+                    Reply::Accepted(accepted)
                 }
                 Err(rejection) => {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -211,7 +183,15 @@ impl Client {
 
     /// Sends one command; a NATS failure or a timeout is a `platform`
     /// rejection (`unavailable`): send it again with the same key.
-    pub async fn execute(&self, command: &Command, idempotency_key: Option<&str>) -> Result<AcceptedReply, Rejection> {
+    pub async fn execute(&self, command: &Command, idempotency_key: Option<&str>) -> Result<Accepted, Rejection> {
+        let mut request = Request::new(command.clone(), self.actor.clone());
+        request.idempotency_key = idempotency_key.map(str::to_owned);
+        self.send(&request).await
+    }
+
+    /// Sends one request with its own actor, key and correlation id.
+    pub async fn send(&self, request: &Request) -> Result<Accepted, Rejection> {
+        let command = &request.command;
         let fields = serde_json::to_value(command).expect("commands serialise");
         let mut body = match fields {
             serde_json::Value::Object(map) => map,
@@ -220,9 +200,12 @@ impl Client {
         body.remove("command");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", "application/json");
-        headers.insert(HEADER_ACTOR, self.actor.as_str());
-        if let Some(key) = idempotency_key {
-            headers.insert(HEADER_IDEMPOTENCY_KEY, key);
+        headers.insert(HEADER_ACTOR, request.actor.as_str());
+        if let Some(key) = &request.idempotency_key {
+            headers.insert(HEADER_IDEMPOTENCY_KEY, key.as_str());
+        }
+        if let Some(id) = request.correlation_id {
+            headers.insert(HEADER_CORRELATION_ID, id.to_string().as_str());
         }
         let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
         let payload = serde_json::to_vec(&body).expect("commands serialise");

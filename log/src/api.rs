@@ -175,6 +175,20 @@ pub trait Log: Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<Vec<Envelope>>> + Send;
 
+    /// Like [`Log::read_stream`], but without first catching up with what
+    /// other nodes appended: only what this node's log already holds. Enough
+    /// for an optimistic decision whose append names the version it was
+    /// decided on (the append's check catches anything missed). On a
+    /// single-node log it is `read_stream`.
+    fn read_stream_local(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Envelope>>> + Send {
+        self.read_stream(stream, from_version, max)
+    }
+
     /// The stream's last version (0 when it has no events).
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<u64>> + Send;
 

@@ -11,7 +11,7 @@ async fn run(seed: u64) -> (Vec<(u64, Vec<u8>)>, [u8; 32]) {
     let log = Arc::new(EmbeddedLog::open(dir.path(), Options { sync: false, ..Options::default() }).unwrap());
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), seed);
-    let config = sim::Config { seed, agents: 6, tasks: 120, days: 1 };
+    let config = sim::Config { seed, agents: 6, tasks: 120, days: 1, sim_clock: true };
     sim::run(&handler, &clock, config, &mut |_, _| {}).await.unwrap();
     let head = log.head().await.unwrap();
     drop(handler);

@@ -316,6 +316,11 @@ impl Log for JetStreamLog {
         self.store.read_stream(stream, from_version, max)
     }
 
+    async fn read_stream_local(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.check_poison()?;
+        self.store.read_stream(stream, from_version, max)
+    }
+
     async fn stream_version(&self, stream: &str) -> Result<u64> {
         self.caught_up_with(stream).await?;
         self.store.stream_version(stream)

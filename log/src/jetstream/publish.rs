@@ -73,22 +73,26 @@ impl JetStreamLog {
             return Ok(first);
         }
         let subject = subject(&request.stream);
+        let mut last_seen = 0;
         for attempt in 0..ANY_RETRIES {
             // The mirror's stream index maps a version to its JetStream
-            // sequence: when it has the version the caller decided on, that
-            // is the expected subject sequence, and JetStream need not be
-            // asked. If the index is behind, the CAS fails and we ask.
+            // sequence: when it has the version the caller decided on (or,
+            // for `Any`, the last version it knows), that is the expected
+            // subject sequence, and JetStream need not be asked. If the
+            // mirror is behind, the CAS fails and we ask.
             let known = match request.expected {
-                ExpectedVersion::Exact(0) if attempt == 0 => Some((0, 0)),
-                ExpectedVersion::Exact(v) if attempt == 0 => {
-                    self.store.indexed_seq(&request.stream, v)?.map(|seq| (v, seq))
+                _ if attempt > 0 => None,
+                ExpectedVersion::Exact(v) => self.local_subject_seq(&request.stream, v)?,
+                ExpectedVersion::Any => {
+                    let v = self.store.stream_version(&request.stream)?;
+                    self.local_subject_seq(&request.stream, v)?
                 }
-                _ => None,
             };
             let (version, subject_seq) = match known {
                 Some(known) => known,
                 None => self.last_on_subject(&subject).await?,
             };
+            last_seen = version;
             if !request.expected.admits(version) {
                 return self.conflict(&request, version, subject_seq).await;
             }
@@ -113,7 +117,16 @@ impl JetStreamLog {
                 }
             }
         }
-        Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: 0 })
+        Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: last_seen })
+    }
+
+    /// The JetStream sequence of a stream's version `v`, from the mirror's
+    /// index (`(0, 0)` for version 0); `None` when the mirror lacks it.
+    fn local_subject_seq(&self, stream: &str, v: u64) -> Result<Option<(u64, u64)>> {
+        if v == 0 {
+            return Ok(Some((0, 0)));
+        }
+        Ok(self.store.indexed_seq(stream, v)?.map(|seq| (v, seq)))
     }
 
     fn idempotent(&self, key: Option<&str>) -> Result<Option<Appended>> {

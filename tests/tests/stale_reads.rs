@@ -1,0 +1,115 @@
+//! The handler's first decision uses what its node already has of the
+//! aggregate (`Log::read_stream_local`), which on a JetStream node may lag
+//! other nodes' appends. Decisions stay exact however far it lags: an
+//! acceptance is checked by the append's expected version, and a refusal is
+//! only given on state caught up with the log. Here node A's local reads
+//! never see anything new (a mirror stuck at its cache) while node B writes.
+use std::sync::Arc;
+
+use agentlog_commands::{Accepted, Code, Command, Handler, Policy, Rejection, Request};
+use agentlog_log::{AppendRequest, Appended, EmbeddedLog, Envelope, Head, Log, ManualClock, Result};
+use agentlog_tests::{T0, agents_with_sessions, handler, open_log, send};
+
+/// A log whose local reads return nothing: the most a mirror can lag.
+struct Lagging(Arc<EmbeddedLog>);
+
+impl Log for Lagging {
+    type Subscription = <EmbeddedLog as Log>::Subscription;
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended> {
+        self.0.append(request).await
+    }
+
+    async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.0.read(from_seq, max).await
+    }
+
+    async fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
+        self.0.read_stream(stream, from_version, max).await
+    }
+
+    async fn read_stream_local(&self, _stream: &str, _from_version: u64, _max: usize) -> Result<Vec<Envelope>> {
+        Ok(Vec::new())
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.0.stream_version(stream).await
+    }
+
+    async fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {
+        self.0.idempotent_result(key).await
+    }
+
+    async fn head(&self) -> Result<Head> {
+        self.0.head().await
+    }
+
+    fn subscribe(&self, from_seq: u64) -> Result<Self::Subscription> {
+        self.0.subscribe(from_seq)
+    }
+}
+
+async fn run(handler: &Handler<Lagging>, command: Command) -> std::result::Result<Accepted, Rejection> {
+    handler.execute(Request::new(command, "node-a")).await
+}
+
+fn debit(budget_id: &str, amount: u64) -> Command {
+    Command::DebitBudget {
+        budget_id: budget_id.into(),
+        amount,
+        agent_id: String::new(),
+        session_id: String::new(),
+        task_id: String::new(),
+        reason: String::new(),
+        failed: false,
+    }
+}
+
+#[tokio::test]
+async fn decisions_on_a_lagging_node_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let clock = Arc::new(ManualClock::new(T0));
+    let b = handler(log.clone(), clock.clone(), 1, Policy::default());
+    let a = Handler::new(Arc::new(Lagging(log.clone())), clock.clone(), Arc::new(agentlog_log::SeededIdGen::new(2)));
+    let agents = agents_with_sessions(&b, 2, &["code"]).await;
+    let claim = |agent: usize| Command::ClaimTask {
+        task_id: "t1".into(),
+        agent_id: agents[agent].0.clone(),
+        session_id: agents[agent].1.clone(),
+        lease_ms: 60_000,
+    };
+
+    // B creates the task; A has never seen it locally, yet claims it.
+    let create = Command::CreateTask {
+        task_id: "t1".into(),
+        title: String::new(),
+        priority: 0,
+        required_capabilities: vec!["code".into()],
+        dependencies: vec![],
+        max_attempts: 3,
+    };
+    send(&b, create).await;
+    run(&a, claim(0)).await.expect("A sees B's task before refusing");
+    // B releases it; A's cache still says claimed, yet the other agent gets it.
+    let release = Command::ReleaseTask {
+        task_id: "t1".into(),
+        agent_id: agents[0].0.clone(),
+        session_id: agents[0].1.clone(),
+        reason: String::new(),
+    };
+    send(&b, release).await;
+    run(&a, claim(1)).await.expect("A sees B's release before refusing");
+    // And a true refusal is still a refusal.
+    assert_eq!(run(&a, claim(0)).await.unwrap_err().code, Code::AlreadyClaimed);
+
+    // Debits: A's cache thinks 40 are left after B took 30 more.
+    send(&b, Command::AllocateBudget { budget_id: "b1".into(), amount: 100 }).await;
+    run(&a, debit("b1", 60)).await.expect("A sees B's allocation");
+    send(&b, debit("b1", 30)).await;
+    let refused = run(&a, debit("b1", 20)).await.unwrap_err();
+    assert_eq!(refused.code, Code::InsufficientBudget, "{refused}");
+    assert!(refused.message.contains("has 10 left"), "{refused}");
+    run(&a, debit("b1", 10)).await.expect("exactly the rest");
+    assert_eq!(b.budget("b1").await.unwrap().balance, 0);
+}
