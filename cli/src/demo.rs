@@ -10,6 +10,7 @@ use agentlog_commands::wire::Client;
 use agentlog_commands::{Accepted, Code, Rejection, Request, sim};
 use agentlog_log::chain::to_hex;
 use agentlog_log::{EmbeddedLog, Envelope, Log, ManualClock, Options};
+use agentlog_projections::{ProjectionStore, Views};
 use anyhow::{Context, bail};
 
 use crate::progress;
@@ -159,6 +160,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             data.display()
         );
     }
+    // The projections follow the log while the workload runs.
+    let views = Arc::new(Views::default());
+    let projections = ProjectionStore::open(&agentlog_projections::store::dir(&data))?;
+    let (stop_projections, stop) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn({
+        let (log, views) = (log.clone(), views.clone());
+        async move { agentlog_projections::follow(&*log, &views, &projections, stop).await }
+    });
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);
     let config =
@@ -175,11 +184,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let head = log.head().await?;
     let head_hash = to_hex(&head.hash);
+    views.wait_for(head.last_seq, std::time::Duration::from_secs(60)).await?;
+    let _ = stop_projections.send(true);
+    worker.await.context("the projection worker panicked")??;
+    let projection_hashes: std::collections::BTreeMap<&str, String> =
+        views.status().into_iter().map(|s| (s.name, s.state_hash)).collect();
     if args.json {
         let out = serde_json::json!({
             "events": head.last_seq,
             "last_seq": head.last_seq,
             "head_hash": head_hash,
+            "projections": projection_hashes,
             "data": data,
             "elapsed_seconds": elapsed.as_secs_f64(),
             "summary": summary,
@@ -189,6 +204,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     print_summary(&args, &summary, &format!("{} written, last seq {}", head.last_seq, head.last_seq));
     println!("  head hash     {head_hash}");
+    for (name, hash) in &projection_hashes {
+        println!("  {:<13} {hash}", format!("{name} view"));
+    }
     println!();
     println!(
         "  took {:.2} s ({:.0} events/s). Look closer: agentlog tail --data {d} | agentlog verify --data {d}",

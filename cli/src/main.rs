@@ -10,6 +10,8 @@ mod config;
 mod demo;
 mod inspect;
 mod progress;
+mod projections;
+mod query;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ enum Command {
     /// Run a distributed node: mirror the JetStream stream, answer commands
     /// over NATS, serve /health, /ready and /metrics.
     Serve(serve::Args),
+    /// The projections' checkpoints: status, rebuild, verify.
+    Projections(projections::Args),
+    /// Ask the world model and reputation views.
+    Query(query::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
             Command::Verify(args) => inspect::verify(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Projections(args) => projections::run(args),
+            Command::Query(args) => query::run(args).await,
         }
     });
     match result {

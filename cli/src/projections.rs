@@ -1,0 +1,181 @@
+//! `agentlog projections status|rebuild|verify`: the views' checkpoints in
+//! `<data>/projections`, against the log in `<data>` (the embedded log or a
+//! node's mirror).
+use std::process::ExitCode;
+
+use agentlog_log::chain::to_hex;
+use agentlog_log::wal::Store;
+use agentlog_projections::reputation::Reputation;
+use agentlog_projections::worker::NAMES;
+use agentlog_projections::{Checkpoint, Live, ProjectionStore, Runner, WorldModel, store};
+use anyhow::bail;
+
+use crate::{DataArg, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Each projection's position, lag behind the log, and state hash.
+    Status {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fold the log from sequence 1 into one projection (or all) and save it.
+    Rebuild {
+        /// world or reputation; all when absent.
+        name: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Rebuild each projection in memory up to its checkpoint and compare the
+    /// state hash; exits non-zero naming the first that differs.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Sub::Status { data, json } => status(&data, json),
+        Sub::Rebuild { name, data } => rebuild(&data, name.as_deref()),
+        Sub::Verify { data, json } => verify(&data, json),
+    }
+}
+
+fn checkpoints(data: &DataArg) -> anyhow::Result<Vec<(&'static str, Option<Checkpoint>)>> {
+    let store = ProjectionStore::open_read_only(&store::dir(&data.data))?;
+    NAMES.iter().map(|name| Ok((*name, store.as_ref().map(|s| s.checkpoint(name)).transpose()?.flatten()))).collect()
+}
+
+fn status(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
+    let head = Store::open_read_only(&data.data)?.head()?.last_seq;
+    let rows: Vec<serde_json::Value> = checkpoints(data)?
+        .into_iter()
+        .map(|(name, checkpoint)| {
+            let checkpoint = checkpoint.unwrap_or_default();
+            serde_json::json!({
+                "name": name,
+                "position": checkpoint.position,
+                "lag": head.saturating_sub(checkpoint.position),
+                "state_hash": checkpoint.state_hash,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::json!({ "log_head": head, "projections": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("log head: seq {head}");
+    println!("  {:<12} {:>10} {:>8}  state hash", "projection", "position", "lag");
+    for row in rows {
+        println!(
+            "  {:<12} {:>10} {:>8}  {}",
+            row["name"].as_str().unwrap_or_default(),
+            row["position"].as_u64().unwrap_or_default(),
+            row["lag"].as_u64().unwrap_or_default(),
+            row["state_hash"].as_str().filter(|h| !h.is_empty()).unwrap_or("(never saved)")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Some(name) = name
+        && !NAMES.contains(&name)
+    {
+        bail!(agentlog_projections::Error::UnknownProjection { name: name.to_owned(), known: NAMES.join(", ") });
+    }
+    let wal = Store::open_read_only(&data.data)?;
+    let head = wal.head()?.last_seq;
+    let store = ProjectionStore::open(&store::dir(&data.data))?;
+    let mut world: Live<WorldModel> = store.load().unwrap_or_else(|_| Live::new());
+    let mut reputation: Live<Reputation> = store.load().unwrap_or_else(|_| Live::new());
+    let mut runners: Vec<&mut dyn Runner> = Vec::new();
+    if name.is_none_or(|n| n == "world") {
+        runners.push(&mut world);
+    }
+    if name.is_none_or(|n| n == "reputation") {
+        runners.push(&mut reputation);
+    }
+    let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
+    let bar = progress::bar(head, "rebuilding", false);
+    let started = std::time::Instant::now();
+    agentlog_projections::rebuild(&wal, &mut runners, head, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(runners);
+    store.save(&[&world, &reputation])?;
+    println!(
+        "rebuilt {} from seq 1 to {head} in {elapsed:.2} s ({:.0} events/s)",
+        names.join(" and "),
+        head as f64 / elapsed.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
+    let wal = Store::open_read_only(&data.data)?;
+    let mut results = Vec::new();
+    let mut first_bad = None;
+    for (name, checkpoint) in checkpoints(data)? {
+        let Some(checkpoint) = checkpoint else {
+            results.push(serde_json::json!({ "name": name, "ok": true, "checked": false }));
+            continue;
+        };
+        let mut world: Live<WorldModel> = Live::new();
+        let mut reputation: Live<Reputation> = Live::new();
+        let runner: &mut dyn Runner = if name == "world" { &mut world } else { &mut reputation };
+        let reached = agentlog_projections::rebuild(&wal, &mut [&mut *runner], checkpoint.position, &mut |_, _| {})?;
+        let rebuilt = to_hex(&runner.state_hash());
+        let ok = reached == checkpoint.position && rebuilt == checkpoint.state_hash;
+        if !ok && first_bad.is_none() {
+            first_bad = Some(name);
+        }
+        results.push(serde_json::json!({
+            "name": name,
+            "ok": ok,
+            "checked": true,
+            "position": checkpoint.position,
+            "live_state_hash": checkpoint.state_hash,
+            "rebuilt_state_hash": rebuilt,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": first_bad.is_none(), "first_mismatch": first_bad, "projections": results })
+        );
+    } else {
+        for r in &results {
+            match (r["checked"].as_bool(), r["ok"].as_bool()) {
+                (Some(false), _) => {
+                    println!("{}: never saved, nothing to compare", r["name"].as_str().unwrap_or_default())
+                }
+                (_, Some(true)) => println!(
+                    "{}: ok at seq {}, state hash {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["position"],
+                    r["live_state_hash"].as_str().unwrap_or_default()
+                ),
+                _ => println!(
+                    "{}: MISMATCH at seq {}: live {} rebuilt {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["position"],
+                    r["live_state_hash"].as_str().unwrap_or_default(),
+                    r["rebuilt_state_hash"].as_str().unwrap_or_default()
+                ),
+            }
+        }
+    }
+    Ok(if first_bad.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

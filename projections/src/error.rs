@@ -1,0 +1,51 @@
+//! The projections' error type; its kinds are the shared taxonomy's.
+use std::path::PathBuf;
+
+use agentlog_log::Kind;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Log(#[from] agentlog_log::Error),
+
+    #[error("projection store failure while {operation}: {source}")]
+    Storage { operation: &'static str, source: rocksdb::Error },
+
+    #[error("the projection store {} is in use by another agentlog process; stop it (or use its queries) and retry", path.display())]
+    Locked { path: PathBuf },
+
+    #[error("the projection {name}'s checkpoint is damaged ({reason}): run `agentlog projections rebuild {name}`")]
+    CorruptCheckpoint { name: String, reason: String },
+
+    #[error("no projection named {name:?}: the projections are {known}")]
+    UnknownProjection { name: String, known: String },
+
+    #[error("bad query: {reason}")]
+    BadQuery { reason: String },
+
+    #[error("no {what} {id:?} in the view")]
+    NoSuch { what: &'static str, id: String },
+
+    #[error(
+        "the view did not reach seq {seq} within {timeout_ms} ms (it is at {position}); retry, or ask without waiting"
+    )]
+    NotYet { seq: u64, position: u64, timeout_ms: u64 },
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Log(e) => e.kind(),
+            Error::UnknownProjection { .. } | Error::BadQuery { .. } | Error::NoSuch { .. } => Kind::Invalid,
+            Error::Storage { .. } | Error::Locked { .. } | Error::CorruptCheckpoint { .. } | Error::NotYet { .. } => {
+                Kind::Platform
+            }
+        }
+    }
+
+    pub(crate) fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
+        move |source| Error::Storage { operation, source }
+    }
+}

@@ -1,0 +1,85 @@
+//! A projection being kept current: its state, the last sequence folded into
+//! it and that event's chain hash, behind the object-safe [`Runner`] the
+//! worker and the store handle every projection through.
+use agentlog_log::Envelope;
+use serde::{Deserialize, Serialize};
+
+use crate::projection::{Projection, canonical_bytes, state_hash};
+
+/// Where a projection is: written with its state in one RocksDB write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The last sequence folded in (0: none).
+    pub position: u64,
+    /// That event's chain hash (hex): a log replaced under the projection
+    /// is noticed, not silently folded on.
+    pub chain_hash: String,
+    /// The hash of the state's canonical bytes (hex).
+    pub state_hash: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Live<P> {
+    pub state: P,
+    pub position: u64,
+    pub chain_hash: String,
+}
+
+impl<P: Projection> Live<P> {
+    pub fn new() -> Self {
+        Live { state: P::default(), position: 0, chain_hash: String::new() }
+    }
+
+    pub fn from_checkpoint(checkpoint: &Checkpoint, state: P) -> Self {
+        Live { state, position: checkpoint.position, chain_hash: checkpoint.chain_hash.clone() }
+    }
+}
+
+/// Every projection, whatever its state type.
+pub trait Runner: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn position(&self) -> u64;
+    /// Folds the event if it is past the position.
+    fn apply(&mut self, event: &Envelope);
+    fn state_hash(&self) -> [u8; 32];
+    /// The checkpoint and the state's canonical bytes.
+    fn snapshot(&self) -> (Checkpoint, Vec<u8>);
+    /// Back to the empty state at position 0.
+    fn reset(&mut self);
+}
+
+impl<P: Projection> Runner for Live<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn apply(&mut self, event: &Envelope) {
+        if event.seq > self.position {
+            self.state.apply(event);
+            self.position = event.seq;
+            self.chain_hash = agentlog_log::chain::to_hex(&event.hash);
+        }
+    }
+
+    fn state_hash(&self) -> [u8; 32] {
+        state_hash(&self.state)
+    }
+
+    fn snapshot(&self) -> (Checkpoint, Vec<u8>) {
+        let bytes = canonical_bytes(&self.state);
+        let checkpoint = Checkpoint {
+            position: self.position,
+            chain_hash: self.chain_hash.clone(),
+            state_hash: agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes()),
+        };
+        (checkpoint, bytes)
+    }
+
+    fn reset(&mut self) {
+        *self = Live::new();
+    }
+}

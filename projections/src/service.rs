@@ -1,0 +1,109 @@
+//! Queries over NATS request/reply (feature `nats`): `agentlog serve`
+//! answers `agentlog.q.<query>` (tasks, task, ready, sessions, agents,
+//! agent, budgets, violations, reputation, match) from its views. The body
+//! is optional JSON `{"id": "...", "wait_for": seq, "timeout_ms": ms}`; the
+//! reply is JSON `{"seq": n, "result": ...}` or `{"error": {"kind",
+//! "message"}}`. Every node answers from its own views, in one queue group.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::query::{self, Answer, Query};
+use crate::worker::Views;
+
+pub const SUBJECT_PREFIX: &str = "agentlog.q";
+pub const QUEUE_GROUP: &str = "agentlog-queries";
+/// The longest a query may wait for its view to reach `wait_for`.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Wait until the view reflects this log sequence before answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Request {
+    pub fn for_query(query: &Query) -> Request {
+        let id = match query {
+            Query::Task { id } | Query::Agent { id } => Some(id.clone()),
+            Query::Match { task_id } => Some(task_id.clone()),
+            _ => None,
+        };
+        Request { id, ..Request::default() }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Reply {
+    Answer(Answer),
+    Error { error: ErrorReply },
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorReply {
+    kind: String,
+    message: String,
+}
+
+async fn respond(views: &Views, name: &str, body: &[u8]) -> Result<Answer> {
+    let request: Request = if body.is_empty() {
+        Request::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| Error::BadQuery { reason: format!("the body is not the query JSON: {e}") })?
+    };
+    let query = Query::parse(name, request.id.as_deref())?;
+    if let Some(seq) = request.wait_for {
+        let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(5_000)).min(MAX_WAIT);
+        views.wait_for(seq, timeout).await?;
+    }
+    query::answer(views, &query)
+}
+
+/// Answers queries until `shutdown` turns true.
+pub async fn serve(
+    client: async_nats::Client,
+    views: Arc<Views>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::result::Result<(), async_nats::SubscribeError> {
+    let mut requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
+    loop {
+        let message = tokio::select! {
+            message = requests.next() => match message { Some(m) => m, None => break },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Some(reply_to) = message.reply.clone() else { continue };
+        let (client, views) = (client.clone(), views.clone());
+        tokio::spawn(async move {
+            let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.'));
+            let reply = match respond(&views, name.unwrap_or_default(), &message.payload).await {
+                Ok(answer) => Reply::Answer(answer),
+                Err(e) => {
+                    Reply::Error { error: ErrorReply { kind: e.kind().as_str().to_owned(), message: e.to_string() } }
+                }
+            };
+            let _ = client.publish(reply_to, serde_json::to_vec(&reply).expect("replies serialise").into()).await;
+        });
+    }
+    let _ = requests.unsubscribe().await;
+    Ok(())
+}
+
+/// Reads a reply: the answer, or the error's message.
+pub fn parse_reply(payload: &[u8]) -> std::result::Result<Answer, String> {
+    match serde_json::from_slice::<Reply>(payload) {
+        Ok(Reply::Answer(answer)) => Ok(answer),
+        Ok(Reply::Error { error }) => Err(format!("{} ({})", error.message, error.kind)),
+        Err(e) => Err(format!("an unreadable reply from the query service: {e}")),
+    }
+}

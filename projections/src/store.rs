@@ -1,0 +1,105 @@
+//! The projections' own RocksDB (`<data>/projections`): per projection, its
+//! checkpoint and its state, always written together in one `WriteBatch`,
+//! so a crash leaves a state and the position it reflects — never one
+//! without the other. Restarting from it folds each event exactly once.
+use std::path::{Path, PathBuf};
+
+use rocksdb::{DB, Options, WriteBatch};
+
+use crate::error::{Error, Result};
+use crate::live::{Checkpoint, Live, Runner};
+use crate::projection::Projection;
+
+/// The projection store's directory inside a data directory.
+pub fn dir(data: &Path) -> PathBuf {
+    data.join("projections")
+}
+
+fn checkpoint_key(name: &str) -> String {
+    format!("checkpoint/{name}")
+}
+
+fn state_key(name: &str) -> String {
+    format!("state/{name}")
+}
+
+pub struct ProjectionStore {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ProjectionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
+    let path = path.to_owned();
+    move |e| {
+        let message = e.to_string().to_lowercase();
+        if message.contains("lock") && (message.contains("temporarily") || message.contains("hold")) {
+            Error::Locked { path }
+        } else {
+            Error::Storage { operation: "opening the projection store", source: e }
+        }
+    }
+}
+
+impl ProjectionStore {
+    /// Opens (or creates) the store, taking its lock.
+    pub fn open(path: &Path) -> Result<ProjectionStore> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, path).map_err(open_error(path))?;
+        Ok(ProjectionStore { db, path: path.to_owned() })
+    }
+
+    /// Opens an existing store without its lock, to inspect it; `None` when
+    /// there is none yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<ProjectionStore>> {
+        if !path.join("CURRENT").exists() {
+            return Ok(None);
+        }
+        let db = DB::open_for_read_only(&Options::default(), path, false).map_err(open_error(path))?;
+        Ok(Some(ProjectionStore { db, path: path.to_owned() }))
+    }
+
+    pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(Error::storage("reading a checkpoint"))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::CorruptCheckpoint { name: name.to_owned(), reason: e.to_string() })
+    }
+
+    /// The projection as last saved, checked against its state hash; a new
+    /// one at position 0 when none was saved.
+    pub fn load<P: Projection>(&self) -> Result<Live<P>> {
+        let Some(checkpoint) = self.checkpoint(P::NAME)? else { return Ok(Live::new()) };
+        let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
+        let bytes = self
+            .db
+            .get(state_key(P::NAME))
+            .map_err(Error::storage("reading a projection's state"))?
+            .ok_or_else(|| corrupt("the checkpoint has no state".into()))?;
+        let hash = agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes());
+        if hash != checkpoint.state_hash {
+            return Err(corrupt(format!("the state hashes to {hash}, the checkpoint says {}", checkpoint.state_hash)));
+        }
+        let state = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Live::from_checkpoint(&checkpoint, state))
+    }
+
+    /// Writes each projection's state and checkpoint, all in one write.
+    pub fn save(&self, runners: &[&dyn Runner]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for runner in runners {
+            let (checkpoint, bytes) = runner.snapshot();
+            batch.put(state_key(runner.name()), bytes);
+            batch.put(checkpoint_key(runner.name()), serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
+        }
+        self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))
+    }
+}

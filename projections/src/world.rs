@@ -1,0 +1,458 @@
+//! The world model: what is true now, folded from the log. Tasks (status,
+//! holder, attempts, priority, capabilities, dependencies), the ready queue
+//! (open tasks whose dependencies are done, by priority), sessions (live,
+//! closed, expired; last heartbeat; claims held), agents (capabilities,
+//! status, load), budgets (allocated, spent, remaining, circuit), and the
+//! consistency violations: facts in the log that contradict what it
+//! promised, each with the sequence that caused it.
+//!
+//! Time is what events say (`ts`), never a clock: "live" means no close or
+//! expiry event yet, whatever the wall clock thinks.
+use std::collections::{BTreeMap, BTreeSet};
+
+use agentlog_log::{Body, Envelope};
+use serde::{Deserialize, Serialize};
+
+use crate::Projection;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    #[default]
+    Open,
+    Claimed,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub agent_id: String,
+    pub session_id: String,
+    pub claimed_ts: u64,
+    pub lease_until_ts: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub title: String,
+    pub status: TaskStatus,
+    pub holder: Option<Holder>,
+    /// Claims so far.
+    pub attempts: u32,
+    pub failures: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub dependencies: Vec<String>,
+    pub created_seq: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    #[default]
+    Live,
+    Closed,
+    Expired,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub agent_id: String,
+    pub status: SessionStatus,
+    pub opened_ts: u64,
+    pub last_heartbeat_ts: u64,
+    pub heartbeat_timeout_ms: u64,
+    /// Tasks this session holds a claim on.
+    pub claims: BTreeSet<String>,
+}
+
+impl SessionView {
+    /// When the session counts as gone if no heartbeat comes.
+    pub fn deadline_ts(&self) -> u64 {
+        self.last_heartbeat_ts.saturating_add(self.heartbeat_timeout_ms.saturating_mul(1_000_000))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    /// Its live sessions.
+    pub sessions: BTreeSet<String>,
+    /// Claims held across its sessions.
+    pub load: u32,
+}
+
+impl AgentView {
+    pub fn status(&self) -> &'static str {
+        match (self.sessions.is_empty(), self.load) {
+            (true, _) => "offline",
+            (false, 0) => "idle",
+            (false, _) => "working",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetView {
+    pub budget_id: String,
+    pub allocated: u64,
+    pub spent: u64,
+    pub refunded: u64,
+    pub remaining: u64,
+    /// `Some(until)` while the circuit is open.
+    pub circuit_open_until_ts: Option<u64>,
+    pub refused_debits: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    /// A task completed, failed or released by an agent or session that
+    /// does not hold its claim.
+    FinishedByNonHolder,
+    /// A claim on a task someone else holds, or that is not open.
+    ClaimNotOpen,
+    /// A claim through a session that is not live.
+    ClaimInDeadSession,
+    /// An action recorded in a session that is closed, expired or unknown.
+    ActionOutsideLiveSession,
+    /// A debit that names no session, or one the log never opened.
+    DebitWithoutSession,
+    /// A stream version that is not the previous one plus one.
+    VersionGap,
+    /// A balance an event states differs from the one folded so far.
+    BalanceMismatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub seq: u64,
+    pub kind: ViolationKind,
+    pub stream: String,
+    pub detail: String,
+}
+
+/// Where a ready task sorts: highest priority first, then oldest.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct ReadyKey {
+    neg_priority: i64,
+    created_seq: u64,
+    task_id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorldModel {
+    tasks: BTreeMap<String, TaskView>,
+    sessions: BTreeMap<String, SessionView>,
+    agents: BTreeMap<String, AgentView>,
+    budgets: BTreeMap<String, BudgetView>,
+    violations: Vec<Violation>,
+    /// Open tasks whose dependencies are all completed.
+    ready: BTreeSet<ReadyKey>,
+    /// task → tasks that depend on it.
+    dependents: BTreeMap<String, BTreeSet<String>>,
+    /// Each stream's last version, for gap detection.
+    versions: BTreeMap<String, u64>,
+}
+
+impl Projection for WorldModel {
+    const NAME: &'static str = "world";
+
+    fn apply(&mut self, event: &Envelope) {
+        self.check_version(event);
+        let Some(body) = &event.body else { return };
+        match body {
+            Body::SessionOpened(e) => {
+                let session = SessionView {
+                    session_id: e.session_id.clone(),
+                    agent_id: e.agent_id.clone(),
+                    status: SessionStatus::Live,
+                    opened_ts: event.ts,
+                    last_heartbeat_ts: event.ts,
+                    heartbeat_timeout_ms: e.heartbeat_timeout_ms,
+                    claims: BTreeSet::new(),
+                };
+                self.sessions.insert(e.session_id.clone(), session);
+                self.agent_mut(&e.agent_id).sessions.insert(e.session_id.clone());
+            }
+            Body::SessionHeartbeat(e) => {
+                if let Some(s) = self.sessions.get_mut(&e.session_id) {
+                    s.last_heartbeat_ts = event.ts;
+                }
+            }
+            Body::SessionClosed(e) => self.end_session(&e.session_id, SessionStatus::Closed),
+            Body::SessionExpired(e) => self.end_session(&e.session_id, SessionStatus::Expired),
+            Body::AgentRegistered(e) => {
+                let agent = self.agent_mut(&e.agent_id);
+                agent.name.clone_from(&e.name);
+                agent.capabilities.clone_from(&e.capabilities);
+            }
+            Body::ActionRecorded(e) => {
+                let live = self.sessions.get(&e.session_id).map(|s| s.status);
+                if live != Some(SessionStatus::Live) {
+                    let state = live.map_or("unknown".to_owned(), |s| format!("{s:?}").to_lowercase());
+                    self.violate(
+                        event,
+                        ViolationKind::ActionOutsideLiveSession,
+                        format!("agent {} acted in session {} ({state})", e.agent_id, e.session_id),
+                    );
+                }
+            }
+            Body::TaskCreated(e) => {
+                let task = TaskView {
+                    task_id: e.task_id.clone(),
+                    title: e.title.clone(),
+                    status: TaskStatus::Open,
+                    holder: None,
+                    attempts: 0,
+                    failures: 0,
+                    max_attempts: e.max_attempts,
+                    priority: e.priority,
+                    required_capabilities: e.required_capabilities.clone(),
+                    dependencies: e.dependencies.clone(),
+                    created_seq: event.seq,
+                };
+                for dependency in &e.dependencies {
+                    self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
+                }
+                self.tasks.insert(e.task_id.clone(), task);
+                self.refresh_ready(&e.task_id);
+            }
+            Body::TaskClaimed(e) => self.claim(event, e),
+            Body::TaskReleased(e) => {
+                if self.finish(event, &e.task_id, &e.agent_id, &e.session_id, "released") {
+                    self.set_status(&e.task_id, TaskStatus::Open);
+                }
+            }
+            Body::TaskLeaseExpired(e) => {
+                self.drop_claim(&e.task_id);
+                self.set_status(&e.task_id, TaskStatus::Open);
+            }
+            Body::TaskCompleted(e) => {
+                if self.finish(event, &e.task_id, &e.agent_id, &e.session_id, "completed") {
+                    self.set_status(&e.task_id, TaskStatus::Completed);
+                    let dependents = self.dependents.get(&e.task_id).cloned().unwrap_or_default();
+                    for dependent in dependents {
+                        self.refresh_ready(&dependent);
+                    }
+                }
+            }
+            Body::TaskFailed(e) => {
+                if self.finish(event, &e.task_id, &e.agent_id, &e.session_id, "failed") {
+                    if let Some(t) = self.tasks.get_mut(&e.task_id) {
+                        t.failures += 1;
+                    }
+                    let status = if e.terminal { TaskStatus::Failed } else { TaskStatus::Open };
+                    self.set_status(&e.task_id, status);
+                }
+            }
+            Body::BudgetAllocated(e) => {
+                let b = self.budget_mut(&e.budget_id);
+                b.allocated += e.amount;
+                b.remaining += e.amount;
+                self.check_balance(event, &e.budget_id, e.balance_after);
+            }
+            Body::BudgetDebited(e) => {
+                let b = self.budget_mut(&e.budget_id);
+                b.spent += e.amount;
+                b.remaining = b.remaining.saturating_sub(e.amount);
+                self.check_balance(event, &e.budget_id, e.balance_after);
+                let session = if e.session_id.is_empty() { None } else { self.sessions.get(&e.session_id) };
+                if session.is_none() {
+                    let detail = if e.session_id.is_empty() {
+                        format!("a debit of {} names no session", e.amount)
+                    } else {
+                        format!("a debit of {} names session {}, which the log never opened", e.amount, e.session_id)
+                    };
+                    self.violate(event, ViolationKind::DebitWithoutSession, detail);
+                }
+            }
+            Body::BudgetRefunded(e) => {
+                let b = self.budget_mut(&e.budget_id);
+                b.refunded += e.amount;
+                b.remaining += e.amount;
+                self.check_balance(event, &e.budget_id, e.balance_after);
+            }
+            Body::BudgetDebitRefused(e) => self.budget_mut(&e.budget_id).refused_debits += 1,
+            Body::BudgetCircuitOpened(e) => self.budget_mut(&e.budget_id).circuit_open_until_ts = Some(e.open_until_ts),
+            Body::BudgetCircuitClosed(e) => self.budget_mut(&e.budget_id).circuit_open_until_ts = None,
+            Body::SandboxModuleRegistered(_)
+            | Body::SandboxRunCompleted(_)
+            | Body::SandboxRunTrapped(_)
+            | Body::ChainCheckpoint(_) => {}
+        }
+    }
+}
+
+impl WorldModel {
+    pub fn task(&self, id: &str) -> Option<&TaskView> {
+        self.tasks.get(id)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskView> {
+        self.tasks.values()
+    }
+
+    /// Claimable tasks, highest priority first (then oldest).
+    pub fn ready(&self) -> impl Iterator<Item = &TaskView> {
+        self.ready.iter().filter_map(|k| self.tasks.get(&k.task_id))
+    }
+
+    pub fn session(&self, id: &str) -> Option<&SessionView> {
+        self.sessions.get(id)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionView> {
+        self.sessions.values()
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentView> {
+        self.agents.get(id)
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &AgentView> {
+        self.agents.values()
+    }
+
+    pub fn budget(&self, id: &str) -> Option<&BudgetView> {
+        self.budgets.get(id)
+    }
+
+    pub fn budgets(&self) -> impl Iterator<Item = &BudgetView> {
+        self.budgets.values()
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    fn violate(&mut self, event: &Envelope, kind: ViolationKind, detail: String) {
+        self.violations.push(Violation { seq: event.seq, kind, stream: event.stream.clone(), detail });
+    }
+
+    fn check_version(&mut self, event: &Envelope) {
+        let last = self.versions.get(&event.stream).copied().unwrap_or(0);
+        if event.stream_version != last + 1 {
+            let detail = format!("version {} follows version {last}", event.stream_version);
+            self.violate(event, ViolationKind::VersionGap, detail);
+        }
+        self.versions.insert(event.stream.clone(), event.stream_version.max(last));
+    }
+
+    fn check_balance(&mut self, event: &Envelope, budget_id: &str, stated: u64) {
+        let folded = self.budgets.get(budget_id).map_or(0, |b| b.remaining);
+        if folded != stated {
+            let detail = format!("the event says {stated} left, the events before it leave {folded}");
+            self.violate(event, ViolationKind::BalanceMismatch, detail);
+            self.budget_mut(budget_id).remaining = stated;
+        }
+    }
+
+    fn agent_mut(&mut self, id: &str) -> &mut AgentView {
+        self.agents
+            .entry(id.to_owned())
+            .or_insert_with(|| AgentView { agent_id: id.to_owned(), ..AgentView::default() })
+    }
+
+    fn budget_mut(&mut self, id: &str) -> &mut BudgetView {
+        self.budgets
+            .entry(id.to_owned())
+            .or_insert_with(|| BudgetView { budget_id: id.to_owned(), ..BudgetView::default() })
+    }
+
+    fn end_session(&mut self, session_id: &str, status: SessionStatus) {
+        let Some(session) = self.sessions.get_mut(session_id) else { return };
+        session.status = status;
+        let agent_id = session.agent_id.clone();
+        if let Some(agent) = self.agents.get_mut(&agent_id) {
+            agent.sessions.remove(session_id);
+        }
+    }
+
+    fn claim(&mut self, event: &Envelope, e: &agentlog_log::schema::TaskClaimed) {
+        let status = self.tasks.get(&e.task_id).map(|t| t.status);
+        if status != Some(TaskStatus::Open) {
+            let state = status.map_or("unknown".to_owned(), |s| format!("{s:?}").to_lowercase());
+            let detail = format!("agent {} claimed task {} while it was {state}", e.agent_id, e.task_id);
+            self.violate(event, ViolationKind::ClaimNotOpen, detail);
+            self.drop_claim(&e.task_id);
+        }
+        if self.sessions.get(&e.session_id).map(|s| s.status) != Some(SessionStatus::Live) {
+            let detail = format!(
+                "agent {} claimed task {} through session {}, which is not live",
+                e.agent_id, e.task_id, e.session_id
+            );
+            self.violate(event, ViolationKind::ClaimInDeadSession, detail);
+        }
+        let holder = Holder {
+            agent_id: e.agent_id.clone(),
+            session_id: e.session_id.clone(),
+            claimed_ts: event.ts,
+            lease_until_ts: e.lease_until_ts,
+        };
+        if let Some(t) = self.tasks.get_mut(&e.task_id) {
+            t.attempts = e.attempt;
+            t.holder = Some(holder);
+        }
+        if let Some(s) = self.sessions.get_mut(&e.session_id) {
+            s.claims.insert(e.task_id.clone());
+        }
+        self.agent_mut(&e.agent_id).load += 1;
+        self.set_status(&e.task_id, TaskStatus::Claimed);
+    }
+
+    /// Ends a claim by its holder: false (and a violation) if the agent or
+    /// session does not hold it.
+    fn finish(&mut self, event: &Envelope, task_id: &str, agent_id: &str, session_id: &str, what: &str) -> bool {
+        let holder = self.tasks.get(task_id).and_then(|t| t.holder.clone());
+        match holder {
+            Some(h) if h.agent_id == agent_id && h.session_id == session_id => {
+                self.drop_claim(task_id);
+                true
+            }
+            other => {
+                let held = other.map_or("nobody holds it".to_owned(), |h| format!("agent {} holds it", h.agent_id));
+                let detail = format!("task {task_id} {what} by agent {agent_id} in session {session_id}, but {held}");
+                self.violate(event, ViolationKind::FinishedByNonHolder, detail);
+                false
+            }
+        }
+    }
+
+    fn drop_claim(&mut self, task_id: &str) {
+        let Some(holder) = self.tasks.get_mut(task_id).and_then(|t| t.holder.take()) else { return };
+        if let Some(s) = self.sessions.get_mut(&holder.session_id) {
+            s.claims.remove(task_id);
+        }
+        if let Some(a) = self.agents.get_mut(&holder.agent_id) {
+            a.load = a.load.saturating_sub(1);
+        }
+    }
+
+    fn set_status(&mut self, task_id: &str, status: TaskStatus) {
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            t.status = status;
+        }
+        self.refresh_ready(task_id);
+    }
+
+    /// Puts the task in the ready queue or takes it out.
+    fn refresh_ready(&mut self, task_id: &str) {
+        let Some(t) = self.tasks.get(task_id) else { return };
+        let key =
+            ReadyKey { neg_priority: -i64::from(t.priority), created_seq: t.created_seq, task_id: task_id.to_owned() };
+        let deps_done =
+            t.dependencies.iter().all(|d| self.tasks.get(d).is_some_and(|d| d.status == TaskStatus::Completed));
+        if t.status == TaskStatus::Open && deps_done {
+            self.ready.insert(key);
+        } else {
+            self.ready.remove(&key);
+        }
+    }
+}

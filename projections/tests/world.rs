@@ -1,0 +1,272 @@
+//! The world model on crafted event sequences: what it shows, and each kind
+//! of consistency violation detected with the sequence that caused it.
+use std::collections::BTreeMap;
+
+use agentlog_log::schema::{
+    ActionRecorded, AgentRegistered, BudgetAllocated, BudgetDebited, SessionClosed, SessionOpened, TaskClaimed,
+    TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
+};
+use agentlog_log::{Body, Envelope};
+use agentlog_projections::world::{SessionStatus, TaskStatus, ViolationKind};
+use agentlog_projections::{Projection, WorldModel, state_hash};
+
+/// Events with consecutive seqs and per-stream versions, one second apart.
+#[derive(Default)]
+struct Log {
+    events: Vec<Envelope>,
+    versions: BTreeMap<String, u64>,
+}
+
+impl Log {
+    fn push(&mut self, stream: &str, body: Body) -> u64 {
+        let version = self.versions.entry(stream.to_owned()).or_default();
+        *version += 1;
+        let seq = self.events.len() as u64 + 1;
+        self.events.push(Envelope {
+            seq,
+            stream: stream.to_owned(),
+            stream_version: *version,
+            ts: seq * 1_000_000_000,
+            body: Some(body),
+            ..Envelope::default()
+        });
+        seq
+    }
+
+    fn fold(&self) -> WorldModel {
+        let mut world = WorldModel::default();
+        for event in &self.events {
+            world.apply(event);
+        }
+        world
+    }
+
+    fn agent(&mut self, agent: &str, capabilities: &[&str]) {
+        let capabilities = capabilities.iter().map(|c| c.to_string()).collect();
+        self.push(
+            &format!("agent/{agent}"),
+            Body::AgentRegistered(AgentRegistered { agent_id: agent.into(), name: String::new(), capabilities }),
+        );
+    }
+
+    fn session(&mut self, session: &str, agent: &str) {
+        self.push(
+            &format!("session/{session}"),
+            Body::SessionOpened(SessionOpened {
+                session_id: session.into(),
+                agent_id: agent.into(),
+                heartbeat_timeout_ms: 60_000,
+            }),
+        );
+    }
+
+    fn task(&mut self, task: &str, priority: i32, dependencies: &[&str]) {
+        self.push(
+            &format!("task/{task}"),
+            Body::TaskCreated(TaskCreated {
+                task_id: task.into(),
+                priority,
+                dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+                max_attempts: 3,
+                ..TaskCreated::default()
+            }),
+        );
+    }
+
+    fn claim(&mut self, task: &str, agent: &str, session: &str) -> u64 {
+        self.push(
+            &format!("task/{task}"),
+            Body::TaskClaimed(TaskClaimed {
+                task_id: task.into(),
+                agent_id: agent.into(),
+                session_id: session.into(),
+                attempt: 1,
+                lease_until_ts: u64::MAX,
+            }),
+        )
+    }
+
+    fn complete(&mut self, task: &str, agent: &str, session: &str) -> u64 {
+        self.push(
+            &format!("task/{task}"),
+            Body::TaskCompleted(TaskCompleted {
+                task_id: task.into(),
+                agent_id: agent.into(),
+                session_id: session.into(),
+                result: String::new(),
+            }),
+        )
+    }
+}
+
+fn kinds(world: &WorldModel) -> Vec<(u64, ViolationKind)> {
+    world.violations().iter().map(|v| (v.seq, v.kind)).collect()
+}
+
+#[test]
+fn a_clean_history_has_no_violations_and_shows_the_world() {
+    let mut log = Log::default();
+    log.agent("a1", &["code"]);
+    log.session("s1", "a1");
+    log.task("t1", 1, &[]);
+    log.task("t2", 5, &["t1"]);
+    log.task("t3", 9, &[]);
+    let world = log.fold();
+    let ready: Vec<&str> = world.ready().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ready, ["t3", "t1"], "by priority; t2 waits for t1");
+
+    log.claim("t1", "a1", "s1");
+    let world = log.fold();
+    assert_eq!(world.agent("a1").unwrap().load, 1);
+    assert_eq!(world.agent("a1").unwrap().status(), "working");
+    assert!(world.session("s1").unwrap().claims.contains("t1"));
+    assert_eq!(world.ready().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t3"]);
+
+    log.complete("t1", "a1", "s1");
+    log.push(
+        "budget/b1",
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b1".into(), amount: 100, balance_after: 100 }),
+    );
+    log.push(
+        "budget/b1",
+        Body::BudgetDebited(BudgetDebited {
+            budget_id: "b1".into(),
+            amount: 30,
+            balance_after: 70,
+            session_id: "s1".into(),
+            ..BudgetDebited::default()
+        }),
+    );
+    log.push("session/s1", Body::SessionClosed(SessionClosed { session_id: "s1".into(), reason: String::new() }));
+    let world = log.fold();
+    assert_eq!(world.task("t1").unwrap().status, TaskStatus::Completed);
+    assert_eq!(world.ready().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t3", "t2"], "t2's dependency is done");
+    assert_eq!(world.agent("a1").unwrap().load, 0);
+    assert_eq!(world.agent("a1").unwrap().status(), "offline");
+    assert_eq!(world.session("s1").unwrap().status, SessionStatus::Closed);
+    let budget = world.budget("b1").unwrap();
+    assert_eq!((budget.allocated, budget.spent, budget.remaining), (100, 30, 70));
+    assert_eq!(kinds(&world), []);
+    assert_eq!(state_hash(&world), state_hash(&log.fold()), "the same events, the same state hash");
+}
+
+#[test]
+fn a_completion_by_an_agent_that_does_not_hold_the_claim() {
+    let mut log = Log::default();
+    log.session("s1", "a1");
+    log.session("s2", "a2");
+    log.task("t1", 0, &[]);
+    log.claim("t1", "a1", "s1");
+    let bad = log.complete("t1", "a2", "s2");
+    let world = log.fold();
+    assert_eq!(kinds(&world), [(bad, ViolationKind::FinishedByNonHolder)]);
+    assert_eq!(world.task("t1").unwrap().status, TaskStatus::Claimed, "the bogus completion changes nothing");
+    let failed = log.push(
+        "task/t1",
+        Body::TaskFailed(TaskFailed {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            session_id: "s2".into(),
+            ..TaskFailed::default()
+        }),
+    );
+    assert_eq!(kinds(&log.fold())[1], (failed, ViolationKind::FinishedByNonHolder), "right agent, wrong session");
+}
+
+#[test]
+fn an_action_in_a_closed_session() {
+    let mut log = Log::default();
+    log.session("s1", "a1");
+    let action = |session: &str| {
+        Body::ActionRecorded(ActionRecorded {
+            agent_id: "a1".into(),
+            session_id: session.into(),
+            ..ActionRecorded::default()
+        })
+    };
+    log.push("agent/a1", action("s1"));
+    log.push("session/s1", Body::SessionClosed(SessionClosed { session_id: "s1".into(), reason: String::new() }));
+    let closed = log.push("agent/a1", action("s1"));
+    let unknown = log.push("agent/a1", action("s9"));
+    let world = log.fold();
+    assert_eq!(
+        kinds(&world),
+        [(closed, ViolationKind::ActionOutsideLiveSession), (unknown, ViolationKind::ActionOutsideLiveSession)]
+    );
+    assert!(world.violations()[0].detail.contains("closed"), "{:?}", world.violations()[0]);
+}
+
+#[test]
+fn a_debit_with_no_session() {
+    let mut log = Log::default();
+    log.session("s1", "a1");
+    let debit = |session: &str, amount: u64, after: u64| {
+        Body::BudgetDebited(BudgetDebited {
+            budget_id: "b1".into(),
+            amount,
+            balance_after: after,
+            session_id: session.into(),
+            ..BudgetDebited::default()
+        })
+    };
+    log.push(
+        "budget/b1",
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b1".into(), amount: 50, balance_after: 50 }),
+    );
+    log.push("budget/b1", debit("s1", 10, 40));
+    let none = log.push("budget/b1", debit("", 10, 30));
+    let unknown = log.push("budget/b1", debit("s7", 10, 20));
+    let world = log.fold();
+    assert_eq!(
+        kinds(&world),
+        [(none, ViolationKind::DebitWithoutSession), (unknown, ViolationKind::DebitWithoutSession)]
+    );
+    assert_eq!(world.budget("b1").unwrap().remaining, 20);
+}
+
+#[test]
+fn a_version_gap() {
+    let mut log = Log::default();
+    log.task("t1", 0, &[]);
+    log.task("t2", 0, &[]);
+    let mut skipped = log.events[1].clone();
+    skipped.seq = 3;
+    skipped.stream_version = 3; // task/t2 jumps from version 1 to 3
+    skipped.body =
+        Some(Body::TaskLeaseExpired(TaskLeaseExpired { task_id: "t2".into(), ..TaskLeaseExpired::default() }));
+    log.events.push(skipped);
+    let world = log.fold();
+    assert_eq!(kinds(&world), [(3, ViolationKind::VersionGap)]);
+    assert_eq!(world.violations()[0].stream, "task/t2");
+}
+
+#[test]
+fn a_claim_of_a_claimed_task_and_a_claim_in_a_dead_session() {
+    let mut log = Log::default();
+    log.session("s1", "a1");
+    log.session("s2", "a2");
+    log.task("t1", 0, &[]);
+    log.task("t2", 0, &[]);
+    log.claim("t1", "a1", "s1");
+    let double = log.claim("t1", "a2", "s2");
+    log.push("session/s2", Body::SessionClosed(SessionClosed { session_id: "s2".into(), reason: String::new() }));
+    let dead = log.claim("t2", "a2", "s2");
+    let world = log.fold();
+    assert_eq!(kinds(&world), [(double, ViolationKind::ClaimNotOpen), (dead, ViolationKind::ClaimInDeadSession)]);
+    assert_eq!(world.agent("a1").unwrap().load, 0, "the overridden holder's claim is gone");
+}
+
+#[test]
+fn a_balance_that_contradicts_the_events_before_it() {
+    let mut log = Log::default();
+    log.push(
+        "budget/b1",
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b1".into(), amount: 50, balance_after: 50 }),
+    );
+    let bad = log.push(
+        "budget/b1",
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b1".into(), amount: 10, balance_after: 70 }),
+    );
+    let world = log.fold();
+    assert_eq!(kinds(&world), [(bad, ViolationKind::BalanceMismatch)]);
+}
