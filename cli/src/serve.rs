@@ -12,6 +12,7 @@ use agentlog_commands::Handler;
 use agentlog_commands::wire::{self, Stats};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{HybridClock, Log, RandomIdGen, Timestamp};
+use agentlog_projections::{ProjectionStore, Views};
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -125,12 +126,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    // The views follow this node's mirror; queries are answered from them.
+    let projections = ProjectionStore::open(&agentlog_projections::store::dir(&config.data))
+        .context("cannot open the projection store")?;
+    let views = Arc::new(Views::load(&projections, log.store()).context("cannot load the projections")?);
+    let worker = tokio::spawn({
+        let (log, views, stop) = (log.clone(), views.clone(), stop_rx.clone());
+        async move { agentlog_projections::follow(&*log, &views, &projections, stop).await }
+    });
+    let queries = tokio::spawn(agentlog_projections::service::serve(nats.clone(), views.clone(), stop_rx.clone()));
     if config.http != "off" {
         let listener = tokio::net::TcpListener::bind(&config.http)
             .await
             .with_context(|| format!("cannot listen on {} for /health and /metrics", config.http))?;
         tracing::info!(message = "http listening", addr = %listener.local_addr()?);
-        tokio::spawn(http(listener, log.clone(), stats.clone(), ready.clone()));
+        tokio::spawn(http(listener, log.clone(), views.clone(), stats.clone(), ready.clone()));
     }
     let service = tokio::spawn(wire::serve(nats, handler, stats.clone(), stop_rx));
     tracing::info!(
@@ -150,16 +160,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(message = "stopping: answering the commands in flight");
     let _ = stop_tx.send(true);
     service.await.context("the command service panicked")?.context("the command service failed")?;
+    queries.await.context("the query service panicked")?.context("the query service failed")?;
+    worker.await.context("the projection worker panicked")?.context("the projection worker failed")?;
     let head = log.head().await?;
-    tracing::info!(message = "stopped", mirror_seq = head.last_seq);
+    tracing::info!(message = "stopped", mirror_seq = head.last_seq, views_seq = views.position());
     Ok(ExitCode::SUCCESS)
 }
 
 /// A deliberately small HTTP/1.1 responder: three GET paths, then close.
-async fn http(listener: tokio::net::TcpListener, log: Arc<JetStreamLog>, stats: Arc<Stats>, ready: Arc<AtomicBool>) {
+async fn http(
+    listener: tokio::net::TcpListener,
+    log: Arc<JetStreamLog>,
+    views: Arc<Views>,
+    stats: Arc<Stats>,
+    ready: Arc<AtomicBool>,
+) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else { continue };
-        let (log, stats, ready) = (log.clone(), stats.clone(), ready.clone());
+        let (log, views, stats, ready) = (log.clone(), views.clone(), stats.clone(), ready.clone());
         tokio::spawn(async move {
             // Read the whole head of the request (it may arrive in pieces),
             // at most 8 KiB.
@@ -177,7 +195,7 @@ async fn http(listener: tokio::net::TcpListener, log: Arc<JetStreamLog>, stats: 
                 "/health" => ("200 OK", "ok\n".to_owned()),
                 "/ready" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_owned()),
                 "/ready" => ("503 Service Unavailable", "catching up\n".to_owned()),
-                "/metrics" => ("200 OK", metrics(&log, &stats).await),
+                "/metrics" => ("200 OK", metrics(&log, &views, &stats).await),
                 _ => ("404 Not Found", "try /health, /ready or /metrics\n".to_owned()),
             };
             let response = format!(
@@ -189,7 +207,7 @@ async fn http(listener: tokio::net::TcpListener, log: Arc<JetStreamLog>, stats: 
     }
 }
 
-async fn metrics(log: &JetStreamLog, stats: &Stats) -> String {
+async fn metrics(log: &JetStreamLog, views: &Views, stats: &Stats) -> String {
     let mirror = log.head().await.map(|h| h.last_seq).unwrap_or(0);
     let source = log.source_last_seq().await.unwrap_or(mirror);
     format!(
@@ -202,10 +220,18 @@ async fn metrics(log: &JetStreamLog, stats: &Stats) -> String {
          agentlog_mirror_seq {mirror}\n\
          # HELP agentlog_mirror_lag_events Events in the stream the mirror does not have yet.\n\
          # TYPE agentlog_mirror_lag_events gauge\n\
-         agentlog_mirror_lag_events {}\n",
+         agentlog_mirror_lag_events {}\n\
+         # HELP agentlog_projection_seq The last sequence every view reflects.\n\
+         # TYPE agentlog_projection_seq gauge\n\
+         agentlog_projection_seq {}\n\
+         # HELP agentlog_projection_lag_events Events in the mirror the views do not reflect yet.\n\
+         # TYPE agentlog_projection_lag_events gauge\n\
+         agentlog_projection_lag_events {}\n",
         stats.accepted.load(Ordering::Relaxed),
         stats.rejected.load(Ordering::Relaxed),
         source.saturating_sub(mirror),
+        views.position(),
+        mirror.saturating_sub(views.position()),
     )
 }
 

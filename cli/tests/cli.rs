@@ -57,6 +57,63 @@ fn the_demo_is_reproducible_and_stats_and_verify_agree_with_it() {
     assert!(human.lines().all(|l| l.contains("agent/agent-01@")));
 }
 
+/// The demo runs the projections live; their saved state hashes equal a
+/// rebuild's from sequence 1, in memory (`verify`) and saved (`rebuild`),
+/// and the same seed gives the same views. Queries answer from them.
+#[test]
+fn the_demo_views_equal_a_rebuild_and_answer_queries() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = demo(dirs[0].path(), 21);
+    let b = demo(dirs[1].path(), 21);
+    assert_eq!(a["projections"], b["projections"], "the same seed, the same views");
+    let data = dirs[0].path().to_str().unwrap();
+    let head = a["last_seq"].as_u64().unwrap();
+
+    let status = json(&agentlog(&["projections", "status", "--json", "--data", data]));
+    for p in status["projections"].as_array().unwrap() {
+        assert_eq!(p["position"], head, "{status}");
+        assert_eq!(p["lag"], 0, "{status}");
+        assert_eq!(p["state_hash"], a["projections"][p["name"].as_str().unwrap()], "{status}");
+    }
+    let verified = json(&agentlog(&["projections", "verify", "--json", "--data", data]));
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(verified["projections"].as_array().unwrap().iter().all(|p| p["checked"] == true), "{verified}");
+    assert!(agentlog(&["projections", "rebuild", "--data", data]).status.success());
+    let rebuilt = json(&agentlog(&["projections", "status", "--json", "--data", data]));
+    assert_eq!(rebuilt, status, "a saved rebuild from seq 1 equals the live views");
+
+    let tasks = json(&agentlog(&["query", "tasks", "--json", "--data", data]));
+    assert_eq!(tasks["seq"], head);
+    assert_eq!(tasks["result"].as_array().unwrap().len(), 80);
+    let summary = &a["summary"];
+    let completed = tasks["result"].as_array().unwrap().iter().filter(|t| t["status"] == "completed").count();
+    assert_eq!(completed as u64, summary["tasks_completed"].as_u64().unwrap());
+    let violations = json(&agentlog(&["query", "violations", "--json", "--data", data]));
+    assert_eq!(violations["result"], serde_json::json!([]), "the demo keeps every promise");
+    let agent = json(&agentlog(&["query", "agent", "agent-01", "--json", "--data", data]));
+    assert_eq!(agent["result"]["agent_id"], "agent-01");
+    assert!(agent["result"]["reputation"]["successes"].as_u64().is_some(), "{agent}");
+    let unknown = agentlog(&["query", "task", "nope", "--data", data]);
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("no task \"nope\""), "{}", stderr(&unknown));
+
+    let wrong = agentlog(&["projections", "rebuild", "nonsense", "--data", data]);
+    assert!(stderr(&wrong).contains("no projection named \"nonsense\""), "{}", stderr(&wrong));
+
+    // A saved world view that is not what the log folds to: verify fails
+    // and names it.
+    {
+        use agentlog_projections::{Live, ProjectionStore, WorldModel, store};
+        let saved = ProjectionStore::open(&store::dir(dirs[0].path())).unwrap();
+        let wrong = Live { state: WorldModel::default(), position: head, chain_hash: String::new() };
+        saved.save(&[&wrong]).unwrap();
+    }
+    let mismatch = agentlog(&["projections", "verify", "--json", "--data", data]);
+    assert!(!mismatch.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&mismatch.stdout).unwrap();
+    assert_eq!(report["first_mismatch"], "world", "{report}");
+}
+
 #[test]
 fn the_demo_refuses_a_log_that_is_not_empty() {
     let dir = tempfile::tempdir().unwrap();

@@ -200,7 +200,41 @@ fn the_demo_runs_through_a_service_over_nats() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Queries over NATS, after the view has the demo's last event
+    // (read-your-writes), from the node's views.
+    let query = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+            .args(["query", "--json", "--nats", &server.url(), "--wait-for", &last_seq.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let tasks = query(&["tasks"]);
+    assert!(tasks["seq"].as_u64().unwrap() >= last_seq, "{tasks}");
+    let completed = tasks["result"].as_array().unwrap().iter().filter(|t| t["status"] == "completed").count();
+    assert_eq!(completed as u64, summary["tasks_completed"].as_u64().unwrap());
+    assert_eq!(query(&["violations"])["result"], serde_json::json!([]));
+    assert!(!query(&["agents"])["result"].as_array().unwrap().is_empty());
+    let beyond = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["query", "tasks", "--nats", &server.url(), "--timeout-ms", "200", "--wait-for"])
+        .arg((last_seq + 1000).to_string())
+        .output()
+        .unwrap();
+    assert!(!beyond.status.success(), "a sequence the view never reaches times out");
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("did not reach seq"), "{beyond:?}");
+
     node.terminate();
+    // The worker saved its views on the way out; they equal a rebuild.
+    let verified = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["projections", "verify", "--json", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(verified["projections"].as_array().unwrap().iter().all(|p| p["position"] == last_seq), "{verified}");
     let verify = Command::new(env!("CARGO_BIN_EXE_agentlog"))
         .args(["verify", "--json", "--data"])
         .arg(dir.path())
