@@ -107,15 +107,7 @@ async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
     let clock = ManualClock::new(sim::START);
     let config =
         sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: false };
-    let bar = progress::bar(0, "sending", args.json);
-    let started = Instant::now();
-    let summary = sim::run(&service, &clock, config, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await?;
-    bar.finish_and_clear();
-    let elapsed = started.elapsed();
+    let (summary, elapsed) = simulate(&service, &clock, config, "sending", args.json).await?;
     let mut info = service.stream.clone();
     let last_seq = info.info().await?.state.last_sequence;
     if args.json {
@@ -172,16 +164,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);
     let config =
         sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: true };
-    let bar = progress::bar(0, "simulating", args.json);
-    let started = Instant::now();
-    let summary = sim::run(&handler, &clock, config, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await?;
-    bar.finish_and_clear();
+    let (summary, elapsed) = simulate(&handler, &clock, config, "simulating", args.json).await?;
     log.sync()?;
-    let elapsed = started.elapsed();
     let head = log.head().await?;
     let head_hash = to_hex(&head.hash);
     views.wait_for(head.last_seq, std::time::Duration::from_secs(60)).await?;
@@ -263,4 +247,24 @@ fn print_summary(args: &Args, summary: &sim::Summary, events: &str) {
             a.claims_lost
         );
     }
+}
+
+/// Runs the workload against `target` with a progress bar; the summary and
+/// how long it took.
+async fn simulate<T: sim::Target>(
+    target: &T,
+    clock: &ManualClock,
+    config: sim::Config,
+    what: &str,
+    json: bool,
+) -> anyhow::Result<(sim::Summary, std::time::Duration)> {
+    let bar = progress::bar(0, what, json);
+    let started = Instant::now();
+    let summary = sim::run(target, clock, config, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok((summary, started.elapsed()))
 }

@@ -131,10 +131,14 @@ impl<L: Log> Handler<L> {
         // by the append's expected version anyway, and a refusal is only
         // given after deciding again on state caught up with the log.
         let mut fresh = false;
+        let mut reloaded = None;
         let mut attempt = 0;
         while attempt <= self.max_retries {
             let now = self.clock.now();
-            let (version, state) = self.load_as(&stream, fresh).await?;
+            let (version, state) = match reloaded.take() {
+                Some(loaded) => loaded,
+                None => self.load_as(&stream, fresh).await?,
+            };
             // Again after loading: on a log whose reads catch up per stream
             // (a JetStream mirror just restarted), the key's first append on
             // this stream may only be seen now.
@@ -146,10 +150,15 @@ impl<L: Log> Handler<L> {
             let (bodies, refusal) = match self.decide(&command, &state, now).await? {
                 Ok(bodies) => (bodies, None),
                 Err(Refused { rejection, record }) if record.is_empty() => {
-                    if fresh || self.load_as(&stream, true).await?.0 == version {
+                    if fresh {
                         return Err(rejection);
                     }
-                    fresh = true; // the state was behind: decide again on the new one
+                    let current = self.load_as(&stream, true).await?;
+                    if current.0 == version {
+                        return Err(rejection);
+                    }
+                    // The state was behind: decide again on the new one.
+                    (fresh, reloaded) = (true, Some(current));
                     continue;
                 }
                 Err(Refused { rejection, record }) => (record, Some(rejection)),

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::live::{Live, Runner};
+use crate::projection::Projection;
 use crate::reputation::Reputation;
 use crate::store::ProjectionStore;
 use crate::world::WorldModel;
@@ -58,19 +59,10 @@ impl Views {
     /// The views as last saved in `store`, checked against the log in `wal`
     /// (the embedded log's store, or a node's mirror).
     pub fn load(store: &ProjectionStore, wal: &Store) -> Result<Views> {
-        let views = Views::new(store.load()?, store.load()?);
-        for (name, position, chain_hash) in [
-            {
-                let w = views.world();
-                ("world", w.position, w.chain_hash.clone())
-            },
-            {
-                let r = views.reputation();
-                ("reputation", r.position, r.chain_hash.clone())
-            },
-        ] {
-            check_against_log(wal, name, position, &chain_hash)?;
-        }
+        let (world, reputation) = (store.load()?, store.load()?);
+        check_against_log(wal, &world)?;
+        check_against_log(wal, &reputation)?;
+        let views = Views::new(world, reputation);
         Ok(views)
     }
 
@@ -142,7 +134,8 @@ impl Views {
 }
 
 /// A projection that folded up to `position` must find the same event there.
-fn check_against_log(wal: &Store, name: &str, position: u64, chain_hash: &str) -> Result<()> {
+fn check_against_log<P: Projection>(wal: &Store, live: &Live<P>) -> Result<()> {
+    let (name, position, chain_hash) = (P::NAME, live.position, live.chain_hash.as_str());
     if position == 0 {
         return Ok(());
     }
