@@ -38,8 +38,16 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Measure distributed mode instead (starts its own nats-server).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "projections")]
     distributed: bool,
+    /// Measure the projections instead: folds, rebuilds, queries (in process
+    /// and over NATS, with its own nats-server) and command-to-view latency.
+    /// On the simulation's log of about --events events, or on --data.
+    #[arg(long)]
+    projections: bool,
+    /// With --projections: an existing log to fold (a data directory).
+    #[arg(long, requires = "projections")]
+    data: Option<std::path::PathBuf>,
 }
 
 /// Events per raw RocksDB batch: about what one group commit carries with
@@ -249,6 +257,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.distributed {
         crate::bench_distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
             .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.projections {
+        let source = crate::bench_projections::Source { data: args.data.clone(), events: args.events };
+        crate::bench_projections::run(source, args.claims, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let root = match &args.dir {

@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 
 use crate::bench::{Latency, sample_event};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _store: tempfile::TempDir,
 }
 
@@ -30,7 +30,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(dir: Option<&std::path::Path>) -> anyhow::Result<Server> {
+pub(crate) fn start_server(dir: Option<&std::path::Path>) -> anyhow::Result<Server> {
     let store = match dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,

@@ -17,6 +17,7 @@ pub struct Config {
     pub nats: Nats,
     pub stream: Stream,
     pub mirror: Mirror,
+    pub ticker: Ticker,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,20 @@ pub struct Mirror {
     pub catch_up_timeout_seconds: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ticker {
+    /// How often the ticker looks for sessions and leases whose deadline
+    /// passed; 0 turns it off on this node.
+    pub interval_ms: u64,
+}
+
+impl Default for Ticker {
+    fn default() -> Self {
+        Ticker { interval_ms: 1000 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -70,6 +85,7 @@ impl Default for Config {
             nats: Nats::default(),
             stream: Stream::default(),
             mirror: Mirror::default(),
+            ticker: Ticker::default(),
         }
     }
 }
@@ -105,7 +121,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "data",
     "http",
     "nats.url",
@@ -123,6 +139,7 @@ pub const KEYS: [&str; 17] = [
     "stream.duplicate-window-seconds",
     "mirror.sync",
     "mirror.catch-up-timeout-seconds",
+    "ticker.interval-ms",
 ];
 
 pub fn env_name(key: &str) -> String {

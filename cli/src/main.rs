@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 mod bench;
 mod bench_distributed;
+mod bench_projections;
 mod cmd;
 mod config;
 mod demo;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use agentlog_commands::Handler;
 use agentlog_commands::wire::{self, Stats};
 use agentlog_log::jetstream::{JetStreamLog, Options};
-use agentlog_log::{HybridClock, Log, RandomIdGen, Timestamp};
-use agentlog_projections::{ProjectionStore, Views};
+use agentlog_log::{Clock, HybridClock, Log, RandomIdGen, Timestamp};
+use agentlog_projections::{ProjectionStore, Views, ticker};
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -100,7 +100,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(last) = log.read(head.last_seq, 1).await?.first() {
         clock.observe(Timestamp::from_nanos(last.ts));
     }
-    let handler = Arc::new(Handler::new(log.clone(), Arc::new(clock), Arc::new(RandomIdGen::new())));
+    let clock: Arc<dyn Clock> = Arc::new(clock);
+    let handler = Arc::new(Handler::new(log.clone(), clock.clone(), Arc::new(RandomIdGen::new())));
     let stats = Arc::new(Stats::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -142,6 +143,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(message = "http listening", addr = %listener.local_addr()?);
         tokio::spawn(http(listener, log.clone(), views.clone(), stats.clone(), ready.clone()));
     }
+    // Deadlines that pass become expire commands, decided like any other.
+    let ticker = (config.ticker.interval_ms > 0).then(|| {
+        let every = std::time::Duration::from_millis(config.ticker.interval_ms);
+        let (handler, views, stop) = (handler.clone(), views.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let report = |ticked: Result<ticker::Ticked, agentlog_commands::Rejection>| match ticked {
+                Ok(t) if t.sessions_expired + t.leases_expired > 0 => tracing::info!(
+                    message = "deadlines passed",
+                    sessions_expired = t.sessions_expired,
+                    leases_expired = t.leases_expired
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "the ticker will try again", error = %e),
+            };
+            ticker::run(&*handler, &views, &*clock, every, stop, report).await;
+        })
+    });
     let service = tokio::spawn(wire::serve(nats, handler, stats.clone(), stop_rx));
     tracing::info!(
         message = "serving commands",
@@ -159,6 +177,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(message = "stopping: answering the commands in flight");
     let _ = stop_tx.send(true);
+    if let Some(ticker) = ticker {
+        ticker.await.context("the ticker panicked")?;
+    }
     service.await.context("the command service panicked")?.context("the command service failed")?;
     queries.await.context("the query service panicked")?.context("the query service failed")?;
     worker.await.context("the projection worker panicked")?.context("the projection worker failed")?;

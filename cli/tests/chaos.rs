@@ -20,6 +20,8 @@ use common::{metric, start};
 
 const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 5_000;
+/// Longest a chaos run may take (they take well under a minute each).
+const LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Copy)]
 enum Victim {
@@ -29,12 +31,12 @@ enum Victim {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_survive_two_sigkills_of_serve_exactly_once() {
-    chaos(Victim::Serve).await;
+    common::within(LIMIT, "chaos A", chaos(Victim::Serve)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_survive_two_sigkills_of_nats_server_exactly_once() {
-    chaos(Victim::NatsServer).await;
+    common::within(LIMIT, "chaos B", chaos(Victim::NatsServer)).await;
 }
 
 async fn chaos(victim: Victim) {
@@ -163,6 +165,10 @@ async fn stop_and_check(mut node: common::Node, data: &std::path::Path, nats: &a
 /// acknowledged event is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_r3_stream_survives_losing_the_node_serve_is_connected_to() {
+    common::within(LIMIT, "chaos C", chaos_in_a_cluster()).await;
+}
+
+async fn chaos_in_a_cluster() {
     let mut cluster = agentlog_tests::nats::NatsCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     // The cluster elects its JetStream leader first; serve retries until then.

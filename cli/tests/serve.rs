@@ -244,3 +244,74 @@ fn the_demo_runs_through_a_service_over_nats() {
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["last_seq"], last_seq, "{verified}");
 }
+
+/// Leases run out inside `serve`: an agent whose session stops
+/// heart-beating loses its claim when the ticker (on both instances, racing)
+/// expires the session and then the lease; another agent then claims the
+/// task. Each expiry is in the stream once, sent by the ticker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_session_loses_its_claim_to_the_ticker_of_serve() {
+    common::within(Duration::from_secs(120), "the ticker test", async {
+        let server = NatsServer::start();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut nodes = [start(&server, dirs[0].path()), start(&server, dirs[1].path())];
+        let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
+        for agent_id in ["a", "b"] {
+            let register = Cmd::RegisterAgent { agent_id: agent_id.into(), name: String::new(), capabilities: vec![] };
+            client.execute(&register, None).await.unwrap();
+        }
+        let create = Cmd::CreateTask {
+            task_id: "t".into(),
+            title: String::new(),
+            priority: 0,
+            required_capabilities: vec![],
+            dependencies: vec![],
+            max_attempts: 3,
+        };
+        client.execute(&create, None).await.unwrap();
+        let open = |agent: &str, timeout_ms| Cmd::OpenSession {
+            agent_id: agent.into(),
+            session_id: Some(format!("s-{agent}")),
+            heartbeat_timeout_ms: timeout_ms,
+        };
+        client.execute(&open("a", 1_000), None).await.unwrap();
+        client.execute(&open("b", 3_600_000), None).await.unwrap();
+        let claim = |agent: &str| Cmd::ClaimTask {
+            task_id: "t".into(),
+            agent_id: agent.into(),
+            session_id: format!("s-{agent}"),
+            lease_ms: 3_600_000,
+        };
+        client.execute(&claim("a"), None).await.unwrap();
+        assert_eq!(client.execute(&claim("b"), None).await.unwrap_err().code, Code::AlreadyClaimed);
+
+        // a never heart-beats: within its 1 s deadline and a tick or two,
+        // the hour-long lease is gone and b gets the task.
+        let mut tries = 0;
+        while let Err(refused) = client.execute(&claim("b"), None).await {
+            assert_eq!(refused.code, Code::AlreadyClaimed, "{refused}");
+            tries += 1;
+            assert!(tries < 150, "the ticker never released a's claim");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+            .args(["tail", "--json", "--nats", &server.url()])
+            .output()
+            .unwrap();
+        for node in &mut nodes {
+            node.terminate();
+        }
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let events: Vec<serde_json::Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let of = |kind: &str| events.iter().filter(|e| e["type"] == kind).collect::<Vec<_>>();
+        assert_eq!(of("session_expired").len(), 1, "{events:?}");
+        assert_eq!(of("task_lease_expired").len(), 1, "{events:?}");
+        assert_eq!(of("session_expired")[0]["actor"], "ticker");
+        assert_eq!(of("task_lease_expired")[0]["actor"], "ticker");
+        let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        let tail = &types[types.len() - 3..];
+        assert_eq!(tail, ["session_expired", "task_lease_expired", "task_claimed"]);
+    })
+    .await;
+}

@@ -380,7 +380,13 @@ impl<L: Log> Handler<L> {
             (Command::FailTask { task_id, agent_id, session_id, reason }, State::Task(t)) => {
                 task::finish(t, task_id, agent_id, session_id, task::Finish::Fail { reason }, now)
             }
-            (Command::ExpireLease { task_id }, State::Task(t)) => task::expire_lease(t, task_id, now),
+            (Command::ExpireLease { task_id }, State::Task(t)) => {
+                let holder_live = match &t.status {
+                    task::Status::Claimed { session_id, .. } => self.session(session_id).await?.is_live(now),
+                    _ => true,
+                };
+                task::expire_lease(t, task_id, holder_live, now)
+            }
             (Command::AllocateBudget { budget_id, amount }, State::Budget(b)) => {
                 budget::allocate(b, budget_id, *amount)
             }

@@ -199,10 +199,12 @@ fn only_the_holder_finishes_and_only_within_its_lease() {
 }
 
 #[test]
-fn leases_expire_only_after_their_deadline_and_reopen_the_task() {
+fn leases_expire_after_their_deadline_or_with_their_session_and_reopen_the_task() {
     let held = task_with(&[(0, created(&[], &[], 3)), (1, claimed("a", at(100)))]);
-    assert_eq!(code(&task::expire_lease(&held, "t", at(100))), Some(Code::LeaseActive));
-    let Ok(expired) = task::expire_lease(&held, "t", at(101)) else { panic!() };
+    assert_eq!(code(&task::expire_lease(&held, "t", true, at(100))), Some(Code::LeaseActive));
+    let Ok(with_session) = task::expire_lease(&held, "t", false, at(50)) else { panic!() };
+    assert_eq!(with_session.iter().map(Body::type_name).collect::<Vec<_>>(), ["task_lease_expired"]);
+    let Ok(expired) = task::expire_lease(&held, "t", true, at(101)) else { panic!() };
     assert_eq!(expired.iter().map(Body::type_name).collect::<Vec<_>>(), ["task_lease_expired"]);
     let mut reopened = held.clone();
     reopened.apply(&event(at(101), expired[0].clone()));

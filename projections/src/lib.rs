@@ -10,6 +10,7 @@ pub mod reputation;
 #[cfg(feature = "nats")]
 pub mod service;
 pub mod store;
+pub mod ticker;
 pub mod worker;
 pub mod world;
 

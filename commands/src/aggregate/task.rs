@@ -254,9 +254,12 @@ pub fn finish(
     }])
 }
 
-pub fn expire_lease(state: &Task, task_id: &str, now: Timestamp) -> Decision {
+/// Ends a claim whose lease ran out, or whose holder's session is no longer
+/// live (`holder_live`: closed, expired, or past its heartbeat deadline): a
+/// lease never outlives the session it was taken in.
+pub fn expire_lease(state: &Task, task_id: &str, holder_live: bool, now: Timestamp) -> Decision {
     match &state.status {
-        Status::Claimed { agent_id, session_id, lease_until_ts } if now.as_nanos() > *lease_until_ts => {
+        Status::Claimed { agent_id, session_id, lease_until_ts } if now.as_nanos() > *lease_until_ts || !holder_live => {
             Ok(vec![Body::TaskLeaseExpired(TaskLeaseExpired {
                 task_id: task_id.to_owned(),
                 agent_id: agent_id.clone(),
@@ -264,9 +267,12 @@ pub fn expire_lease(state: &Task, task_id: &str, now: Timestamp) -> Decision {
                 lease_until_ts: *lease_until_ts,
             })])
         }
-        Status::Claimed { lease_until_ts, .. } => Err(Rejection::new(
+        Status::Claimed { lease_until_ts, session_id, .. } => Err(Rejection::new(
             Code::LeaseActive,
-            format!("the lease on task {task_id} runs until {}", Timestamp::from_nanos(*lease_until_ts)),
+            format!(
+                "the lease on task {task_id} runs until {} and its session {session_id} is live",
+                Timestamp::from_nanos(*lease_until_ts)
+            ),
         )
         .into()),
         Status::Unknown => Err(not_found(task_id).into()),

@@ -3,10 +3,14 @@
 //! the `Follower`. An atomic batch is written whole or not at all, and the
 //! idempotency key of an append is recorded once the append is complete.
 //! A NATS failure (the server restarting, a network cut) only pauses it: it
-//! follows again from the WAL's head once NATS answers. An inconsistency (a
+//! follows again from the WAL's head once NATS answers. A consumer that
+//! stops delivering while the stream grows (its server died, and the client
+//! library would wait for two missed 15 s heartbeats) is noticed within two
+//! idle checks and replaced the same way. An inconsistency (a
 //! gap, an undecodable event) stops the mirror and poisons the log: it never
 //! skips.
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -24,7 +28,11 @@ use crate::wal::{Follower, Ordered};
 const MAX_WRITE_EVENTS: usize = 4096;
 
 /// Pause before following again after a NATS failure.
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long the mirror waits for a message before it asks the stream
+/// whether it has fallen behind.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(
     stream: Stream,
@@ -96,13 +104,35 @@ async fn follow(
         .map_err(|e| nats("creating the mirror's consumer")(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| nats("following the stream")(&e))?;
     let mut pending = Pending::default();
+    // The mirror's position at the last idle check that found it behind.
+    let mut behind_at: Option<u64> = None;
     loop {
-        let message = match messages.next().await {
-            Some(message) => message.map_err(|e| nats("following the stream")(&e))?,
-            None => {
+        let message = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
+            Ok(Some(message)) => message.map_err(|e| nats("following the stream")(&e))?,
+            Ok(None) => {
                 return Err(Error::Nats { operation: "following the stream", message: "the consumer ended".into() });
             }
+            Err(_idle) => {
+                let have = pending.events.last().map_or(follower.head().last_seq, |o| o.seq);
+                let mut stream = stream.clone();
+                let info = stream.info().await.map_err(|e| nats("reading the stream's state")(&e))?;
+                let last = info.state.last_sequence;
+                if last <= have {
+                    behind_at = None;
+                } else if behind_at == Some(have) {
+                    // Behind for two idle checks with nothing delivered: the
+                    // consumer is stalled, not slow.
+                    return Err(Error::Nats {
+                        operation: "following the stream",
+                        message: format!("the consumer stalled at seq {have} while the stream has {last}"),
+                    });
+                } else {
+                    behind_at = Some(have);
+                }
+                continue;
+            }
         };
+        behind_at = None;
         pending.push(&message)?;
         // Take whatever else has arrived, without waiting, into the same write.
         while pending.events.len() < MAX_WRITE_EVENTS

@@ -1,0 +1,120 @@
+//! The ticker: turns deadlines that passed into commands. It reads the world
+//! view for what may be due (live sessions past their heartbeat deadline,
+//! claims whose lease ran out or whose session is gone), reads the time from
+//! a `Clock`, and sends `expire_session` / `expire_lease` through the command
+//! path, which decides again on the aggregates themselves: the view may lag,
+//! and several nodes may tick at once, so a refusal that says "already done"
+//! or "not due" is expected and ignored. The views never read the clock;
+//! they only fold the `SessionExpired` and `TaskLeaseExpired` events this
+//! sends, so a rebuild gives the state the live run had.
+use std::time::Duration;
+
+use agentlog_commands::sim::Target;
+use agentlog_commands::{Code, Command, Request};
+use agentlog_log::{Clock, Kind, Timestamp};
+use tokio::sync::watch;
+
+use crate::worker::Views;
+use crate::world::{SessionStatus, TaskStatus, WorldModel};
+
+/// The actor the ticker's commands carry.
+pub const ACTOR: &str = "ticker";
+
+/// What the view says is due at some instant, in id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Live sessions whose heartbeat deadline passed.
+    pub sessions: Vec<String>,
+    /// Claimed tasks whose lease ran out, or whose session is not live.
+    pub leases: Vec<String>,
+}
+
+impl Due {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.leases.is_empty()
+    }
+}
+
+/// What is due at `now`, by the view.
+pub fn due(world: &WorldModel, now: Timestamp) -> Due {
+    let now = now.as_nanos();
+    let live = |session_id: &str| {
+        world.session(session_id).is_some_and(|s| s.status == SessionStatus::Live && now <= s.deadline_ts())
+    };
+    let sessions = world
+        .sessions()
+        .filter(|s| s.status == SessionStatus::Live && now > s.deadline_ts())
+        .map(|s| s.session_id.clone())
+        .collect();
+    let leases = world
+        .tasks()
+        .filter(|t| t.status == TaskStatus::Claimed)
+        .filter(|t| t.holder.as_ref().is_some_and(|h| now > h.lease_until_ts || !live(&h.session_id)))
+        .map(|t| t.task_id.clone())
+        .collect();
+    Due { sessions, leases }
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ticked {
+    pub sessions_expired: u64,
+    pub leases_expired: u64,
+    /// Refused as not due or already done (another node ticked first, or
+    /// the view lagged a heartbeat or a release).
+    pub skipped: u64,
+}
+
+/// Sends the commands for everything `due` names: sessions first, so the
+/// leases they held are expired in the same tick. Stops at the first
+/// platform failure (the next tick tries again).
+pub async fn tick<T: Target>(target: &T, due: &Due) -> Result<Ticked, agentlog_commands::Rejection> {
+    let mut ticked = Ticked::default();
+    let commands = due
+        .sessions
+        .iter()
+        .map(|id| Command::ExpireSession { session_id: id.clone() })
+        .chain(due.leases.iter().map(|id| Command::ExpireLease { task_id: id.clone() }));
+    for command in commands {
+        let is_session = matches!(command, Command::ExpireSession { .. });
+        match target.execute(Request::new(command, ACTOR)).await {
+            Ok(_) if is_session => ticked.sessions_expired += 1,
+            Ok(_) => ticked.leases_expired += 1,
+            Err(r) if expected(&r) => ticked.skipped += 1,
+            Err(r) => return Err(r),
+        }
+    }
+    Ok(ticked)
+}
+
+/// Refusals a tick expects: the deadline is not due on the aggregate (the
+/// view lagged), or the thing already ended.
+fn expected(r: &agentlog_commands::Rejection) -> bool {
+    r.kind == Kind::Conflict
+        || matches!(r.code, Code::SessionLive | Code::SessionNotLive | Code::LeaseActive | Code::NotClaimed)
+}
+
+/// Ticks every `every` until `stop` turns true: what the world view says
+/// is due at the clock's `now` is sent, and each tick's outcome handed to
+/// `report` (a platform failure is retried on the next tick).
+pub async fn run<T: Target>(
+    target: &T,
+    views: &Views,
+    clock: &dyn Clock,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    report: impl Fn(Result<Ticked, agentlog_commands::Rejection>),
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let due = due(&views.world().state, clock.now());
+        if !due.is_empty() {
+            report(tick(target, &due).await);
+        }
+    }
+}
