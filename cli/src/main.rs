@@ -18,6 +18,12 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Folding, decoding and the command path allocate many small strings:
+/// mimalloc serves them about twice as fast as glibc's malloc
+/// (`agentlog bench --projections`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

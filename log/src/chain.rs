@@ -72,12 +72,38 @@ pub fn is_linked(previous: &Hash, envelope: &Envelope) -> bool {
 }
 
 pub fn to_hex(hash: &[u8]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(hash.len() * 2);
+    for b in hash {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
+}
+
+/// The bytes of lower- or upper-case hex, or `None` if it is not hex.
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    hex.as_bytes().chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let hex = to_hex(&bytes);
+        assert_eq!(&hex[..8], "00010203");
+        assert_eq!(&hex[hex.len() - 4..], "feff");
+        assert_eq!(from_hex(&hex), Some(bytes));
+        assert_eq!(from_hex("0g"), None);
+        assert_eq!(from_hex("abc"), None);
+    }
 
     #[test]
     fn sealing_while_encoding_agrees_with_sealing_then_linking() {

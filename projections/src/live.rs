@@ -22,16 +22,21 @@ pub struct Checkpoint {
 pub struct Live<P> {
     pub state: P,
     pub position: u64,
-    pub chain_hash: String,
+    /// The chain hash of the event at `position` (bytes; hex only in the
+    /// checkpoint, so folding an event formats nothing).
+    pub chain_hash: Vec<u8>,
 }
 
 impl<P: Projection> Live<P> {
     pub fn new() -> Self {
-        Live { state: P::default(), position: 0, chain_hash: String::new() }
+        Live { state: P::default(), position: 0, chain_hash: Vec::new() }
     }
 
+    /// A checkpoint whose chain hash is not hex yields an empty one, which
+    /// no event's hash equals: the check against the log then refuses it.
     pub fn from_checkpoint(checkpoint: &Checkpoint, state: P) -> Self {
-        Live { state, position: checkpoint.position, chain_hash: checkpoint.chain_hash.clone() }
+        let chain_hash = agentlog_log::chain::from_hex(&checkpoint.chain_hash).unwrap_or_default();
+        Live { state, position: checkpoint.position, chain_hash }
     }
 }
 
@@ -61,7 +66,7 @@ impl<P: Projection> Runner for Live<P> {
         if event.seq > self.position {
             self.state.apply(event);
             self.position = event.seq;
-            self.chain_hash = agentlog_log::chain::to_hex(&event.hash);
+            self.chain_hash.clone_from(&event.hash);
         }
     }
 
@@ -73,7 +78,7 @@ impl<P: Projection> Runner for Live<P> {
         let bytes = canonical_bytes(&self.state);
         let checkpoint = Checkpoint {
             position: self.position,
-            chain_hash: self.chain_hash.clone(),
+            chain_hash: agentlog_log::chain::to_hex(&self.chain_hash),
             state_hash: agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes()),
         };
         (checkpoint, bytes)

@@ -337,12 +337,17 @@ impl WorldModel {
     }
 
     fn check_version(&mut self, event: &Envelope) {
-        let last = self.versions.get(&event.stream).copied().unwrap_or(0);
+        let last = match self.versions.get_mut(&event.stream) {
+            Some(version) => std::mem::replace(version, event.stream_version.max(*version)),
+            None => {
+                self.versions.insert(event.stream.clone(), event.stream_version);
+                0
+            }
+        };
         if event.stream_version != last + 1 {
             let detail = format!("version {} follows version {last}", event.stream_version);
             self.violate(event, ViolationKind::VersionGap, detail);
         }
-        self.versions.insert(event.stream.clone(), event.stream_version.max(last));
     }
 
     fn check_balance(&mut self, event: &Envelope, budget_id: &str, stated: u64) {

@@ -259,7 +259,9 @@ pub fn finish(
 /// lease never outlives the session it was taken in.
 pub fn expire_lease(state: &Task, task_id: &str, holder_live: bool, now: Timestamp) -> Decision {
     match &state.status {
-        Status::Claimed { agent_id, session_id, lease_until_ts } if now.as_nanos() > *lease_until_ts || !holder_live => {
+        Status::Claimed { agent_id, session_id, lease_until_ts }
+            if now.as_nanos() > *lease_until_ts || !holder_live =>
+        {
             Ok(vec![Body::TaskLeaseExpired(TaskLeaseExpired {
                 task_id: task_id.to_owned(),
                 agent_id: agent_id.clone(),
