@@ -229,11 +229,13 @@ impl Store {
     pub fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
         let mut expected = from_seq.max(1);
         let mut out = Vec::with_capacity(max.min(4096));
-        // A read is a forward scan: read ahead, and leave the block cache to
-        // the point reads of the command path.
+        // A long read is a forward scan: read ahead, and leave the block
+        // cache to the point reads of the command path.
         let mut options = rocksdb::ReadOptions::default();
-        options.fill_cache(false);
-        options.set_readahead_size(READAHEAD_BYTES);
+        if max >= SCAN_EVENTS {
+            options.fill_cache(false);
+            options.set_readahead_size(READAHEAD_BYTES);
+        }
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), options);
         iter.seek(seq_key(expected));
         while out.len() < max && iter.valid() {
@@ -353,6 +355,9 @@ impl Store {
 
 /// How far a scan of the events reads ahead.
 const READAHEAD_BYTES: usize = 2 << 20;
+
+/// Reads of at least this many events are scans.
+const SCAN_EVENTS: usize = 256;
 
 fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
     let envelope = codec::decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
