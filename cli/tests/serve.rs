@@ -123,19 +123,7 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
     }
 
     // `tail --nats` reads the stream itself, and stops at its end.
-    let tail = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
-            .args(["tail", "--json", "--nats", &server.url()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<serde_json::Value>>()
-    };
+    let tail = |args: &[&str]| tail_json(&server.url(), args);
     let first = tail(&["--limit", "5"]);
     assert_eq!(first.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     let agent = tail(&["--stream", "agent/agent-0"]);
@@ -157,6 +145,18 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
         heads.push(report["head_hash"].clone());
     }
     assert_eq!(heads[0], heads[1], "both mirrors hold the same log");
+}
+
+/// The stream's events, read by `agentlog tail --json --nats` (it stops at
+/// the stream's end).
+fn tail_json(url: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["tail", "--json", "--nats", url])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn debit_amount(command: &Cmd) -> u64 {
@@ -294,16 +294,10 @@ async fn a_silent_session_loses_its_claim_to_the_ticker_of_serve() {
             assert!(tries < 150, "the ticker never released a's claim");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
-            .args(["tail", "--json", "--nats", &server.url()])
-            .output()
-            .unwrap();
+        let events = tail_json(&server.url(), &[]);
         for node in &mut nodes {
             node.terminate();
         }
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let events: Vec<serde_json::Value> =
-            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let of = |kind: &str| events.iter().filter(|e| e["type"] == kind).collect::<Vec<_>>();
         assert_eq!(of("session_expired").len(), 1, "{events:?}");
         assert_eq!(of("task_lease_expired").len(), 1, "{events:?}");
