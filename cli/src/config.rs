@@ -18,6 +18,7 @@ pub struct Config {
     pub stream: Stream,
     pub mirror: Mirror,
     pub ticker: Ticker,
+    pub archive: Archive,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,30 @@ pub struct Ticker {
     pub interval_ms: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Archive {
+    /// Run the nightly archive on this node.
+    pub enabled: bool,
+    /// The archive's root; `<data>/archive` when empty.
+    pub dir: PathBuf,
+    /// When, UTC (`HH:MM`): every closed day not archived yet is written.
+    /// Also runs at startup, to catch up on nights the node was down.
+    pub at: String,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive { enabled: true, dir: PathBuf::new(), at: "00:05".into() }
+    }
+}
+
+impl Archive {
+    pub fn root(&self, data: &Path) -> PathBuf {
+        if self.dir.as_os_str().is_empty() { data.join("archive") } else { self.dir.clone() }
+    }
+}
+
 impl Default for Ticker {
     fn default() -> Self {
         Ticker { interval_ms: 1000 }
@@ -86,6 +111,7 @@ impl Default for Config {
             stream: Stream::default(),
             mirror: Mirror::default(),
             ticker: Ticker::default(),
+            archive: Archive::default(),
         }
     }
 }
@@ -121,7 +147,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 21] = [
     "data",
     "http",
     "nats.url",
@@ -140,6 +166,9 @@ pub const KEYS: [&str; 18] = [
     "mirror.sync",
     "mirror.catch-up-timeout-seconds",
     "ticker.interval-ms",
+    "archive.enabled",
+    "archive.dir",
+    "archive.at",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -192,6 +221,7 @@ impl Config {
         let merged = toml::to_string(&table)?;
         let config: Config = toml::from_str(&merged)
             .map_err(|e| anyhow::anyhow!("invalid configuration after the AGENTLOG_* environment variables: {e}"))?;
+        config.archive.at.parse::<agentlog_archive::AtTime>().map_err(|e| anyhow::anyhow!("archive.at: {e}"))?;
         if !matches!(config.stream.replicas, 1 | 3) {
             bail!("stream.replicas is {}; use 1, or 3 on a NATS cluster", config.stream.replicas);
         }

@@ -55,7 +55,7 @@ pub struct VerifyArgs {
 
 const PAGE: usize = 4096;
 
-fn line(event: &Envelope) -> String {
+pub(crate) fn line(event: &Envelope) -> String {
     let mut body = agentlog_log::json::envelope(event)["body"].clone();
     if let Some(object) = body.as_object_mut() {
         object.remove("type");

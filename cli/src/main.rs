@@ -3,6 +3,7 @@
 //! one place that picks the production clock and id source, and the one
 //! crate that may time things with the wall clock (progress, benchmarks).
 #![allow(clippy::disallowed_methods)]
+mod archive;
 mod bench;
 mod bench_distributed;
 mod bench_projections;
@@ -61,6 +62,8 @@ enum Command {
     Projections(projections::Args),
     /// Ask the world model and reputation views.
     Query(query::Args),
+    /// The Parquet archive: run (archive closed days), verify, prune, scan.
+    Archive(archive::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Projections(args) => projections::run(args),
             Command::Query(args) => query::run(args).await,
+            Command::Archive(args) => archive::run(args),
         }
     });
     match result {

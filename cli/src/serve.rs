@@ -143,6 +143,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(message = "http listening", addr = %listener.local_addr()?);
         tokio::spawn(http(listener, log.clone(), views.clone(), stats.clone(), ready.clone()));
     }
+    // Each closed day becomes Parquet, at startup and then nightly.
+    let archive = config.archive.enabled.then(|| {
+        let at = config.archive.at.parse().expect("checked when the configuration was loaded");
+        let root = config.archive.root(&config.data);
+        tokio::spawn(crate::archive::nightly(log.store().clone(), root, at, clock.clone(), stop_rx.clone()))
+    });
     // Deadlines that pass become expire commands, decided like any other.
     let ticker = (config.ticker.interval_ms > 0).then(|| {
         let every = std::time::Duration::from_millis(config.ticker.interval_ms);
@@ -179,6 +185,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     if let Some(ticker) = ticker {
         ticker.await.context("the ticker panicked")?;
+    }
+    if let Some(archive) = archive {
+        archive.await.context("the nightly archive panicked")?;
     }
     service.await.context("the command service panicked")?.context("the command service failed")?;
     queries.await.context("the query service panicked")?.context("the query service failed")?;

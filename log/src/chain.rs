@@ -47,6 +47,12 @@ const HASH_FIELD: u32 = 13;
 /// bytes long, then the hash.
 const HASH_SUFFIX_TAG: [u8; 2] = [(HASH_FIELD << 3 | 2) as u8, 32];
 
+/// The hash that stored bytes end with, without checking it.
+pub fn stored_hash(bytes: &[u8]) -> Option<Hash> {
+    let suffix = bytes.get(bytes.len().checked_sub(34)?..)?;
+    (suffix[..2] == HASH_SUFFIX_TAG).then(|| suffix[2..].try_into().expect("32 bytes"))
+}
+
 /// Checks stored bytes against the hash before them and returns their hash.
 /// Works on the bytes themselves, so fields a newer schema added (which this
 /// build would drop on decoding) are covered too.

@@ -86,6 +86,11 @@ pub enum Error {
     #[error("the data at {} is damaged or not an agentlog store: {reason}", path.display())]
     CorruptStore { path: PathBuf, reason: String },
 
+    #[error(
+        "seq {seq} is archived and no longer in the WAL, which was pruned through seq {through}: read it from the archive (`agentlog archive scan`)"
+    )]
+    Pruned { seq: u64, through: u64 },
+
     #[error("damage at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
 
@@ -108,6 +113,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::Malformed { .. }
             | Error::NotFound { .. }
+            | Error::Pruned { .. }
             | Error::UnsafeStream { .. } => Kind::Invalid,
             Error::Storage { .. }
             | Error::Poisoned { .. }

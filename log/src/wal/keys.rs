@@ -11,6 +11,8 @@ pub const COLUMN_FAMILIES: [&str; 5] = [CF_EVENTS, CF_STREAMS, CF_IDS, CF_IDEM, 
 
 pub const META_FORMAT: &[u8] = b"format";
 pub const META_HEAD: &[u8] = b"head";
+/// Where the WAL was cut by `archive prune`: seq ‖ chain hash there.
+pub const META_PRUNED: &[u8] = b"pruned";
 /// Written once when a store is created; a store without it is not ours.
 pub const FORMAT_V1: &[u8] = b"agentlog-wal-v1";
 

@@ -4,16 +4,18 @@
 //! Column families (keys big-endian, so key order is log order):
 //! `events` seq → envelope, `streams` stream ‖ version → seq,
 //! `ids` event_id → seq, `idem` idempotency key → append result,
-//! `meta` format marker and chain head. Every append writes all of them in
+//! `meta` format marker, chain head and prune mark. Every append writes all of them in
 //! one atomic `WriteBatch`.
 mod follower;
 mod keys;
+mod prune;
 mod store;
 mod subscription;
 mod verify;
 mod writer;
 
 pub use follower::{Follower, Ordered};
+pub use prune::{PruneReport, Pruned};
 pub use store::{Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};

@@ -1,6 +1,7 @@
 //! Opening the WAL and reading it. Writes go through `writer`; this module
 //! owns the database handle, the open-time checks and every read path.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 
@@ -27,6 +28,8 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     read_only: bool,
+    /// The prune mark's seq (0: never pruned), for the read paths.
+    pruned: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,9 +102,10 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let db = DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|e| open_error(path, e))?;
-        let store = Store { db, path: path.to_owned(), read_only: false };
+        let store = Store { db, path: path.to_owned(), read_only: false, pruned: AtomicU64::new(0) };
         store.check_format(!existed)?;
         store.check_head()?;
+        store.load_pruned()?;
         Ok(store)
     }
 
@@ -114,9 +118,10 @@ impl Store {
         Self::check_column_families(path)?;
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, cf_descriptors(), false)
             .map_err(|e| open_error(path, e))?;
-        let store = Store { db, path: path.to_owned(), read_only: true };
+        let store = Store { db, path: path.to_owned(), read_only: true, pruned: AtomicU64::new(0) };
         store.check_format(false)?;
         store.check_head()?;
+        store.load_pruned()?;
         Ok(store)
     }
 
@@ -167,6 +172,21 @@ impl Store {
         Ok(())
     }
 
+    fn load_pruned(&self) -> Result<()> {
+        self.set_pruned(self.pruned_through()?.map_or(0, |p| p.seq));
+        Ok(())
+    }
+
+    pub(crate) fn set_pruned(&self, seq: u64) {
+        self.pruned.store(seq, Ordering::Release);
+    }
+
+    /// Refuses a read that starts at or below the prune mark.
+    fn check_not_pruned(&self, seq: u64) -> Result<()> {
+        let through = self.pruned.load(Ordering::Acquire);
+        if seq <= through { Err(Error::Pruned { seq, through }) } else { Ok(()) }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -206,29 +226,30 @@ impl Store {
         }
     }
 
-    /// The stored bytes of up to `max` events from `from_seq` on, as
-    /// `(key seq, bytes)`, in key order. Stops early at a gap.
-    pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
-        let start = seq_key(from_seq.max(1));
-        let mut out = Vec::with_capacity(max.min(1024));
-        for item in self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::From(&start, Direction::Forward)) {
-            if out.len() >= max {
-                break;
-            }
-            let (key, value) = item.map_err(Error::storage("reading events"))?;
-            let seq = seq_from(&key)
-                .ok_or_else(|| Error::Corrupt { seq: 0, reason: "an event key is not 8 bytes".into() })?;
-            out.push((seq, value.into_vec()));
-        }
-        Ok(out)
-    }
-
     /// Up to `max` decoded events from `from_seq` on. Fails on a gap or a
     /// damaged event instead of skipping it. Decodes straight from RocksDB's
     /// buffers (no copy of the stored bytes).
     pub fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
-        let mut expected = from_seq.max(1);
         let mut out = Vec::with_capacity(max.min(4096));
+        self.for_each_stored(from_seq, max, |seq, bytes| {
+            out.push(decode_at(seq, bytes)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with the seq and stored bytes of up to `max` events from
+    /// `from_seq` on, in seq order, without copying them; returns how many.
+    /// Fails on a gap instead of skipping it.
+    pub fn for_each_stored(
+        &self,
+        from_seq: u64,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        let mut expected = from_seq.max(1);
+        self.check_not_pruned(expected)?;
+        let mut seen = 0;
         // A long read is a forward scan: read ahead, and leave the block
         // cache to the point reads of the command path.
         let mut options = rocksdb::ReadOptions::default();
@@ -238,7 +259,7 @@ impl Store {
         }
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), options);
         iter.seek(seq_key(expected));
-        while out.len() < max && iter.valid() {
+        while seen < max && iter.valid() {
             let (Some(key), Some(bytes)) = (iter.key(), iter.value()) else { break };
             let seq =
                 seq_from(key).ok_or_else(|| Error::Corrupt { seq: 0, reason: "an event key is not 8 bytes".into() })?;
@@ -248,12 +269,13 @@ impl Store {
                     reason: format!("missing; the next stored event is seq {seq}"),
                 });
             }
-            out.push(decode_at(seq, bytes)?);
+            f(seq, bytes)?;
+            seen += 1;
             expected += 1;
             iter.next();
         }
         iter.status().map_err(Error::storage("reading events"))?;
-        Ok(out)
+        Ok(seen)
     }
 
     pub fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
@@ -281,6 +303,9 @@ impl Store {
             .zip(values)
             .map(|(seq, value)| match value.map_err(Error::storage("reading a stream's events"))? {
                 Some(bytes) => decode_at(*seq, &bytes),
+                None if self.check_not_pruned(*seq).is_err() => {
+                    Err(Error::Pruned { seq: *seq, through: self.pruned.load(Ordering::Acquire) })
+                }
                 None => Err(Error::Corrupt { seq: *seq, reason: format!("indexed by stream {stream} but missing") }),
             })
             .collect()
@@ -327,11 +352,19 @@ impl Store {
     }
 
     /// Every `streams` entry must be a version some event has: a stray entry
-    /// would make the next append skip versions.
-    pub(crate) fn check_stream_index(&self, versions: &std::collections::HashMap<String, u64>) -> Result<()> {
+    /// would make the next append skip versions. Entries at or below the
+    /// prune mark `pruned` are the archive's to check.
+    pub(crate) fn check_stream_index(
+        &self,
+        versions: &std::collections::HashMap<String, u64>,
+        pruned: u64,
+    ) -> Result<()> {
         for item in self.db.iterator_cf(self.cf(CF_STREAMS), IteratorMode::Start) {
             let (key, value) = item.map_err(Error::storage("reading the stream index"))?;
             let seq = seq_from(&value).unwrap_or(0);
+            if seq != 0 && seq <= pruned {
+                continue;
+            }
             let stray =
                 || Error::Corrupt { seq, reason: format!("the stream index has an entry no event matches: {key:?}") };
             let len = usize::from(u16::from_be_bytes(key.get(..2).ok_or_else(stray)?.try_into().expect("2 bytes")));

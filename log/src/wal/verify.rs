@@ -18,31 +18,37 @@ pub struct Report {
 
 const PAGE: usize = 4096;
 
-/// `progress(checked, total)` is called after each page.
+/// `progress(checked, total)` is called after each page. A pruned WAL is
+/// checked from its prune mark: the chain from the hash recorded there, and
+/// each stream from the version it had at the cut.
 pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
     let head = store.head()?;
+    let pruned = store.pruned_through()?;
     let mut versions: HashMap<String, u64> = HashMap::new();
-    let mut previous = GENESIS;
-    let mut expected = 1u64;
-    loop {
-        let page = store.read_raw(expected, PAGE)?;
-        if page.is_empty() {
-            break;
-        }
-        for (seq, bytes) in &page {
-            let seq = *seq;
+    let mut previous = pruned.map_or(GENESIS, |p| p.hash);
+    let mut expected = pruned.map_or(1, |p| p.seq + 1);
+    while expected <= head.last_seq {
+        store.for_each_stored(expected, PAGE, |seq, bytes| {
             let damage = |reason: String| Error::Corrupt { seq, reason };
-            if seq != expected {
-                return Err(Error::Corrupt {
-                    seq: expected,
-                    reason: format!("missing; the next stored event is seq {seq}"),
-                });
-            }
             let event = codec::decode(bytes).map_err(|e| damage(e.to_string()))?;
             if event.seq != seq {
                 return Err(damage(format!("stored under seq {seq} but says seq {}", event.seq)));
             }
-            let last = versions.entry(event.stream.clone()).or_insert(0);
+            let last = match versions.get_mut(&event.stream) {
+                Some(last) => last,
+                None => {
+                    let before = event.stream_version.saturating_sub(1);
+                    let at_cut = match pruned {
+                        Some(cut) if before > 0 => store
+                            .indexed_seq(&event.stream, before)?
+                            .filter(|s| *s <= cut.seq)
+                            .map(|_| before)
+                            .unwrap_or(0),
+                        _ => 0,
+                    };
+                    versions.entry(event.stream.clone()).or_insert(at_cut)
+                }
+            };
             if event.stream_version != *last + 1 {
                 return Err(damage(format!(
                     "stream {} goes from version {} to {}",
@@ -62,11 +68,12 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
             }
             previous = hash;
             expected += 1;
-        }
+            Ok(())
+        })?;
         progress(expected - 1, head.last_seq);
     }
     let last_seq = expected - 1;
-    store.check_stream_index(&versions)?;
+    store.check_stream_index(&versions, pruned.map_or(0, |p| p.seq))?;
     if head.last_seq != last_seq || head.hash != previous {
         return Err(Error::Corrupt {
             seq: head.last_seq.max(last_seq),
@@ -76,5 +83,6 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
             ),
         });
     }
-    Ok(Report { events: last_seq, streams: versions.len() as u64, last_seq, head_hash: previous })
+    let events = last_seq - pruned.map_or(0, |p| p.seq);
+    Ok(Report { events, streams: versions.len() as u64, last_seq, head_hash: previous })
 }
