@@ -128,31 +128,38 @@ pub struct BatchBuilder {
 
 impl Default for BatchBuilder {
     fn default() -> Self {
-        BatchBuilder {
-            seq: UInt64Builder::new(),
-            event_id: StringBuilder::new(),
-            ts: Vec::new(),
-            stream: StringBuilder::new(),
-            stream_version: UInt64Builder::new(),
-            event_type: StringDictionaryBuilder::new(),
-            actor: StringBuilder::new(),
-            session_id: StringBuilder::new(),
-            task_id: StringBuilder::new(),
-            agent_id: StringBuilder::new(),
-            amount: UInt64Builder::new(),
-            correlation_id: StringBuilder::new(),
-            causation_id: StringBuilder::new(),
-            saga_id: StringBuilder::new(),
-            body_json: StringBuilder::new(),
-            envelope: BinaryBuilder::new(),
-            hash: BinaryBuilder::new(),
-            uuid_text: String::with_capacity(36),
-            json: Vec::with_capacity(512),
-        }
+        BatchBuilder::with_capacity(1024)
     }
 }
 
 impl BatchBuilder {
+    /// A builder sized for `rows` rows of typical events, so that filling a
+    /// row group does not grow (and copy) its buffers again and again.
+    pub fn with_capacity(rows: usize) -> Self {
+        let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+        BatchBuilder {
+            seq: UInt64Builder::with_capacity(rows),
+            event_id: text(36),
+            ts: Vec::with_capacity(rows),
+            stream: text(24),
+            stream_version: UInt64Builder::with_capacity(rows),
+            event_type: StringDictionaryBuilder::with_capacity(rows, 32, 1024),
+            actor: text(12),
+            session_id: text(36),
+            task_id: text(12),
+            agent_id: text(10),
+            amount: UInt64Builder::with_capacity(rows),
+            correlation_id: text(36),
+            causation_id: text(36),
+            saga_id: text(8),
+            body_json: text(160),
+            envelope: BinaryBuilder::with_capacity(rows, rows * 200),
+            hash: BinaryBuilder::with_capacity(rows, rows * 32),
+            uuid_text: String::with_capacity(36),
+            json: Vec::with_capacity(512),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ts.len()
     }

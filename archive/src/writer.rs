@@ -39,7 +39,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_rows_per_file: 1_000_000, row_group_rows: 65_536, zstd_level: 3 }
+        Settings { max_rows_per_file: 1_000_000, row_group_rows: 65_536, zstd_level: 1 }
     }
 }
 
@@ -347,7 +347,7 @@ impl DayWriter {
             dir,
             settings: *settings,
             properties,
-            batch: BatchBuilder::default(),
+            batch: BatchBuilder::with_capacity(settings.row_group_rows),
             file: None,
             files: Vec::new(),
             previous_hash: previous,

@@ -45,8 +45,13 @@ pub struct Args {
     /// On the simulation's log of about --events events, or on --data.
     #[arg(long)]
     projections: bool,
-    /// With --projections: an existing log to fold (a data directory).
-    #[arg(long, requires = "projections")]
+    /// Measure the archive instead: archive and scan throughput, bytes per
+    /// event, against DuckDB writing the same rows (python3 with duckdb).
+    #[arg(long, conflicts_with_all = ["projections", "distributed"])]
+    archive: bool,
+    /// With --projections or --archive: an existing log (a data directory)
+    /// instead of the simulation's.
+    #[arg(long)]
     data: Option<std::path::PathBuf>,
 }
 
@@ -257,6 +262,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.distributed {
         crate::bench_distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
             .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.archive {
+        crate::bench_archive::run(args.data.as_deref(), args.events, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.projections {

@@ -70,7 +70,7 @@ fn from_wal(wal: &Store, runners: &mut [&mut dyn Runner], through: u64) -> anyho
 
 /// Writes the simulation's log into `dir` (sync off): agents and tasks
 /// scaled so the log holds about `events` events.
-async fn simulate(dir: &Path, events: u64, json: bool) -> anyhow::Result<Arc<EmbeddedLog>> {
+pub(crate) async fn simulate(dir: &Path, events: u64, json: bool) -> anyhow::Result<Arc<EmbeddedLog>> {
     let log = Arc::new(EmbeddedLog::open(dir, Options { sync: false, ..Options::default() })?);
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = Handler::new(log.clone(), clock.clone(), Arc::new(SeededIdGen::new(1)));

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 mod archive;
 mod bench;
+mod bench_archive;
 mod bench_distributed;
 mod bench_projections;
 mod cmd;

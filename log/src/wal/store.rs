@@ -238,6 +238,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored bytes of up to `max` events from `from_seq` on, as
+    /// `(seq, bytes)`. Fails on a gap.
+    pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.for_each_stored(from_seq, max, |seq, bytes| {
+            out.push((seq, bytes.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Calls `f` with the seq and stored bytes of up to `max` events from
     /// `from_seq` on, in seq order, without copying them; returns how many.
     /// Fails on a gap instead of skipping it.
