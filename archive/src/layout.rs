@@ -5,6 +5,7 @@
 //! <root>/date=2026-01-01/part-<first seq>-<last seq>.parquet   (seqs zero-padded to 20 digits)
 //! <root>/date=2026-01-01/_manifest.json
 //! <root>/.staging/                                             (a day being written; never read)
+//! <root>/.lock                                                 (held by the run writing)
 //! ```
 //!
 //! A day is written in `.staging/date=…`, its manifest last, and then the
@@ -21,6 +22,8 @@ use crate::error::{Error, Result};
 
 pub const MANIFEST: &str = "_manifest.json";
 pub const STAGING: &str = ".staging";
+/// Held (an advisory lock) by the one `archive run` writing here.
+pub const LOCK: &str = ".lock";
 
 /// `part-<first>-<last>.parquet`, zero-padded so that names sort by seq.
 pub fn part_name(first_seq: u64, last_seq: u64) -> String {

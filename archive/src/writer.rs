@@ -22,7 +22,7 @@ use parquet::schema::types::ColumnPath;
 use crate::columns::{self, ARCHIVE_SCHEMA_VERSION, BatchBuilder};
 use crate::day::{Day, DayAssigner};
 use crate::error::{Error, Result};
-use crate::layout::{self, STAGING};
+use crate::layout::{self, LOCK, STAGING};
 use crate::manifest::{FORMAT, FileEntry, Manifest};
 
 /// How files are cut and compressed. Part of every manifest: a day rerun
@@ -169,6 +169,17 @@ pub fn run(
 ) -> Result<Report> {
     settings.validate()?;
     fs::create_dir_all(root).map_err(Error::io("creating the archive directory", root))?;
+    // One run per archive: serve's nightly job and a cron run must not
+    // clear each other's staging.
+    let lock_path = root.join(LOCK);
+    let lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => Error::Invalid(format!(
+            "another `archive run` is writing to {} (it holds {LOCK}); wait for it to finish",
+            root.display()
+        )),
+        fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
+    })?;
     let staging = root.join(STAGING);
     layout::remove_tree(&staging)?;
 

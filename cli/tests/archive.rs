@@ -175,8 +175,8 @@ fn a_killed_run_leaves_no_half_day_and_the_next_run_completes_it() {
                 break false;
             }
             let writing = staging.is_dir() && std::fs::read_dir(&staging).unwrap().next().is_some();
-            let days_in_place =
-                std::fs::read_dir(&killed).map(|d| d.filter(|e| e.as_ref().unwrap().file_name() != ".staging").count());
+            let days_in_place = std::fs::read_dir(&killed)
+                .map(|d| d.filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count());
             if writing && (!until_day_in_place || days_in_place.unwrap_or(0) > 0) {
                 child.kill().unwrap();
                 break true;
@@ -192,7 +192,7 @@ fn a_killed_run_leaves_no_half_day_and_the_next_run_completes_it() {
         for entry in std::fs::read_dir(&killed).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name == ".staging" {
+            if name == ".staging" || name == ".lock" {
                 continue;
             }
             assert!(name.starts_with("date="), "{name}");
