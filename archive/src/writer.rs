@@ -279,14 +279,30 @@ fn check_joins(store: &Store, root: &Path, end: &End) -> Result<()> {
             head.last_seq
         )));
     }
+    if let Some(cut) = store.pruned_through()?.filter(|cut| cut.seq >= end.last_seq) {
+        // Pruned at the archive's end (the only cut `archive prune` makes):
+        // the WAL recorded the hash there.
+        if cut.seq > end.last_seq {
+            return Err(diverged(format!(
+                "the WAL was pruned through seq {}, beyond the archive's end at seq {}: the events between are in neither",
+                cut.seq, end.last_seq
+            )));
+        }
+        if cut.hash != end.last_hash {
+            return Err(diverged(format!(
+                "the WAL was pruned at seq {} with another hash than the archive's: is --data the log this archive was made from?",
+                cut.seq
+            )));
+        }
+        return Ok(());
+    }
     let mut found = None;
     store.for_each_stored(end.last_seq, 1, |_, bytes| {
         found = Some(chain::stored_hash(bytes));
         Ok(())
     })?;
     match found {
-        // Pruned: the WAL's first event after it is checked as it is archived.
-        None => Ok(()),
+        None => Err(diverged(format!("the WAL has no event {}", end.last_seq))),
         Some(Some(hash)) if hash == end.last_hash => Ok(()),
         Some(_) => Err(diverged(format!(
             "the archive's event {} ({}) has hash {}, the WAL's has another: is --data the log this archive was made from?",

@@ -293,6 +293,9 @@ fn prune_refuses_a_missing_or_altered_archive_and_then_drops_the_archived_days()
         "open_session",
         r#"{"agent_id":"agent-01","heartbeat_timeout_ms":60000}"#,
     ]));
+    // The archive goes on from the cut: nothing new is closed yet.
+    let after = run(&data, &out, &SMALL_FILES);
+    assert_eq!(after["written"].as_array().unwrap().len(), 0, "{after}");
     // The archive's events are still all there, by bytes.
     assert_eq!(scan(&out, &["--to", "2026-01-02"]).len() as u64, rows["last_seq"].as_u64().unwrap());
 }
