@@ -78,6 +78,18 @@ impl Manifest {
         Ok(Some(manifest))
     }
 
+    /// Reads the manifest of a day that is in place: agentlog never puts a
+    /// day in place without one, so its absence is damage.
+    pub fn read_required(day_dir: &Path, root: &Path) -> Result<Manifest> {
+        Manifest::read(day_dir)?.ok_or_else(|| Error::Damaged {
+            root: root.to_owned(),
+            problem: format!(
+                "{} has no manifest (agentlog never leaves a day without one, so it was changed by hand): restore it, or move the day away and run `agentlog archive run` again",
+                day_dir.display()
+            ),
+        })
+    }
+
     /// Writes the manifest into `day_dir` by atomic rename.
     pub fn write(&self, day_dir: &Path) -> Result<()> {
         let mut text = serde_json::to_vec_pretty(self).expect("a manifest serializes");

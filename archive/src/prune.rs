@@ -22,10 +22,10 @@ pub struct Pruned {
 pub fn prune(root: &Path, store: &Store, before: Day, on_day: OnDay<'_>) -> Result<Pruned> {
     let refuse = |problem: String| Error::Damaged { root: root.to_owned(), problem };
     let verified = verify(root, Some(store), on_day)?;
-    let Some(last_day) = verified.days.iter().copied().filter(|day| *day < before).max() else {
+    let Some(manifest) = verified.manifests.iter().rfind(|m| m.day().is_some_and(|day| day < before)).cloned() else {
         return Ok(Pruned { verified, through: None });
     };
-    let manifest = crate::Manifest::read(&root.join(last_day.partition()))?.expect("verified above");
+    let last_day = manifest.day().expect("verified above");
     // A day before the cut date that has events but no archive would lose
     // them: the WAL's next event must belong to the cut date or later.
     let mut next_day = None;

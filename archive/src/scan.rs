@@ -64,10 +64,7 @@ pub fn scan(root: &Path, filter: Filter) -> Result<Scan> {
         if filter.from.is_some_and(|from| day < from) || filter.to.is_some_and(|to| day > to) {
             continue;
         }
-        let manifest = Manifest::read(&dir)?.ok_or_else(|| Error::Damaged {
-            root: root.to_owned(),
-            problem: format!("{} has no manifest: run `agentlog archive verify`", dir.display()),
-        })?;
+        let manifest = Manifest::read_required(&dir, root)?;
         for file in &manifest.files {
             if filter.from_seq.is_some_and(|from| file.last_seq < from)
                 || filter.to_seq.is_some_and(|to| file.first_seq > to)

@@ -22,7 +22,8 @@ use crate::writer::parse_hash;
 /// What a verified archive holds.
 #[derive(Clone, Debug, Default)]
 pub struct Verified {
-    pub days: Vec<Day>,
+    /// Every day's manifest, in date order.
+    pub manifests: Vec<Manifest>,
     pub files: u64,
     pub rows: u64,
     pub bytes: u64,
@@ -34,9 +35,12 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The last day, with the seq it ends at.
+    pub fn first_day(&self) -> Option<Day> {
+        self.manifests.first().and_then(Manifest::day)
+    }
+
     pub fn last_day(&self) -> Option<Day> {
-        self.days.last().copied()
+        self.manifests.last().and_then(Manifest::day)
     }
 }
 
@@ -53,8 +57,7 @@ pub fn verify(root: &Path, store: Option<&Store>, on_day: OnDay<'_>) -> Result<V
     let mut previous: Option<(Day, u64, Hash)> = None;
     for (index, (day, dir)) in days.iter().enumerate() {
         on_day(*day, index, days.len());
-        let manifest = Manifest::read(dir)?
-            .ok_or_else(|| damaged(format!("{} has no manifest (missing or removed)", dir.display())))?;
+        let manifest = Manifest::read_required(dir, root)?;
         if manifest.day() != Some(*day) {
             return Err(damaged(format!("{} holds the manifest of {}", dir.display(), manifest.date)));
         }
@@ -102,13 +105,13 @@ pub fn verify(root: &Path, store: Option<&Store>, on_day: OnDay<'_>) -> Result<V
             return Err(damaged(format!("{day}: the chain hashes of the files differ from the manifest's")));
         }
         verified.rows += rows;
-        verified.days.push(*day);
         verified.last_seq = manifest.last_seq;
         verified.last_hash = Some(chain.previous);
         previous = Some((*day, manifest.last_seq, chain.previous));
+        verified.manifests.push(manifest);
     }
     if let Some(store) = store {
-        verified.wal_checked_through = Some(check_wal(root, store, &days, &verified)?);
+        verified.wal_checked_through = Some(check_wal(root, store, &verified)?);
     }
     Ok(verified)
 }
@@ -215,20 +218,20 @@ fn verify_file(dir: &Path, entry: &FileEntry, chain_check: &mut ChainCheck) -> R
 /// holds it, has the manifest's hash; the WAL's first event after the
 /// archive chains from the archive's last; and what the WAL has pruned, the
 /// archive holds. Returns the seq the WAL was compared through.
-fn check_wal(root: &Path, store: &Store, days: &[(Day, std::path::PathBuf)], verified: &Verified) -> Result<u64> {
+fn check_wal(root: &Path, store: &Store, verified: &Verified) -> Result<u64> {
     let diverged = |problem: String| Error::Diverged { root: root.to_owned(), problem };
     let head = store.head()?;
     let pruned = store.pruned_through()?;
     if let Some(pruned) = pruned
-        && (verified.days.is_empty() || pruned.seq > verified.last_seq || verified.first_seq > 1)
+        && (verified.manifests.is_empty() || pruned.seq > verified.last_seq || verified.first_seq > 1)
     {
         return Err(diverged(format!(
             "the WAL has dropped events through seq {} but the archive holds seqs {}..={}",
             pruned.seq, verified.first_seq, verified.last_seq
         )));
     }
-    for (day, dir) in days {
-        let manifest = Manifest::read(dir)?.expect("verified above");
+    for manifest in &verified.manifests {
+        let day = &manifest.date;
         if manifest.last_seq > head.last_seq {
             return Err(diverged(format!(
                 "{day} reaches seq {} but the WAL ends at seq {}: is --data the log this archive was made from?",

@@ -134,13 +134,7 @@ pub struct End {
 pub fn end(root: &Path) -> Result<Option<End>> {
     let mut last = None;
     for (day, dir) in layout::days(root)? {
-        let manifest = Manifest::read(&dir)?.ok_or_else(|| Error::Damaged {
-            root: root.to_owned(),
-            problem: format!(
-                "{} has no manifest; agentlog never leaves a day without one, so it was changed by hand: move it away and run `agentlog archive run` again",
-                dir.display()
-            ),
-        })?;
+        let manifest = Manifest::read_required(&dir, root)?;
         let last_hash = parse_hash(&manifest.last_hash).ok_or_else(|| Error::Damaged {
             root: root.to_owned(),
             problem: format!("the manifest of {day} has a malformed last_hash"),

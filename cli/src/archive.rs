@@ -155,20 +155,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store.sync_wal()?;
             let result = match &pruned.through {
                 Some((day, report)) => serde_json::json!({
-                    "archived_days": pruned.verified.days.len(),
+                    "archived_days": pruned.verified.manifests.len(),
                     "pruned_through_day": day.to_string(),
                     "pruned_through_seq": report.through,
                     "events_dropped": report.dropped,
                     "events_kept": report.kept,
                 }),
-                None => serde_json::json!({ "archived_days": pruned.verified.days.len(), "pruned_through_seq": null }),
+                None => {
+                    serde_json::json!({ "archived_days": pruned.verified.manifests.len(), "pruned_through_seq": null })
+                }
             };
             if json {
                 println!("{result}");
             } else if let Some((day, report)) = &pruned.through {
                 println!(
                     "archive verified ({} days); the WAL drops everything through {day} (seq {}): {} events dropped, {} kept for streams that go on after it",
-                    pruned.verified.days.len(),
+                    pruned.verified.manifests.len(),
                     report.through,
                     report.dropped,
                     report.kept
@@ -296,8 +298,8 @@ fn print_verified(root: &Path, verified: &agentlog_archive::Verified, json: bool
             serde_json::json!({
                 "archive": root,
                 "ok": true,
-                "days": verified.days.len(),
-                "first_day": verified.days.first().map(|d| d.to_string()),
+                "days": verified.manifests.len(),
+                "first_day": verified.first_day().map(|d| d.to_string()),
                 "last_day": verified.last_day().map(|d| d.to_string()),
                 "files": verified.files,
                 "rows": verified.rows,
@@ -310,10 +312,10 @@ fn print_verified(root: &Path, verified: &agentlog_archive::Verified, json: bool
         );
         return;
     }
-    match (verified.days.first(), verified.last_day()) {
+    match (verified.first_day(), verified.last_day()) {
         (Some(first), Some(last)) => println!(
             "ok: {} days ({first}..={last}), {} files, {} events (seq {}..={}), {} bytes{}",
-            verified.days.len(),
+            verified.manifests.len(),
             verified.files,
             verified.rows,
             verified.first_seq,
