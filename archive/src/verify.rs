@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use agentlog_log::EventSource;
 use agentlog_log::chain::{self, GENESIS, Hash};
 use agentlog_log::codec;
-use agentlog_log::wal::Store;
 use arrow_array::cast::AsArray;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -50,7 +50,7 @@ pub type OnDay<'a> = &'a mut dyn FnMut(Day, usize, usize);
 /// Verifies the whole archive at `root`; with `store`, also that the WAL
 /// agrees with it where both hold events and that the WAL's first event
 /// after the archive chains from its last.
-pub fn verify(root: &Path, store: Option<&Store>, on_day: OnDay<'_>) -> Result<Verified> {
+pub fn verify(root: &Path, store: Option<&dyn EventSource>, on_day: OnDay<'_>) -> Result<Verified> {
     let damaged = |problem: String| Error::Damaged { root: root.to_owned(), problem };
     let days = layout::days(root)?;
     let mut verified = Verified::default();
@@ -218,7 +218,7 @@ fn verify_file(dir: &Path, entry: &FileEntry, chain_check: &mut ChainCheck) -> R
 /// holds it, has the manifest's hash; the WAL's first event after the
 /// archive chains from the archive's last; and what the WAL has pruned, the
 /// archive holds. Returns the seq the WAL was compared through.
-fn check_wal(root: &Path, store: &Store, verified: &Verified) -> Result<u64> {
+fn check_wal(root: &Path, store: &dyn EventSource, verified: &Verified) -> Result<u64> {
     let diverged = |problem: String| Error::Diverged { root: root.to_owned(), problem };
     let head = store.head()?;
     let pruned = store.pruned_through()?;
@@ -243,7 +243,7 @@ fn check_wal(root: &Path, store: &Store, verified: &Verified) -> Result<u64> {
             continue;
         }
         let mut wal_hash = None;
-        store.for_each_stored(manifest.last_seq, 1, |seq, bytes| {
+        store.for_each_stored(manifest.last_seq, 1, &mut |seq, bytes| {
             if seq == manifest.last_seq {
                 wal_hash = chain::stored_hash(bytes);
             }
@@ -262,7 +262,7 @@ fn check_wal(root: &Path, store: &Store, verified: &Verified) -> Result<u64> {
     }
     if let Some(last_hash) = verified.last_hash {
         let mut next = Ok(());
-        store.for_each_stored(verified.last_seq + 1, 1, |seq, bytes| {
+        store.for_each_stored(verified.last_seq + 1, 1, &mut |seq, bytes| {
             if let Err(reason) = chain::check_stored(&last_hash, bytes) {
                 next = Err(diverged(format!(
                     "the WAL's event {seq} does not chain from the archive's last event: {reason}"

@@ -10,9 +10,9 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use agentlog_log::EventSource;
 use agentlog_log::chain::{self, GENESIS, Hash};
 use agentlog_log::codec;
-use agentlog_log::wal::Store;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -155,7 +155,7 @@ const PAGE: usize = 8_192;
 /// not archived yet. The caller makes sure `through` is over (`agentlog
 /// archive run` refuses today and later).
 pub fn run(
-    store: &Store,
+    store: &dyn EventSource,
     root: &Path,
     through: Day,
     settings: &Settings,
@@ -196,13 +196,13 @@ pub fn run(
     'pages: while next_seq <= head.last_seq {
         let mut stop = false;
         let mut error = None;
-        let read = store.for_each_stored(next_seq, PAGE, |seq, bytes| {
+        let read = store.for_each_stored(next_seq, PAGE, &mut |seq, bytes| {
             if stop || error.is_some() {
                 return Ok(());
             }
             let result = (|| -> Result<()> {
                 let hash = chain::check_stored(&previous, bytes).map_err(|reason| Error::Damaged {
-                    root: store.path().to_owned(),
+                    root: store.location().to_owned(),
                     problem: format!(
                         "the WAL's event {seq} does not chain from the one before it: {reason}; run `agentlog verify`"
                     ),
@@ -210,7 +210,7 @@ pub fn run(
                 let envelope = codec::decode(bytes)?;
                 if envelope.seq != seq {
                     return Err(Error::Damaged {
-                        root: store.path().to_owned(),
+                        root: store.location().to_owned(),
                         problem: format!("the WAL stores seq {} under seq {seq}", envelope.seq),
                     });
                 }
@@ -261,7 +261,7 @@ pub fn run(
 
 /// The WAL must hold the archive's last event (or have pruned it) with the
 /// same hash: otherwise the archive belongs to another log.
-fn check_joins(store: &Store, root: &Path, end: &End) -> Result<()> {
+fn check_joins(store: &dyn EventSource, root: &Path, end: &End) -> Result<()> {
     let head = store.head()?;
     let diverged = |problem: String| Error::Diverged { root: root.to_owned(), problem };
     if head.last_seq < end.last_seq {
@@ -269,7 +269,7 @@ fn check_joins(store: &Store, root: &Path, end: &End) -> Result<()> {
             "the archive reaches seq {} ({}) but the WAL at {} ends at seq {}: is --data the log this archive was made from?",
             end.last_seq,
             end.day,
-            store.path().display(),
+            store.location().display(),
             head.last_seq
         )));
     }
@@ -291,7 +291,7 @@ fn check_joins(store: &Store, root: &Path, end: &End) -> Result<()> {
         return Ok(());
     }
     let mut found = None;
-    store.for_each_stored(end.last_seq, 1, |_, bytes| {
+    store.for_each_stored(end.last_seq, 1, &mut |_, bytes| {
         found = Some(chain::stored_hash(bytes));
         Ok(())
     })?;

@@ -138,11 +138,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let store = data.as_deref().map(Store::open_read_only).transpose()?;
             let bar = progress::bar(0, "verify", json);
-            let verified = agentlog_archive::verify(&root, store.as_ref(), &mut |day, index, total| {
-                bar.set_length(total as u64);
-                bar.set_position(index as u64);
-                bar.set_message(day.to_string());
-            })?;
+            let verified = agentlog_archive::verify(
+                &root,
+                store.as_ref().map(|s| s as &dyn agentlog_log::EventSource),
+                &mut |day, index, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(index as u64);
+                    bar.set_message(day.to_string());
+                },
+            )?;
             bar.finish_and_clear();
             print_verified(&root, &verified, json);
             Ok(ExitCode::SUCCESS)
@@ -344,7 +348,7 @@ pub async fn nightly(
         if let Some(through) = today.previous() {
             let (store, root) = (store.clone(), root.clone());
             let job = tokio::task::spawn_blocking(move || {
-                agentlog_archive::run(&store, &root, through, &Settings::default(), &mut |_| {})
+                agentlog_archive::run(&*store, &root, through, &Settings::default(), &mut |_| {})
             });
             // On shutdown, stop waiting: a run killed midway leaves only
             // `.staging`, which the next run clears.

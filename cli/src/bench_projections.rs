@@ -80,7 +80,8 @@ pub(crate) async fn simulate(dir: &Path, events: u64, json: bool) -> anyhow::Res
     let agents = (tasks / 60).clamp(8, 400) as usize;
     let config = sim::Config { seed: 1, agents, tasks: tasks as usize, days: 3, sim_clock: true };
     let bar = crate::progress::bar(0, "writing the simulation's log", json);
-    sim::run(&handler, &clock, config, &mut |done, total| {
+    let ticker = agentlog_projections::ticker::OnSource::new(&handler, &**log.store());
+    sim::run(&handler, &ticker, &clock, config, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
@@ -217,7 +218,7 @@ pub async fn run(source: Source, queries: u64, dir: Option<&Path>, json: bool) -
 
     say("queries in process");
     let views = Arc::new(Views::default());
-    views.catch_up(&wal)?;
+    views.catch_up(&*wal)?;
     let sample = sample_queries(&views);
     let mut in_process = Vec::new();
     for query in &sample {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentlog_commands::wire::Client;
-use agentlog_commands::{Accepted, Code, Rejection, Request, sim};
+use agentlog_commands::{Accepted, Code, Executor, Rejection, Request, sim};
 use agentlog_log::chain::to_hex;
 use agentlog_log::{EmbeddedLog, Envelope, Log, ManualClock, Options};
-use agentlog_projections::{ProjectionStore, Views};
+use agentlog_projections::{ProjectionStore, Views, ticker};
 use anyhow::{Context, bail};
 
 use crate::progress;
@@ -52,11 +52,13 @@ struct Service {
     stream: async_nats::jetstream::stream::Stream,
 }
 
-impl sim::Target for Service {
+impl Executor for Service {
     async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
         self.client.send(&request).await
     }
+}
 
+impl sim::Target for Service {
     async fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, Rejection> {
         read_subject(&self.stream, stream)
             .await
@@ -107,7 +109,7 @@ async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
     let clock = ManualClock::new(sim::START);
     let config =
         sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: false };
-    let (summary, elapsed) = simulate(&service, &clock, config, "sending", args.json).await?;
+    let (summary, elapsed) = simulate(&service, &sim::NoTicker, &clock, config, "sending", args.json).await?;
     let mut info = service.stream.clone();
     let last_seq = info.info().await?.state.last_sequence;
     if args.json {
@@ -164,7 +166,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);
     let config =
         sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: true };
-    let (summary, elapsed) = simulate(&handler, &clock, config, "simulating", args.json).await?;
+    // Deadlines are judged by the real ticker, on the world view of the log.
+    let ticker = ticker::OnSource::new(&handler, &**log.store());
+    let (summary, elapsed) = simulate(&handler, &ticker, &clock, config, "simulating", args.json).await?;
     log.sync()?;
     let head = log.head().await?;
     let head_hash = to_hex(&head.hash);
@@ -251,8 +255,9 @@ fn print_summary(args: &Args, summary: &sim::Summary, events: &str) {
 
 /// Runs the workload against `target` with a progress bar; the summary and
 /// how long it took.
-async fn simulate<T: sim::Target>(
+async fn simulate<T: sim::Target, K: sim::Ticker>(
     target: &T,
+    ticker: &K,
     clock: &ManualClock,
     config: sim::Config,
     what: &str,
@@ -260,7 +265,7 @@ async fn simulate<T: sim::Target>(
 ) -> anyhow::Result<(sim::Summary, std::time::Duration)> {
     let bar = progress::bar(0, what, json);
     let started = Instant::now();
-    let summary = sim::run(target, clock, config, &mut |done, total| {
+    let summary = sim::run(target, ticker, clock, config, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use agentlog_log::chain::to_hex;
 use agentlog_log::wal::Store;
 use agentlog_projections::reputation::Reputation;
-use agentlog_projections::worker::NAMES;
+use agentlog_projections::views::NAMES;
 use agentlog_projections::{Checkpoint, Live, ProjectionStore, Runner, WorldModel, store};
 use anyhow::bail;
 

@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The views follow this node's mirror; queries are answered from them.
     let projections = ProjectionStore::open(&agentlog_projections::store::dir(&config.data))
         .context("cannot open the projection store")?;
-    let views = Arc::new(Views::load(&projections, log.store()).context("cannot load the projections")?);
+    let views = Arc::new(Views::load(&projections, &**log.store()).context("cannot load the projections")?);
     let worker = tokio::spawn({
         let (log, views, stop) = (log.clone(), views.clone(), stop_rx.clone());
         async move { agentlog_projections::follow(&*log, &views, &projections, stop).await }
@@ -155,10 +155,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (handler, views, stop) = (handler.clone(), views.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let report = |ticked: Result<ticker::Ticked, agentlog_commands::Rejection>| match ticked {
-                Ok(t) if t.sessions_expired + t.leases_expired > 0 => tracing::info!(
+                Ok(t) if !t.sessions_expired.is_empty() || !t.leases_expired.is_empty() => tracing::info!(
                     message = "deadlines passed",
-                    sessions_expired = t.sessions_expired,
-                    leases_expired = t.leases_expired
+                    sessions_expired = t.sessions_expired.len(),
+                    leases_expired = t.leases_expired.len()
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "the ticker will try again", error = %e),

@@ -213,7 +213,7 @@ impl Command {
     /// Checks sizes and required fields, before any state is read.
     pub fn validate(&self) -> Result<()> {
         let id = |what: &str, value: &str| -> Result<()> {
-            if value.len() > MAX_ID_BYTES || !agentlog_log::api::is_valid_id(value) {
+            if value.len() > MAX_ID_BYTES || !agentlog_core::api::is_valid_id(value) {
                 return Err(Rejection::invalid(format!(
                     "{what} must be 1 to {MAX_ID_BYTES} ASCII letters, digits, '_', '-', ':' or '@', got {value:?}"
                 )));

@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use agentlog_log::ids::{CorrelationId, SagaId};
-use agentlog_log::schema::SCHEMA_VERSION;
-use agentlog_log::{
+use agentlog_core::ids::{CorrelationId, SagaId};
+use agentlog_core::schema::SCHEMA_VERSION;
+use agentlog_core::{
     AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion, IdGen, Log, SessionId,
     Timestamp,
 };

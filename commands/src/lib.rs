@@ -1,11 +1,13 @@
 //! agentlog-commands: the commands producers send, the pure `decide`
 //! functions over aggregate state, and the handler that appends their events
-//! to a [`agentlog_log::Log`] with optimistic concurrency.
+//! to a [`agentlog_core::Log`] with optimistic concurrency, and the
+//! [`Executor`] trait that code sending commands names.
 //!
 //! Also the seeded simulation behind `agentlog demo` (`sim`), which drives
 //! the real handler so the demo exercises the real command path.
 pub mod aggregate;
 pub mod command;
+pub mod executor;
 pub mod handler;
 mod protobuf;
 pub mod rejection;
@@ -15,5 +17,6 @@ pub mod wire;
 
 pub use aggregate::Policy;
 pub use command::{ActionKind, ActionOutcome, Command};
+pub use executor::Executor;
 pub use handler::{Accepted, Handler, Request};
 pub use rejection::{Code, Rejection};

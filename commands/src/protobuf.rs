@@ -1,7 +1,7 @@
 //! Commands from protobuf bodies (`log/proto/agentlog/v1/commands.proto`),
 //! the default encoding on the wire. A scalar left at 0 or "" takes the
 //! default the JSON form has.
-use agentlog_log::schema as pb;
+use agentlog_core::schema as pb;
 use prost::Message;
 
 use crate::command::{ActionKind, ActionOutcome, Command, defaults};

@@ -2,7 +2,7 @@
 //! producers can match on. Codes never change meaning once published.
 use std::fmt;
 
-use agentlog_log::{Error as LogError, Kind};
+use agentlog_core::{Error as LogError, Kind};
 
 /// Stable rejection codes. The wire form is the snake_case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,13 +106,33 @@ impl Code {
         Code::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
-    /// The taxonomy kind every rejection with this code has.
+    /// The taxonomy kind every rejection with this code has. Exhaustive on
+    /// purpose: a new code cannot compile without saying its kind.
     pub fn kind(self) -> Kind {
         match self {
+            Code::AlreadyExists
+            | Code::NotFound
+            | Code::UnknownAgent
+            | Code::UnknownDependency
+            | Code::DependencyCycle
+            | Code::DependenciesIncomplete
+            | Code::AlreadyClaimed
+            | Code::AlreadyCompleted
+            | Code::TaskFailed
+            | Code::NotClaimed
+            | Code::NotHolder
+            | Code::LeaseExpired
+            | Code::LeaseActive
+            | Code::SessionNotLive
+            | Code::SessionMismatch
+            | Code::SessionLive
+            | Code::MissingCapabilities
+            | Code::InsufficientBudget
+            | Code::CircuitOpen
+            | Code::RefundExceedsSpent => Kind::Domain,
             Code::RetriesExhausted => Kind::Conflict,
             Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge => Kind::Invalid,
             Code::Storage | Code::Unavailable => Kind::Platform,
-            _ => Kind::Domain,
         }
     }
 }
@@ -124,6 +144,7 @@ impl fmt::Display for Code {
 }
 
 /// A refused command. `message` says what was wrong and what to do.
+/// `kind` is always `code.kind()`: build one with [`Rejection::new`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}/{code}: {message}")]
 pub struct Rejection {
@@ -159,7 +180,7 @@ impl From<LogError> for Rejection {
             other if other.kind() == Kind::Invalid => Code::InvalidCommand,
             _ => Code::Storage,
         };
-        Rejection { kind: err.kind(), code, message: err.to_string() }
+        Rejection::new(code, err.to_string())
     }
 }
 
@@ -173,5 +194,28 @@ mod tests {
             assert_eq!(Code::parse(code.as_str()), Some(code));
         }
         assert_eq!(Code::parse("no_such_code"), None);
+    }
+
+    /// A log failure keeps its taxonomy kind through the code it maps to.
+    #[test]
+    fn a_log_failure_keeps_its_kind() {
+        use agentlog_core::{Error, ExpectedVersion, Kind};
+        let failures = [
+            Error::Conflict { stream: "task/t".into(), expected: ExpectedVersion::Exact(1), actual: 2 },
+            Error::TooLarge { size_bytes: 2, limit_bytes: 1 },
+            Error::InvalidAppend { reason: "x".into() },
+            Error::Pruned { seq: 1, through: 2 },
+            Error::Poisoned { reason: "x".into() },
+            Error::Closed,
+            Error::Corrupt { seq: 1, reason: "x".into() },
+            Error::Nats { operation: "x", message: "y".into() },
+        ];
+        for failure in failures {
+            let kind = failure.kind();
+            let rejection = super::Rejection::from(failure);
+            assert_eq!(rejection.kind, kind, "{rejection}");
+            assert_eq!(rejection.kind, rejection.code.kind(), "{rejection}");
+        }
+        assert_eq!(Code::AlreadyClaimed.kind(), Kind::Domain);
     }
 }

@@ -10,15 +10,21 @@
 //! [`ManualClock`] and seeded ids, so one seed gives one log, byte for byte.
 //! Or through any other [`Target`]: the CLI's `demo --nats` sends the same
 //! commands to the command service, which decides on its own clock.
+//!
+//! Deadlines are not this module's to judge: each simulated minute it asks
+//! a [`Ticker`] (in the demo, the projections' real ticker on the live
+//! world view) to expire what is due, and learns from it which sessions and
+//! leases ended.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentlog_log::ids::SplitMix64;
-use agentlog_log::{Clock, Envelope, Log, ManualClock, Timestamp};
+use agentlog_core::ids::SplitMix64;
+use agentlog_core::{Clock, Envelope, Log, ManualClock, Timestamp};
 use serde::Serialize;
 
 use crate::command::{ActionKind, ActionOutcome, Command};
+use crate::executor::Executor;
 use crate::handler::{Accepted, Handler, Request};
 use crate::rejection::Rejection;
 
@@ -45,8 +51,8 @@ pub struct Config {
     pub days: u32,
     /// Decisions are made on the simulation's clock (the handler in this
     /// process). Off when the commands go to a service that decides on its
-    /// own clock: then no agent vanishes and the workload sends no expiry
-    /// commands, since only the service's clock can say a deadline passed.
+    /// own clock: then no agent vanishes and the ticker is never asked,
+    /// since only the service's clock can say a deadline passed.
     pub sim_clock: bool,
 }
 
@@ -56,19 +62,35 @@ impl Default for Config {
     }
 }
 
-/// Where the workload's commands go.
-pub trait Target: Sync {
-    fn execute(&self, request: Request) -> impl Future<Output = Result<Accepted, Rejection>> + Send;
-
+/// Where the workload's commands go, and where it reads a stream back.
+pub trait Target: Executor {
     /// Every event of one stream (the summary counts circuits opened).
     fn read_stream(&self, stream: &str) -> impl Future<Output = Result<Vec<Envelope>, Rejection>> + Send;
 }
 
-impl<L: Log> Target for Handler<L> {
-    async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
-        Handler::execute(self, request).await
-    }
+/// What a tick expired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub sessions: Vec<String>,
+    pub leases: Vec<String>,
+}
 
+/// Sends the expiry commands for whatever is due at `now`.
+pub trait Ticker: Sync {
+    fn tick(&self, now: Timestamp) -> impl Future<Output = Result<Expired, Rejection>> + Send;
+}
+
+/// The ticker of a workload that never asks one (`sim_clock` off).
+#[derive(Clone, Copy, Debug)]
+pub struct NoTicker;
+
+impl Ticker for NoTicker {
+    async fn tick(&self, _now: Timestamp) -> Result<Expired, Rejection> {
+        Ok(Expired::default())
+    }
+}
+
+impl<L: Log> Target for Handler<L> {
     async fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, Rejection> {
         Ok(self.log().read_stream(stream, 1, usize::MAX).await?)
     }
@@ -134,7 +156,7 @@ struct Agent {
 enum TaskStatus {
     NotYetCreated,
     Open,
-    Claimed { lease_until: Timestamp },
+    Claimed,
     Completed,
     Failed,
 }
@@ -151,23 +173,23 @@ struct Task {
     failures: u32,
 }
 
-struct World<'a, T: Target> {
+struct World<'a, T: Target, K: Ticker> {
     target: &'a T,
+    ticker: &'a K,
     sim_clock: bool,
     clock: &'a ManualClock,
     rng: SplitMix64,
     agents: Vec<Agent>,
     tasks: Vec<Task>,
-    /// Sessions whose agent vanished, with the instant they count as dead.
-    abandoned: BTreeMap<String, Timestamp>,
     summary: Summary,
 }
 
 /// Runs the workload; `progress(done, total)` is called as simulated time
 /// passes. A rejection is part of the workload (lost races, empty budgets);
 /// only a platform failure ends the run early.
-pub async fn run<T: Target>(
+pub async fn run<T: Target, K: Ticker>(
     target: &T,
+    ticker: &K,
     clock: &ManualClock,
     config: Config,
     progress: &mut dyn FnMut(u64, u64),
@@ -177,16 +199,8 @@ pub async fn run<T: Target>(
     let span = Duration::from_secs(86_400 * u64::from(config.days.max(1)));
     let agents = make_agents(&mut rng, config.agents.max(1));
     let tasks = make_tasks(&mut rng, config.tasks, &agents, span);
-    let mut world = World {
-        target,
-        sim_clock: config.sim_clock,
-        clock,
-        rng,
-        agents,
-        tasks,
-        abandoned: BTreeMap::new(),
-        summary: Summary::default(),
-    };
+    let mut world =
+        World { target, ticker, sim_clock: config.sim_clock, clock, rng, agents, tasks, summary: Summary::default() };
     world.summary.seed = config.seed;
     world.summary.simulated_from = START.to_string();
     world.setup().await?;
@@ -295,7 +309,7 @@ fn make_tasks(rng: &mut SplitMix64, count: usize, agents: &[Agent], span: Durati
         .collect()
 }
 
-impl<T: Target> World<'_, T> {
+impl<T: Target, K: Ticker> World<'_, T, K> {
     /// Sends one command; counts the result. `Ok(None)` is a rejection the
     /// workload expects; a platform rejection stops the run.
     async fn send(&mut self, command: Command, actor: &str) -> Result<Option<Accepted>, Rejection> {
@@ -305,7 +319,7 @@ impl<T: Target> World<'_, T> {
                 self.summary.accepted += 1;
                 Ok(Some(accepted))
             }
-            Err(rejection) if rejection.kind == agentlog_log::Kind::Platform => Err(rejection),
+            Err(rejection) if rejection.kind == agentlog_core::Kind::Platform => Err(rejection),
             Err(rejection) => {
                 *self.summary.rejected.entry(rejection.code.as_str()).or_default() += 1;
                 Ok(None)
@@ -356,28 +370,31 @@ impl<T: Target> World<'_, T> {
         Ok(())
     }
 
-    /// The ticker: expires sessions of vanished agents and leases that ran out.
+    /// Asks the ticker to expire what is due (sessions of vanished agents,
+    /// leases that ran out or lost their session), and hands expired tasks
+    /// back to the pool.
     async fn tick(&mut self) -> Result<(), Rejection> {
         if !self.sim_clock {
             return Ok(());
         }
-        let now = self.clock.now();
-        let due: Vec<String> =
-            self.abandoned.iter().filter(|(_, deadline)| **deadline < now).map(|(s, _)| s.clone()).collect();
-        for session_id in due {
-            self.abandoned.remove(&session_id);
-            self.send(Command::ExpireSession { session_id }, "ticker").await?;
-        }
-        for i in 0..self.tasks.len() {
-            if let TaskStatus::Claimed { lease_until } = self.tasks[i].status
-                && lease_until < now
-            {
-                let task_id = self.tasks[i].id.clone();
-                if self.send(Command::ExpireLease { task_id }, "ticker").await?.is_some() {
-                    self.tasks[i].status = TaskStatus::Open;
-                    self.summary.leases_expired += 1;
+        let expired = self.ticker.tick(self.clock.now()).await?;
+        let ended = (expired.sessions.len() + expired.leases.len()) as u64;
+        self.summary.commands += ended;
+        self.summary.accepted += ended;
+        for session_id in &expired.sessions {
+            // A vanished agent is offline already; any other loses its session.
+            for agent in &mut self.agents {
+                if matches!(&agent.activity, Activity::Idle { session } | Activity::Working { session, .. } if session == session_id)
+                {
+                    agent.activity = Activity::Offline;
                 }
             }
+        }
+        for task_id in &expired.leases {
+            if let Some(task) = self.tasks.iter_mut().find(|t| &t.id == task_id) {
+                task.status = TaskStatus::Open;
+            }
+            self.summary.leases_expired += 1;
         }
         Ok(())
     }
@@ -418,7 +435,7 @@ impl<T: Target> World<'_, T> {
                 lease_ms: LEASE_MS,
             };
             if self.send(command, &agent_id).await?.is_some() {
-                self.tasks[t].status = TaskStatus::Claimed { lease_until: now.plus(Duration::from_millis(LEASE_MS)) };
+                self.tasks[t].status = TaskStatus::Claimed;
                 self.agents[i].activity =
                     Activity::Working { session, task: t, steps_left: self.tasks[t].work_steps, spent: 0 };
                 self.agents[i].summary.claims_won += 1;
@@ -441,12 +458,9 @@ impl<T: Target> World<'_, T> {
         Ok(())
     }
 
-    /// The agent vanishes: no close, no more heartbeats.
-    fn abandon(&mut self, i: usize, session: String) {
-        // The last heartbeat was at most HEARTBEAT_EVERY before the next
-        // one was due, so this is safely past the session's deadline.
-        let deadline = self.agents[i].next_heartbeat.plus(Duration::from_millis(HEARTBEAT_TIMEOUT_MS));
-        self.abandoned.insert(session, deadline);
+    /// The agent vanishes: no close, no more heartbeats; the ticker
+    /// expires its session once the deadline passes.
+    fn abandon(&mut self, i: usize) {
         self.agents[i].activity = Activity::Offline;
         self.summary.sessions_abandoned += 1;
     }
@@ -476,7 +490,7 @@ impl<T: Target> World<'_, T> {
             Activity::Idle { session } => {
                 if self.agents[i].shift_end <= now {
                     if self.rng.chance(0.2) && self.sim_clock {
-                        self.abandon(i, session);
+                        self.abandon(i);
                     } else {
                         let command = Command::CloseSession { session_id: session, reason: "shift over".into() };
                         self.send(command, &agent_id).await?;
@@ -490,7 +504,7 @@ impl<T: Target> World<'_, T> {
                 if self.rng.chance(0.002) && self.sim_clock {
                     // Vanishes mid-task: the lease will run out and the
                     // ticker will hand the task back.
-                    self.abandon(i, session);
+                    self.abandon(i);
                     return Ok(());
                 }
                 self.heartbeat_if_due(i, &session).await?;
@@ -631,7 +645,7 @@ impl<T: Target> World<'_, T> {
         for budget in budgets {
             let events = self.target.read_stream(&format!("budget/{budget}")).await?;
             opened +=
-                events.iter().filter(|e| matches!(e.body, Some(agentlog_log::Body::BudgetCircuitOpened(_)))).count()
+                events.iter().filter(|e| matches!(e.body, Some(agentlog_core::Body::BudgetCircuitOpened(_)))).count()
                     as u64;
         }
         Ok(opened)
@@ -640,5 +654,5 @@ impl<T: Target> World<'_, T> {
 
 /// The demo's handler: seeded ids and the manual clock.
 pub fn handler<L: Log>(log: Arc<L>, clock: Arc<ManualClock>, seed: u64) -> Handler<L> {
-    Handler::new(log, clock, Arc::new(agentlog_log::SeededIdGen::new(seed)))
+    Handler::new(log, clock, Arc::new(agentlog_core::SeededIdGen::new(seed)))
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentlog_log::Log;
-use agentlog_log::ids::CorrelationId;
+use agentlog_core::Log;
+use agentlog_core::ids::CorrelationId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -145,8 +145,8 @@ pub async fn serve<L: Log>(
     Ok(())
 }
 
-fn protobuf_reply(reply: Reply) -> agentlog_log::schema::CommandReply {
-    use agentlog_log::schema::{CommandAccepted, CommandRejected, command_reply::Result as Outcome};
+fn protobuf_reply(reply: Reply) -> agentlog_core::schema::CommandReply {
+    use agentlog_core::schema::{CommandAccepted, CommandRejected, command_reply::Result as Outcome};
     let result = match reply {
         Reply::Accepted(a) => Outcome::Accepted(CommandAccepted {
             command: a.command,
@@ -160,7 +160,7 @@ fn protobuf_reply(reply: Reply) -> agentlog_log::schema::CommandReply {
         }),
         Reply::Rejected(r) => Outcome::Rejected(CommandRejected { kind: r.kind, code: r.code, message: r.message }),
     };
-    agentlog_log::schema::CommandReply { result: Some(result) }
+    agentlog_core::schema::CommandReply { result: Some(result) }
 }
 
 /// The Rust client of the command service.
@@ -169,6 +169,12 @@ pub struct Client {
     nats: async_nats::Client,
     actor: String,
     timeout: Duration,
+}
+
+impl crate::Executor for Client {
+    async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
+        self.send(&request).await
+    }
 }
 
 impl Client {
@@ -229,5 +235,5 @@ fn rejection_from(r: &RejectedReply) -> Rejection {
     // A code this build does not know (a newer server) is reported as
     // unavailable, with the server's message.
     let code = Code::parse(&r.code).unwrap_or(Code::Unavailable);
-    Rejection { kind: code.kind(), code, message: r.message.clone() }
+    Rejection::new(code, r.message.clone())
 }

@@ -7,8 +7,8 @@ use agentlog_commands::aggregate::{
     self, Agent, Budget, Decision, Policy, Session, Task, agent, budget, session, task,
 };
 use agentlog_commands::{ActionKind, ActionOutcome, Code};
-use agentlog_log::schema::*;
-use agentlog_log::{Body, Envelope, Timestamp};
+use agentlog_core::schema::*;
+use agentlog_core::{Body, Envelope, Timestamp};
 
 const T0: Timestamp = Timestamp::from_nanos(1_767_225_600 * 1_000_000_000);
 
@@ -242,7 +242,7 @@ fn actions_need_a_registered_agent_in_its_live_session() {
         panic!()
     };
     assert!(
-        matches!(&events[0], Body::ActionRecorded(r) if r.kind == agentlog_log::schema::ActionKind::Learn as i32 && r.cost == 3)
+        matches!(&events[0], Body::ActionRecorded(r) if r.kind == agentlog_core::schema::ActionKind::Learn as i32 && r.cost == 3)
     );
     assert_eq!(
         code(&agent::record_action(&Agent::default(), &live_session("a"), action(ActionKind::Act), at(1))),

@@ -1,15 +1,15 @@
 //! The embedded backend of the [`Log`] trait: the RocksDB WAL in a local
 //! directory, one writing process, zero setup.
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Pending, Store, StoreOptions, Syncer, WalSubscription, Writer};
+use crate::wal::{Durable, Pending, Store, StoreOptions, Syncer, WalSubscription, Writer};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -35,8 +35,7 @@ impl Default for Options {
 pub struct EmbeddedLog {
     store: Arc<Store>,
     queue: Option<mpsc::Sender<Pending>>,
-    head: watch::Receiver<Head>,
-    poison: Arc<OnceLock<String>>,
+    durable: Arc<Durable>,
     /// The writer, then the syncer (when `sync` is on): stopped in that order.
     threads: Vec<JoinHandle<()>>,
 }
@@ -51,9 +50,8 @@ impl EmbeddedLog {
     pub fn open(path: &Path, options: Options) -> Result<EmbeddedLog> {
         let store = Arc::new(Store::open(path, StoreOptions { create_if_missing: options.create_if_missing })?);
         let head = store.head()?;
-        let (head_tx, head_rx) = watch::channel(head);
+        let durable = Arc::new(Durable::new(head));
         let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
-        let poison = Arc::new(OnceLock::new());
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -63,7 +61,7 @@ impl EmbeddedLog {
         let mut threads = Vec::new();
         let syncer = if options.sync {
             let (written_tx, written_rx) = std::sync::mpsc::channel();
-            let syncer = Syncer { store: store.clone(), head_tx: head_tx.clone(), poison: poison.clone() };
+            let syncer = Syncer { store: store.clone(), durable: durable.clone() };
             threads.push(spawn("agentlog-syncer", Box::new(move || syncer.run(written_rx)))?);
             Some(written_tx)
         } else {
@@ -73,13 +71,12 @@ impl EmbeddedLog {
             store: store.clone(),
             head,
             max_group_events: options.max_group_events.max(1),
-            head_tx,
-            poison: poison.clone(),
+            durable: durable.clone(),
             versions: Default::default(),
             syncer,
         };
         threads.insert(0, spawn("agentlog-writer", Box::new(move || writer.run(queue_rx)))?);
-        Ok(EmbeddedLog { store, queue: Some(queue_tx), head: head_rx, poison, threads })
+        Ok(EmbeddedLog { store, queue: Some(queue_tx), durable, threads })
     }
 
     /// The store underneath, for reads that are not part of the `Log` trait.
@@ -101,6 +98,8 @@ impl Drop for EmbeddedLog {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // Subscriptions deliver what was committed, then end.
+        self.durable.close();
     }
 }
 
@@ -109,9 +108,7 @@ impl Log for EmbeddedLog {
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         request.validate()?;
-        if let Some(reason) = self.poison.get() {
-            return Err(Error::Poisoned { reason: reason.clone() });
-        }
+        self.durable.check()?;
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
         let (reply, result) = oneshot::channel();
         queue.send(Pending { request, reply }).await.map_err(|_| Error::Closed)?;
@@ -135,11 +132,11 @@ impl Log for EmbeddedLog {
     }
 
     async fn head(&self) -> Result<Head> {
-        Ok(*self.head.borrow())
+        Ok(self.durable.head())
     }
 
     fn subscribe(&self, from_seq: u64) -> Result<WalSubscription> {
-        Ok(WalSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
+        Ok(WalSubscription::new(self.store.clone(), from_seq, self.durable.clone()))
     }
 }
 
@@ -153,11 +150,11 @@ mod conformance {
         (log, dir)
     }
 
-    crate::log_conformance_tests!(fresh());
+    agentlog_core::log_conformance_tests!(fresh());
 
     mod lifecycle {
-        use crate::testing::request;
         use crate::{EmbeddedLog, Error, ExpectedVersion, Log, Options, Subscription};
+        use agentlog_core::testing::request;
 
         #[tokio::test]
         async fn closing_the_log_ends_subscriptions_after_every_committed_event() {

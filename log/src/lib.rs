@@ -1,29 +1,26 @@
-//! agentlog-log: the event schema and envelope, their codec, ids and clock,
-//! the hash chain, and the [`Log`] trait with its embedded RocksDB backend.
+//! agentlog-log: the storage backends of the [`Log`] trait — the RocksDB
+//! WAL ([`wal`]) with the embedded log on top of it ([`embedded`]), and,
+//! behind the `jetstream` feature, the JetStream log with its RocksDB
+//! mirror ([`jetstream`]).
 //!
-//! Everything else in agentlog builds on this crate; it depends on no other
-//! agentlog crate.
-pub mod api;
-pub mod chain;
-pub mod clock;
-pub mod codec;
+//! The shared core (schema, codec, ids, clock, chain, errors, traits) lives
+//! in agentlog-core; it is re-exported here so that a crate that stores
+//! events needs one dependency. Crates that only decide or fold depend on
+//! agentlog-core alone.
+pub use agentlog_core::{
+    AppendRequest, Appended, Body, Clock, Envelope, Error, EventId, EventSource, ExpectedVersion, Head, HybridClock,
+    IdGen, Kind, Log, ManualClock, Pruned, RandomIdGen, Result, SeededIdGen, SessionId, Subscription, Timestamp, api,
+    chain, clock, codec, error, ids, json, schema, source,
+};
+#[cfg(feature = "test-util")]
+pub use agentlog_core::{conformance, log_conformance_tests, testing};
+/// The RocksDB build every crate that opens a store shares (with the
+/// zstd-sys features pinned in this crate's manifest).
+pub use rocksdb;
+
 pub mod embedded;
-pub mod error;
-pub mod ids;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
-pub mod json;
-pub mod schema;
 pub mod wal;
 
-#[cfg(any(test, feature = "test-util"))]
-pub mod conformance;
-#[cfg(any(test, feature = "test-util"))]
-pub mod testing;
-
-pub use api::{AppendRequest, Appended, ExpectedVersion, Head, Log, Subscription};
-pub use clock::{Clock, HybridClock, ManualClock, Timestamp};
 pub use embedded::{EmbeddedLog, Options};
-pub use error::{Error, Kind, Result};
-pub use ids::{EventId, IdGen, RandomIdGen, SeededIdGen, SessionId};
-pub use schema::{Body, Envelope};

@@ -1,17 +1,17 @@
 //! The projections' error type; its kinds are the shared taxonomy's.
 use std::path::PathBuf;
 
-use agentlog_log::Kind;
+use agentlog_core::Kind;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Log(#[from] agentlog_log::Error),
+    Log(#[from] agentlog_core::Error),
 
     #[error("projection store failure while {operation}: {source}")]
-    Storage { operation: &'static str, source: rocksdb::Error },
+    Storage { operation: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
 
     #[error("the projection store {} is in use by another agentlog process; stop it (or use its queries) and retry", path.display())]
     Locked { path: PathBuf },
@@ -45,7 +45,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
-        move |source| Error::Storage { operation, source }
+    #[cfg(feature = "store")]
+    pub(crate) fn storage<E: std::error::Error + Send + Sync + 'static>(
+        operation: &'static str,
+    ) -> impl FnOnce(E) -> Error {
+        move |source| Error::Storage { operation, source: Box::new(source) }
     }
 }

@@ -1,6 +1,9 @@
 //! agentlog's projections: pure folds of the log into views (the world
-//! model, reputation), the worker that keeps them current with a checkpoint
-//! written atomically with their state, and the queries they answer.
+//! model, reputation), the ticker that turns passed deadlines into
+//! commands, and the queries the views answer. They build on agentlog-core
+//! alone; the worker that keeps them on disk, with a checkpoint written
+//! atomically with their state, needs the `store` feature (RocksDB), and
+//! the query service the `nats` feature.
 pub mod error;
 pub mod live;
 pub mod matcher;
@@ -9,8 +12,11 @@ pub mod query;
 pub mod reputation;
 #[cfg(feature = "nats")]
 pub mod service;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod ticker;
+pub mod views;
+#[cfg(feature = "store")]
 pub mod worker;
 pub mod world;
 
@@ -19,6 +25,9 @@ pub use live::{Checkpoint, Live, Runner};
 pub use matcher::{Candidate, Recommendation, recommend};
 pub use projection::{Projection, canonical_bytes, state_hash};
 pub use reputation::{AgentSummary, Reputation, StatsSummary};
+#[cfg(feature = "store")]
 pub use store::ProjectionStore;
-pub use worker::{Status, Views, follow, rebuild};
+pub use views::{Status, Views, rebuild};
+#[cfg(feature = "store")]
+pub use worker::follow;
 pub use world::WorldModel;

@@ -1,7 +1,7 @@
 //! A projection being kept current: its state, the last sequence folded into
 //! it and that event's chain hash, behind the object-safe [`Runner`] the
 //! worker and the store handle every projection through.
-use agentlog_log::Envelope;
+use agentlog_core::Envelope;
 use serde::{Deserialize, Serialize};
 
 use crate::projection::{Projection, canonical_bytes, state_hash};
@@ -35,7 +35,7 @@ impl<P: Projection> Live<P> {
     /// A checkpoint whose chain hash is not hex yields an empty one, which
     /// no event's hash equals: the check against the log then refuses it.
     pub fn from_checkpoint(checkpoint: &Checkpoint, state: P) -> Self {
-        let chain_hash = agentlog_log::chain::from_hex(&checkpoint.chain_hash).unwrap_or_default();
+        let chain_hash = agentlog_core::chain::from_hex(&checkpoint.chain_hash).unwrap_or_default();
         Live { state, position: checkpoint.position, chain_hash }
     }
 }
@@ -44,7 +44,8 @@ impl<P: Projection> Live<P> {
 pub trait Runner: Send + Sync {
     fn name(&self) -> &'static str;
     fn position(&self) -> u64;
-    /// Folds the event if it is past the position.
+    /// Folds the event if it is past the position (an event delivered again
+    /// is skipped); it must be the next one.
     fn apply(&mut self, event: &Envelope);
     fn state_hash(&self) -> [u8; 32];
     /// The checkpoint and the state's canonical bytes.
@@ -64,6 +65,9 @@ impl<P: Projection> Runner for Live<P> {
 
     fn apply(&mut self, event: &Envelope) {
         if event.seq > self.position {
+            // Sources fail on a gap rather than skip one, so a fold that
+            // sees one was handed the wrong events: a bug, not damage.
+            assert_eq!(event.seq, self.position + 1, "{} folds the log without gaps", P::NAME);
             self.state.apply(event);
             self.position = event.seq;
             self.chain_hash.clone_from(&event.hash);
@@ -78,8 +82,8 @@ impl<P: Projection> Runner for Live<P> {
         let bytes = canonical_bytes(&self.state);
         let checkpoint = Checkpoint {
             position: self.position,
-            chain_hash: agentlog_log::chain::to_hex(&self.chain_hash),
-            state_hash: agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes()),
+            chain_hash: agentlog_core::chain::to_hex(&self.chain_hash),
+            state_hash: agentlog_core::chain::to_hex(blake3::hash(&bytes).as_bytes()),
         };
         (checkpoint, bytes)
     }

@@ -67,8 +67,8 @@ pub fn recommend(
 
 #[cfg(test)]
 mod tests {
-    use agentlog_log::schema::{TaskClaimed, TaskCompleted, TaskFailed};
-    use agentlog_log::{Body, Envelope};
+    use agentlog_core::schema::{TaskClaimed, TaskCompleted, TaskFailed};
+    use agentlog_core::{Body, Envelope};
 
     use super::*;
     use crate::Projection;

@@ -2,7 +2,7 @@
 //! hash of that state. A projection looks at events only — never at a clock
 //! or a random source — so folding the same events gives the same bytes, and
 //! a rebuild from sequence 1 equals the live state.
-use agentlog_log::Envelope;
+use agentlog_core::Envelope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::matcher::{Candidate, recommend};
-use crate::worker::Views;
+use crate::views::Views;
 use crate::world::SessionStatus;
 
 /// How many agents `match` recommends at most.

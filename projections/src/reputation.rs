@@ -39,7 +39,7 @@
 //! their bit patterns, so a state read back from JSON hashes the same.
 use std::collections::{BTreeMap, BTreeSet};
 
-use agentlog_log::{Body, Envelope};
+use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 
 use crate::Projection;
@@ -380,7 +380,7 @@ mod f64_bits {
 
 #[cfg(test)]
 mod tests {
-    use agentlog_log::schema::{
+    use agentlog_core::schema::{
         ActionRecorded, BudgetDebited, TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
         TaskReleased,
     };

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::query::{self, Answer, Query};
-use crate::worker::Views;
+use crate::views::Views;
 
 pub const SUBJECT_PREFIX: &str = "agentlog.q";
 pub const QUEUE_GROUP: &str = "agentlog-queries";

@@ -4,7 +4,7 @@
 //! without the other. Restarting from it folds each event exactly once.
 use std::path::{Path, PathBuf};
 
-use rocksdb::{DB, Options, WriteBatch};
+use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
 use crate::error::{Error, Result};
 use crate::live::{Checkpoint, Live, Runner};
@@ -41,7 +41,7 @@ fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
         if message.contains("lock") && (message.contains("temporarily") || message.contains("hold")) {
             Error::Locked { path }
         } else {
-            Error::Storage { operation: "opening the projection store", source: e }
+            Error::storage("opening the projection store")(e)
         }
     }
 }

@@ -9,12 +9,12 @@
 //! sends, so a rebuild gives the state the live run had.
 use std::time::Duration;
 
-use agentlog_commands::sim::Target;
-use agentlog_commands::{Code, Command, Request};
-use agentlog_log::{Clock, Kind, Timestamp};
+use agentlog_commands::sim::{self, Expired};
+use agentlog_commands::{Code, Command, Executor, Rejection, Request};
+use agentlog_core::{Clock, EventSource, Kind, Timestamp};
 use tokio::sync::watch;
 
-use crate::worker::Views;
+use crate::views::Views;
 use crate::world::{SessionStatus, TaskStatus, WorldModel};
 
 /// The actor the ticker's commands carry.
@@ -58,8 +58,10 @@ pub fn due(world: &WorldModel, now: Timestamp) -> Due {
 /// What one tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ticked {
-    pub sessions_expired: u64,
-    pub leases_expired: u64,
+    /// The sessions it expired, in the order it sent them.
+    pub sessions_expired: Vec<String>,
+    /// The claims it expired, in the order it sent them.
+    pub leases_expired: Vec<String>,
     /// Refused as not due or already done (another node ticked first, or
     /// the view lagged a heartbeat or a release).
     pub skipped: u64,
@@ -68,18 +70,18 @@ pub struct Ticked {
 /// Sends the commands for everything `due` names: sessions first, so the
 /// leases they held are expired in the same tick. Stops at the first
 /// platform failure (the next tick tries again).
-pub async fn tick<T: Target>(target: &T, due: &Due) -> Result<Ticked, agentlog_commands::Rejection> {
+pub async fn tick<E: Executor>(executor: &E, due: &Due) -> Result<Ticked, Rejection> {
     let mut ticked = Ticked::default();
-    let commands = due
-        .sessions
-        .iter()
-        .map(|id| Command::ExpireSession { session_id: id.clone() })
-        .chain(due.leases.iter().map(|id| Command::ExpireLease { task_id: id.clone() }));
-    for command in commands {
-        let is_session = matches!(command, Command::ExpireSession { .. });
-        match target.execute(Request::new(command, ACTOR)).await {
-            Ok(_) if is_session => ticked.sessions_expired += 1,
-            Ok(_) => ticked.leases_expired += 1,
+    for session_id in &due.sessions {
+        match executor.execute(Request::new(Command::ExpireSession { session_id: session_id.clone() }, ACTOR)).await {
+            Ok(_) => ticked.sessions_expired.push(session_id.clone()),
+            Err(r) if expected(&r) => ticked.skipped += 1,
+            Err(r) => return Err(r),
+        }
+    }
+    for task_id in &due.leases {
+        match executor.execute(Request::new(Command::ExpireLease { task_id: task_id.clone() }, ACTOR)).await {
+            Ok(_) => ticked.leases_expired.push(task_id.clone()),
             Err(r) if expected(&r) => ticked.skipped += 1,
             Err(r) => return Err(r),
         }
@@ -89,7 +91,7 @@ pub async fn tick<T: Target>(target: &T, due: &Due) -> Result<Ticked, agentlog_c
 
 /// Refusals a tick expects: the deadline is not due on the aggregate (the
 /// view lagged), or the thing already ended.
-fn expected(r: &agentlog_commands::Rejection) -> bool {
+fn expected(r: &Rejection) -> bool {
     r.kind == Kind::Conflict
         || matches!(r.code, Code::SessionLive | Code::SessionNotLive | Code::LeaseActive | Code::NotClaimed)
 }
@@ -97,13 +99,13 @@ fn expected(r: &agentlog_commands::Rejection) -> bool {
 /// Ticks every `every` until `stop` turns true: what the world view says
 /// is due at the clock's `now` is sent, and each tick's outcome handed to
 /// `report` (a platform failure is retried on the next tick).
-pub async fn run<T: Target>(
-    target: &T,
+pub async fn run<E: Executor>(
+    executor: &E,
     views: &Views,
     clock: &dyn Clock,
     every: Duration,
     mut stop: watch::Receiver<bool>,
-    report: impl Fn(Result<Ticked, agentlog_commands::Rejection>),
+    report: impl Fn(Result<Ticked, Rejection>),
 ) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,7 +116,38 @@ pub async fn run<T: Target>(
         }
         let due = due(&views.world().state, clock.now());
         if !due.is_empty() {
-            report(tick(target, &due).await);
+            report(tick(executor, &due).await);
         }
+    }
+}
+
+/// The ticker as the demo's workload asks it, once per simulated step: it
+/// first folds everything `source` holds into views of its own, so what is
+/// due is judged on the whole history so far (the same on every run), then
+/// ticks through `executor`.
+pub struct OnSource<'a, E> {
+    executor: &'a E,
+    source: &'a dyn EventSource,
+    views: Views,
+}
+
+impl<E> std::fmt::Debug for OnSource<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnSource").field("source", &self.source.location()).finish_non_exhaustive()
+    }
+}
+
+impl<'a, E: Executor> OnSource<'a, E> {
+    pub fn new(executor: &'a E, source: &'a dyn EventSource) -> Self {
+        OnSource { executor, source, views: Views::default() }
+    }
+}
+
+impl<E: Executor> sim::Ticker for OnSource<'_, E> {
+    async fn tick(&self, now: Timestamp) -> Result<Expired, Rejection> {
+        self.views.catch_up(self.source).map_err(|e| Rejection::new(Code::Unavailable, e.to_string()))?;
+        let due = due(&self.views.world().state, now);
+        let ticked = tick(self.executor, &due).await?;
+        Ok(Expired { sessions: ticked.sessions_expired, leases: ticked.leases_expired })
     }
 }

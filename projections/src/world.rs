@@ -10,7 +10,7 @@
 //! expiry event yet, whatever the wall clock thinks.
 use std::collections::{BTreeMap, BTreeSet};
 
-use agentlog_log::{Body, Envelope};
+use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 
 use crate::Projection;
@@ -380,7 +380,7 @@ impl WorldModel {
         }
     }
 
-    fn claim(&mut self, event: &Envelope, e: &agentlog_log::schema::TaskClaimed) {
+    fn claim(&mut self, event: &Envelope, e: &agentlog_core::schema::TaskClaimed) {
         let status = self.tasks.get(&e.task_id).map(|t| t.status);
         if status != Some(TaskStatus::Open) {
             let state = status.map_or("unknown".to_owned(), |s| format!("{s:?}").to_lowercase());

@@ -47,7 +47,7 @@ impl Scene {
     /// What the views say is due now, after folding everything appended.
     fn due(&self) -> Due {
         self.views.catch_up(self.wal()).unwrap();
-        ticker::due(&self.views.world().state, agentlog_log::Clock::now(&*self.clock))
+        ticker::due(&self.views.world().state, agentlog_core::Clock::now(&*self.clock))
     }
 
     fn wal(&self) -> &Store {
@@ -110,13 +110,13 @@ async fn a_session_that_stops_heartbeating_loses_its_claim_and_another_agent_cla
     assert_eq!(due, Due { sessions: vec!["sa".into()], leases: vec!["t".into()] });
     assert_eq!(scene.refused(claim("b", "sb", 30_000)).await, Code::AlreadyClaimed, "held until the ticker acts");
     let ticked = ticker::tick(&scene.handler, &due).await.unwrap();
-    assert_eq!(ticked, Ticked { sessions_expired: 1, leases_expired: 1, skipped: 0 });
+    assert_eq!(ticked, Ticked { sessions_expired: vec!["sa".into()], leases_expired: vec!["t".into()], skipped: 0 });
     assert_eq!(scene.last_types(2).await, ["session_expired", "task_lease_expired"]);
 
     // A second node ticking on the same stale view changes nothing.
     let head = scene.log.head().await.unwrap();
     let again = ticker::tick(&scene.handler, &due).await.unwrap();
-    assert_eq!(again, Ticked { sessions_expired: 0, leases_expired: 0, skipped: 2 });
+    assert_eq!(again, Ticked { sessions_expired: vec![], leases_expired: vec![], skipped: 2 });
     assert_eq!(scene.log.head().await.unwrap(), head);
 
     assert_eq!(scene.due(), Due::default());
@@ -148,7 +148,7 @@ async fn a_session_that_stops_heartbeating_loses_its_claim_and_another_agent_cla
     scene.at(47);
     let due = scene.due();
     assert_eq!(due, Due { sessions: vec![], leases: vec!["t".into()] });
-    assert_eq!(ticker::tick(&scene.handler, &due).await.unwrap().leases_expired, 1);
+    assert_eq!(ticker::tick(&scene.handler, &due).await.unwrap().leases_expired, ["t"]);
     scene.ok(claim("b", "sb", 30_000)).await;
     scene.at(50);
     scene.ok(complete("b", "sb")).await;
@@ -160,7 +160,7 @@ async fn a_session_that_stops_heartbeating_loses_its_claim_and_another_agent_cla
     let head = scene.log.head().await.unwrap().last_seq;
     rebuild(scene.wal(), &mut [&mut world as &mut dyn Runner, &mut reputation], head, &mut |_, _| {}).unwrap();
     assert_eq!(world.position, head);
-    let hex = agentlog_log::chain::to_hex;
+    let hex = agentlog_core::chain::to_hex;
     assert_eq!(hex(&world.state_hash()), live[0].state_hash);
     assert_eq!(hex(&reputation.state_hash()), live[1].state_hash);
     let task = world.state.task("t").unwrap();
@@ -179,7 +179,7 @@ async fn a_ticker_runs_on_its_clock_until_stopped() {
         let (scene, reports) = (scene.clone(), reports.clone());
         async move {
             let report = |r: Result<Ticked, _>| reports.lock().unwrap().push(r.unwrap());
-            let clock: &dyn agentlog_log::Clock = &*scene.clock;
+            let clock: &dyn agentlog_core::Clock = &*scene.clock;
             ticker::run(&scene.handler, &scene.views, clock, Duration::from_millis(10), stopped, report).await;
         }
     });
@@ -199,5 +199,8 @@ async fn a_ticker_runs_on_its_clock_until_stopped() {
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), running).await.expect("the ticker stops").unwrap();
     let reports = reports.lock().unwrap();
-    assert_eq!(reports[0], Ticked { sessions_expired: 1, leases_expired: 1, skipped: 0 });
+    assert_eq!(
+        reports[0],
+        Ticked { sessions_expired: vec!["sa".into()], leases_expired: vec!["t".into()], skipped: 0 }
+    );
 }

@@ -2,11 +2,11 @@
 //! of consistency violation detected with the sequence that caused it.
 use std::collections::BTreeMap;
 
-use agentlog_log::schema::{
+use agentlog_core::schema::{
     ActionRecorded, AgentRegistered, BudgetAllocated, BudgetDebited, SessionClosed, SessionOpened, TaskClaimed,
     TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
 };
-use agentlog_log::{Body, Envelope};
+use agentlog_core::{Body, Envelope};
 use agentlog_projections::world::{SessionStatus, TaskStatus, ViolationKind};
 use agentlog_projections::{Projection, WorldModel, state_hash};
 

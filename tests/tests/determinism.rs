@@ -12,8 +12,10 @@ async fn run(seed: u64) -> (Vec<(u64, Vec<u8>)>, [u8; 32]) {
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), seed);
     let config = sim::Config { seed, agents: 6, tasks: 120, days: 1, sim_clock: true };
-    sim::run(&handler, &clock, config, &mut |_, _| {}).await.unwrap();
+    let ticker = agentlog_projections::ticker::OnSource::new(&handler, &**log.store());
+    sim::run(&handler, &ticker, &clock, config, &mut |_, _| {}).await.unwrap();
     let head = log.head().await.unwrap();
+    drop(ticker);
     drop(handler);
     drop(log);
     let store = Store::open_read_only(dir.path()).unwrap();

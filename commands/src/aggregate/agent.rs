@@ -1,8 +1,8 @@
 //! Agents: their capabilities, and the actions they record.
 use std::collections::BTreeSet;
 
-use agentlog_log::schema::{self, ActionRecorded, AgentRegistered};
-use agentlog_log::{Body, Envelope, Timestamp};
+use agentlog_core::schema::{self, ActionRecorded, AgentRegistered};
+use agentlog_core::{Body, Envelope, Timestamp};
 
 use super::{Decision, Session, canonical};
 use crate::command::{ActionKind, ActionOutcome};

@@ -1,10 +1,10 @@
 //! Budgets: allocated, debited and refunded; never below zero. A circuit
 //! breaker opens after `Policy::circuit_threshold` consecutive refused or
 //! failed debits and closes once `circuit_cooldown_ms` of clock time passed.
-use agentlog_log::schema::{
+use agentlog_core::schema::{
     self, BudgetAllocated, BudgetCircuitClosed, BudgetCircuitOpened, BudgetDebitRefused, BudgetDebited, BudgetRefunded,
 };
-use agentlog_log::{Body, Envelope, Timestamp};
+use agentlog_core::{Body, Envelope, Timestamp};
 
 use super::{Decision, Refused, ms_to_nanos};
 use crate::rejection::{Code, Rejection};

@@ -9,7 +9,7 @@ pub mod budget;
 pub mod session;
 pub mod task;
 
-use agentlog_log::{Body, Envelope};
+use agentlog_core::{Body, Envelope};
 
 use crate::rejection::Rejection;
 

@@ -1,7 +1,7 @@
 //! Sessions: opened by an agent, kept alive by heartbeats, closed by the
 //! agent or expired by the ticker.
-use agentlog_log::schema::{SessionClosed, SessionExpired, SessionHeartbeat, SessionOpened};
-use agentlog_log::{Body, Envelope, Timestamp};
+use agentlog_core::schema::{SessionClosed, SessionExpired, SessionHeartbeat, SessionOpened};
+use agentlog_core::{Body, Envelope, Timestamp};
 
 use super::{Agent, Decision, ms_to_nanos};
 use crate::rejection::{Code, Rejection};

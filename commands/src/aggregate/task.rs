@@ -3,8 +3,8 @@
 //! (and retried until attempts run out), or expired by the ticker.
 use std::collections::BTreeMap;
 
-use agentlog_log::schema::{TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired, TaskReleased};
-use agentlog_log::{Body, Envelope, Timestamp};
+use agentlog_core::schema::{TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired, TaskReleased};
+use agentlog_core::{Body, Envelope, Timestamp};
 
 use super::{Agent, Decision, Session, canonical, ms_to_nanos};
 use crate::rejection::{Code, Rejection};

@@ -9,20 +9,18 @@
 //! idle checks and replaced the same way. An inconsistency (a
 //! gap, an undecodable event) stops the mirror and poisons the log: it never
 //! skips.
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::{SUBJECT_PREFIX, nats};
+use crate::api::Appended;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::wal::{Durable, Follower, Ordered};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::stream::Stream;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
-
-use super::{SUBJECT_PREFIX, nats};
-use crate::api::{Appended, Head};
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::wal::{Follower, Ordered};
 
 /// Most events one WAL write takes.
 const MAX_WRITE_EVENTS: usize = 4096;
@@ -34,18 +32,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// whether it has fallen behind.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(
-    stream: Stream,
-    mut follower: Follower,
-    head: watch::Sender<Head>,
-    poison: Arc<OnceLock<String>>,
-) {
+pub(super) async fn run(stream: Stream, mut follower: Follower, durable: Arc<Durable>) {
     loop {
-        match follow(&stream, &mut follower, &head).await {
+        match follow(&stream, &mut follower, &durable).await {
             Err(Error::Nats { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
             Err(e) => {
-                let _ = poison.set(format!("the mirror stopped: {e}"));
-                head.send_modify(|_| {}); // wake whoever waits on the head to see it
+                durable.poison(format!("the mirror stopped: {e}"));
                 return;
             }
             Ok(never) => match never {},
@@ -88,11 +80,7 @@ impl Pending {
 
 /// Follows from the WAL's head until NATS fails (what was read but not
 /// written is read again on the next call).
-async fn follow(
-    stream: &Stream,
-    follower: &mut Follower,
-    head: &watch::Sender<Head>,
-) -> Result<std::convert::Infallible> {
+async fn follow(stream: &Stream, follower: &mut Follower, durable: &Durable) -> Result<std::convert::Infallible> {
     let start_sequence = follower.head().last_seq + 1;
     let consumer = stream
         .create_consumer(OrderedConfig {
@@ -144,7 +132,7 @@ async fn follow(
             let events = std::mem::take(&mut pending.events);
             let keys = std::mem::take(&mut pending.keys);
             let at = follower.apply(events, keys)?;
-            head.send_replace(at);
+            durable.advance(at);
         }
     }
 }

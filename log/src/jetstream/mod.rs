@@ -11,17 +11,16 @@ mod mirror;
 mod publish;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use tokio::sync::watch;
 
 use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Follower, Store, StoreOptions, WalSubscription};
+use crate::wal::{Durable, Follower, Store, StoreOptions, WalSubscription};
 
 /// Every subject of the event stream starts with this.
 pub const SUBJECT_PREFIX: &str = "agentlog.evt";
@@ -161,8 +160,7 @@ pub struct JetStreamLog {
     js: jetstream::Context,
     stream: stream::Stream,
     store: Arc<Store>,
-    head: watch::Receiver<Head>,
-    poison: Arc<OnceLock<String>>,
+    durable: Arc<Durable>,
     mirror: tokio::task::JoinHandle<()>,
     catch_up_timeout: Duration,
 }
@@ -176,6 +174,7 @@ impl std::fmt::Debug for JetStreamLog {
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
         self.mirror.abort();
+        self.durable.close();
     }
 }
 
@@ -235,19 +234,9 @@ impl JetStreamLog {
         }
         let store = Arc::new(Store::open(&options.mirror_dir, StoreOptions::default())?);
         let follower = Follower::new(store.clone(), options.mirror_sync)?;
-        let (head_tx, head_rx) = watch::channel(follower.head());
-        let poison = Arc::new(OnceLock::new());
-        let mirror = tokio::spawn(mirror::run(stream.clone(), follower, head_tx, poison.clone()));
-        Ok(JetStreamLog {
-            client,
-            js,
-            stream,
-            store,
-            head: head_rx,
-            poison,
-            mirror,
-            catch_up_timeout: options.catch_up_timeout,
-        })
+        let durable = Arc::new(Durable::new(follower.head()));
+        let mirror = tokio::spawn(mirror::run(stream.clone(), follower, durable.clone()));
+        Ok(JetStreamLog { client, js, stream, store, durable, mirror, catch_up_timeout: options.catch_up_timeout })
     }
 
     /// The mirror's store, for reads outside the `Log` trait.
@@ -256,10 +245,7 @@ impl JetStreamLog {
     }
 
     fn check_poison(&self) -> Result<()> {
-        match self.poison.get() {
-            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
-            None => Ok(()),
-        }
+        self.durable.check()
     }
 
     /// The last sequence JetStream holds (what the mirror follows).
@@ -280,11 +266,13 @@ impl JetStreamLog {
 
     /// Waits until the mirror has every event up to `seq`.
     pub async fn caught_up(&self, seq: u64) -> Result<Head> {
-        let mut head = self.head.clone();
-        let poison = self.poison.clone();
-        let waited =
-            tokio::time::timeout(self.catch_up_timeout, head.wait_for(|h| h.last_seq >= seq || poison.get().is_some()))
-                .await;
+        let mut head = self.durable.watch();
+        let durable = &self.durable;
+        let waited = tokio::time::timeout(
+            self.catch_up_timeout,
+            head.wait_for(|h| h.last_seq >= seq || durable.ended().is_some()),
+        )
+        .await;
         self.check_poison()?;
         match waited {
             Ok(Ok(head)) => Ok(*head),
@@ -331,10 +319,10 @@ impl Log for JetStreamLog {
     }
 
     async fn head(&self) -> Result<Head> {
-        Ok(*self.head.borrow())
+        Ok(self.durable.head())
     }
 
     fn subscribe(&self, from_seq: u64) -> Result<WalSubscription> {
-        Ok(WalSubscription::new(self.store.clone(), from_seq, self.head.clone(), self.poison.clone()))
+        Ok(WalSubscription::new(self.store.clone(), from_seq, self.durable.clone()))
     }
 }

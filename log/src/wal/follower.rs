@@ -8,12 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions};
-
-use super::keys::*;
+use super::stage::Staged;
 use super::store::Store;
 use crate::api::{Appended, Head};
-use crate::chain;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
 
@@ -45,15 +42,18 @@ impl Follower {
     }
 
     /// Appends `events` (in source order) and records `keys` (idempotency
-    /// key → the append it named), all in one write.
+    /// key → the append it named), all in one write. What the source got
+    /// wrong (a gap, a stream version that does not continue, an event too
+    /// large to read back) is [`Error::Corrupt`] and writes nothing.
     pub fn apply(&mut self, events: Vec<Ordered>, keys: Vec<(String, Appended)>) -> Result<Head> {
-        let mut batch = WriteBatch::default();
-        let mut head = self.head;
+        let store = self.store.clone();
+        let mut staged = Staged::new(&store, self.head);
         let mut touched: HashMap<String, u64> = HashMap::new();
         for Ordered { seq, mut envelope } in events {
-            if seq != head.last_seq + 1 {
+            let expected = staged.head().last_seq + 1;
+            if seq != expected {
                 return Err(Error::Corrupt {
-                    seq: head.last_seq + 1,
+                    seq: expected,
                     reason: format!("the source delivered seq {seq} next: a gap in the mirror"),
                 });
             }
@@ -71,28 +71,16 @@ impl Follower {
                 });
             }
             envelope.seq = seq;
-            envelope.hash.clear();
-            let (bytes, hash) = chain::seal_encoded(&head.hash, &envelope);
-            batch.put_cf(self.store.cf(CF_EVENTS), seq_key(seq), &bytes);
-            batch.put_cf(
-                self.store.cf(CF_STREAMS),
-                stream_key(&envelope.stream, envelope.stream_version),
-                seq_key(seq),
-            );
-            batch.put_cf(self.store.cf(CF_IDS), &envelope.event_id, seq_key(seq));
-            touched.insert(envelope.stream, envelope.stream_version);
-            head = Head { last_seq: seq, hash };
+            touched.insert(envelope.stream.clone(), envelope.stream_version);
+            staged.event(envelope).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
         }
         for (key, appended) in &keys {
-            batch.put_cf(self.store.cf(CF_IDEM), key.as_bytes(), appended_value(appended));
+            staged.idempotency_key(key, appended);
         }
-        if head == self.head && keys.is_empty() {
-            return Ok(head);
+        if staged.is_empty() {
+            return Ok(self.head);
         }
-        batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
-        let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
-        self.store.db().write_opt(batch, &options).map_err(Error::storage("writing mirrored events"))?;
+        let head = staged.write(self.sync)?;
         self.head = head;
         if self.versions.len() > 1 << 20 {
             self.versions.clear();

@@ -6,17 +6,21 @@
 //! `ids` event_id → seq, `idem` idempotency key → append result,
 //! `meta` format marker, chain head and prune mark. Every append writes all of them in
 //! one atomic `WriteBatch`.
+mod durable;
 mod follower;
 mod keys;
 mod prune;
+mod stage;
 mod store;
 mod subscription;
 mod verify;
 mod writer;
 
+pub use agentlog_core::Pruned;
+pub use durable::Durable;
 pub use follower::{Follower, Ordered};
-pub use prune::{PruneReport, Pruned};
-pub use store::{Store, StoreOptions};
+pub use prune::PruneReport;
+pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
 pub(crate) use writer::{Pending, Syncer, Writer};

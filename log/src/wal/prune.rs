@@ -16,14 +16,7 @@ use super::keys::*;
 use super::store::Store;
 use crate::chain::{self, Hash};
 use crate::error::{Error, Result};
-
-/// Where the WAL was cut: events through `seq` may be gone; `hash` is the
-/// chain hash of event `seq`, which the first event after it chains from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pruned {
-    pub seq: u64,
-    pub hash: Hash,
-}
+use crate::source::Pruned;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -112,13 +105,13 @@ impl Store {
                 batch.delete_cf(self.cf(CF_EVENTS), key);
                 report.dropped += 1;
                 if batch.len() >= DELETES_PER_BATCH {
-                    self.db().write(std::mem::take(&mut batch)).map_err(Error::storage("pruning events"))?;
+                    self.write(std::mem::take(&mut batch), false)?;
                 }
             }
             iter.next();
         }
         iter.status().map_err(Error::storage("reading events"))?;
-        self.db().write(batch).map_err(Error::storage("pruning events"))?;
+        self.write(batch, false)?;
         self.db().compact_range_cf(self.cf(CF_EVENTS), None::<&[u8]>, Some(&seq_key(seq + 1)[..]));
         Ok(report)
     }

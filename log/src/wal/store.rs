@@ -1,9 +1,9 @@
 //! Opening the WAL and reading it. Writes go through `writer`; this module
 //! owns the database handle, the open-time checks and every read path.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use super::keys::*;
 use crate::api::{Appended, Head};
@@ -30,6 +30,37 @@ pub struct Store {
     read_only: bool,
     /// The prune mark's seq (0: never pruned), for the read paths.
     pruned: AtomicU64,
+    faults: Faults,
+}
+
+/// A narrow seam around the two calls that make writes durable — the
+/// batch write and the fsync — so a test can make either fail on demand
+/// (rust-rocksdb has no fault-injecting `Env`). The real RocksDB is still
+/// underneath; a failure is injected before the call, as a full disk or a
+/// failed fsync would surface. Two relaxed loads per write when unused.
+#[derive(Debug, Default)]
+pub struct Faults {
+    fail_writes: AtomicBool,
+    fail_syncs: AtomicBool,
+}
+
+impl Faults {
+    /// Makes every later batch write fail (or succeed again).
+    pub fn fail_writes(&self, on: bool) {
+        self.fail_writes.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes every later fsync fail (or succeed again).
+    pub fn fail_syncs(&self, on: bool) {
+        self.fail_syncs.store(on, Ordering::Relaxed);
+    }
+
+    fn inject(flag: &AtomicBool, operation: &'static str) -> Result<()> {
+        if flag.load(Ordering::Relaxed) {
+            return Err(Error::storage(operation)(std::io::Error::other("injected failure (test)")));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -102,7 +133,8 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let db = DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|e| open_error(path, e))?;
-        let store = Store { db, path: path.to_owned(), read_only: false, pruned: AtomicU64::new(0) };
+        let store =
+            Store { db, path: path.to_owned(), read_only: false, pruned: AtomicU64::new(0), faults: Faults::default() };
         store.check_format(!existed)?;
         store.check_head()?;
         store.load_pruned()?;
@@ -118,7 +150,8 @@ impl Store {
         Self::check_column_families(path)?;
         let db = DB::open_cf_descriptors_read_only(&db_options(), path, cf_descriptors(), false)
             .map_err(|e| open_error(path, e))?;
-        let store = Store { db, path: path.to_owned(), read_only: true, pruned: AtomicU64::new(0) };
+        let store =
+            Store { db, path: path.to_owned(), read_only: true, pruned: AtomicU64::new(0), faults: Faults::default() };
         store.check_format(false)?;
         store.check_head()?;
         store.load_pruned()?;
@@ -232,7 +265,7 @@ impl Store {
     pub fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
         let mut out = Vec::with_capacity(max.min(4096));
         self.for_each_stored(from_seq, max, |seq, bytes| {
-            out.push(decode_at(seq, bytes)?);
+            out.push(codec::decode_at(seq, bytes)?);
             Ok(())
         })?;
         Ok(out)
@@ -313,7 +346,7 @@ impl Store {
         seqs.iter()
             .zip(values)
             .map(|(seq, value)| match value.map_err(Error::storage("reading a stream's events"))? {
-                Some(bytes) => decode_at(*seq, &bytes),
+                Some(bytes) => codec::decode_at(*seq, &bytes),
                 None if self.check_not_pruned(*seq).is_err() => {
                     Err(Error::Pruned { seq: *seq, through: self.pruned.load(Ordering::Acquire) })
                 }
@@ -393,7 +426,44 @@ impl Store {
 
     /// Writes every buffered WAL byte to disk.
     pub fn sync_wal(&self) -> Result<()> {
+        Faults::inject(&self.faults.fail_syncs, "syncing the WAL")?;
         self.db.flush_wal(true).map_err(Error::storage("syncing the WAL"))
+    }
+
+    /// Writes `batch` atomically (and fsyncs it when `sync`): every write
+    /// of the WAL goes through here.
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        Faults::inject(&self.faults.fail_writes, "writing events")?;
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options).map_err(Error::storage("writing events"))
+    }
+
+    /// The fault-injection seam, for tests of the fail-stop paths.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+}
+
+impl crate::EventSource for Store {
+    fn location(&self) -> &Path {
+        self.path()
+    }
+
+    fn head(&self) -> Result<Head> {
+        Store::head(self)
+    }
+
+    fn pruned_through(&self) -> Result<Option<crate::Pruned>> {
+        Store::pruned_through(self)
+    }
+
+    fn for_each_stored(&self, from_seq: u64, max: usize, f: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<usize> {
+        Store::for_each_stored(self, from_seq, max, f)
+    }
+
+    fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
+        Store::read(self, from_seq, max)
     }
 }
 
@@ -402,11 +472,3 @@ const READAHEAD_BYTES: usize = 2 << 20;
 
 /// Reads of at least this many events are scans.
 const SCAN_EVENTS: usize = 256;
-
-fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
-    let envelope = codec::decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
-    if envelope.seq != seq {
-        return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
-    }
-    Ok(envelope)
-}

@@ -2,11 +2,11 @@
 //! of the JetStream log's mirror alike. It reads committed events in pages
 //! and, once caught up, sleeps on the head's `watch` (no polling).
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::Store;
+use super::{Durable, Store};
 use crate::api::{Head, Subscription};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
@@ -18,20 +18,17 @@ pub struct WalSubscription {
     next_seq: u64,
     buffer: VecDeque<Envelope>,
     head: watch::Receiver<Head>,
-    poison: Arc<OnceLock<String>>,
+    durable: Arc<Durable>,
 }
 
 const SUBSCRIPTION_PAGE: usize = 512;
 
 impl WalSubscription {
-    /// A subscription to the WAL `store`, whose durable head `head` announces.
-    pub(crate) fn new(
-        store: Arc<Store>,
-        from_seq: u64,
-        head: watch::Receiver<Head>,
-        poison: Arc<OnceLock<String>>,
-    ) -> Self {
-        WalSubscription { store, next_seq: from_seq.max(1), buffer: VecDeque::new(), head, poison }
+    /// A subscription to the WAL `store`, whose durable head `durable`
+    /// announces.
+    pub fn new(store: Arc<Store>, from_seq: u64, durable: Arc<Durable>) -> Self {
+        let head = durable.watch();
+        WalSubscription { store, next_seq: from_seq.max(1), buffer: VecDeque::new(), head, durable }
     }
 }
 
@@ -55,17 +52,13 @@ impl Subscription for WalSubscription {
                 self.buffer.extend(page);
                 continue;
             }
-            if let Some(reason) = self.poison.get() {
+            if let Some(ended) = self.durable.ended() {
                 // Caught up with everything durable; nothing more will come.
-                return Err(Error::Poisoned { reason: reason.clone() });
+                return Err(ended);
             }
-            if self.head.changed().await.is_err() {
-                // The writer stopped; deliver what it committed last, then close.
-                if self.head.borrow().last_seq >= self.next_seq {
-                    continue;
-                }
-                return Err(Error::Closed);
-            }
+            // The sender lives in `durable`, which this holds: it never
+            // closes; the end comes through `ended` above.
+            let _ = self.head.changed().await;
         }
     }
 }

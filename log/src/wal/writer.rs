@@ -17,16 +17,14 @@
 //! its fsync; on power loss such an event can vanish, but never alone: the
 //! WAL is sequential, so everything written after it vanishes too.
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use super::keys::*;
+use super::durable::Durable;
+use super::stage::Staged;
 use super::store::Store;
 use crate::api::{AppendRequest, Appended, Head};
-use crate::chain;
-use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 
 /// How many stream versions the writer remembers before it starts over
@@ -42,8 +40,7 @@ pub(crate) struct Writer {
     pub store: Arc<Store>,
     pub head: Head,
     pub max_group_events: usize,
-    pub head_tx: watch::Sender<Head>,
-    pub poison: Arc<OnceLock<String>>,
+    pub durable: Arc<Durable>,
     pub versions: HashMap<String, u64>,
     /// `Some` when appends must be fsynced before they are acknowledged.
     pub syncer: Option<std::sync::mpsc::Sender<Written>>,
@@ -57,12 +54,39 @@ pub(crate) struct Written {
     replies: Vec<Reply>,
 }
 
+/// Answers every reply of a group that did not become durable: an append
+/// that would have succeeded gets the poison; a refusal stays a refusal.
+fn refuse(replies: Vec<Reply>, error: &Error) {
+    for (reply, result) in replies {
+        let result = match result {
+            Ok(_) => Err(Error::Poisoned { reason: poison_reason(error) }),
+            refused => refused,
+        };
+        let _ = reply.send(result);
+    }
+}
+
+fn poison_reason(error: &Error) -> String {
+    match error {
+        Error::Poisoned { reason } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Makes a written group's head durable-visible, then acknowledges it:
+/// whoever sees an acknowledgement also sees a head that includes it.
+fn acknowledge(durable: &Durable, head: Head, replies: Vec<Reply>) {
+    durable.advance(head);
+    for (reply, result) in replies {
+        let _ = reply.send(result);
+    }
+}
+
 /// The syncer: fsyncs the WAL for every group written since its last fsync,
 /// then acknowledges them and publishes the head they reach.
 pub(crate) struct Syncer {
     pub store: Arc<Store>,
-    pub head_tx: watch::Sender<Head>,
-    pub poison: Arc<OnceLock<String>>,
+    pub durable: Arc<Durable>,
 }
 
 impl Syncer {
@@ -71,49 +95,21 @@ impl Syncer {
             let mut groups = vec![first];
             groups.extend(written.try_iter());
             let head = groups.last().expect("at least one group").head;
-            let synced = match self.poison.get() {
-                Some(reason) => Err(reason.clone()),
-                None => self.store.sync_wal().map_err(|e| e.to_string()),
-            };
-            match synced {
-                Ok(()) => {
-                    advance(&self.head_tx, head);
-                    for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
-                        let _ = reply.send(result);
-                    }
-                }
-                Err(reason) => {
-                    // Not durable, and nothing after it can be trusted to be.
-                    let _ = self.poison.set(reason.clone());
-                    self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
-                    for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
-                        let _ = reply.send(result.and(Err(Error::Poisoned { reason: reason.clone() })));
-                    }
-                }
+            let replies = groups.into_iter().flat_map(|g| g.replies).collect();
+            match self.durable.check().and_then(|()| self.store.sync_wal()) {
+                Ok(()) => acknowledge(&self.durable, head, replies),
+                // Not durable, and nothing after it can be trusted to be.
+                Err(e) => refuse(replies, &self.durable.poison(format!("fsync failed: {e}"))),
             }
         }
     }
 }
 
 /// The state one group builds up before it is written.
-struct Group {
-    batch: WriteBatch,
-    head: Head,
+struct Group<'a> {
+    staged: Staged<'a>,
     versions: HashMap<String, u64>,
     keys: HashMap<String, Appended>,
-}
-
-/// Moves the published head forward, never back: the writer and the syncer
-/// both publish, and an fsync may cover groups the other has not
-/// acknowledged yet.
-fn advance(head_tx: &watch::Sender<Head>, head: Head) {
-    head_tx.send_if_modified(|current| {
-        let newer = head.last_seq > current.last_seq;
-        if newer {
-            *current = head;
-        }
-        newer
-    });
 }
 
 impl Writer {
@@ -135,31 +131,29 @@ impl Writer {
     }
 
     fn commit(&mut self, pending: Vec<Pending>, queue: &mpsc::Receiver<Pending>) {
-        if let Some(reason) = self.poison.get() {
+        if let Err(poisoned) = self.durable.check() {
             for p in pending {
-                let _ = p.reply.send(Err(Error::Poisoned { reason: reason.clone() }));
+                let _ = p.reply.send(Err(Error::Poisoned { reason: poison_reason(&poisoned) }));
             }
             return;
         }
+        let store = self.store.clone();
         let mut group =
-            Group { batch: WriteBatch::default(), head: self.head, versions: HashMap::new(), keys: HashMap::new() };
+            Group { staged: Staged::new(&store, self.head), versions: HashMap::new(), keys: HashMap::new() };
         let mut replies: Vec<Reply> = Vec::with_capacity(pending.len());
         for Pending { request, reply } in pending {
             let result = self.stage(&mut group, request);
             replies.push((reply, result));
         }
-        if group.head.last_seq == self.head.last_seq {
+        if group.staged.is_empty() {
             // Only duplicates and conflicts: nothing to write. A duplicate's
             // first append may still wait for its fsync, so these replies
             // take the same way as any others.
-            self.acknowledge(self.head, replies, queue);
-            return;
+            return self.acknowledge(self.head, replies, queue);
         }
-        let head = group.head;
-        group.batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
         // The syncer fsyncs; the write itself only reaches the WAL file.
-        match self.store.db().write_opt(group.batch, &WriteOptions::default()) {
-            Ok(()) => {
+        match group.staged.write(false) {
+            Ok(head) => {
                 self.head = head;
                 if self.versions.len() + group.versions.len() > VERSION_CACHE_ENTRIES {
                     self.versions.clear();
@@ -167,20 +161,9 @@ impl Writer {
                 self.versions.extend(group.versions);
                 self.acknowledge(head, replies, queue);
             }
-            Err(err) => {
-                // After a failed write the state on disk is unknown: refuse
-                // every later write rather than build on it (fail-stop).
-                let reason = err.to_string();
-                let _ = self.poison.set(reason.clone());
-                self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
-                for (reply, result) in replies {
-                    let result = match result {
-                        Ok(_) => Err(Error::Poisoned { reason: reason.clone() }),
-                        other => other,
-                    };
-                    let _ = reply.send(result);
-                }
-            }
+            // After a failed write the state on disk is unknown: refuse
+            // every later write rather than build on it (fail-stop).
+            Err(e) => refuse(replies, &self.durable.poison(format!("a write failed: {e}"))),
         }
     }
 
@@ -190,38 +173,15 @@ impl Writer {
     fn acknowledge(&self, head: Head, replies: Vec<Reply>, queue: &mpsc::Receiver<Pending>) {
         match &self.syncer {
             Some(_) if queue.is_empty() => match self.store.sync_wal() {
-                Ok(()) => {
-                    advance(&self.head_tx, head);
-                    for (reply, result) in replies {
-                        let _ = reply.send(result);
-                    }
-                }
-                Err(err) => {
-                    let reason = err.to_string();
-                    let _ = self.poison.set(reason.clone());
-                    self.head_tx.send_modify(|_| {}); // wake subscriptions to see the poison
-                    for (reply, result) in replies {
-                        let _ = reply.send(result.and(Err(Error::Poisoned { reason: reason.clone() })));
-                    }
-                }
+                Ok(()) => acknowledge(&self.durable, head, replies),
+                Err(e) => refuse(replies, &self.durable.poison(format!("fsync failed: {e}"))),
             },
             Some(syncer) => {
                 if let Err(unsent) = syncer.send(Written { head, replies }) {
-                    let reason = "the syncer thread stopped".to_owned();
-                    let _ = self.poison.set(reason.clone());
-                    for (reply, _) in unsent.0.replies {
-                        let _ = reply.send(Err(Error::Poisoned { reason: reason.clone() }));
-                    }
+                    refuse(unsent.0.replies, &self.durable.poison("the syncer thread stopped"));
                 }
             }
-            None => {
-                // Publish the head before acknowledging, so whoever sees an
-                // acknowledgement also sees a head that includes it.
-                advance(&self.head_tx, head);
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
-            }
+            None => acknowledge(&self.durable, head, replies),
         }
     }
 
@@ -249,14 +209,11 @@ impl Writer {
         if !request.expected.admits(current) {
             return Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: current });
         }
-        let first_seq = group.head.last_seq + 1;
+        let first_seq = group.staged.head().last_seq + 1;
         let mut version = current;
-        let (events_cf, streams_cf, ids_cf) =
-            (self.store.cf(CF_EVENTS), self.store.cf(CF_STREAMS), self.store.cf(CF_IDS));
         for (i, mut event) in request.events.into_iter().enumerate() {
             version += 1;
-            let seq = group.head.last_seq + 1;
-            event.seq = seq;
+            event.seq = group.staged.head().last_seq + 1;
             event.stream_version = version;
             event.stream.clone_from(&request.stream);
             if i == 0
@@ -264,17 +221,13 @@ impl Writer {
             {
                 event.idempotency_key.clone_from(key);
             }
-            let (bytes, hash) = chain::seal_encoded(&group.head.hash, &event);
             // `AppendRequest::validate` left room for what the log assigns.
-            assert!(bytes.len() <= MAX_EVENT_BYTES, "validated event grew past the limit");
-            group.batch.put_cf(events_cf, seq_key(seq), &bytes);
-            group.batch.put_cf(streams_cf, stream_key(&request.stream, version), seq_key(seq));
-            group.batch.put_cf(ids_cf, &event.event_id, seq_key(seq));
-            group.head = Head { last_seq: seq, hash };
+            group.staged.event(event).expect("a validated event stays within the size limit once sealed");
         }
-        let appended = Appended { first_seq, last_seq: group.head.last_seq, stream_version: version, duplicate: false };
+        let appended =
+            Appended { first_seq, last_seq: group.staged.head().last_seq, stream_version: version, duplicate: false };
         if let Some(key) = request.idempotency_key {
-            group.batch.put_cf(self.store.cf(CF_IDEM), key.as_bytes(), appended_value(&appended));
+            group.staged.idempotency_key(&key, &appended);
             group.keys.insert(key, Appended { duplicate: true, ..appended });
         }
         group.versions.insert(request.stream, version);

@@ -1,4 +1,5 @@
-//! The log's error type and the error taxonomy every agentlog crate shares.
+//! The log's error type (what every `Log` backend and `EventSource`
+//! answers) and the error taxonomy every agentlog crate shares.
 //!
 //! Each error knows its [`Kind`] (what a producer should do about it) and
 //! whether repeating the same request may succeed.
@@ -67,7 +68,7 @@ pub enum Error {
     Malformed { what: &'static str, reason: String },
 
     #[error("storage failure while {operation}: {source}")]
-    Storage { operation: &'static str, source: rocksdb::Error },
+    Storage { operation: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
 
     #[error(
         "the log refuses writes after an earlier storage failure ({reason}); restart the process to recover from the last durable state"
@@ -131,7 +132,9 @@ impl Error {
         matches!(self, Error::Conflict { .. } | Error::Storage { .. } | Error::Nats { .. })
     }
 
-    pub(crate) fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
-        move |source| Error::Storage { operation, source }
+    /// Wraps a storage engine's failure while `operation` (what the log was
+    /// doing, in words) as [`Error::Storage`], for `map_err`.
+    pub fn storage<E: std::error::Error + Send + Sync + 'static>(operation: &'static str) -> impl FnOnce(E) -> Error {
+        move |source| Error::Storage { operation, source: Box::new(source) }
     }
 }

@@ -44,6 +44,17 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope> {
     Ok(envelope)
 }
 
+/// Decodes the event a log stored under `seq`: damage, or an envelope that
+/// names another seq, is [`Error::Corrupt`] at that seq (a read reports a
+/// broken log, it never panics on one).
+pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
+    let envelope = decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    if envelope.seq != seq {
+        return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
+    }
+    Ok(envelope)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

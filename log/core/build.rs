@@ -4,11 +4,11 @@
 use std::io::Result;
 
 fn main() -> Result<()> {
-    let protos = ["proto/agentlog/v1/events.proto", "proto/agentlog/v1/commands.proto"];
+    let protos = ["../proto/agentlog/v1/events.proto", "../proto/agentlog/v1/commands.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(protos, ["proto"]).map_err(std::io::Error::other)?;
+    let descriptors = protox::compile(protos, ["../proto"]).map_err(std::io::Error::other)?;
     let mut config = prost_build::Config::new();
     config
         .type_attribute(".agentlog.v1", "#[derive(serde::Serialize)]")

@@ -38,6 +38,14 @@ pub fn seal_encoded(previous: &Hash, envelope: &Envelope) -> (Vec<u8>, Hash) {
     hasher.update(&bytes);
     let hash = *hasher.finalize().as_bytes();
     prost::encoding::bytes::encode(HASH_FIELD, &hash.to_vec(), &mut bytes);
+    #[cfg(feature = "expensive-checks")]
+    {
+        // The stored bytes decode to the envelope they sealed, and check
+        // against the chain from scratch.
+        let decoded = <Envelope as Message>::decode(bytes.as_slice()).expect("sealed bytes decode");
+        assert_eq!(decoded, Envelope { hash: hash.to_vec(), ..envelope.clone() }, "sealing is lossless");
+        assert_eq!(check_stored(previous, &bytes), Ok(hash), "sealed bytes check against the chain");
+    }
     (bytes, hash)
 }
 

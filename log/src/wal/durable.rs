@@ -1,0 +1,92 @@
+//! [`Durable`]: one WAL's durable head and its fail-stop state, shared by
+//! whoever writes the WAL (the embedded log's writer and syncer, or a
+//! node's mirror) and whoever follows it (subscriptions, catch-up waits).
+//!
+//! Every failure that stops writes goes through [`Durable::poison`], which
+//! also wakes everyone waiting on the head, so no waiter sleeps through it;
+//! closing the log goes through [`Durable::close`] the same way.
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+
+use crate::api::Head;
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct Durable {
+    head: watch::Sender<Head>,
+    poison: OnceLock<String>,
+    closed: AtomicBool,
+}
+
+impl Durable {
+    /// A WAL whose durable head is `head`.
+    pub fn new(head: Head) -> Durable {
+        Durable { head: watch::channel(head).0, poison: OnceLock::new(), closed: AtomicBool::new(false) }
+    }
+
+    /// The last durable event.
+    pub fn head(&self) -> Head {
+        *self.head.borrow()
+    }
+
+    /// A receiver that wakes when the head moves, the WAL is poisoned or it
+    /// is closed.
+    pub fn watch(&self) -> watch::Receiver<Head> {
+        self.head.subscribe()
+    }
+
+    /// Publishes `head` as durable. The head only moves forward: the writer
+    /// and the syncer both publish, and one fsync may cover groups the
+    /// other has not acknowledged yet, so an older head changes nothing. A
+    /// head at the same seq with another hash is a bug (two writers).
+    pub fn advance(&self, head: Head) {
+        self.head.send_if_modified(|current| {
+            assert!(
+                head.last_seq != current.last_seq || head.hash == current.hash,
+                "the WAL's head at seq {} was published with two different hashes",
+                head.last_seq
+            );
+            let newer = head.last_seq > current.last_seq;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    }
+
+    /// Fail-stop: after a failed write or fsync, or an inconsistency the
+    /// writer cannot repair, every later write is refused (the state on
+    /// disk is unknown; a restart recovers from what is durable).
+    /// Subscriptions deliver what is durable, then end with the reason.
+    /// The first reason wins; the error returned names it.
+    pub fn poison(&self, reason: impl Into<String>) -> Error {
+        let _ = self.poison.set(reason.into());
+        self.head.send_modify(|_| {});
+        self.poisoned().expect("just poisoned")
+    }
+
+    /// [`Error::Poisoned`] with the first reason, if the WAL is poisoned.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.get().map(|reason| Error::Poisoned { reason: reason.clone() })
+    }
+
+    /// Refuses when the WAL is poisoned.
+    pub fn check(&self) -> Result<()> {
+        self.poisoned().map_or(Ok(()), Err)
+    }
+
+    /// The log is shut down: followers that have delivered everything
+    /// durable end with [`Error::Closed`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.head.send_modify(|_| {});
+    }
+
+    /// Why a follower that has delivered everything durable must stop, if
+    /// it must: poisoned first (the more useful answer), then closed.
+    pub fn ended(&self) -> Option<Error> {
+        self.poisoned().or_else(|| self.closed.load(Ordering::Acquire).then_some(Error::Closed))
+    }
+}

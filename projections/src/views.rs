@@ -1,0 +1,167 @@
+//! The views every node keeps ([`Views`]): every projection behind one
+//! lock each, the position they all reached, and folding a source of events
+//! into them — a page at a time ([`Views::apply`]), an in-memory catch-up
+//! ([`Views::catch_up`]) or a rebuild from sequence 1 ([`rebuild`]). They
+//! read through [`EventSource`], so the WAL, a mirror or the archive feed the
+//! same folds; keeping them on disk is the worker's job (`worker`).
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use agentlog_core::{Envelope, EventSource};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::live::{Live, Runner};
+use crate::reputation::Reputation;
+use crate::world::WorldModel;
+
+/// Events read from the log at a time.
+pub(crate) const PAGE: usize = 4096;
+
+/// Pages a rebuild reads ahead of its fold.
+const PAGES_AHEAD: usize = 4;
+
+/// The projections' names, in the order they are reported.
+pub const NAMES: [&str; 2] = ["world", "reputation"];
+
+/// Every projection, shared between the worker (writing) and queries
+/// (reading).
+#[derive(Debug)]
+pub struct Views {
+    world: RwLock<Live<WorldModel>>,
+    reputation: RwLock<Live<Reputation>>,
+    /// The sequence every view has reached.
+    position: watch::Sender<u64>,
+}
+
+/// What `projections status` shows of one projection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub name: &'static str,
+    pub position: u64,
+    pub state_hash: String,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Views::new(Live::new(), Live::new())
+    }
+}
+
+impl Views {
+    pub(crate) fn new(world: Live<WorldModel>, reputation: Live<Reputation>) -> Self {
+        let position = world.position.min(reputation.position);
+        Views { world: RwLock::new(world), reputation: RwLock::new(reputation), position: watch::channel(position).0 }
+    }
+
+    pub fn world(&self) -> RwLockReadGuard<'_, Live<WorldModel>> {
+        self.world.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn reputation(&self) -> RwLockReadGuard<'_, Live<Reputation>> {
+        self.reputation.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sequence every view reflects.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Waits until every view reflects `seq` (read-your-writes).
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<u64> {
+        let mut position = self.position.subscribe();
+        match tokio::time::timeout(timeout, position.wait_for(|p| *p >= seq)).await {
+            Ok(Ok(p)) => Ok(*p),
+            _ => Err(Error::NotYet {
+                seq,
+                position: self.position(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> Vec<Status> {
+        let hex = agentlog_core::chain::to_hex;
+        let (world, reputation) = (self.world(), self.reputation());
+        vec![
+            Status { name: "world", position: world.position, state_hash: hex(&world.state_hash()) },
+            Status { name: "reputation", position: reputation.position, state_hash: hex(&reputation.state_hash()) },
+        ]
+    }
+
+    /// Folds what `wal` holds past the views' position (an inspection's
+    /// in-memory catch-up); returns the new position.
+    pub fn catch_up(&self, wal: &dyn EventSource) -> Result<u64> {
+        loop {
+            let page = wal.read(self.position() + 1, PAGE)?;
+            self.apply(&page);
+            if page.len() < PAGE {
+                return Ok(self.position());
+            }
+        }
+    }
+
+    /// Folds `events` (the next ones after the views' position, in order)
+    /// into every view, then publishes the new position.
+    pub fn apply(&self, events: &[Envelope]) {
+        {
+            let mut world = self.world.write().unwrap_or_else(|p| p.into_inner());
+            let mut reputation = self.reputation.write().unwrap_or_else(|p| p.into_inner());
+            for event in events {
+                world.apply(event);
+                reputation.apply(event);
+            }
+        }
+        if let Some(last) = events.last() {
+            self.position.send_replace(last.seq);
+        }
+    }
+}
+
+/// Folds the log in `wal` from sequence 1 up to `through` into `runners`
+/// (reset first), calling `progress(done, through)` along the way. Reading
+/// and decoding run on a second thread, a few pages ahead of the fold, so a
+/// rebuild takes about as long as the slower of the two, not their sum; the
+/// fold still sees every event once, in order.
+pub fn rebuild(
+    wal: &dyn EventSource,
+    runners: &mut [&mut dyn Runner],
+    through: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    for runner in runners.iter_mut() {
+        runner.reset();
+    }
+    let (pages, folding) = std::sync::mpsc::sync_channel::<Result<Vec<Envelope>>>(PAGES_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut next = 1;
+            while next <= through {
+                let max = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
+                let page = wal.read(next, max).map_err(Error::from);
+                let last = page.as_ref().map(|p| p.last().map(|e| e.seq));
+                let stop = !matches!(last, Ok(Some(_)));
+                if let Ok(Some(last)) = last {
+                    next = last + 1;
+                }
+                // The folding side hung up (it failed): stop reading.
+                if pages.send(page).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut done = 0;
+        for page in folding {
+            let page = page?;
+            let Some(last) = page.last() else { break };
+            done = last.seq;
+            for event in &page {
+                for runner in runners.iter_mut() {
+                    runner.apply(event);
+                }
+            }
+            progress(done, through);
+        }
+        Ok(done)
+    })
+}

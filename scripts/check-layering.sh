@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The layering Cargo enforces (docs/ARCHITECTURE.md): the core and the
+# crates that decide and fold build without a storage engine or a network
+# client. `cargo tree -p` resolves features as building that package alone
+# would, so an optional backend turned on by default shows up here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+forbidden='^(librocksdb-sys|rocksdb|async-nats|zstd-sys) '
+status=0
+for package in agentlog-core agentlog-commands agentlog-projections; do
+  found=$(cargo tree -p "$package" -e normal,build --prefix none | grep -E "$forbidden" | sort -u || true)
+  if [ -n "$found" ]; then
+    echo "layering: $package must build on agentlog-core alone, but pulls in:" >&2
+    echo "$found" | sed 's/^/  /' >&2
+    status=1
+  fi
+done
+[ "$status" -eq 0 ] && echo "layering: agentlog-core, agentlog-commands and agentlog-projections build without rocksdb, async-nats or zstd-sys"
+exit "$status"
