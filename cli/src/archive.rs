@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agentlog_archive::writer::Written;
-use agentlog_archive::{AtTime, Day, Filter, Settings};
+use agentlog_archive::{Day, Filter, Settings};
 use agentlog_log::wal::Store;
 use agentlog_log::{Clock, HybridClock};
 use anyhow::{Context, bail};
@@ -331,65 +331,5 @@ fn print_verified(root: &Path, verified: &agentlog_archive::Verified, json: bool
             }
         ),
         _ => println!("ok: the archive at {} is empty", root.display()),
-    }
-}
-
-/// The nightly job of `serve`: archives at startup (catching up on nights the
-/// node was down), then every day at `at` UTC, reading the time from `clock`.
-pub async fn nightly(
-    store: std::sync::Arc<Store>,
-    root: PathBuf,
-    at: AtTime,
-    clock: std::sync::Arc<dyn Clock>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let today = Day::of(clock.now());
-        if let Some(through) = today.previous() {
-            let (store, root) = (store.clone(), root.clone());
-            let job = tokio::task::spawn_blocking(move || {
-                agentlog_archive::run(&*store, &root, through, &Settings::default(), &mut |_| {})
-            });
-            // On shutdown, stop waiting: a run killed midway leaves only
-            // `.staging`, which the next run clears.
-            let finished = tokio::select! {
-                finished = job => finished,
-                _ = stop.changed() => return,
-            };
-            match finished {
-                Ok(Ok(report)) => {
-                    for written in &report.written {
-                        tracing::info!(
-                            message = "archived a day",
-                            date = %written.manifest.date,
-                            events = written.manifest.rows,
-                            files = written.manifest.files.len(),
-                            bytes = written.bytes()
-                        );
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(message = "the nightly archive failed; it runs again tomorrow", error = %e)
-                }
-                Err(e) => tracing::error!(message = "the nightly archive panicked", error = %e),
-            }
-        }
-        // Sleep until the next run, waking each minute to read the clock
-        // again (it may be stepped), and at once on shutdown.
-        let next = at.next_after(clock.now());
-        loop {
-            let now = clock.now();
-            if now >= next {
-                break;
-            }
-            let wait = next.saturating_since(now).min(std::time::Duration::from_secs(60));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
     }
 }

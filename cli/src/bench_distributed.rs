@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentlog_commands::wire::{self, Client, Stats};
+use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{AppendRequest, ExpectedVersion, HybridClock, Log, RandomIdGen};
@@ -197,10 +197,9 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
     let appends = log_appends(&a, events, 64).await?;
     let handler = Arc::new(Handler::new(a.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service =
-        tokio::spawn(wire::serve(async_nats::connect(&server.url).await?, handler, Arc::new(Stats::default()), stop));
+    let service = wire::Service::bind(async_nats::connect(&server.url).await?, handler).await?;
+    let service = tokio::spawn(service.run(stop));
     let client = Client::new(async_nats::connect(&server.url).await?, "bench");
-    tokio::time::sleep(Duration::from_millis(200)).await; // the service's subscription
     say("commands through the service (64 producers)");
     let commands = service_commands(&client, events / 2, 64).await?;
     say("claim latency through the service");

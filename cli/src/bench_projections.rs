@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentlog_commands::wire::{self, Client, Stats};
+use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler, sim};
 use agentlog_log::jetstream::{JetStreamLog, Options as JsOptions};
 use agentlog_log::wal::Store;
@@ -119,10 +119,9 @@ fn sample_queries(views: &Views) -> Vec<Query> {
 
 async fn over_nats(url: &str, views: Arc<Views>, queries: &[Query], runs: u64) -> anyhow::Result<Vec<Latency>> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service =
-        tokio::spawn(agentlog_projections::service::serve(async_nats::connect(url).await?, views.clone(), stop));
+    let service = agentlog_projections::service::Service::bind(async_nats::connect(url).await?, views.clone()).await?;
+    let service = tokio::spawn(service.run(stop));
     let client = async_nats::connect(url).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await; // the service's subscription
     let mut figures = Vec::new();
     for query in queries {
         let subject = format!("{}.{}", agentlog_projections::service::SUBJECT_PREFIX, query.name());
@@ -155,9 +154,9 @@ async fn command_to_view(url: &str, commands: u64) -> anyhow::Result<Latency> {
         let (log, views, stop) = (log.clone(), views.clone(), stop.clone());
         async move { agentlog_projections::follow(&*log, &views, &store, stop).await }
     });
-    let service = tokio::spawn(wire::serve(async_nats::connect(url).await?, handler, Arc::new(Stats::default()), stop));
+    let service = wire::Service::bind(async_nats::connect(url).await?, handler).await?;
+    let service = tokio::spawn(service.run(stop));
     let client = Client::new(async_nats::connect(url).await?, "bench");
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut histogram = Histogram::<u64>::new(3)?;
     for n in 0..commands {
         let command = Cmd::AllocateBudget { budget_id: format!("b{}", n % 16), amount: 1 };

@@ -9,7 +9,6 @@ mod bench_archive;
 mod bench_distributed;
 mod bench_projections;
 mod cmd;
-mod config;
 mod demo;
 mod inspect;
 mod progress;

@@ -196,13 +196,15 @@ impl<L: Log> Handler<L> {
                         session_id: opened_session(&command),
                     });
                 }
-                Err(LogError::Conflict { .. }) => {
+                Err(LogError::Conflict { expected, actual, .. }) => {
+                    tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
                     fresh = true;
                     attempt += 1;
                 }
                 Err(other) => return Err(other.into()),
             }
         }
+        tracing::warn!(message = "retries exhausted", stream = %stream, attempts = self.max_retries + 1);
         Err(Rejection::new(
             Code::RetriesExhausted,
             format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),

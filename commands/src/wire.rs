@@ -9,7 +9,6 @@
 //! `CommandReply`, or JSON `{"accepted": {...}}` /
 //! `{"rejected": {"kind", "code", "message"}}`.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentlog_core::Log;
@@ -52,12 +51,10 @@ impl From<&Rejection> for RejectedReply {
     }
 }
 
-/// Counters a service keeps, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-}
+/// Commands answered, by result (`accepted`, `rejected`).
+pub const METRIC_COMMANDS: &str = "agentlog_commands_total";
+/// Commands being decided right now.
+pub const METRIC_IN_FLIGHT: &str = "agentlog_commands_in_flight";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Encoding {
@@ -96,53 +93,85 @@ fn parse(message: &async_nats::Message, encoding: Encoding) -> Result<Request, R
     Ok(request)
 }
 
-/// Answers commands until `shutdown` turns true, then stops taking new ones
-/// and returns once those in flight have been answered.
-pub async fn serve<L: Log>(
+/// The command service: subscribed (so requests already queue for it)
+/// from [`Service::bind`] on, answering from [`Service::run`].
+pub struct Service<L: Log> {
     client: async_nats::Client,
+    requests: async_nats::Subscriber,
     handler: Arc<Handler<L>>,
-    stats: Arc<Stats>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    loop {
-        let message = tokio::select! {
-            message = requests.next() => match message { Some(m) => m, None => break },
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let Some(reply_to) = message.reply.clone() else { continue };
-        let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let (client, handler, stats) = (client.clone(), handler.clone(), stats.clone());
-        tokio::spawn(async move {
-            let encoding = encoding(&message);
-            let outcome = match parse(&message, encoding) {
-                Ok(request) => handler.execute(request).await,
-                Err(rejection) => Err(rejection),
-            };
-            let reply = match outcome {
-                Ok(accepted) => {
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    Reply::Accepted(accepted)
-                }
-                Err(rejection) => {
-                    stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    Reply::Rejected((&rejection).into())
-                }
-            };
-            let body = match encoding {
-                Encoding::Json => serde_json::to_vec(&reply).expect("replies serialise"),
-                Encoding::Protobuf => prost::Message::encode_to_vec(&protobuf_reply(reply)),
-            };
-            let _ = client.publish(reply_to, body.into()).await;
-            drop(permit);
-        });
+}
+
+impl<L: Log> std::fmt::Debug for Service<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
     }
-    // Stop receiving, then wait for every command in flight to be answered.
-    let _ = requests.unsubscribe().await;
-    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-    let _ = client.flush().await;
-    Ok(())
+}
+
+impl<L: Log> Service<L> {
+    /// Joins the queue group on `agentlog.cmd.*`.
+    pub async fn bind(
+        client: async_nats::Client,
+        handler: Arc<Handler<L>>,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
+        // Once the server answers the flush it has the subscription: a
+        // request sent after `bind` returns reaches this service.
+        client
+            .flush()
+            .await
+            .map_err(|e| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e))?;
+        metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(0);
+        metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(0);
+        Ok(Service { client, requests, handler })
+    }
+
+    /// Answers commands, at most [`MAX_IN_FLIGHT`] at once, until
+    /// `shutdown` turns true; then stops taking new ones and returns once
+    /// those in flight have been answered. Returns early only if NATS ends
+    /// the subscription.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let Service { client, mut requests, handler } = self;
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        loop {
+            let message = tokio::select! {
+                message = requests.next() => match message { Some(m) => m, None => break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let (client, handler) = (client.clone(), handler.clone());
+            metrics::gauge!(METRIC_IN_FLIGHT).increment(1);
+            tokio::spawn(async move {
+                let encoding = encoding(&message);
+                let outcome = match parse(&message, encoding) {
+                    Ok(request) => handler.execute(request).await,
+                    Err(rejection) => Err(rejection),
+                };
+                let reply = match outcome {
+                    Ok(accepted) => {
+                        metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(1);
+                        Reply::Accepted(accepted)
+                    }
+                    Err(rejection) => {
+                        metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(1);
+                        tracing::debug!(message = "command rejected", kind = %rejection.kind, code = %rejection.code);
+                        Reply::Rejected((&rejection).into())
+                    }
+                };
+                let body = match encoding {
+                    Encoding::Json => serde_json::to_vec(&reply).expect("replies serialise"),
+                    Encoding::Protobuf => prost::Message::encode_to_vec(&protobuf_reply(reply)),
+                };
+                let _ = client.publish(reply_to, body.into()).await;
+                metrics::gauge!(METRIC_IN_FLIGHT).decrement(1);
+                drop(permit);
+            });
+        }
+        // Stop receiving, then wait for every command in flight to be answered.
+        let _ = requests.unsubscribe().await;
+        let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+        let _ = client.flush().await;
+    }
 }
 
 fn protobuf_reply(reply: Reply) -> agentlog_core::schema::CommandReply {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
 use crate::query::{self, Answer, Query};
@@ -70,33 +70,68 @@ async fn respond(views: &Views, name: &str, body: &[u8]) -> Result<Answer> {
     query::answer(views, &query)
 }
 
-/// Answers queries until `shutdown` turns true.
-pub async fn serve(
+/// Most queries one node answers at once; beyond it requests wait in NATS.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The query service: subscribed from [`Service::bind`] on (requests
+/// already queue for it), answering from [`Service::run`].
+pub struct Service {
     client: async_nats::Client,
+    requests: async_nats::Subscriber,
     views: Arc<Views>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::result::Result<(), async_nats::SubscribeError> {
-    let mut requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
-    loop {
-        let message = tokio::select! {
-            message = requests.next() => match message { Some(m) => m, None => break },
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let Some(reply_to) = message.reply.clone() else { continue };
-        let (client, views) = (client.clone(), views.clone());
-        tokio::spawn(async move {
-            let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.'));
-            let reply = match respond(&views, name.unwrap_or_default(), &message.payload).await {
-                Ok(answer) => Reply::Answer(answer),
-                Err(e) => {
-                    Reply::Error { error: ErrorReply { kind: e.kind().as_str().to_owned(), message: e.to_string() } }
-                }
-            };
-            let _ = client.publish(reply_to, serde_json::to_vec(&reply).expect("replies serialise").into()).await;
-        });
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
     }
-    let _ = requests.unsubscribe().await;
-    Ok(())
+}
+
+impl Service {
+    /// Joins the queue group on `agentlog.q.*`.
+    pub async fn bind(
+        client: async_nats::Client,
+        views: Arc<Views>,
+    ) -> std::result::Result<Self, async_nats::SubscribeError> {
+        let requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
+        // Once the server answers the flush it has the subscription.
+        client
+            .flush()
+            .await
+            .map_err(|e| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e))?;
+        Ok(Service { client, requests, views })
+    }
+
+    /// Answers queries, at most [`MAX_IN_FLIGHT`] at once, until `shutdown`
+    /// turns true; then stops taking new ones and returns once those in
+    /// flight have been answered.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let Service { client, mut requests, views } = self;
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        loop {
+            let message = tokio::select! {
+                message = requests.next() => match message { Some(m) => m, None => break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let (client, views) = (client.clone(), views.clone());
+            tokio::spawn(async move {
+                let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.'));
+                let reply = match respond(&views, name.unwrap_or_default(), &message.payload).await {
+                    Ok(answer) => Reply::Answer(answer),
+                    Err(e) => Reply::Error {
+                        error: ErrorReply { kind: e.kind().as_str().to_owned(), message: e.to_string() },
+                    },
+                };
+                let _ = client.publish(reply_to, serde_json::to_vec(&reply).expect("replies serialise").into()).await;
+                drop(permit);
+            });
+        }
+        let _ = requests.unsubscribe().await;
+        let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+        let _ = client.flush().await;
+    }
 }
 
 /// Reads a reply: the answer, or the error's message.

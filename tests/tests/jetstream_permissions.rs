@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentlog_commands::wire::{self, Client, Stats};
+use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command, Handler};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{HybridClock, Log, RandomIdGen};
@@ -31,23 +31,13 @@ async fn producers_can_send_commands_but_cannot_write_events() {
     let service_connection =
         agentlog_log::jetstream::connect(&server.url_as("service", "service-secret")).await.unwrap();
     let (_stop, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(wire::serve(service_connection, handler, Arc::new(Stats::default()), stop));
+    tokio::spawn(wire::Service::bind(service_connection, handler).await.unwrap().run(stop));
 
     let producer = agentlog_log::jetstream::connect(&server.url_as("producer", "producer-secret")).await.unwrap();
     let client = Client::new(producer.clone(), "producer").with_timeout(Duration::from_secs(5));
-    let mut accepted = None;
-    for _ in 0..50 {
-        // The service subscribes asynchronously; retry until it answers.
-        let register = Command::RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] };
-        match client.execute(&register, Some("register-a1")).await {
-            Ok(a) => {
-                accepted = Some(a);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let accepted = accepted.expect("the producer's command is accepted");
+    // The service was bound (subscribed and flushed) before it was spawned.
+    let register = Command::RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] };
+    let accepted = client.execute(&register, Some("register-a1")).await.expect("the producer's command is accepted");
     assert_eq!(accepted.events, ["agent_registered"]);
     let before = log.source_last_seq().await.unwrap();
     assert_eq!(before, 1);

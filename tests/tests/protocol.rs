@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentlog_commands::Handler;
-use agentlog_commands::wire::{self, Stats};
+use agentlog_commands::wire;
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::schema::{self as pb, command_reply::Result as Outcome};
 use agentlog_log::{HybridClock, RandomIdGen};
@@ -18,16 +18,12 @@ async fn request(nats: &async_nats::Client, command: &str, headers: &[(&str, &st
         map.insert(*name, *value);
     }
     let body: bytes::Bytes = body.into();
-    for _ in 0..50 {
-        // The service subscribes asynchronously: retry until it answers.
-        let request =
-            async_nats::Request::new().headers(map.clone()).payload(body.clone()).timeout(Some(Duration::from_secs(5)));
-        if let Ok(reply) = nats.send_request(format!("agentlog.cmd.{command}"), request).await {
-            return reply.payload;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The service was bound (subscribed and flushed) before it was spawned.
+    let request = async_nats::Request::new().headers(map).payload(body).timeout(Some(Duration::from_secs(5)));
+    match nats.send_request(format!("agentlog.cmd.{command}"), request).await {
+        Ok(reply) => reply.payload,
+        Err(e) => panic!("no reply to {command}: {e}"),
     }
-    panic!("no reply to {command}");
 }
 
 fn outcome(payload: &[u8]) -> Outcome {
@@ -42,7 +38,7 @@ async fn protobuf_and_json_requests_get_replies_in_their_own_encoding() {
     let handler = Arc::new(Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
     let (_stop, stop) = tokio::sync::watch::channel(false);
     let nats = agentlog_log::jetstream::connect(&server.url()).await.unwrap();
-    tokio::spawn(wire::serve(nats.clone(), handler, Arc::new(Stats::default()), stop));
+    tokio::spawn(wire::Service::bind(nats.clone(), handler).await.unwrap().run(stop));
 
     let register = pb::RegisterAgent { agent_id: "a1".into(), name: "A".into(), capabilities: vec!["code".into()] };
     let keyed = [("Agentlog-Idempotency-Key", "reg-a1")];

@@ -1,20 +1,18 @@
-//! Running `agentlog serve` from tests: start it on a free HTTP port, wait
-//! until it is ready, read its metrics, reap it on every path. Every wait is
+//! Running `agentlog serve` from tests: start it on a port it picks, wait
+//! for its own word that it is ready (its log), read its metrics, reap it
+//! on every path. Every wait is
 //! bounded, so a stuck service fails the test instead of hanging the suite,
 //! and a failing test prints the end of serve's log.
 #![allow(dead_code)]
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use agentlog_tests::nats::NatsServer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -30,8 +28,12 @@ pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
 pub struct Node {
     child: Child,
     pub http: u16,
-    /// serve's stderr (its JSON log).
-    log: tempfile::NamedTempFile,
+    /// Every line serve logged so far (its JSON log on stderr).
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The lines as they come, for waits on what serve says.
+    incoming: mpsc::Receiver<String>,
+    /// Reads serve's stderr until serve exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Node {
@@ -42,8 +44,11 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
+            // Serve is gone, so its stderr ends: every line it wrote is read.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+            let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
             eprintln!("--- the last lines agentlog serve logged ---");
             for line in &lines[lines.len().saturating_sub(40)..] {
                 eprintln!("{line}");
@@ -65,30 +70,92 @@ pub fn start(server: &NatsServer, data: &Path) -> Node {
     start_with(&server.url(), data, &[])
 }
 
-/// Starts `agentlog serve` against `url` with extra flags, and waits (up to
-/// 30 s) until it is ready.
+/// A string field of one JSON log line (`"name":"value"`).
+pub fn field(line: &str, name: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value.get("fields")?.get(name)?.as_str().map(str::to_owned)
+}
+
+/// Starts `agentlog serve` against `url` with extra flags, on a port the
+/// node picks, and waits (up to 60 s) for its own word that it is ready:
+/// the `ready` line of its log. Its HTTP address comes from the `node
+/// started` line.
 pub fn start_with(url: &str, data: &Path, extra: &[&str]) -> Node {
-    let http = free_port();
-    let log = tempfile::NamedTempFile::new().expect("a file for serve's log");
-    let child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
-        .args(["serve", "--nats", url, "--http", &format!("127.0.0.1:{http}")])
+    start_with_env(url, data, extra, &[])
+}
+
+/// [`start_with`], with environment variables (`AGENTLOG_*` configuration).
+pub fn start_with_env(url: &str, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["serve", "--nats", url, "--http", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().copied())
         .arg("--data")
         .arg(data)
-        .stderr(log.reopen().expect("serve's log"))
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start agentlog serve");
-    let node = Node { child, http, log };
-    for _ in 0..600 {
-        if get(http, "/ready").is_some_and(|(status, _)| status == 200) {
-            return node;
+    let stderr = child.stderr.take().expect("serve's stderr");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, incoming) = mpsc::channel();
+    let reader = std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
+                let _ = tx.send(line);
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("agentlog serve was not ready within 30 s");
+    });
+    let mut node = Node { child, http: 0, lines, incoming, reader: Some(reader) };
+    let (mut ready, mut http) = (false, None);
+    node.wait_for_log(Duration::from_secs(60), "serve to be ready", |line| {
+        if field(line, "message").as_deref() == Some("node started") {
+            http = field(line, "http");
+        }
+        ready |= field(line, "message").as_deref() == Some("ready");
+        ready && http.is_some()
+    });
+    let http = http.expect("the node started line names its address");
+    node.http = http.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("a port in the http address");
+    node
 }
 
 impl Node {
+    /// Reads serve's log as it comes until `found` says so, failing the
+    /// test after `limit` or when serve exits first. Returns the line.
+    #[allow(clippy::disallowed_methods)] // test scaffolding: a wall-time bound
+    pub fn wait_for_log(&mut self, limit: Duration, what: &str, mut found: impl FnMut(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.incoming.recv_timeout(left) {
+                Ok(line) if found(&line) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("waited {} s for {what}", limit.as_secs()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!("serve exited while waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits up to `limit` for serve to exit, and gives its status.
+    #[allow(clippy::disallowed_methods)] // test scaffolding: a wall-time bound
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "agentlog serve did not exit within {} s", limit.as_secs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -98,16 +165,9 @@ impl Node {
     /// SIGTERM and wait: a graceful stop must exit with success, within
     /// 60 s.
     pub fn terminate(&mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        for _ in 0..1200 {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                assert!(exit.success(), "a graceful exit on SIGTERM, not {exit}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agentlog serve did not exit within 60 s of SIGTERM");
+        self.signal("-TERM");
+        let exit = self.exit_within(Duration::from_secs(60));
+        assert!(exit.success(), "a graceful exit on SIGTERM, not {exit}");
     }
 }
 

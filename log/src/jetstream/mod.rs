@@ -239,6 +239,18 @@ impl JetStreamLog {
         Ok(JetStreamLog { client, js, stream, store, durable, mirror, catch_up_timeout: options.catch_up_timeout })
     }
 
+    /// The mirror's durable head and fail-stop state: a supervisor waits on
+    /// [`Durable::ended_wait`] to learn that the mirror stopped for good.
+    pub fn durable(&self) -> &Arc<Durable> {
+        &self.durable
+    }
+
+    /// Whether the NATS connection is up (the client reconnects by itself
+    /// while it is not).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The mirror's store, for reads outside the `Log` trait.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

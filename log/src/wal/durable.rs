@@ -84,6 +84,19 @@ impl Durable {
         self.head.send_modify(|_| {});
     }
 
+    /// Waits until the WAL is poisoned or closed, and says which: what a
+    /// supervisor watches to learn that its writer stopped for good.
+    pub async fn ended_wait(&self) -> Error {
+        let mut head = self.watch();
+        loop {
+            if let Some(ended) = self.ended() {
+                return ended;
+            }
+            // The sender lives in `self`: `changed` cannot fail.
+            let _ = head.changed().await;
+        }
+    }
+
     /// Why a follower that has delivered everything durable must stop, if
     /// it must: poisoned first (the more useful answer), then closed.
     pub fn ended(&self) -> Option<Error> {

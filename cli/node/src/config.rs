@@ -4,8 +4,9 @@
 //! its name. Every key is documented here and in docs/CONFIG.md.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -19,6 +20,7 @@ pub struct Config {
     pub mirror: Mirror,
     pub ticker: Ticker,
     pub archive: Archive,
+    pub shutdown: Shutdown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,21 @@ impl Archive {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Shutdown {
+    /// How long the node may take to stop (on SIGTERM, or after a component
+    /// failed): commands and queries in flight are answered and views
+    /// saved within it; past it the node exits anyway, non-zero.
+    pub drain_timeout_seconds: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { drain_timeout_seconds: 10 }
+    }
+}
+
 impl Default for Ticker {
     fn default() -> Self {
         Ticker { interval_ms: 1000 }
@@ -112,6 +129,7 @@ impl Default for Config {
             mirror: Mirror::default(),
             ticker: Ticker::default(),
             archive: Archive::default(),
+            shutdown: Shutdown::default(),
         }
     }
 }
@@ -147,7 +165,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "data",
     "http",
     "nats.url",
@@ -169,6 +187,7 @@ pub const KEYS: [&str; 21] = [
     "archive.enabled",
     "archive.dir",
     "archive.at",
+    "shutdown.drain-timeout-seconds",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -189,15 +208,16 @@ fn env_value(raw: &str) -> toml::Value {
 
 impl Config {
     /// Defaults, then `file`, then the environment (`env` looks variables up).
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let bad = |reason: String| Error::Config { reason };
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                    .map_err(|e| bad(format!("cannot read the configuration file {}: {e}", path.display())))?;
                 // The file alone first, so errors point at its own lines.
                 toml::from_str::<Config>(&text)
-                    .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
-                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+                    .map_err(|e| bad(format!("invalid configuration in {}: {e}", path.display())))?;
+                text.parse::<toml::Table>().map_err(|e| bad(format!("{} is not valid TOML: {e}", path.display())))?
             }
             None => toml::Table::new(),
         };
@@ -211,19 +231,25 @@ impl Config {
                 } else {
                     let entry = at.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
                     let Some(next) = entry.as_table_mut() else {
-                        bail!("{part} in the configuration file must be a table, because {} sets {key}", env_name(key));
+                        return Err(bad(format!(
+                            "{part} in the configuration file must be a table, because {} sets {key}",
+                            env_name(key)
+                        )));
                     };
                     at = next;
                 }
             }
         }
         // Then with the environment's values, shown by key when one is wrong.
-        let merged = toml::to_string(&table)?;
+        let merged = toml::to_string(&table).expect("a TOML table prints as TOML");
         let config: Config = toml::from_str(&merged)
-            .map_err(|e| anyhow::anyhow!("invalid configuration after the AGENTLOG_* environment variables: {e}"))?;
-        config.archive.at.parse::<agentlog_archive::AtTime>().map_err(|e| anyhow::anyhow!("archive.at: {e}"))?;
+            .map_err(|e| bad(format!("invalid configuration after the AGENTLOG_* environment variables: {e}")))?;
+        config.archive.at.parse::<agentlog_archive::AtTime>().map_err(|e| bad(format!("archive.at: {e}")))?;
         if !matches!(config.stream.replicas, 1 | 3) {
-            bail!("stream.replicas is {}; use 1, or 3 on a NATS cluster", config.stream.replicas);
+            return Err(bad(format!("stream.replicas is {}; use 1, or 3 on a NATS cluster", config.stream.replicas)));
+        }
+        if config.shutdown.drain_timeout_seconds == 0 {
+            return Err(bad("shutdown.drain-timeout-seconds must be at least 1".into()));
         }
         Ok(config)
     }

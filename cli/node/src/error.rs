@@ -1,0 +1,40 @@
+//! The node's error type: what stops it from starting, with its kind.
+use agentlog_core::Kind;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{reason}")]
+    Config { reason: String },
+
+    #[error(transparent)]
+    Log(#[from] agentlog_log::Error),
+
+    #[error(transparent)]
+    Projections(#[from] agentlog_projections::Error),
+
+    #[error(
+        "cannot subscribe the {service} service on NATS: {message}; check that nats-server is reachable and the node may subscribe there"
+    )]
+    Subscribe { service: &'static str, message: String },
+
+    #[error(
+        "cannot listen on {addr} for /health, /ready and /metrics: {source}; pick a free address with --http, or `off`"
+    )]
+    Listen { addr: String, source: std::io::Error },
+
+    #[error("cannot record metrics: {reason}")]
+    Metrics { reason: String },
+}
+
+impl Error {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Config { .. } => Kind::Invalid,
+            Error::Log(e) => e.kind(),
+            Error::Projections(e) => e.kind(),
+            Error::Subscribe { .. } | Error::Listen { .. } | Error::Metrics { .. } => Kind::Platform,
+        }
+    }
+}
