@@ -1,13 +1,9 @@
 //! The `agentlog` command line. Thin: it parses flags, opens what the
 //! command needs, calls the library crates and prints the result. It is the
 //! one place that picks the production clock and id source, and the one
-//! crate that may time things with the wall clock (progress, benchmarks).
+//! crate that may time things with the wall clock (progress bars).
 #![allow(clippy::disallowed_methods)]
 mod archive;
-mod bench;
-mod bench_archive;
-mod bench_distributed;
-mod bench_projections;
 mod cmd;
 mod demo;
 mod inspect;
@@ -54,7 +50,7 @@ enum Command {
     /// Check sequence continuity, stream versions and the hash chain.
     Verify(inspect::VerifyArgs),
     /// Measure append throughput and claim latency against raw RocksDB.
-    Bench(bench::Args),
+    Bench(agentlog_bench::Args),
     /// Run a distributed node: mirror the JetStream stream, answer commands
     /// over NATS, serve /health, /ready and /metrics.
     Serve(serve::Args),
@@ -93,7 +89,7 @@ fn main() -> ExitCode {
             Command::Cmd(args) => cmd::run(args).await,
             Command::Stats(args) => inspect::stats(args),
             Command::Verify(args) => inspect::verify(args),
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => agentlog_bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Projections(args) => projections::run(args),
             Command::Query(args) => query::run(args).await,

@@ -174,7 +174,8 @@ fn verify_names_the_first_damaged_seq() {
     {
         // Change one stored event behind agentlog's back, keeping it decodable.
         let cfs = ["events", "streams", "ids", "idem", "meta"];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let db =
+            agentlog_log::rocksdb::DB::open_cf(&agentlog_log::rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let events = db.cf_handle("events").unwrap();
         let key = 42u64.to_be_bytes();
         let mut value = db.get_cf(events, key).unwrap().unwrap();
@@ -197,7 +198,8 @@ fn verify_finds_a_stream_index_entry_that_no_event_has() {
     demo(dir.path(), 4);
     {
         let cfs = ["events", "streams", "ids", "idem", "meta"];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let db =
+            agentlog_log::rocksdb::DB::open_cf(&agentlog_log::rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let streams = db.cf_handle("streams").unwrap();
         let stream = b"task/task-00001";
         let mut key = (stream.len() as u16).to_be_bytes().to_vec();

@@ -1,5 +1,5 @@
-//! A real nats-server for tests: started on a free loopback port with a
-//! temporary JetStream store, stopped (SIGKILL) when dropped. A missing
+//! A real nats-server for tests and benchmarks: started on a free loopback
+//! port with a temporary JetStream store, stopped (SIGKILL) when dropped. A missing
 //! server binary is a failure, never a skip: `./scripts/setup.sh` installs
 //! the pinned version.
 use std::net::{TcpListener, TcpStream};
@@ -40,9 +40,20 @@ impl NatsServer {
 
     /// Starts a server whose configuration file also holds `extra` (an
     /// `authorization { ... }` block, say).
-    #[allow(clippy::disallowed_methods)]
     pub fn start_with(extra: &str) -> NatsServer {
-        let store = tempfile::tempdir().expect("a temporary JetStream store");
+        NatsServer::start_in(None, extra)
+    }
+
+    /// Starts a server whose JetStream store is a temporary directory inside
+    /// `dir` (the disk to measure, for benchmarks), or the system's
+    /// temporary directory.
+    #[allow(clippy::disallowed_methods)]
+    pub fn start_in(dir: Option<&std::path::Path>, extra: &str) -> NatsServer {
+        let store = match dir {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("a temporary JetStream store");
         let port = free_port();
         let config = store.path().join("server.conf");
         let store_dir = store.path().join("jetstream");

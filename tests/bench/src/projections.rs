@@ -18,8 +18,9 @@ use agentlog_projections::{Live, Projection, ProjectionStore, Reputation, Runner
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use crate::bench::Latency;
-use crate::bench_distributed::start_server;
+use agentlog_tests::nats::NatsServer;
+
+use crate::Latency;
 
 /// Where the log comes from.
 pub struct Source {
@@ -79,14 +80,11 @@ pub(crate) async fn simulate(dir: &Path, events: u64, json: bool) -> anyhow::Res
     let tasks = (events / 20).max(500);
     let agents = (tasks / 60).clamp(8, 400) as usize;
     let config = sim::Config { seed: 1, agents, tasks: tasks as usize, days: 3, sim_clock: true };
-    let bar = crate::progress::bar(0, "writing the simulation's log", json);
+    if !json {
+        eprintln!("writing the simulation's log ...");
+    }
     let ticker = agentlog_projections::ticker::OnSource::new(&handler, &**log.store());
-    sim::run(&handler, &ticker, &clock, config, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await?;
-    bar.finish_and_clear();
+    sim::run(&handler, &ticker, &clock, config, &mut |_, _| {}).await?;
     Ok(log)
 }
 
@@ -224,11 +222,12 @@ pub async fn run(source: Source, queries: u64, dir: Option<&Path>, json: bool) -
         in_process.push(latency(|| query::answer(&views, query).map(|_| ()).map_err(Into::into), queries)?);
     }
 
-    let server = start_server(dir)?;
+    let server = NatsServer::start_in(dir, "");
+    let url = server.url();
     say("queries over NATS");
-    let remote = over_nats(&server.url, views.clone(), &sample, queries.min(5_000)).await?;
+    let remote = over_nats(&url, views.clone(), &sample, queries.min(5_000)).await?;
     say("command to view, one node as serve runs it");
-    let to_view = command_to_view(&server.url, queries.min(2_000)).await?;
+    let to_view = command_to_view(&url, queries.min(2_000)).await?;
 
     let n = events.len();
     let query_figures: Vec<serde_json::Value> = sample

@@ -4,7 +4,6 @@
 //! the `Log` trait, commands through the service, claim latency through the
 //! service, and how long a second node's mirror takes to have an event while
 //! the first appends at about half its peak rate. Prints; asserts nothing.
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,44 +11,11 @@ use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{AppendRequest, ExpectedVersion, HybridClock, Log, RandomIdGen};
+use agentlog_tests::nats::NatsServer;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use crate::bench::{Latency, sample_event};
-
-pub(crate) struct Server {
-    child: Child,
-    pub(crate) url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn start_server(dir: Option<&std::path::Path>) -> anyhow::Result<Server> {
-    let store = match dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new("nats-server")
-        .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port.to_string(), "--store_dir"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start nats-server (run ./scripts/setup.sh to install it)")?;
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Server { child, url: format!("nats://127.0.0.1:{port}"), _store: store })
-}
+use crate::{Latency, sample_event};
 
 /// Pipelined publishes of the same event bytes to a plain stream.
 async fn raw_publish(url: &str, events: u64) -> anyhow::Result<f64> {
@@ -188,25 +154,26 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
             eprintln!("measuring {what} ...");
         }
     };
-    let server = start_server(dir)?;
+    let server = NatsServer::start_in(dir, "");
+    let url = server.url();
     let mirrors = (tempfile::tempdir()?, tempfile::tempdir()?);
     say("raw pipelined JetStream publish");
-    let raw = raw_publish(&server.url, events).await?;
-    let a = Arc::new(JetStreamLog::open(Options::new(&server.url, mirrors.0.path())).await?);
+    let raw = raw_publish(&url, events).await?;
+    let a = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.0.path())).await?);
     say("appends through the Log trait (64 producers)");
     let appends = log_appends(&a, events, 64).await?;
     let handler = Arc::new(Handler::new(a.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = wire::Service::bind(async_nats::connect(&server.url).await?, handler).await?;
+    let service = wire::Service::bind(async_nats::connect(&url).await?, handler).await?;
     let service = tokio::spawn(service.run(stop));
-    let client = Client::new(async_nats::connect(&server.url).await?, "bench");
+    let client = Client::new(async_nats::connect(&url).await?, "bench");
     say("commands through the service (64 producers)");
     let commands = service_commands(&client, events / 2, 64).await?;
     say("claim latency through the service");
     let claim = claim_latency(&client, claims).await?;
     say("a second node's mirror lag at half the peak append rate");
     // Opened only now, so that the throughput figures are one node's.
-    let b = Arc::new(JetStreamLog::open(Options::new(&server.url, mirrors.1.path())).await?);
+    let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
     b.caught_up(a.head().await?.last_seq).await?;
     let lag = mirror_lag(&a, &b, appends / 2.0, 5).await?;
     let _ = stop_tx.send(true);

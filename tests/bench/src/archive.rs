@@ -83,7 +83,7 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json: boo
         Some(data) => data.to_owned(),
         None => {
             let data = scratch.path().join("data");
-            let log = crate::bench_projections::simulate(&data, events, json).await?;
+            let log = crate::projections::simulate(&data, events, json).await?;
             drop(log);
             data
         }

@@ -1,14 +1,24 @@
-//! `agentlog bench`: the embedded log's append throughput with 1, 8 and 64
-//! producers, sync on and off; the claim command's latency; and, in the same
-//! run on the same disk, raw RocksDB `WriteBatch` throughput with the same
-//! event bytes, so the log's overhead is a ratio. Prints figures; asserts
-//! nothing.
+//! agentlog-bench: every benchmark of agentlog, in a crate of its own (the
+//! CLI's `agentlog bench …` only calls [`run`]). Prints figures; asserts
+//! nothing (docs/BENCHMARKS.md).
+//!
+//! This module is the default benchmark: the embedded log's append
+//! throughput with 1, 8 and 64 producers, sync on and off; the claim
+//! command's latency; and, in the same run on the same disk, raw RocksDB
+//! `WriteBatch` throughput with the same event bytes, so the log's overhead
+//! is a ratio. `distributed`, `projections` and `archive` are the others.
+#![allow(clippy::disallowed_methods)] // benchmarks time things with the wall clock
+mod archive;
+mod distributed;
+mod projections;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use agentlog_commands::{Command, Handler, Request};
+use agentlog_log::rocksdb;
 use agentlog_log::schema::{self, SCHEMA_VERSION};
 use agentlog_log::{
     AppendRequest, Body, EmbeddedLog, Envelope, EventId, ExpectedVersion, HybridClock, Log, Options, RandomIdGen,
@@ -260,17 +270,17 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.distributed {
-        crate::bench_distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
+        crate::distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
             .await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.archive {
-        crate::bench_archive::run(args.data.as_deref(), args.events, args.dir.as_deref(), args.json).await?;
+        crate::archive::run(args.data.as_deref(), args.events, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.projections {
-        let source = crate::bench_projections::Source { data: args.data.clone(), events: args.events };
-        crate::bench_projections::run(source, args.claims, args.dir.as_deref(), args.json).await?;
+        let source = crate::projections::Source { data: args.data.clone(), events: args.events };
+        crate::projections::run(source, args.claims, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let root = match &args.dir {
