@@ -15,5 +15,12 @@ for package in agentlog-core agentlog-commands agentlog-projections; do
     status=1
   fi
 done
-[ "$status" -eq 0 ] && echo "layering: agentlog-core, agentlog-commands and agentlog-projections build without rocksdb, async-nats or zstd-sys"
+# Test-only features never reach the binary users run.
+leaked=$(cargo tree -p agentlog -e features --prefix none | grep -F 'feature "expensive-checks"' | sort -u || true)
+if [ -n "$leaked" ]; then
+  echo "layering: the agentlog binary is built with test-only checks:" >&2
+  echo "$leaked" | sed 's/^/  /' >&2
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "layering: agentlog-core, agentlog-commands and agentlog-projections build without rocksdb, async-nats or zstd-sys; the binary without test-only checks"
 exit "$status"
