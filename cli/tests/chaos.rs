@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentlog_commands::Command as Cmd;
+use agentlog_commands::command::AllocateBudget;
 use agentlog_commands::wire::Client;
 use agentlog_log::wal::Store;
 use agentlog_log::{Body, Kind};
@@ -54,7 +55,7 @@ async fn chaos(victim: Victim) {
                 let mut retries = 0u64;
                 for i in 0..PER_PRODUCER {
                     let key = format!("p{p}-{i}");
-                    let command = Cmd::AllocateBudget { budget_id: format!("budget-{p}"), amount: 1 };
+                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("budget-{p}"), amount: 1 });
                     loop {
                         match client.execute(&command, Some(&key)).await {
                             Ok(_) => break,
@@ -102,12 +103,9 @@ async fn chaos(victim: Victim) {
 /// outcome: one allocation per acknowledged key and nothing else, the
 /// mirror equal to the stream event for event, and `verify` passing.
 async fn stop_and_check(mut node: common::Node, data: &std::path::Path, nats: &async_nats::Client, commands: u64) {
-    for _ in 0..200 {
-        if metric(&node, "agentlog_mirror_lag_events ") == 0 && metric(&node, "agentlog_projection_lag_events ") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(Duration::from_secs(30), "the mirror and the views catching up", || {
+        metric(&node, "agentlog_mirror_lag_events ") == 0 && metric(&node, "agentlog_projection_lag_events ") == 0
+    });
     node.terminate();
 
     // The views survived the SIGKILLs (their worker died with serve and
@@ -183,7 +181,7 @@ async fn chaos_in_a_cluster() {
             tokio::spawn(async move {
                 for i in 0..1_000 {
                     let key = format!("p{p}-{i}");
-                    let command = Cmd::AllocateBudget { budget_id: format!("budget-{p}"), amount: 1 };
+                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("budget-{p}"), amount: 1 });
                     while let Err(r) = client.execute(&command, Some(&key)).await {
                         assert!(matches!(r.kind, Kind::Platform | Kind::Conflict), "{key}: {r}");
                         tokio::time::sleep(Duration::from_millis(20)).await;

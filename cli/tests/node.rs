@@ -9,12 +9,13 @@ mod common;
 use std::time::Duration;
 
 use agentlog_commands::Command as Cmd;
+use agentlog_commands::command::RegisterAgent;
 use agentlog_commands::wire::Client;
 use agentlog_tests::nats::NatsServer;
 use common::{field, get, start, start_with_env};
 
 fn register(n: u32) -> Cmd {
-    Cmd::RegisterAgent { agent_id: format!("agent-{n}"), name: String::new(), capabilities: vec![] }
+    Cmd::RegisterAgent(RegisterAgent { agent_id: format!("agent-{n}"), name: String::new(), capabilities: vec![] })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, DebitBudget, OpenSession, RegisterAgent};
 use agentlog_commands::wire::Client;
 use agentlog_commands::{Code, Command as Cmd};
 use agentlog_tests::nats::NatsServer;
@@ -26,32 +27,40 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
     let mut claimers = Vec::new();
     for i in 0..8 {
         let agent_id = format!("agent-{i}");
-        send(Cmd::RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities: vec!["code".into()] })
-            .await
-            .unwrap();
-        let open = Cmd::OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
+        send(Cmd::RegisterAgent(RegisterAgent {
+            agent_id: agent_id.clone(),
+            name: String::new(),
+            capabilities: vec!["code".into()],
+        }))
+        .await
+        .unwrap();
+        let open = Cmd::OpenSession(OpenSession {
+            agent_id: agent_id.clone(),
+            session_id: None,
+            heartbeat_timeout_ms: 3_600_000,
+        });
         claimers.push((agent_id, send(open).await.unwrap().session_id.unwrap()));
     }
     for round in 0..40 {
         let task_id = format!("task-{round}");
-        let create = Cmd::CreateTask {
+        let create = Cmd::CreateTask(CreateTask {
             task_id: task_id.clone(),
             title: String::new(),
             priority: 0,
             required_capabilities: vec!["code".into()],
             dependencies: vec![],
             max_attempts: 3,
-        };
+        });
         send(create).await.unwrap();
         let racers: Vec<_> = claimers
             .iter()
             .map(|(agent_id, session_id)| {
-                let claim = Cmd::ClaimTask {
+                let claim = Cmd::ClaimTask(ClaimTask {
                     task_id: task_id.clone(),
                     agent_id: agent_id.clone(),
                     session_id: session_id.clone(),
                     lease_ms: 60_000,
-                };
+                });
                 tokio::spawn(send(claim))
             })
             .collect();
@@ -66,10 +75,10 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
     }
     for round in 0..10u64 {
         let budget_id = format!("budget-{round}");
-        send(Cmd::AllocateBudget { budget_id: budget_id.clone(), amount: 500 }).await.unwrap();
+        send(Cmd::AllocateBudget(AllocateBudget { budget_id: budget_id.clone(), amount: 500 })).await.unwrap();
         let debits: Vec<_> = (0..16u64)
             .map(|i| {
-                let debit = Cmd::DebitBudget {
+                let debit = Cmd::DebitBudget(DebitBudget {
                     budget_id: budget_id.clone(),
                     amount: 10 + (i * 7 + round) % 60,
                     agent_id: String::new(),
@@ -77,7 +86,7 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
                     task_id: String::new(),
                     reason: String::new(),
                     failed: false,
-                };
+                });
                 (debit_amount(&debit), tokio::spawn(send(debit)))
             })
             .collect();
@@ -90,7 +99,7 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
         }
         assert!(spent <= 500, "round {round}: spent {spent} of 500");
         // What the log says the balance is equals what was accepted.
-        let probe = Cmd::DebitBudget {
+        let probe = Cmd::DebitBudget(DebitBudget {
             budget_id: budget_id.clone(),
             amount: 1_000_000,
             agent_id: String::new(),
@@ -98,7 +107,7 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
             task_id: String::new(),
             reason: String::new(),
             failed: false,
-        };
+        });
         let refused = send(probe).await.unwrap_err();
         if refused.code == Code::InsufficientBudget {
             assert!(
@@ -113,14 +122,11 @@ async fn racing_claims_and_debits_through_two_serve_instances_are_exact() {
     let served = [metric(&nodes[0], accepted), metric(&nodes[1], accepted)];
     assert!(served.iter().all(|n| *n > 0), "both instances served commands: {served:?}");
     // Each mirror follows the stream on its own: wait until both have it all.
-    for _ in 0..200 {
+    common::eventually(Duration::from_secs(30), "both mirrors having the whole stream", || {
         let seqs = [metric(&nodes[0], "agentlog_mirror_seq "), metric(&nodes[1], "agentlog_mirror_seq ")];
         let lags = [metric(&nodes[0], "agentlog_mirror_lag_events "), metric(&nodes[1], "agentlog_mirror_lag_events ")];
-        if seqs[0] == seqs[1] && lags == [0, 0] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seqs[0] == seqs[1] && lags == [0, 0]
+    });
 
     // `tail --nats` reads the stream itself, and stops at its end.
     let tail = |args: &[&str]| tail_json(&server.url(), args);
@@ -161,7 +167,7 @@ fn tail_json(url: &str, args: &[&str]) -> Vec<serde_json::Value> {
 
 fn debit_amount(command: &Cmd) -> u64 {
     match command {
-        Cmd::DebitBudget { amount, .. } => *amount,
+        Cmd::DebitBudget(DebitBudget { amount, .. }) => *amount,
         _ => 0,
     }
 }
@@ -194,12 +200,9 @@ fn the_demo_runs_through_a_service_over_nats() {
     assert_eq!(metric(&node, accepted), summary["accepted"].as_u64().unwrap());
     let last_seq = report["last_seq"].as_u64().unwrap();
     assert!(last_seq >= summary["accepted"].as_u64().unwrap(), "{report}");
-    for _ in 0..200 {
-        if metric(&node, "agentlog_mirror_seq ") == last_seq {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::eventually(Duration::from_secs(30), "the mirror reaching the demo's last seq", || {
+        metric(&node, "agentlog_mirror_seq ") == last_seq
+    });
     // Queries over NATS, after the view has the demo's last event
     // (read-your-writes), from the node's views.
     let query = |args: &[&str]| {
@@ -257,30 +260,38 @@ async fn a_silent_session_loses_its_claim_to_the_ticker_of_serve() {
         let mut nodes = [start(&server, dirs[0].path()), start(&server, dirs[1].path())];
         let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
         for agent_id in ["a", "b"] {
-            let register = Cmd::RegisterAgent { agent_id: agent_id.into(), name: String::new(), capabilities: vec![] };
+            let register = Cmd::RegisterAgent(RegisterAgent {
+                agent_id: agent_id.into(),
+                name: String::new(),
+                capabilities: vec![],
+            });
             client.execute(&register, None).await.unwrap();
         }
-        let create = Cmd::CreateTask {
+        let create = Cmd::CreateTask(CreateTask {
             task_id: "t".into(),
             title: String::new(),
             priority: 0,
             required_capabilities: vec![],
             dependencies: vec![],
             max_attempts: 3,
-        };
+        });
         client.execute(&create, None).await.unwrap();
-        let open = |agent: &str, timeout_ms| Cmd::OpenSession {
-            agent_id: agent.into(),
-            session_id: Some(format!("s-{agent}")),
-            heartbeat_timeout_ms: timeout_ms,
+        let open = |agent: &str, timeout_ms| {
+            Cmd::OpenSession(OpenSession {
+                agent_id: agent.into(),
+                session_id: Some(format!("s-{agent}")),
+                heartbeat_timeout_ms: timeout_ms,
+            })
         };
         client.execute(&open("a", 1_000), None).await.unwrap();
         client.execute(&open("b", 3_600_000), None).await.unwrap();
-        let claim = |agent: &str| Cmd::ClaimTask {
-            task_id: "t".into(),
-            agent_id: agent.into(),
-            session_id: format!("s-{agent}"),
-            lease_ms: 3_600_000,
+        let claim = |agent: &str| {
+            Cmd::ClaimTask(ClaimTask {
+                task_id: "t".into(),
+                agent_id: agent.into(),
+                session_id: format!("s-{agent}"),
+                lease_ms: 3_600_000,
+            })
         };
         client.execute(&claim("a"), None).await.unwrap();
         assert_eq!(client.execute(&claim("b"), None).await.unwrap_err().code, Code::AlreadyClaimed);

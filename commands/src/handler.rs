@@ -20,7 +20,10 @@ use agentlog_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{self, Agent, Budget, Decision, Policy, Refused, Session, State, Task};
-use crate::command::Command;
+use crate::command::{
+    AllocateBudget, ClaimTask, CloseSession, Command, CompleteTask, CreateTask, DebitBudget, ExpireLease,
+    ExpireSession, FailTask, Heartbeat, OpenSession, RecordAction, RefundBudget, RegisterAgent, ReleaseTask,
+};
 use crate::rejection::{Code, Rejection, Result};
 
 /// How many times a decision is retried after losing a race.
@@ -122,7 +125,7 @@ impl<L: Log> Handler<L> {
             return self.replayed(&request.command, first).await;
         }
         let mut command = request.command.clone();
-        if let Command::OpenSession { session_id: id @ None, .. } = &mut command {
+        if let Command::OpenSession(OpenSession { session_id: id @ None, .. }) = &mut command {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
@@ -328,17 +331,24 @@ impl<L: Log> Handler<L> {
     async fn decide(&self, command: &Command, state: &State, now: Timestamp) -> Result<Decision> {
         use aggregate::{agent, budget, session, task};
         Ok(match (command, state) {
-            (Command::OpenSession { agent_id, session_id, heartbeat_timeout_ms }, State::Session(s)) => {
+            (Command::OpenSession(OpenSession { agent_id, session_id, heartbeat_timeout_ms }), State::Session(s)) => {
                 let agent = self.agent(agent_id).await?;
                 session::open(s, session_id.as_deref().unwrap_or_default(), agent_id, *heartbeat_timeout_ms, &agent)
             }
-            (Command::Heartbeat { session_id }, State::Session(s)) => session::heartbeat(s, session_id, now),
-            (Command::CloseSession { session_id, reason }, State::Session(s)) => session::close(s, session_id, reason),
-            (Command::ExpireSession { session_id }, State::Session(s)) => session::expire(s, session_id, now),
-            (Command::RegisterAgent { agent_id, name, capabilities }, State::Agent(_)) => {
+            (Command::Heartbeat(Heartbeat { session_id }), State::Session(s)) => session::heartbeat(s, session_id, now),
+            (Command::CloseSession(CloseSession { session_id, reason }), State::Session(s)) => {
+                session::close(s, session_id, reason)
+            }
+            (Command::ExpireSession(ExpireSession { session_id }), State::Session(s)) => {
+                session::expire(s, session_id, now)
+            }
+            (Command::RegisterAgent(RegisterAgent { agent_id, name, capabilities }), State::Agent(_)) => {
                 agent::register(agent_id, name, capabilities)
             }
-            (Command::RecordAction { agent_id, session_id, task_id, kind, cost, outcome, detail }, State::Agent(a)) => {
+            (
+                Command::RecordAction(RecordAction { agent_id, session_id, task_id, kind, cost, outcome, detail }),
+                State::Agent(a),
+            ) => {
                 let session = self.session(session_id).await?;
                 let action = agent::Action {
                     agent_id,
@@ -352,7 +362,14 @@ impl<L: Log> Handler<L> {
                 agent::record_action(a, &session, action, now)
             }
             (
-                Command::CreateTask { task_id, title, priority, required_capabilities, dependencies, max_attempts },
+                Command::CreateTask(CreateTask {
+                    task_id,
+                    title,
+                    priority,
+                    required_capabilities,
+                    dependencies,
+                    max_attempts,
+                }),
                 State::Task(t),
             ) => {
                 let deps = self.tasks(dependencies).await?;
@@ -366,34 +383,34 @@ impl<L: Log> Handler<L> {
                 };
                 task::create(t, new, &deps)
             }
-            (Command::ClaimTask { task_id, agent_id, session_id, lease_ms }, State::Task(t)) => {
+            (Command::ClaimTask(ClaimTask { task_id, agent_id, session_id, lease_ms }), State::Task(t)) => {
                 let deps = self.tasks(&t.dependencies).await?;
                 let session = self.session(session_id).await?;
                 let agent = self.agent(agent_id).await?;
                 let claim = task::Claim { task_id, agent_id, session_id, lease_ms: *lease_ms };
                 task::claim(t, claim, &deps, &session, &agent, now)
             }
-            (Command::ReleaseTask { task_id, agent_id, session_id, reason }, State::Task(t)) => {
+            (Command::ReleaseTask(ReleaseTask { task_id, agent_id, session_id, reason }), State::Task(t)) => {
                 task::finish(t, task_id, agent_id, session_id, task::Finish::Release { reason }, now)
             }
-            (Command::CompleteTask { task_id, agent_id, session_id, result }, State::Task(t)) => {
+            (Command::CompleteTask(CompleteTask { task_id, agent_id, session_id, result }), State::Task(t)) => {
                 task::finish(t, task_id, agent_id, session_id, task::Finish::Complete { result }, now)
             }
-            (Command::FailTask { task_id, agent_id, session_id, reason }, State::Task(t)) => {
+            (Command::FailTask(FailTask { task_id, agent_id, session_id, reason }), State::Task(t)) => {
                 task::finish(t, task_id, agent_id, session_id, task::Finish::Fail { reason }, now)
             }
-            (Command::ExpireLease { task_id }, State::Task(t)) => {
+            (Command::ExpireLease(ExpireLease { task_id }), State::Task(t)) => {
                 let holder_live = match &t.status {
                     task::Status::Claimed { session_id, .. } => self.session(session_id).await?.is_live(now),
                     _ => true,
                 };
                 task::expire_lease(t, task_id, holder_live, now)
             }
-            (Command::AllocateBudget { budget_id, amount }, State::Budget(b)) => {
+            (Command::AllocateBudget(AllocateBudget { budget_id, amount }), State::Budget(b)) => {
                 budget::allocate(b, budget_id, *amount)
             }
             (
-                Command::DebitBudget { budget_id, amount, agent_id, session_id, task_id, reason, failed },
+                Command::DebitBudget(DebitBudget { budget_id, amount, agent_id, session_id, task_id, reason, failed }),
                 State::Budget(b),
             ) => {
                 let debit = budget::Debit {
@@ -407,7 +424,7 @@ impl<L: Log> Handler<L> {
                 };
                 budget::debit(b, debit, &self.policy, now)
             }
-            (Command::RefundBudget { budget_id, amount, reason }, State::Budget(b)) => {
+            (Command::RefundBudget(RefundBudget { budget_id, amount, reason }), State::Budget(b)) => {
                 budget::refund(b, budget_id, *amount, reason)
             }
             (command, _) => unreachable!("{} decides on {}, whose state matches", command.name(), command.stream()),
@@ -455,7 +472,7 @@ impl<L: Log> Handler<L> {
 
 fn opened_session(command: &Command) -> Option<String> {
     match command {
-        Command::OpenSession { session_id, .. } => session_id.clone(),
+        Command::OpenSession(OpenSession { session_id, .. }) => session_id.clone(),
         _ => None,
     }
 }

@@ -9,14 +9,13 @@ pub mod aggregate;
 pub mod command;
 pub mod executor;
 pub mod handler;
-mod protobuf;
 pub mod rejection;
 pub mod sim;
 #[cfg(feature = "nats")]
 pub mod wire;
 
 pub use aggregate::Policy;
-pub use command::{ActionKind, ActionOutcome, Command};
+pub use command::{ActionKind, ActionOutcome, Command, Spec};
 pub use executor::Executor;
 pub use handler::{Accepted, Handler, Request};
 pub use rejection::{Code, Rejection};

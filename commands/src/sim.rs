@@ -12,8 +12,8 @@
 //! commands to the command service, which decides on its own clock.
 //!
 //! Deadlines are not this module's to judge: each simulated minute it asks
-//! a [`Ticker`] (in the demo, the projections' real ticker on the live
-//! world view) to expire what is due, and learns from it which sessions and
+//! a [`Ticker`] (in the demo, the projections' real ticker on a world view
+//! folded from the log) to expire what is due, and learns from it which sessions and
 //! leases ended.
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +23,10 @@ use agentlog_core::ids::SplitMix64;
 use agentlog_core::{Clock, Envelope, Log, ManualClock, Timestamp};
 use serde::Serialize;
 
-use crate::command::{ActionKind, ActionOutcome, Command};
+use crate::command::{
+    ActionKind, ActionOutcome, AllocateBudget, ClaimTask, CloseSession, Command, CompleteTask, CreateTask, DebitBudget,
+    FailTask, Heartbeat, OpenSession, RecordAction, RefundBudget, RegisterAgent, ReleaseTask,
+};
 use crate::executor::Executor;
 use crate::handler::{Accepted, Handler, Request};
 use crate::rejection::Rejection;
@@ -331,7 +334,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         for i in 0..self.agents.len() {
             let (id, capabilities) = (self.agents[i].id.clone(), self.agents[i].capabilities.clone());
             let name = format!("Agent {}", i + 1);
-            self.send(Command::RegisterAgent { agent_id: id.clone(), name, capabilities }, &id).await?;
+            self.send(Command::RegisterAgent(RegisterAgent { agent_id: id.clone(), name, capabilities }), &id).await?;
         }
         self.allocate_budgets().await
     }
@@ -340,7 +343,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         let budgets: std::collections::BTreeSet<String> = self.agents.iter().map(|a| a.budget.clone()).collect();
         for budget_id in budgets {
             let amount = DAILY_ALLOCATION;
-            if self.send(Command::AllocateBudget { budget_id, amount }, "treasurer").await?.is_some() {
+            if self.send(Command::AllocateBudget(AllocateBudget { budget_id, amount }), "treasurer").await?.is_some() {
                 self.summary.budget_allocated += amount;
             }
         }
@@ -354,14 +357,14 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             if task.status != TaskStatus::NotYetCreated || task.created_at > now {
                 continue;
             }
-            let command = Command::CreateTask {
+            let command = Command::CreateTask(CreateTask {
                 task_id: task.id.clone(),
                 title: format!("work item {}", i + 1),
                 priority: task.priority,
                 required_capabilities: task.capabilities.clone(),
                 dependencies: task.dependencies.iter().map(|d| self.tasks[*d].id.clone()).collect(),
                 max_attempts: MAX_ATTEMPTS,
-            };
+            });
             if self.send(command, "planner").await?.is_some() {
                 self.tasks[i].status = TaskStatus::Open;
                 self.summary.tasks_created += 1;
@@ -428,12 +431,12 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         }
         for (i, t, session) in picks {
             let (agent_id, task_id) = (self.agents[i].id.clone(), self.tasks[t].id.clone());
-            let command = Command::ClaimTask {
+            let command = Command::ClaimTask(ClaimTask {
                 task_id,
                 agent_id: agent_id.clone(),
                 session_id: session.clone(),
                 lease_ms: LEASE_MS,
-            };
+            });
             if self.send(command, &agent_id).await?.is_some() {
                 self.tasks[t].status = TaskStatus::Claimed;
                 self.agents[i].activity =
@@ -452,7 +455,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         let now = self.clock.now();
         if self.agents[i].next_heartbeat <= now {
             let agent_id = self.agents[i].id.clone();
-            self.send(Command::Heartbeat { session_id: session.to_owned() }, &agent_id).await?;
+            self.send(Command::Heartbeat(Heartbeat { session_id: session.to_owned() }), &agent_id).await?;
             self.agents[i].next_heartbeat = now.plus(HEARTBEAT_EVERY);
         }
         Ok(())
@@ -471,11 +474,11 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         match self.agents[i].activity.clone() {
             Activity::Offline => {
                 if self.rng.chance(0.01) {
-                    let command = Command::OpenSession {
+                    let command = Command::OpenSession(OpenSession {
                         agent_id: agent_id.clone(),
                         session_id: None,
                         heartbeat_timeout_ms: HEARTBEAT_TIMEOUT_MS,
-                    };
+                    });
                     if let Some(accepted) = self.send(command, &agent_id).await? {
                         let session = accepted.session_id.expect("open_session names its session");
                         let shift = Duration::from_secs(3600 * (4 + self.rng.below(6)));
@@ -492,7 +495,8 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
                     if self.rng.chance(0.2) && self.sim_clock {
                         self.abandon(i);
                     } else {
-                        let command = Command::CloseSession { session_id: session, reason: "shift over".into() };
+                        let command =
+                            Command::CloseSession(CloseSession { session_id: session, reason: "shift over".into() });
                         self.send(command, &agent_id).await?;
                         self.agents[i].activity = Activity::Offline;
                     }
@@ -536,7 +540,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         let failed = self.rng.chance((1.0 - self.agents[i].reliability) / 3.0);
         let outcome = if failed { ActionOutcome::Failed } else { ActionOutcome::Succeeded };
         let cost = 5 + self.rng.below(40);
-        let action = Command::RecordAction {
+        let action = Command::RecordAction(RecordAction {
             agent_id: agent_id.clone(),
             session_id: session.to_owned(),
             task_id: task_id.clone(),
@@ -544,9 +548,9 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             cost,
             outcome,
             detail: String::new(),
-        };
+        });
         self.send(action, &agent_id).await?;
-        let debit = Command::DebitBudget {
+        let debit = Command::DebitBudget(DebitBudget {
             budget_id: self.agents[i].budget.clone(),
             amount: cost,
             agent_id: agent_id.clone(),
@@ -554,7 +558,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             task_id: task_id.clone(),
             reason: format!("{kind:?} step").to_lowercase(),
             failed,
-        };
+        });
         let paid = self.send(debit, &agent_id).await?;
         match paid {
             Some(_) => {
@@ -568,12 +572,12 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             }
             None => {
                 // Out of budget: hand the task back and wait.
-                let release = Command::ReleaseTask {
+                let release = Command::ReleaseTask(ReleaseTask {
                     task_id,
                     agent_id: agent_id.clone(),
                     session_id: session.to_owned(),
                     reason: "out of budget".into(),
-                };
+                });
                 if self.send(release, &agent_id).await?.is_some() {
                     self.tasks[task].status = TaskStatus::Open;
                 }
@@ -589,19 +593,19 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         let task_id = self.tasks[task].id.clone();
         let succeeded = self.rng.chance(self.agents[i].reliability);
         let command = if succeeded {
-            Command::CompleteTask {
+            Command::CompleteTask(CompleteTask {
                 task_id,
                 agent_id: agent_id.clone(),
                 session_id: session.clone(),
                 result: "done".into(),
-            }
+            })
         } else {
-            Command::FailTask {
+            Command::FailTask(FailTask {
                 task_id,
                 agent_id: agent_id.clone(),
                 session_id: session.clone(),
                 reason: "could not finish".into(),
-            }
+            })
         };
         if self.send(command, &agent_id).await?.is_some() {
             if succeeded {
@@ -619,11 +623,11 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
                 // Half the time the team gets part of a failed task's spend back.
                 if spent > 1 && self.rng.chance(0.5) {
                     let amount = spent / 2;
-                    let refund = Command::RefundBudget {
+                    let refund = Command::RefundBudget(RefundBudget {
                         budget_id: self.agents[i].budget.clone(),
                         amount,
                         reason: format!("failed {}", self.tasks[task].id),
-                    };
+                    });
                     if self.send(refund, "treasurer").await?.is_some() {
                         self.summary.budget_refunded += amount;
                     }

@@ -227,12 +227,7 @@ impl Client {
     /// Sends one request with its own actor, key and correlation id.
     pub async fn send(&self, request: &Request) -> Result<Accepted, Rejection> {
         let command = &request.command;
-        let fields = serde_json::to_value(command).expect("commands serialise");
-        let mut body = match fields {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!("commands serialise to objects"),
-        };
-        body.remove("command");
+        let body = command.to_json();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Content-Type", "application/json");
         headers.insert(HEADER_ACTOR, request.actor.as_str());

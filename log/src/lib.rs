@@ -21,6 +21,7 @@ pub use rocksdb;
 pub mod embedded;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
+pub mod metrics;
 pub mod wal;
 
 pub use embedded::{EmbeddedLog, Options};

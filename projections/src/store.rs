@@ -92,14 +92,17 @@ impl ProjectionStore {
         Ok(Live::from_checkpoint(&checkpoint, state))
     }
 
-    /// Writes each projection's state and checkpoint, all in one write.
-    pub fn save(&self, runners: &[&dyn Runner]) -> Result<()> {
+    /// Writes each projection's state and checkpoint, all in one write;
+    /// returns the bytes written.
+    pub fn save(&self, runners: &[&dyn Runner]) -> Result<usize> {
         let mut batch = WriteBatch::default();
         for runner in runners {
             let (checkpoint, bytes) = runner.snapshot();
             batch.put(state_key(runner.name()), bytes);
             batch.put(checkpoint_key(runner.name()), serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
         }
-        self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))
+        let size_bytes = batch.size_in_bytes();
+        self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))?;
+        Ok(size_bytes)
     }
 }

@@ -9,6 +9,7 @@
 //! sends, so a rebuild gives the state the live run had.
 use std::time::Duration;
 
+use agentlog_commands::command::{ExpireLease, ExpireSession};
 use agentlog_commands::sim::{self, Expired};
 use agentlog_commands::{Code, Command, Executor, Rejection, Request};
 use agentlog_core::{Clock, EventSource, Kind, Timestamp};
@@ -73,14 +74,20 @@ pub struct Ticked {
 pub async fn tick<E: Executor>(executor: &E, due: &Due) -> Result<Ticked, Rejection> {
     let mut ticked = Ticked::default();
     for session_id in &due.sessions {
-        match executor.execute(Request::new(Command::ExpireSession { session_id: session_id.clone() }, ACTOR)).await {
+        match executor
+            .execute(Request::new(Command::ExpireSession(ExpireSession { session_id: session_id.clone() }), ACTOR))
+            .await
+        {
             Ok(_) => ticked.sessions_expired.push(session_id.clone()),
             Err(r) if expected(&r) => ticked.skipped += 1,
             Err(r) => return Err(r),
         }
     }
     for task_id in &due.leases {
-        match executor.execute(Request::new(Command::ExpireLease { task_id: task_id.clone() }, ACTOR)).await {
+        match executor
+            .execute(Request::new(Command::ExpireLease(ExpireLease { task_id: task_id.clone() }), ACTOR))
+            .await
+        {
             Ok(_) => ticked.leases_expired.push(task_id.clone()),
             Err(r) if expected(&r) => ticked.skipped += 1,
             Err(r) => return Err(r),

@@ -14,6 +14,11 @@ use crate::views::{PAGE, Views};
 /// Most events folded between two checkpoints while the log keeps coming.
 pub const CHECKPOINT_EVENTS: u64 = 50_000;
 
+/// Checkpoints the worker wrote (counter).
+pub const CHECKPOINTS: &str = "agentlog_projection_checkpoints_total";
+/// Bytes one checkpoint wrote, every view's state included (histogram).
+pub const CHECKPOINT_BYTES: &str = "agentlog_projection_checkpoint_bytes";
+
 impl Views {
     /// The views as last saved in `store`, checked against the log in `wal`
     /// (the embedded log's store, or a node's mirror).
@@ -25,9 +30,14 @@ impl Views {
         Ok(views)
     }
 
+    /// Saves every view with its checkpoint, in one write.
     pub fn save(&self, store: &ProjectionStore) -> Result<()> {
         let (world, reputation) = (self.world(), self.reputation());
-        store.save(&[&*world as &dyn Runner, &*reputation])
+        let size_bytes = store.save(&[&*world as &dyn Runner, &*reputation])?;
+        metrics::counter!(CHECKPOINTS).increment(1);
+        metrics::histogram!(CHECKPOINT_BYTES).record(size_bytes as f64);
+        tracing::debug!(message = "checkpoint", position = world.position.min(reputation.position), size_bytes);
+        Ok(())
     }
 }
 

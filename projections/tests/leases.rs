@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentlog_commands::command::{ClaimTask, CompleteTask, CreateTask, Heartbeat, OpenSession, RegisterAgent};
 use agentlog_commands::{Code, Command, Handler, Request};
 use agentlog_log::wal::Store;
 use agentlog_log::{Body, EmbeddedLog, Log, ManualClock, Options, SeededIdGen, Timestamp};
@@ -62,32 +63,36 @@ impl Scene {
 }
 
 fn claim(agent: &str, session: &str, lease_ms: u64) -> Command {
-    Command::ClaimTask { task_id: "t".into(), agent_id: agent.into(), session_id: session.into(), lease_ms }
+    Command::ClaimTask(ClaimTask { task_id: "t".into(), agent_id: agent.into(), session_id: session.into(), lease_ms })
 }
 
 fn heartbeat(session: &str) -> Command {
-    Command::Heartbeat { session_id: session.into() }
+    Command::Heartbeat(Heartbeat { session_id: session.into() })
 }
 
 async fn setup(scene: &Scene) {
     for agent in ["a", "b"] {
         let capabilities = vec!["code".to_owned()];
-        scene.ok(Command::RegisterAgent { agent_id: agent.into(), name: agent.into(), capabilities }).await;
+        scene
+            .ok(Command::RegisterAgent(RegisterAgent { agent_id: agent.into(), name: agent.into(), capabilities }))
+            .await;
     }
     scene
-        .ok(Command::CreateTask {
+        .ok(Command::CreateTask(CreateTask {
             task_id: "t".into(),
             title: "the task".into(),
             priority: 1,
             required_capabilities: vec!["code".into()],
             dependencies: vec![],
             max_attempts: 3,
-        })
+        }))
         .await;
-    let open = |agent: &str, session: &str, timeout_ms| Command::OpenSession {
-        agent_id: agent.into(),
-        session_id: Some(session.into()),
-        heartbeat_timeout_ms: timeout_ms,
+    let open = |agent: &str, session: &str, timeout_ms| {
+        Command::OpenSession(OpenSession {
+            agent_id: agent.into(),
+            session_id: Some(session.into()),
+            heartbeat_timeout_ms: timeout_ms,
+        })
     };
     scene.ok(open("a", "sa", 10_000)).await;
     scene.ok(open("b", "sb", 60_000)).await;
@@ -133,11 +138,13 @@ async fn a_session_that_stops_heartbeating_loses_its_claim_and_another_agent_cla
 
     // b claims it; a, back from the dead, cannot finish it.
     scene.ok(claim("b", "sb", 30_000)).await;
-    let complete = |agent: &str, session: &str| Command::CompleteTask {
-        task_id: "t".into(),
-        agent_id: agent.into(),
-        session_id: session.into(),
-        result: String::new(),
+    let complete = |agent: &str, session: &str| {
+        Command::CompleteTask(CompleteTask {
+            task_id: "t".into(),
+            agent_id: agent.into(),
+            session_id: session.into(),
+            result: String::new(),
+        })
     };
     assert_eq!(scene.refused(complete("a", "sa")).await, Code::NotHolder);
 

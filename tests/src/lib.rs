@@ -5,6 +5,7 @@ pub mod nats;
 use std::path::Path;
 use std::sync::Arc;
 
+use agentlog_commands::command::{OpenSession, RegisterAgent};
 use agentlog_commands::{Command, Handler, Policy, Request};
 use agentlog_log::{EmbeddedLog, ManualClock, Options, SeededIdGen, Timestamp};
 
@@ -35,10 +36,18 @@ pub async fn agents_with_sessions(
     for i in 0..count {
         let agent_id = format!("agent-{i}");
         let capabilities = capabilities.iter().map(|c| c.to_string()).collect();
-        send(handler, Command::RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities }).await;
+        send(
+            handler,
+            Command::RegisterAgent(RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities }),
+        )
+        .await;
         let opened = send(
             handler,
-            Command::OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 },
+            Command::OpenSession(OpenSession {
+                agent_id: agent_id.clone(),
+                session_id: None,
+                heartbeat_timeout_ms: 3_600_000,
+            }),
         )
         .await;
         out.push((agent_id, opened.session_id.expect("open_session names its session")));

@@ -2,6 +2,7 @@
 //! first result and appends nothing.
 use std::sync::Arc;
 
+use agentlog_commands::command::{AllocateBudget, DebitBudget, OpenSession, RegisterAgent};
 use agentlog_commands::{Command, Policy, Request};
 use agentlog_log::testing::request;
 use agentlog_log::{ExpectedVersion, Log, ManualClock};
@@ -34,7 +35,7 @@ async fn an_idempotent_append_survives_a_restart() {
 #[tokio::test]
 async fn a_repeated_command_after_a_restart_returns_the_first_result() {
     let dir = tempfile::tempdir().unwrap();
-    let command = Command::AllocateBudget { budget_id: "b".into(), amount: 10 };
+    let command = Command::AllocateBudget(AllocateBudget { budget_id: "b".into(), amount: 10 });
     let keyed = || Request::new(command.clone(), "test").with_idempotency_key("alloc-b-1");
     let first = {
         let log = open_log(dir.path());
@@ -61,12 +62,13 @@ async fn racing_commands_with_one_key_all_get_the_first_result() {
     let handlers: Vec<_> = (0..4).map(|i| handler(log.clone(), clock.clone(), i, Policy::default())).collect();
     agentlog_tests::send(
         &handlers[0],
-        Command::RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec![] },
+        Command::RegisterAgent(RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec![] }),
     )
     .await;
     for round in 0..50 {
         // No session id: each handler would make up its own.
-        let open = Command::OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 1000 };
+        let open =
+            Command::OpenSession(OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 1000 });
         let racers: Vec<_> = (0..8)
             .map(|i| {
                 let handler = handlers[i % 4].clone();
@@ -91,8 +93,10 @@ async fn a_refused_debit_repeated_with_its_key_is_refused_again_and_recorded_onc
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());
     let h = handler(log.clone(), Arc::new(ManualClock::new(T0)), 1, Policy::default());
-    h.execute(Request::new(Command::AllocateBudget { budget_id: "b".into(), amount: 5 }, "test")).await.unwrap();
-    let debit = Command::DebitBudget {
+    h.execute(Request::new(Command::AllocateBudget(AllocateBudget { budget_id: "b".into(), amount: 5 }), "test"))
+        .await
+        .unwrap();
+    let debit = Command::DebitBudget(DebitBudget {
         budget_id: "b".into(),
         amount: 9,
         agent_id: String::new(),
@@ -100,7 +104,7 @@ async fn a_refused_debit_repeated_with_its_key_is_refused_again_and_recorded_onc
         task_id: String::new(),
         reason: String::new(),
         failed: false,
-    };
+    });
     for _ in 0..5 {
         let refused = h.execute(Request::new(debit.clone(), "test").with_idempotency_key("debit-1")).await.unwrap_err();
         assert_eq!(refused.code, agentlog_commands::Code::InsufficientBudget);

@@ -22,8 +22,7 @@ async fn a_stopped_mirror_resumes_where_it_stopped_and_converges() {
         }
         let head = writer.head().await.unwrap();
         assert_eq!(reader.caught_up(head.last_seq).await.unwrap(), head, "round {round}");
-        drop(reader);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        reader.close().await;
     }
     let reader = JetStreamLog::open(Options::new(server.url(), dir_b.path())).await.unwrap();
     let head = writer.head().await.unwrap();

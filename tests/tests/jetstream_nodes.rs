@@ -3,6 +3,7 @@
 //! both mirrors end byte-identical and hash-chained.
 use std::sync::Arc;
 
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, DebitBudget, OpenSession, RegisterAgent};
 use agentlog_commands::{Code, Command, Handler, Policy, Request};
 use agentlog_log::ids::SplitMix64;
 use agentlog_log::jetstream::{JetStreamLog, Options};
@@ -35,34 +36,41 @@ async fn racing_claims_and_debits_across_two_nodes_stay_exact_and_the_mirrors_ag
     for i in 0..8 {
         let agent_id = format!("agent-{i}");
         let capabilities = vec!["code".to_owned()];
-        send(&nodes[0], Command::RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities }).await;
-        let open =
-            Command::OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
+        send(
+            &nodes[0],
+            Command::RegisterAgent(RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities }),
+        )
+        .await;
+        let open = Command::OpenSession(OpenSession {
+            agent_id: agent_id.clone(),
+            session_id: None,
+            heartbeat_timeout_ms: 3_600_000,
+        });
         let session = send(&nodes[i % 2], open).await.session_id.unwrap();
         claimers.push((agent_id, session));
     }
     for round in 0..60 {
         let task_id = format!("task-{round}");
-        let create = Command::CreateTask {
+        let create = Command::CreateTask(CreateTask {
             task_id: task_id.clone(),
             title: String::new(),
             priority: 0,
             required_capabilities: vec!["code".into()],
             dependencies: vec![],
             max_attempts: 3,
-        };
+        });
         send(&nodes[round % 2], create).await;
         let racers: Vec<_> = claimers
             .iter()
             .enumerate()
             .map(|(i, (agent_id, session_id))| {
                 let node = nodes[i % 2].clone();
-                let command = Command::ClaimTask {
+                let command = Command::ClaimTask(ClaimTask {
                     task_id: task_id.clone(),
                     agent_id: agent_id.clone(),
                     session_id: session_id.clone(),
                     lease_ms: 60_000,
-                };
+                });
                 tokio::spawn(async move { node.execute(Request::new(command, "racer")).await })
             })
             .collect();
@@ -80,14 +88,15 @@ async fn racing_claims_and_debits_across_two_nodes_stay_exact_and_the_mirrors_ag
     for round in 0..10 {
         let budget_id = format!("budget-{round}");
         let allocated = 300 + rng.below(300);
-        send(&nodes[0], Command::AllocateBudget { budget_id: budget_id.clone(), amount: allocated }).await;
+        send(&nodes[0], Command::AllocateBudget(AllocateBudget { budget_id: budget_id.clone(), amount: allocated }))
+            .await;
         let amounts: Vec<u64> = (0..16).map(|_| 1 + rng.below(80)).collect();
         let debits: Vec<_> = amounts
             .iter()
             .enumerate()
             .map(|(i, amount)| {
                 let node = nodes[i % 2].clone();
-                let command = Command::DebitBudget {
+                let command = Command::DebitBudget(DebitBudget {
                     budget_id: budget_id.clone(),
                     amount: *amount,
                     agent_id: String::new(),
@@ -95,7 +104,7 @@ async fn racing_claims_and_debits_across_two_nodes_stay_exact_and_the_mirrors_ag
                     task_id: String::new(),
                     reason: String::new(),
                     failed: false,
-                };
+                });
                 tokio::spawn(async move { node.execute(Request::new(command, "spender")).await })
             })
             .collect();

@@ -2,6 +2,7 @@
 //! racing debits never take a budget below zero.
 use std::sync::Arc;
 
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, DebitBudget};
 use agentlog_commands::{Code, Command, Policy, Request};
 use agentlog_log::ids::SplitMix64;
 use agentlog_log::{Body, Log, ManualClock};
@@ -19,14 +20,14 @@ async fn sixteen_claimers_on_one_task_one_thousand_times_one_claim_each_time() {
         let task_id = format!("task-{round}");
         send(
             &handlers[0],
-            Command::CreateTask {
+            Command::CreateTask(CreateTask {
                 task_id: task_id.clone(),
                 title: String::new(),
                 priority: 0,
                 required_capabilities: vec!["code".into()],
                 dependencies: vec![],
                 max_attempts: 3,
-            },
+            }),
         )
         .await;
         let racers: Vec<_> = claimers
@@ -34,12 +35,12 @@ async fn sixteen_claimers_on_one_task_one_thousand_times_one_claim_each_time() {
             .enumerate()
             .map(|(i, (agent_id, session_id))| {
                 let handler = handlers[i % handlers.len()].clone();
-                let command = Command::ClaimTask {
+                let command = Command::ClaimTask(ClaimTask {
                     task_id: task_id.clone(),
                     agent_id: agent_id.clone(),
                     session_id: session_id.clone(),
                     lease_ms: 60_000,
-                };
+                });
                 tokio::spawn(async move { handler.execute(Request::new(command, "racer")).await })
             })
             .collect();
@@ -69,14 +70,15 @@ async fn thirty_two_concurrent_debits_never_take_a_budget_below_zero() {
     for round in 0..50 {
         let budget_id = format!("budget-{round}");
         let allocated = 500 + rng.below(1000);
-        send(&handlers[0], Command::AllocateBudget { budget_id: budget_id.clone(), amount: allocated }).await;
+        send(&handlers[0], Command::AllocateBudget(AllocateBudget { budget_id: budget_id.clone(), amount: allocated }))
+            .await;
         let amounts: Vec<u64> = (0..32).map(|_| 1 + rng.below(100)).collect();
         let debits: Vec<_> = amounts
             .iter()
             .enumerate()
             .map(|(i, amount)| {
                 let handler = handlers[i % handlers.len()].clone();
-                let command = Command::DebitBudget {
+                let command = Command::DebitBudget(DebitBudget {
                     budget_id: budget_id.clone(),
                     amount: *amount,
                     agent_id: format!("agent-{i}"),
@@ -84,7 +86,7 @@ async fn thirty_two_concurrent_debits_never_take_a_budget_below_zero() {
                     task_id: String::new(),
                     reason: String::new(),
                     failed: false,
-                };
+                });
                 tokio::spawn(async move { handler.execute(Request::new(command, "spender")).await })
             })
             .collect();

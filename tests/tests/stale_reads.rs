@@ -6,6 +6,7 @@
 //! never see anything new (a mirror stuck at its cache) while node B writes.
 use std::sync::Arc;
 
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, DebitBudget, ReleaseTask};
 use agentlog_commands::{Accepted, Code, Command, Handler, Policy, Rejection, Request};
 use agentlog_log::{AppendRequest, Appended, EmbeddedLog, Envelope, Head, Log, ManualClock, Result};
 use agentlog_tests::{T0, agents_with_sessions, handler, open_log, send};
@@ -54,7 +55,7 @@ async fn run(handler: &Handler<Lagging>, command: Command) -> std::result::Resul
 }
 
 fn debit(budget_id: &str, amount: u64) -> Command {
-    Command::DebitBudget {
+    Command::DebitBudget(DebitBudget {
         budget_id: budget_id.into(),
         amount,
         agent_id: String::new(),
@@ -62,7 +63,7 @@ fn debit(budget_id: &str, amount: u64) -> Command {
         task_id: String::new(),
         reason: String::new(),
         failed: false,
-    }
+    })
 }
 
 #[tokio::test]
@@ -73,38 +74,40 @@ async fn decisions_on_a_lagging_node_are_exact() {
     let b = handler(log.clone(), clock.clone(), 1, Policy::default());
     let a = Handler::new(Arc::new(Lagging(log.clone())), clock.clone(), Arc::new(agentlog_log::SeededIdGen::new(2)));
     let agents = agents_with_sessions(&b, 2, &["code"]).await;
-    let claim = |agent: usize| Command::ClaimTask {
-        task_id: "t1".into(),
-        agent_id: agents[agent].0.clone(),
-        session_id: agents[agent].1.clone(),
-        lease_ms: 60_000,
+    let claim = |agent: usize| {
+        Command::ClaimTask(ClaimTask {
+            task_id: "t1".into(),
+            agent_id: agents[agent].0.clone(),
+            session_id: agents[agent].1.clone(),
+            lease_ms: 60_000,
+        })
     };
 
     // B creates the task; A has never seen it locally, yet claims it.
-    let create = Command::CreateTask {
+    let create = Command::CreateTask(CreateTask {
         task_id: "t1".into(),
         title: String::new(),
         priority: 0,
         required_capabilities: vec!["code".into()],
         dependencies: vec![],
         max_attempts: 3,
-    };
+    });
     send(&b, create).await;
     run(&a, claim(0)).await.expect("A sees B's task before refusing");
     // B releases it; A's cache still says claimed, yet the other agent gets it.
-    let release = Command::ReleaseTask {
+    let release = Command::ReleaseTask(ReleaseTask {
         task_id: "t1".into(),
         agent_id: agents[0].0.clone(),
         session_id: agents[0].1.clone(),
         reason: String::new(),
-    };
+    });
     send(&b, release).await;
     run(&a, claim(1)).await.expect("A sees B's release before refusing");
     // And a true refusal is still a refusal.
     assert_eq!(run(&a, claim(0)).await.unwrap_err().code, Code::AlreadyClaimed);
 
     // Debits: A's cache thinks 40 are left after B took 30 more.
-    send(&b, Command::AllocateBudget { budget_id: "b1".into(), amount: 100 }).await;
+    send(&b, Command::AllocateBudget(AllocateBudget { budget_id: "b1".into(), amount: 100 })).await;
     run(&a, debit("b1", 60)).await.expect("A sees B's allocation");
     send(&b, debit("b1", 30)).await;
     let refused = run(&a, debit("b1", 20)).await.unwrap_err();

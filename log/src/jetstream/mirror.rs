@@ -35,7 +35,15 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 pub(super) async fn run(stream: Stream, mut follower: Follower, durable: Arc<Durable>) {
     loop {
         match follow(&stream, &mut follower, &durable).await {
-            Err(Error::Nats { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e @ Error::Nats { .. }) => {
+                tracing::warn!(
+                    message = "the mirror follows the stream again from its head",
+                    head_seq = follower.head().last_seq,
+                    error = %e
+                );
+                metrics::counter!(crate::metrics::MIRROR_RESTARTS).increment(1);
+                tokio::time::sleep(RETRY_PAUSE).await
+            }
             Err(e) => {
                 durable.poison(format!("the mirror stopped: {e}"));
                 return;

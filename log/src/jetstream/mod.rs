@@ -239,6 +239,14 @@ impl JetStreamLog {
         Ok(JetStreamLog { client, js, stream, store, durable, mirror, catch_up_timeout: options.catch_up_timeout })
     }
 
+    /// Stops the mirror and waits until it has let go of the store (its
+    /// RocksDB lock with it), so the directory can be opened again at once.
+    pub async fn close(mut self) {
+        self.mirror.abort();
+        let _ = (&mut self.mirror).await;
+        self.durable.close();
+    }
+
     /// The mirror's durable head and fail-stop state: a supervisor waits on
     /// [`Durable::ended_wait`] to learn that the mirror stopped for good.
     pub fn durable(&self) -> &Arc<Durable> {

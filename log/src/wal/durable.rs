@@ -62,7 +62,11 @@ impl Durable {
     /// Subscriptions deliver what is durable, then end with the reason.
     /// The first reason wins; the error returned names it.
     pub fn poison(&self, reason: impl Into<String>) -> Error {
-        let _ = self.poison.set(reason.into());
+        let reason = reason.into();
+        if self.poison.set(reason.clone()).is_ok() {
+            tracing::error!(message = "the WAL stops taking writes", reason = %reason, head_seq = self.head().last_seq);
+            metrics::counter!(crate::metrics::WAL_POISONED).increment(1);
+        }
         self.head.send_modify(|_| {});
         self.poisoned().expect("just poisoned")
     }

@@ -81,6 +81,7 @@ impl Follower {
             return Ok(self.head);
         }
         let head = staged.write(self.sync)?;
+        metrics::histogram!(crate::metrics::MIRROR_BATCH_EVENTS).record((head.last_seq - self.head.last_seq) as f64);
         self.head = head;
         if self.versions.len() > 1 << 20 {
             self.versions.clear();

@@ -427,7 +427,11 @@ impl Store {
     /// Writes every buffered WAL byte to disk.
     pub fn sync_wal(&self) -> Result<()> {
         Faults::inject(&self.faults.fail_syncs, "syncing the WAL")?;
-        self.db.flush_wal(true).map_err(Error::storage("syncing the WAL"))
+        #[allow(clippy::disallowed_methods)] // determinism: allowed (a metric, never state)
+        let started = std::time::Instant::now();
+        self.db.flush_wal(true).map_err(Error::storage("syncing the WAL"))?;
+        metrics::histogram!(crate::metrics::WAL_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Writes `batch` atomically (and fsyncs it when `sync`): every write

@@ -89,8 +89,22 @@ pub(crate) struct Syncer {
     pub durable: Arc<Durable>,
 }
 
+/// Poisons the WAL if the thread holding it panics: a writer that died
+/// midway leaves the state on disk unknown (fail-stop), and whoever waits
+/// on the head must wake to see it.
+struct PoisonOnPanic<'a>(&'a Durable, &'static str);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison(format!("the {} thread panicked", self.1));
+        }
+    }
+}
+
 impl Syncer {
     pub fn run(self, written: std::sync::mpsc::Receiver<Written>) {
+        let _guard = PoisonOnPanic(&self.durable, "syncer");
         while let Ok(first) = written.recv() {
             let mut groups = vec![first];
             groups.extend(written.try_iter());
@@ -114,6 +128,8 @@ struct Group<'a> {
 
 impl Writer {
     pub fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
+        let durable = self.durable.clone();
+        let _guard = PoisonOnPanic(&durable, "writer");
         while let Some(first) = queue.blocking_recv() {
             let mut events = first.request.events.len();
             let mut group = vec![first];
@@ -152,8 +168,10 @@ impl Writer {
             return self.acknowledge(self.head, replies, queue);
         }
         // The syncer fsyncs; the write itself only reaches the WAL file.
+        let events = group.staged.head().last_seq - self.head.last_seq;
         match group.staged.write(false) {
             Ok(head) => {
+                metrics::histogram!(crate::metrics::WAL_GROUP_EVENTS).record(events as f64);
                 self.head = head;
                 if self.versions.len() + group.versions.len() > VERSION_CACHE_ENTRIES {
                     self.versions.clear();

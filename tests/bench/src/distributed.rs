@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, OpenSession, RegisterAgent};
 use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler};
 use agentlog_log::jetstream::{JetStreamLog, Options};
@@ -77,7 +78,7 @@ async fn service_commands(client: &Client, commands: u64, producers: u64) -> any
             let client = client.clone();
             tokio::spawn(async move {
                 for _ in 0..commands / producers {
-                    let command = Cmd::AllocateBudget { budget_id: format!("bench-{p}"), amount: 1 };
+                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("bench-{p}"), amount: 1 });
                     client.execute(&command, None).await?;
                 }
                 Ok::<_, agentlog_commands::Rejection>(())
@@ -92,23 +93,28 @@ async fn service_commands(client: &Client, commands: u64, producers: u64) -> any
 
 async fn claim_latency(client: &Client, claims: u64) -> anyhow::Result<Latency> {
     client
-        .execute(&Cmd::RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec![] }, None)
+        .execute(
+            &Cmd::RegisterAgent(RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec![] }),
+            None,
+        )
         .await?;
-    let open = Cmd::OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
+    let open =
+        Cmd::OpenSession(OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 });
     let session = client.execute(&open, None).await?.session_id.context("a session id")?;
     let mut histogram = Histogram::<u64>::new(3)?;
     for t in 0..claims {
         let task_id = format!("lt{t}");
-        let create = Cmd::CreateTask {
+        let create = Cmd::CreateTask(CreateTask {
             task_id: task_id.clone(),
             title: String::new(),
             priority: 0,
             required_capabilities: vec![],
             dependencies: vec![],
             max_attempts: 3,
-        };
+        });
         client.execute(&create, None).await?;
-        let claim = Cmd::ClaimTask { task_id, agent_id: "a".into(), session_id: session.clone(), lease_ms: 60_000 };
+        let claim =
+            Cmd::ClaimTask(ClaimTask { task_id, agent_id: "a".into(), session_id: session.clone(), lease_ms: 60_000 });
         let started = Instant::now();
         client.execute(&claim, None).await?;
         histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;

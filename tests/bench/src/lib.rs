@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use agentlog_commands::command::{ClaimTask, CreateTask, OpenSession, RegisterAgent};
 use agentlog_commands::{Command, Handler, Request};
 use agentlog_log::rocksdb;
 use agentlog_log::schema::{self, SCHEMA_VERSION};
@@ -235,32 +236,39 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
     let log = Arc::new(EmbeddedLog::open(dir, Options { sync, ..Options::default() })?);
     let handler = Handler::new(log, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
     let exec = |command: Command| handler.execute(Request::new(command, "bench"));
-    exec(Command::RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec!["code".into()] })
-        .await?;
-    let session =
-        exec(Command::OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 })
-            .await?
-            .session_id
-            .context("open_session names its session")?;
+    exec(Command::RegisterAgent(RegisterAgent {
+        agent_id: "a".into(),
+        name: String::new(),
+        capabilities: vec!["code".into()],
+    }))
+    .await?;
+    let session = exec(Command::OpenSession(OpenSession {
+        agent_id: "a".into(),
+        session_id: None,
+        heartbeat_timeout_ms: 3_600_000,
+    }))
+    .await?
+    .session_id
+    .context("open_session names its session")?;
     for t in 0..claims {
-        let command = Command::CreateTask {
+        let command = Command::CreateTask(CreateTask {
             task_id: format!("t{t}"),
             title: String::new(),
             priority: 0,
             required_capabilities: vec!["code".into()],
             dependencies: vec![],
             max_attempts: 3,
-        };
+        });
         exec(command).await?;
     }
     let mut histogram = Histogram::<u64>::new(3)?;
     for t in 0..claims {
-        let command = Command::ClaimTask {
+        let command = Command::ClaimTask(ClaimTask {
             task_id: format!("t{t}"),
             agent_id: "a".into(),
             session_id: session.clone(),
             lease_ms: 60_000,
-        };
+        });
         let started = Instant::now();
         exec(command).await?;
         histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;

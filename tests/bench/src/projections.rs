@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentlog_commands::command::AllocateBudget;
 use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler, sim};
 use agentlog_log::jetstream::{JetStreamLog, Options as JsOptions};
@@ -157,7 +158,7 @@ async fn command_to_view(url: &str, commands: u64) -> anyhow::Result<Latency> {
     let client = Client::new(async_nats::connect(url).await?, "bench");
     let mut histogram = Histogram::<u64>::new(3)?;
     for n in 0..commands {
-        let command = Cmd::AllocateBudget { budget_id: format!("b{}", n % 16), amount: 1 };
+        let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("b{}", n % 16), amount: 1 });
         let started = Instant::now();
         let accepted = client.execute(&command, None).await?;
         views.wait_for(accepted.last_seq, Duration::from_secs(10)).await?;
