@@ -9,6 +9,7 @@ use std::time::Instant;
 use agentlog_commands::wire::Client;
 use agentlog_commands::{Accepted, Code, Executor, Rejection, Request, sim};
 use agentlog_log::chain::to_hex;
+use agentlog_log::jetstream::StreamReader;
 use agentlog_log::{EmbeddedLog, Envelope, Log, ManualClock, Options};
 use agentlog_projections::{ProjectionStore, Views, ticker};
 use anyhow::{Context, bail};
@@ -49,7 +50,7 @@ pub struct Args {
 /// The command service as the workload's target.
 struct Service {
     client: Client,
-    stream: async_nats::jetstream::stream::Stream,
+    reader: StreamReader,
 }
 
 impl Executor for Service {
@@ -60,47 +61,18 @@ impl Executor for Service {
 
 impl sim::Target for Service {
     async fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, Rejection> {
-        read_subject(&self.stream, stream)
+        self.reader
+            .read_aggregate(stream)
             .await
-            .map_err(|e| Rejection::new(Code::Unavailable, format!("cannot read {stream} from JetStream: {e:#}")))
+            .map_err(|e| Rejection::new(Code::Unavailable, format!("cannot read {stream} from JetStream: {e}")))
     }
-}
-
-/// Every event of one aggregate, read from the JetStream stream.
-async fn read_subject(stream: &async_nats::jetstream::stream::Stream, name: &str) -> anyhow::Result<Vec<Envelope>> {
-    use async_nats::jetstream::consumer::pull::OrderedConfig;
-    use futures_util::StreamExt;
-
-    let subject = agentlog_log::jetstream::subject(name);
-    let last = match stream.direct_get_last_for_subject(subject.clone()).await {
-        Ok(message) => message.sequence,
-        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let consumer = stream.create_consumer(OrderedConfig { filter_subject: subject, ..Default::default() }).await?;
-    let mut messages = consumer.messages().await?;
-    let mut events = Vec::new();
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-        let mut event = agentlog_log::codec::decode(&message.payload)?;
-        event.seq = seq;
-        events.push(event);
-        if seq >= last {
-            break;
-        }
-    }
-    Ok(events)
 }
 
 async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
     let nats =
         agentlog_log::jetstream::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
-    let stream = async_nats::jetstream::new(nats.clone())
-        .get_stream("AGENTLOG")
-        .await
-        .context("no AGENTLOG stream on that server: start agentlog serve first")?;
-    let service = Service { client: Client::new(nats, "demo"), stream };
+    let reader = StreamReader::open(url, "AGENTLOG").await?;
+    let service = Service { client: Client::new(nats, "demo"), reader };
     if !args.json {
         eprintln!("sending the demo workload to the command service at {url}");
     }
@@ -110,8 +82,7 @@ async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
     let config =
         sim::Config { seed: args.seed, agents: args.agents, tasks: args.tasks, days: args.days, sim_clock: false };
     let (summary, elapsed) = simulate(&service, &sim::NoTicker, &clock, config, "sending", args.json).await?;
-    let mut info = service.stream.clone();
-    let last_seq = info.info().await?.state.last_sequence;
+    let last_seq = service.reader.last_seq(None).await?;
     if args.json {
         let out = serde_json::json!({
             "nats": url,

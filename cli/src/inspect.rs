@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use agentlog_log::chain::to_hex;
+use agentlog_log::jetstream::StreamReader;
 use agentlog_log::wal::{self, Store};
 use agentlog_log::{Envelope, Timestamp};
-use anyhow::Context;
 
 use crate::{DataArg, progress};
 
@@ -77,53 +77,26 @@ impl TailArgs {
     }
 }
 
-/// `tail --nats`: an ordered consumer on the stream from `--from`, up to
-/// the last event at the start (or on, with `--follow`).
+/// `tail --nats`: the stream itself from `--from`, up to the last event
+/// at the start (or on, with `--follow`).
 pub async fn tail_nats(args: TailArgs, url: &str) -> anyhow::Result<ExitCode> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-    use futures_util::StreamExt;
-
-    let nats = agentlog_log::jetstream::connect(url).await?;
-    let js = async_nats::jetstream::new(nats);
-    let mut stream =
-        js.get_stream("AGENTLOG").await.context("no AGENTLOG stream on that server (is agentlog serve running?)")?;
-    // Where "the end" is: the stream's last event, or the filtered
-    // stream's last event (none: nothing to print).
-    let (filter_subject, last) = match &args.stream {
-        Some(name) => {
-            let subject = agentlog_log::jetstream::subject(name);
-            let last = match stream.direct_get_last_for_subject(subject.clone()).await {
-                Ok(message) => message.sequence,
-                Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => 0,
-                Err(e) => return Err(e.into()),
-            };
-            (subject, last)
-        }
-        None => (format!("{}.>", agentlog_log::jetstream::SUBJECT_PREFIX), stream.info().await?.state.last_sequence),
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject,
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: args.from.max(1) },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let reader = StreamReader::open(url, "AGENTLOG").await?;
+    // Where "the end" is: the stream's last event, or the aggregate's (none:
+    // nothing to print).
+    let last = reader.last_seq(args.stream.as_deref()).await?;
+    let mut following = reader.follow(args.stream.as_deref(), args.from).await?;
     let mut out = std::io::stdout().lock();
     let mut left = args.limit.unwrap_or(u64::MAX);
     while left > 0 && (args.follow || last >= args.from.max(1)) {
-        let Some(message) = messages.next().await else { break };
-        let message = message?;
-        let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-        let mut event = agentlog_log::codec::decode(&message.payload)?;
-        event.seq = seq;
+        let Some(event) = following.next().await else { break };
+        let event = event?;
         if args.json {
             writeln!(out, "{}", agentlog_log::json::envelope(&event))?;
         } else {
             writeln!(out, "{}", line(&event))?;
         }
         left -= 1;
-        if !args.follow && seq >= last {
+        if !args.follow && event.seq >= last {
             break;
         }
     }

@@ -9,6 +9,9 @@
 //! returns once the mirror has it, so a node reads its own writes.
 mod mirror;
 mod publish;
+mod reader;
+
+pub use reader::{Following, StreamReader};
 
 use std::path::PathBuf;
 use std::sync::Arc;
