@@ -18,6 +18,15 @@ fn config(server: &NatsServer, data: &std::path::Path) -> Config {
     config
 }
 
+/// A node on `server`, ready.
+async fn start(server: &NatsServer, data: &std::path::Path) -> Node {
+    let node = Node::start(config(server, data), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
+        .await
+        .expect("the node starts");
+    ready(&node).await;
+    node
+}
+
 async fn ready(node: &Node) {
     let mut ready = node.ready();
     tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
@@ -30,10 +39,7 @@ async fn ready(node: &Node) {
 async fn an_undecodable_event_ends_the_node_naming_the_mirror() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(&server, dir.path()), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
-        .await
-        .unwrap();
-    ready(&node).await;
+    let node = start(&server, dir.path()).await;
     assert_eq!(node.health().not_ready(), None);
 
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
@@ -52,10 +58,7 @@ async fn an_undecodable_event_ends_the_node_naming_the_mirror() {
 async fn a_stopped_node_drains_and_ends_cleanly() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(&server, dir.path()), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
-        .await
-        .unwrap();
-    ready(&node).await;
+    let node = start(&server, dir.path()).await;
     let addr = node.http_addr().expect("http is on");
     assert_ne!(addr.port(), 0, "port 0 was replaced by the one bound");
     node.handle().stop();

@@ -138,16 +138,21 @@ impl Node {
         }
     }
 
-    /// Waits up to `limit` for serve to exit, and gives its status.
+    /// Waits up to `limit` for serve to exit, and gives its status. The
+    /// signal is its stderr closing (the reader sees the end of it) when
+    /// the process ends.
     #[allow(clippy::disallowed_methods)] // test scaffolding: a wall-time bound
     pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.incoming.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.child.wait().unwrap(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("agentlog serve did not exit within {} s", limit.as_secs())
+                }
             }
-            assert!(std::time::Instant::now() < deadline, "agentlog serve did not exit within {} s", limit.as_secs());
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
