@@ -103,9 +103,16 @@ async fn chaos(victim: Victim) {
 /// outcome: one allocation per acknowledged key and nothing else, the
 /// mirror equal to the stream event for event, and `verify` passing.
 async fn stop_and_check(mut node: common::Node, data: &std::path::Path, nats: &async_nats::Client, commands: u64) {
-    common::eventually(Duration::from_secs(30), "the mirror and the views catching up", || {
-        metric(&node, "agentlog_mirror_lag_events ") == 0 && metric(&node, "agentlog_projection_lag_events ") == 0
-    });
+    // The query service's own read-your-writes wait: answered once the
+    // views reflect every acknowledged command, so the mirror has them too.
+    let wait = agentlog_projections::service::Request { id: None, wait_for: Some(commands), timeout_ms: Some(30_000) };
+    let body = serde_json::to_vec(&wait).unwrap();
+    let request = async_nats::Request::new().payload(body.into()).timeout(Some(Duration::from_secs(35)));
+    let reply = nats.send_request("agentlog.q.tasks", request).await.expect("the views catch up within 30 s");
+    let answer = agentlog_projections::service::parse_reply(&reply.payload).expect("a view's answer");
+    assert!(answer.seq >= commands, "the views reflect every command: {}", answer.seq);
+    assert_eq!(metric(&node, "agentlog_mirror_lag_events "), 0);
+    assert_eq!(metric(&node, "agentlog_projection_lag_events "), 0);
     node.terminate();
 
     // The views survived the SIGKILLs (their worker died with serve and

@@ -31,6 +31,7 @@ use agentlog_commands::{Handler, wire};
 use agentlog_core::{Clock, HybridClock, IdGen, Log, Timestamp};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_projections::{ProjectionStore, Views, service, ticker};
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -289,22 +290,12 @@ impl Node {
             }
         });
 
+        // A service that returns before the node stops had its subscription
+        // ended by NATS: the supervisor reports it as stopped on its own.
         health.set("commands", State::Ready);
-        node.supervise("commands", {
-            let stopped = stopped.clone();
-            async move {
-                commands.run(stopped.clone()).await;
-                if *stopped.borrow() { Ok(()) } else { Err("NATS ended the command subscription".into()) }
-            }
-        });
+        node.supervise("commands", commands.run(stopped.clone()).map(Ok));
         health.set("queries", State::Ready);
-        node.supervise("queries", {
-            let stopped = stopped.clone();
-            async move {
-                queries.run(stopped.clone()).await;
-                if *stopped.borrow() { Ok(()) } else { Err("NATS ended the query subscription".into()) }
-            }
-        });
+        node.supervise("queries", queries.run(stopped.clone()).map(Ok));
 
         // Deadlines that pass become expire commands, decided like any
         // other; a refused tick is tried again on the next one.
@@ -443,7 +434,9 @@ impl Node {
                     None
                 }
                 Some(Ok((component, Err(reason)))) => Some((component, reason)),
-                Some(Ok((component, Ok(())))) => Some((component, "stopped on its own".to_owned())),
+                Some(Ok((component, Ok(())))) => {
+                    Some((component, "stopped on its own before the node was stopped".to_owned()))
+                }
                 Some(Err(e)) => Some(("supervisor", e.to_string())),
                 None => None,
             },
