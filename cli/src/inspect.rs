@@ -1,4 +1,4 @@
-//! `agentlog tail`, `stats` and `verify`: read-only looks at a data
+//! `agentlog tail` and `stats`: read-only looks at a data
 //! directory. They open the store without its lock, so they also work on a
 //! log that a running process is writing (as of the moment they open it).
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use agentlog_log::chain::to_hex;
 use agentlog_log::jetstream::StreamReader;
-use agentlog_log::wal::{self, Store};
+use agentlog_log::wal::Store;
 use agentlog_log::{Envelope, Timestamp};
 
 use crate::{DataArg, progress};
@@ -39,14 +39,6 @@ pub struct TailArgs {
 
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    #[command(flatten)]
-    data: DataArg,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(clap::Args)]
-pub struct VerifyArgs {
     #[command(flatten)]
     data: DataArg,
     #[arg(long)]
@@ -211,58 +203,4 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = match Store::open_read_only(&args.data.data) {
-        Ok(store) => store,
-        Err(e @ agentlog_log::Error::CorruptStore { .. }) => {
-            return Ok(report_damage(&args, None, &e.to_string()));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let head = store.head()?;
-    let bar = progress::bar(head.last_seq, "verifying", args.json || head.last_seq < 200_000);
-    let result = wal::verify(&store, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    });
-    bar.finish_and_clear();
-    match result {
-        Ok(report) => {
-            if args.json {
-                let out = serde_json::json!({
-                    "ok": true,
-                    "events": report.events,
-                    "streams": report.streams,
-                    "last_seq": report.last_seq,
-                    "head_hash": to_hex(&report.head_hash),
-                });
-                println!("{out}");
-            } else {
-                println!(
-                    "ok: {} events in {} streams; seqs 1..{} continuous, stream versions without gaps, hash chain intact up to head {}",
-                    report.events,
-                    report.streams,
-                    report.last_seq,
-                    to_hex(&report.head_hash)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(agentlog_log::Error::Corrupt { seq, reason }) => Ok(report_damage(&args, Some(seq), &reason)),
-        Err(other) => Err(other.into()),
-    }
-}
-
-fn report_damage(args: &VerifyArgs, seq: Option<u64>, reason: &str) -> ExitCode {
-    if args.json {
-        println!("{}", serde_json::json!({"ok": false, "first_bad_seq": seq, "reason": reason}));
-    } else {
-        match seq {
-            Some(seq) => println!("DAMAGED: first bad seq {seq}: {reason}"),
-            None => println!("DAMAGED: {reason}"),
-        }
-    }
-    ExitCode::FAILURE
 }

@@ -11,6 +11,7 @@ mod progress;
 mod projections;
 mod query;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,8 +48,9 @@ enum Command {
     Cmd(cmd::Args),
     /// Count what the log holds.
     Stats(inspect::StatsArgs),
-    /// Check sequence continuity, stream versions and the hash chain.
-    Verify(inspect::VerifyArgs),
+    /// Check sequence continuity, stream versions and the hash chain; with
+    /// --deep also every stored checksum, the projections and the archive.
+    Verify(verify::VerifyArgs),
     /// Measure append throughput and claim latency against raw RocksDB.
     Bench(agentlog_bench::Args),
     /// Run a distributed node: mirror the JetStream stream, answer commands
@@ -88,7 +90,7 @@ fn main() -> ExitCode {
             },
             Command::Cmd(args) => cmd::run(args).await,
             Command::Stats(args) => inspect::stats(args),
-            Command::Verify(args) => inspect::verify(args),
+            Command::Verify(args) => verify::verify(args),
             Command::Bench(args) => agentlog_bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Projections(args) => projections::run(args),

@@ -123,58 +123,82 @@ fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One projection's checkpoint against the log: rebuilt in memory from
+/// seq 1 to the checkpoint's position and its state hash compared.
+pub(crate) struct Compared {
+    pub name: &'static str,
+    /// `None` when the projection was never saved: nothing to compare.
+    pub checkpoint: Option<Checkpoint>,
+    pub rebuilt_hash: String,
+}
+
+impl Compared {
+    pub fn ok(&self) -> bool {
+        self.checkpoint.as_ref().is_none_or(|c| c.state_hash == self.rebuilt_hash)
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.checkpoint {
+            None => format!("{}: never saved, nothing to compare", self.name),
+            Some(c) if self.ok() => format!("{}: ok at seq {}, state hash {}", self.name, c.position, c.state_hash),
+            Some(c) => format!(
+                "{}: MISMATCH at seq {}: live {} rebuilt {}",
+                self.name, c.position, c.state_hash, self.rebuilt_hash
+            ),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        match &self.checkpoint {
+            None => serde_json::json!({ "name": self.name, "ok": true, "checked": false }),
+            Some(c) => serde_json::json!({
+                "name": self.name,
+                "ok": self.ok(),
+                "checked": true,
+                "position": c.position,
+                "live_state_hash": c.state_hash,
+                "rebuilt_state_hash": self.rebuilt_hash,
+            }),
+        }
+    }
+}
+
+/// Compares every saved projection in `store` with the log in `wal`.
+pub(crate) fn compare(wal: &Store, store: Option<&ProjectionStore>) -> anyhow::Result<Vec<Compared>> {
+    let mut compared = Vec::new();
+    for name in NAMES {
+        let checkpoint = store.map(|s| s.checkpoint(name)).transpose()?.flatten();
+        let mut rebuilt_hash = String::new();
+        if let Some(checkpoint) = &checkpoint {
+            let mut world: Live<WorldModel> = Live::new();
+            let mut reputation: Live<Reputation> = Live::new();
+            let runner: &mut dyn Runner = if name == "world" { &mut world } else { &mut reputation };
+            let reached = agentlog_projections::rebuild(wal, &mut [&mut *runner], checkpoint.position, &mut |_, _| {})?;
+            rebuilt_hash = if reached == checkpoint.position {
+                to_hex(&runner.state_hash())
+            } else {
+                format!("(the log ends at seq {reached})")
+            };
+        }
+        compared.push(Compared { name, checkpoint, rebuilt_hash });
+    }
+    Ok(compared)
+}
+
 fn verify(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
     let wal = Store::open_read_only(&data.data)?;
-    let mut results = Vec::new();
-    let mut first_bad = None;
-    for (name, checkpoint) in checkpoints(data)? {
-        let Some(checkpoint) = checkpoint else {
-            results.push(serde_json::json!({ "name": name, "ok": true, "checked": false }));
-            continue;
-        };
-        let mut world: Live<WorldModel> = Live::new();
-        let mut reputation: Live<Reputation> = Live::new();
-        let runner: &mut dyn Runner = if name == "world" { &mut world } else { &mut reputation };
-        let reached = agentlog_projections::rebuild(&wal, &mut [&mut *runner], checkpoint.position, &mut |_, _| {})?;
-        let rebuilt = to_hex(&runner.state_hash());
-        let ok = reached == checkpoint.position && rebuilt == checkpoint.state_hash;
-        if !ok && first_bad.is_none() {
-            first_bad = Some(name);
-        }
-        results.push(serde_json::json!({
-            "name": name,
-            "ok": ok,
-            "checked": true,
-            "position": checkpoint.position,
-            "live_state_hash": checkpoint.state_hash,
-            "rebuilt_state_hash": rebuilt,
-        }));
-    }
+    let store = ProjectionStore::open_read_only(&store::dir(&data.data))?;
+    let compared = compare(&wal, store.as_ref())?;
+    let first_bad = compared.iter().find(|c| !c.ok()).map(|c| c.name);
     if json {
+        let results: Vec<serde_json::Value> = compared.iter().map(Compared::json).collect();
         println!(
             "{}",
             serde_json::json!({ "ok": first_bad.is_none(), "first_mismatch": first_bad, "projections": results })
         );
     } else {
-        for r in &results {
-            match (r["checked"].as_bool(), r["ok"].as_bool()) {
-                (Some(false), _) => {
-                    println!("{}: never saved, nothing to compare", r["name"].as_str().unwrap_or_default())
-                }
-                (_, Some(true)) => println!(
-                    "{}: ok at seq {}, state hash {}",
-                    r["name"].as_str().unwrap_or_default(),
-                    r["position"],
-                    r["live_state_hash"].as_str().unwrap_or_default()
-                ),
-                _ => println!(
-                    "{}: MISMATCH at seq {}: live {} rebuilt {}",
-                    r["name"].as_str().unwrap_or_default(),
-                    r["position"],
-                    r["live_state_hash"].as_str().unwrap_or_default(),
-                    r["rebuilt_state_hash"].as_str().unwrap_or_default()
-                ),
-            }
+        for c in &compared {
+            println!("{}", c.describe());
         }
     }
     Ok(if first_bad.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })

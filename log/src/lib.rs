@@ -22,6 +22,7 @@ pub mod embedded;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 pub mod metrics;
+pub mod rocks;
 pub mod wal;
 
 pub use embedded::{EmbeddedLog, Options};

@@ -16,6 +16,13 @@ pub enum Error {
     #[error("the projection store {} is in use by another agentlog process; stop it (or use its queries) and retry", path.display())]
     Locked { path: PathBuf },
 
+    #[error(
+        "the projection store {} is damaged ({file}: {reason}); it holds only what the log derives: stop the node, move {} aside and run `agentlog projections rebuild` (or restore it with the log from a backup)",
+        path.display(),
+        path.display()
+    )]
+    Damaged { path: PathBuf, file: String, reason: String },
+
     #[error("the projection {name}'s checkpoint is damaged ({reason}): run `agentlog projections rebuild {name}`")]
     CorruptCheckpoint { name: String, reason: String },
 
@@ -39,9 +46,11 @@ impl Error {
         match self {
             Error::Log(e) => e.kind(),
             Error::UnknownProjection { .. } | Error::BadQuery { .. } | Error::NoSuch { .. } => Kind::Invalid,
-            Error::Storage { .. } | Error::Locked { .. } | Error::CorruptCheckpoint { .. } | Error::NotYet { .. } => {
-                Kind::Platform
-            }
+            Error::Storage { .. }
+            | Error::Locked { .. }
+            | Error::Damaged { .. }
+            | Error::CorruptCheckpoint { .. }
+            | Error::NotYet { .. } => Kind::Platform,
         }
     }
 

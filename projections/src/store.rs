@@ -4,6 +4,7 @@
 //! without the other. Restarting from it folds each event exactly once.
 use std::path::{Path, PathBuf};
 
+use agentlog_log::rocks::{self, FamilyScan, OpenFailure};
 use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
 use crate::error::{Error, Result};
@@ -36,20 +37,24 @@ impl std::fmt::Debug for ProjectionStore {
 
 fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
     let path = path.to_owned();
-    move |e| {
-        let message = e.to_string().to_lowercase();
-        if message.contains("lock") && (message.contains("temporarily") || message.contains("hold")) {
-            Error::Locked { path }
-        } else {
-            Error::storage("opening the projection store")(e)
-        }
+    move |e| match rocks::open_failure(&path, &e) {
+        OpenFailure::Locked => Error::Locked { path },
+        OpenFailure::Damaged { file, reason } => Error::Damaged { path, file, reason },
+        OpenFailure::Other(_) => Error::storage("opening the projection store")(e),
     }
+}
+
+/// The options of every open: damage anywhere but a torn tail refuses it.
+fn options() -> Options {
+    let mut options = Options::default();
+    rocks::refuse_damage(&mut options);
+    options
 }
 
 impl ProjectionStore {
     /// Opens (or creates) the store, taking its lock.
     pub fn open(path: &Path) -> Result<ProjectionStore> {
-        let mut options = Options::default();
+        let mut options = options();
         options.create_if_missing(true);
         let db = DB::open(&options, path).map_err(open_error(path))?;
         Ok(ProjectionStore { db, path: path.to_owned() })
@@ -61,8 +66,14 @@ impl ProjectionStore {
         if !path.join("CURRENT").exists() {
             return Ok(None);
         }
-        let db = DB::open_for_read_only(&Options::default(), path, false).map_err(open_error(path))?;
+        let db = DB::open_for_read_only(&options(), path, false).map_err(open_error(path))?;
         Ok(Some(ProjectionStore { db, path: path.to_owned() }))
+    }
+
+    /// Reads every key with checksums checked and the block cache bypassed
+    /// ([`rocks::scan_every_key`]).
+    pub fn deep_scan(&self, progress: &mut dyn FnMut(&str, u64)) -> Vec<FamilyScan> {
+        rocks::scan_every_key(&self.db, &[rocksdb::DEFAULT_COLUMN_FAMILY_NAME], progress)
     }
 
     pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {

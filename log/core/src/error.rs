@@ -88,6 +88,12 @@ pub enum Error {
     CorruptStore { path: PathBuf, reason: String },
 
     #[error(
+        "the store at {} is damaged ({file}: {reason}); agentlog refuses to open it rather than lose what follows the damage. Restore it from a backup (`agentlog restore`), or on a distributed node rebuild it from JetStream (`agentlog mirror rebuild`): docs/OPERATIONS.md, Disaster recovery",
+        path.display()
+    )]
+    Damaged { path: PathBuf, file: String, reason: String },
+
+    #[error(
         "seq {seq} is archived and no longer in the WAL, which was pruned through seq {through}: read it from the archive (`agentlog archive scan`)"
     )]
     Pruned { seq: u64, through: u64 },
@@ -121,6 +127,7 @@ impl Error {
             | Error::Closed
             | Error::Locked { .. }
             | Error::CorruptStore { .. }
+            | Error::Damaged { .. }
             | Error::Corrupt { .. }
             | Error::Nats { .. } => Kind::Platform,
         }

@@ -9,6 +9,7 @@ use super::keys::*;
 use crate::api::{Appended, Head};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::rocks::{FamilyScan, OpenFailure};
 use crate::schema::Envelope;
 
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +72,7 @@ impl std::fmt::Debug for Store {
 
 fn db_options() -> Options {
     let mut opts = Options::default();
+    crate::rocks::refuse_damage(&mut opts);
     opts.set_max_background_jobs(2);
     opts.set_bytes_per_sync(1 << 20);
     opts.set_keep_log_file_num(4);
@@ -96,12 +98,10 @@ fn exists(path: &Path) -> bool {
 }
 
 fn open_error(path: &Path, err: rocksdb::Error) -> Error {
-    let message = err.to_string();
-    let lowered = message.to_lowercase();
-    if lowered.contains("lock") && (lowered.contains("temporarily") || lowered.contains("hold")) {
-        Error::Locked { path: path.to_owned() }
-    } else {
-        Error::CorruptStore { path: path.to_owned(), reason: message }
+    match crate::rocks::open_failure(path, &err) {
+        OpenFailure::Locked => Error::Locked { path: path.to_owned() },
+        OpenFailure::Damaged { file, reason } => Error::Damaged { path: path.to_owned(), file, reason },
+        OpenFailure::Other(reason) => Error::CorruptStore { path: path.to_owned(), reason },
     }
 }
 
@@ -159,7 +159,7 @@ impl Store {
     }
 
     fn check_column_families(path: &Path) -> Result<()> {
-        let found = DB::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
+        let found = DB::list_cf(&db_options(), path).map_err(|e| open_error(path, e))?;
         for name in COLUMN_FAMILIES {
             if !found.iter().any(|f| f == name) {
                 return Err(Error::CorruptStore {
@@ -422,6 +422,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Reads every key of every column family with checksums checked and
+    /// the block cache bypassed ([`crate::rocks::scan_every_key`]).
+    pub fn deep_scan(&self, progress: &mut dyn FnMut(&str, u64)) -> Vec<FamilyScan> {
+        let mut families = vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME];
+        families.extend(COLUMN_FAMILIES);
+        crate::rocks::scan_every_key(&self.db, &families, progress)
     }
 
     /// Writes every buffered WAL byte to disk.

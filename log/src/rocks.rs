@@ -1,0 +1,130 @@
+//! What every RocksDB store of a node (the WAL, the projection store)
+//! shares about damage: the recovery mode that refuses it at open, how an
+//! open failure is read (a held lock, a damaged file named), and the deep
+//! scan that reads every key with its checksum checked.
+use std::path::Path;
+
+use rocksdb::{DB, DBRecoveryMode, DEFAULT_COLUMN_FAMILY_NAME, ErrorKind, Options, ReadOptions};
+
+/// Makes an open refuse damage. RocksDB's default recovery (point in time)
+/// stops replaying its write-ahead log at the first damaged record and
+/// opens anyway, without everything after it, and says nothing. This mode
+/// tolerates only an incomplete last record — a write torn by a crash, never
+/// acknowledged — and fails on damage anywhere else.
+pub fn refuse_damage(options: &mut Options) {
+    options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    options.set_paranoid_checks(true);
+}
+
+/// Why an open failed, read from RocksDB's error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// Another process holds the store's lock.
+    Locked,
+    /// A file is damaged; `file` is its path (or the candidates, when
+    /// RocksDB did not say which).
+    Damaged { file: String, reason: String },
+    /// Anything else (permissions, a missing file, an unknown format).
+    Other(String),
+}
+
+/// Reads an open failure of the store at `dir`. RocksDB names the file
+/// when a MANIFEST or table file is damaged, but not when its write-ahead
+/// log is: then the file is read from the store's info log (`LOG`), where
+/// recovery wrote which file it was dropping bytes from.
+pub fn open_failure(dir: &Path, err: &rocksdb::Error) -> OpenFailure {
+    let message = err.to_string();
+    let lowered = message.to_lowercase();
+    if lowered.contains("lock") && (lowered.contains("temporarily") || lowered.contains("hold")) {
+        return OpenFailure::Locked;
+    }
+    if err.kind() != ErrorKind::Corruption {
+        return OpenFailure::Other(message);
+    }
+    let file = named_file(dir, &message)
+        .or_else(|| damaged_wal_from_info_log(dir))
+        .unwrap_or_else(|| wal_files(dir).unwrap_or_else(|| dir.display().to_string()));
+    OpenFailure::Damaged { file, reason: message }
+}
+
+/// The path of a file inside `dir` that `message` names, if any.
+fn named_file(dir: &Path, message: &str) -> Option<String> {
+    let prefix = dir.display().to_string();
+    let at = message.find(&prefix)?;
+    let rest = &message[at..];
+    let end = rest.find(|c: char| c.is_whitespace() || c == ',').unwrap_or(rest.len());
+    Some(rest[..end].trim_end_matches('.').to_owned())
+}
+
+/// The write-ahead log file the last failed recovery dropped bytes from,
+/// as the info log records it: `… /dir/000004.log: dropping 295 bytes; …`.
+fn damaged_wal_from_info_log(dir: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(dir.join("LOG")).ok()?;
+    let line = log.lines().rev().find(|line| line.contains(": dropping "))?;
+    let before = &line[..line.find(": dropping ")?];
+    let start = before.rfind("] ").map_or(0, |i| i + 2);
+    Some(before[start..].to_owned())
+}
+
+/// The write-ahead log files in `dir`, for a message when RocksDB's own
+/// did not say which one is damaged.
+fn wal_files(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".log"))
+        .collect();
+    names.sort();
+    (!names.is_empty()).then(|| format!("one of the write-ahead log files {} in {}", names.join(", "), dir.display()))
+}
+
+/// What a deep scan found in one column family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyScan {
+    pub family: String,
+    /// Keys read before the end or the damage.
+    pub keys: u64,
+    /// RocksDB's report of the damage (it names the file), if any.
+    pub damage: Option<String>,
+}
+
+/// Reads every key and value of every column family in `families` with
+/// checksum verification on and the block cache bypassed, so every data
+/// block of every live table file is read from disk and checked — what
+/// RocksDB's `VerifyChecksum` does, which rust-rocksdb does not wrap. A
+/// family whose scan fails is reported with the failure and the scan goes
+/// on with the next one. `progress` gets the family and the keys read.
+pub fn scan_every_key(db: &DB, families: &[&str], progress: &mut dyn FnMut(&str, u64)) -> Vec<FamilyScan> {
+    families
+        .iter()
+        .map(|family| {
+            let mut scan = FamilyScan { family: (*family).to_owned(), keys: 0, damage: None };
+            let mut options = ReadOptions::default();
+            options.set_verify_checksums(true);
+            options.fill_cache(false);
+            options.set_readahead_size(2 << 20);
+            let mut iter = match db.cf_handle(family) {
+                Some(cf) => db.raw_iterator_cf_opt(cf, options),
+                // A store opened without naming its families has only the default.
+                None if *family == DEFAULT_COLUMN_FAMILY_NAME => db.raw_iterator_opt(options),
+                None => {
+                    scan.damage = Some(format!("the column family {family:?} is missing"));
+                    return scan;
+                }
+            };
+            iter.seek_to_first();
+            while iter.valid() {
+                scan.keys += 1;
+                if scan.keys.is_multiple_of(65_536) {
+                    progress(family, scan.keys);
+                }
+                iter.next();
+            }
+            if let Err(e) = iter.status() {
+                scan.damage = Some(e.to_string());
+            }
+            progress(family, scan.keys);
+            scan
+        })
+        .collect()
+}
