@@ -4,6 +4,7 @@
 //! crate that may time things with the wall clock (progress bars).
 #![allow(clippy::disallowed_methods)]
 mod archive;
+mod backup;
 mod cmd;
 mod demo;
 mod inspect;
@@ -62,6 +63,11 @@ enum Command {
     Query(query::Args),
     /// The Parquet archive: run (archive closed days), verify, prune, scan.
     Archive(archive::Args),
+    /// Back up a data directory (the log and the projections) while it is
+    /// written; through the running node when one holds it.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory and verify it.
+    Restore(backup::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +102,8 @@ fn main() -> ExitCode {
             Command::Projections(args) => projections::run(args),
             Command::Query(args) => query::run(args).await,
             Command::Archive(args) => archive::run(args),
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args),
         }
     });
     match result {

@@ -1,8 +1,21 @@
 //! Durability as an operator meets it: `verify --deep` finds damage that a
-//! plain open cannot see and names the file, and a damaged projection store
-//! refuses to open with a message that says what to do.
+//! plain open cannot see and names the file; a damaged projection store
+//! refuses to open with a message that says what to do; a backup restores
+//! to a log that verifies and takes new commands, in embedded mode and from
+//! a running node, which takes the backup through its control socket while
+//! commands keep coming.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use agentlog_commands::Command as Cmd;
+use agentlog_commands::command::AllocateBudget;
+use agentlog_commands::wire::Client;
+use agentlog_tests::nats::NatsServer;
 
 fn agentlog(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
@@ -122,4 +135,129 @@ fn deep_verify_passes_a_whole_directory_and_names_each_damaged_file() {
     let human = agentlog(&["verify", "--data", path(data), "--deep"]);
     assert!(!human.status.success());
     assert!(text(&human.stdout).contains("DAMAGED wal storage"), "{}", text(&human.stdout));
+}
+
+#[test]
+fn an_embedded_backup_restores_to_a_log_that_verifies_and_takes_new_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, backups, restored) = (dir.path().join("data"), dir.path().join("backups"), dir.path().join("restored"));
+    demo(&data);
+    let head = json(&agentlog(&["stats", "--data", path(&data), "--json"]))["last_seq"].as_u64().unwrap();
+
+    let out = agentlog(&["backup", "--data", path(&data), "--to", path(&backups), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let taken = json(&out);
+    assert_eq!(taken["head_before"], head);
+    assert_eq!(taken["taken_by"], "this process");
+    assert!(taken["projections_backup_id"].is_u64(), "the projections are backed up too: {taken}");
+
+    let out = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let back = json(&out);
+    assert_eq!(back["last_seq"], head);
+    assert_eq!(back["events_verified"], head);
+    assert_eq!(back["projections_position"], head, "{back}");
+    assert!(deep_verify(&restored).0);
+
+    // A restore never overwrites a store.
+    let again = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored)]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("is not empty"), "{}", text(&again.stderr));
+
+    // The restored log takes commands; its chain continues from the backup's head.
+    let out = agentlog(&[
+        "cmd",
+        "--data",
+        path(&restored),
+        "--json",
+        "allocate_budget",
+        r#"{"budget_id": "after-restore", "amount": 5}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["first_seq"], head + 1);
+    let verified = json(&agentlog(&["verify", "--data", path(&restored), "--json"]));
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["last_seq"], head + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands_come() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, backups, restored) = (dir.path().join("data"), dir.path().join("backups"), dir.path().join("restored"));
+    let mut node = common::start(&server, &data);
+    let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
+
+    // Four producers allocate budgets until stopped; each notes the
+    // highest seq acknowledged to it.
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) || sent < 50 {
+                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("b{w}"), amount: 1 });
+                    let accepted = client.execute(&command, None).await.expect("the node accepts the command");
+                    acked.fetch_max(accepted.last_seq, Ordering::Relaxed);
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    common::eventually(Duration::from_secs(30), "200 commands acknowledged", || acked.load(Ordering::Relaxed) >= 200);
+    // What was acknowledged before the backup began, once the mirror has it.
+    let acknowledged_before = acked.load(Ordering::Relaxed);
+    common::eventually(Duration::from_secs(30), "the mirror to reach the acknowledged seq", || {
+        common::metric(&node, "agentlog_mirror_seq") >= acknowledged_before
+    });
+
+    // The node holds the store's lock: the CLI asks it through the socket.
+    let out = tokio::task::spawn_blocking({
+        let (data, backups) = (data.clone(), backups.clone());
+        move || agentlog(&["backup", "--data", path(&data), "--to", path(&backups), "--json"])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let taken = json(&out);
+    assert_eq!(taken["taken_by"], "the running node that holds it");
+    assert!(taken["head_before"].as_u64().unwrap() >= acknowledged_before, "{taken}");
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    for writer in writers {
+        sent += writer.await.unwrap();
+    }
+    assert!(acked.load(Ordering::Relaxed) > acknowledged_before, "commands went on during the backup");
+    node.terminate();
+    assert!(!common_socket(&data).exists(), "a stopped node removes its control socket");
+    let original = json(&agentlog(&["verify", "--data", path(&data), "--json"]));
+    assert_eq!(original["last_seq"].as_u64().unwrap(), sent, "one event per command");
+
+    let out = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let back = json(&out);
+    let restored_head = back["last_seq"].as_u64().unwrap();
+    assert!(restored_head >= acknowledged_before, "every event acknowledged before the backup: {back}");
+    assert!(restored_head < sent, "the backup is a point in time before the end: {back}");
+
+    // A node on the restored mirror follows the stream from the backup's
+    // head, takes commands, and ends with the same log as the original.
+    let mut revived = common::start(&server, &restored);
+    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: "after-restore".into(), amount: 1 });
+    let accepted = client.execute(&command, None).await.expect("the restored node accepts commands");
+    assert_eq!(accepted.first_seq, sent + 1);
+    revived.terminate();
+    let verified = json(&agentlog(&["verify", "--data", path(&restored), "--json"]));
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["last_seq"], sent + 1);
+    let event = |dir: &Path, seq: u64| {
+        text(&agentlog(&["tail", "--data", path(dir), "--json", "--from", &seq.to_string(), "--limit", "1"]).stdout)
+    };
+    assert_eq!(event(&restored, sent), event(&data, sent), "the chains agree where both have events");
+}
+
+fn common_socket(data: &Path) -> PathBuf {
+    agentlog_node::control::socket(data)
 }

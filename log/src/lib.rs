@@ -18,6 +18,7 @@ pub use agentlog_core::{conformance, log_conformance_tests, testing};
 /// zstd-sys features pinned in this crate's manifest).
 pub use rocksdb;
 
+pub mod backup;
 pub mod embedded;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;

@@ -76,6 +76,12 @@ impl ProjectionStore {
         rocks::scan_every_key(&self.db, &[rocksdb::DEFAULT_COLUMN_FAMILY_NAME], progress)
     }
 
+    /// Backs the store up into `dir` through RocksDB's backup engine
+    /// ([`agentlog_log::backup::create`]).
+    pub fn backup(&self, dir: &Path, keep: Option<usize>) -> Result<agentlog_log::backup::Taken> {
+        Ok(agentlog_log::backup::create(&self.db, dir, keep)?)
+    }
+
     pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(Error::storage("reading a checkpoint"))? else {
             return Ok(None);

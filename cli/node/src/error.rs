@@ -24,6 +24,15 @@ pub enum Error {
     )]
     Listen { addr: String, source: std::io::Error },
 
+    #[error(
+        "cannot reach the node that holds this data directory through {}: {reason}; is it an agentlog serve of this version? Otherwise stop the process that holds the store and run the command again",
+        socket.display()
+    )]
+    Control { socket: std::path::PathBuf, reason: String },
+
+    #[error("the node refused the backup: {reason}")]
+    BackupRefused { reason: String },
+
     #[error("cannot record metrics: {reason}")]
     Metrics { reason: String },
 }
@@ -34,7 +43,11 @@ impl Error {
             Error::Config { .. } => Kind::Invalid,
             Error::Log(e) => e.kind(),
             Error::Projections(e) => e.kind(),
-            Error::Subscribe { .. } | Error::Listen { .. } | Error::Metrics { .. } => Kind::Platform,
+            Error::Subscribe { .. }
+            | Error::Listen { .. }
+            | Error::Control { .. }
+            | Error::BackupRefused { .. }
+            | Error::Metrics { .. } => Kind::Platform,
         }
     }
 }

@@ -13,7 +13,9 @@
 //! subscription ended, a panic — logged with its cause, `/ready` answers
 //! 503 naming the component, the node drains and [`Node::run`] says why, so
 //! the process exits non-zero instead of answering on a broken state.
+pub mod backup;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -90,12 +92,18 @@ pub struct Node {
     views: Arc<Views>,
     drain_timeout: Duration,
     http: Option<tokio::task::JoinHandle<()>>,
+    control: Option<tokio::task::JoinHandle<()>>,
+    control_socket: std::path::PathBuf,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(http) = self.http.take() {
             http.abort();
+        }
+        if let Some(control) = self.control.take() {
+            control.abort();
+            let _ = std::fs::remove_file(&self.control_socket);
         }
     }
 }
@@ -188,7 +196,7 @@ impl Node {
         }
         let clock: Arc<dyn Clock> = clock;
         let handler = Arc::new(Handler::new(log.clone(), clock.clone(), ids));
-        let projections = ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?;
+        let projections = Arc::new(ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?);
         let views = Arc::new(Views::load(&projections, &**log.store())?);
 
         // Bind everything before spawning anything: once `start` returns,
@@ -207,6 +215,7 @@ impl Node {
             ),
         };
         let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let control = control::bind(&config.data)?;
 
         let (stop, stopped) = watch::channel(false);
         let health = Arc::new(Health::default());
@@ -220,6 +229,8 @@ impl Node {
             views: views.clone(),
             drain_timeout: Duration::from_secs(config.shutdown.drain_timeout_seconds),
             http: None,
+            control: None,
+            control_socket: control::socket(&config.data),
         };
 
         // The mirror: ready once it has what the stream held at start;
@@ -284,7 +295,7 @@ impl Node {
         // The views follow this node's mirror; their worker failing is fatal.
         health.set("projections", State::Ready);
         node.supervise("projections", {
-            let (log, views, stopped) = (log.clone(), views.clone(), stopped.clone());
+            let (log, views, projections, stopped) = (log.clone(), views.clone(), projections.clone(), stopped.clone());
             async move {
                 agentlog_projections::follow(&*log, &views, &projections, stopped).await.map_err(|e| e.to_string())
             }
@@ -347,6 +358,11 @@ impl Node {
             tokio::spawn(http::serve(listener, endpoints))
         });
 
+        // The control socket (backups through this node's own handles), like
+        // HTTP, is not drained and ends last.
+        let stores = control::Stores { wal: log.store().clone(), projections };
+        node.control = Some(tokio::spawn(control::serve(control, Arc::new(stores))));
+
         // Readiness as it changes, in the log.
         node.supervise("readiness", {
             let (health, mut stopped) = (health.clone(), stopped.clone());
@@ -376,6 +392,7 @@ impl Node {
             data = %config.data.display(),
             stream = %config.stream.name,
             http = %http_addr.map_or("off".to_owned(), |a| a.to_string()),
+            control = %control::socket(&config.data).display(),
             mirror_seq = head.last_seq,
         );
         Ok(node)

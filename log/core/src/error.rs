@@ -81,6 +81,9 @@ pub enum Error {
     #[error("no agentlog data at {}: run `agentlog demo --data {}` to create some, or pass the right --data", path.display(), path.display())]
     NotFound { path: PathBuf },
 
+    #[error("there is no {wanted} in {}: list what it holds with `agentlog backup --list --to {}`", path.display(), path.display())]
+    NoBackup { path: PathBuf, wanted: String },
+
     #[error("the data directory {} is in use by another agentlog process (its LOCK is held); stop that process or use another --data", path.display())]
     Locked { path: PathBuf },
 
@@ -120,6 +123,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::Malformed { .. }
             | Error::NotFound { .. }
+            | Error::NoBackup { .. }
             | Error::Pruned { .. }
             | Error::UnsafeStream { .. } => Kind::Invalid,
             Error::Storage { .. }

@@ -432,6 +432,12 @@ impl Store {
         crate::rocks::scan_every_key(&self.db, &families, progress)
     }
 
+    /// Backs the store up into `dir` through RocksDB's backup engine, while
+    /// writes go on ([`crate::backup::create`]).
+    pub fn backup(&self, dir: &Path, keep: Option<usize>) -> Result<crate::backup::Taken> {
+        crate::backup::create(&self.db, dir, keep)
+    }
+
     /// Writes every buffered WAL byte to disk.
     pub fn sync_wal(&self) -> Result<()> {
         Faults::inject(&self.faults.fail_syncs, "syncing the WAL")?;
