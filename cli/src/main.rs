@@ -8,6 +8,7 @@ mod backup;
 mod cmd;
 mod demo;
 mod inspect;
+mod mirror;
 mod progress;
 mod projections;
 mod query;
@@ -68,6 +69,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory and verify it.
     Restore(backup::RestoreArgs),
+    /// A distributed node's mirror: rebuild it from the JetStream stream.
+    Mirror(mirror::Args),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             Command::Archive(args) => archive::run(args),
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args),
+            Command::Mirror(args) => mirror::run(args).await,
         }
     });
     match result {

@@ -188,8 +188,8 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
     let mut node = common::start(&server, &data);
     let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
 
-    // Four producers allocate budgets until stopped; each notes the
-    // highest seq acknowledged to it.
+    // Four producers allocate budgets until stopped, each command with its
+    // idempotency key; they note the highest seq acknowledged to them.
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -198,7 +198,8 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
                 let mut sent = 0u64;
                 while !stop.load(Ordering::Relaxed) || sent < 50 {
                     let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("b{w}"), amount: 1 });
-                    let accepted = client.execute(&command, None).await.expect("the node accepts the command");
+                    let key = format!("w{w}-{sent}");
+                    let accepted = client.execute(&command, Some(&key)).await.expect("the node accepts the command");
                     acked.fetch_max(accepted.last_seq, Ordering::Relaxed);
                     sent += 1;
                 }
@@ -256,6 +257,35 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
         text(&agentlog(&["tail", "--data", path(dir), "--json", "--from", &seq.to_string(), "--limit", "1"]).stdout)
     };
     assert_eq!(event(&restored, sent), event(&data, sent), "the chains agree where both have events");
+
+    // A mirror rebuilt from the stream alone holds what the restored and
+    // continued one holds, key for key in every column family.
+    let rebuilt = dir.path().join("rebuilt");
+    let out = agentlog(&["mirror", "rebuild", "--nats", &server.url(), "--data", path(&rebuilt), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = json(&out);
+    assert_eq!(report["last_seq"], sent + 1);
+    assert_eq!(report["events_verified"], sent + 1);
+    assert_eq!(contents(&rebuilt), contents(&restored));
+    let again = agentlog(&["mirror", "rebuild", "--nats", &server.url(), "--data", path(&rebuilt)]);
+    assert!(!again.status.success(), "a rebuild never writes over a store");
+    assert!(text(&again.stderr).contains("move it aside"), "{}", text(&again.stderr));
+}
+
+/// Every key and value of every column family of the WAL at `dir`.
+fn contents(dir: &Path) -> Vec<(String, Vec<(Box<[u8]>, Box<[u8]>)>)> {
+    use agentlog_log::rocksdb::{DB, IteratorMode, Options};
+    let families = DB::list_cf(&Options::default(), dir).unwrap();
+    let db = DB::open_cf_for_read_only(&Options::default(), dir, &families, false).unwrap();
+    let mut all = Vec::new();
+    for family in &families {
+        let cf = db.cf_handle(family).unwrap();
+        let pairs: Vec<_> = db.iterator_cf(cf, IteratorMode::Start).map(Result::unwrap).collect();
+        assert!(family == "default" || !pairs.is_empty(), "{family} holds keys");
+        all.push((family.clone(), pairs));
+    }
+    all.sort();
+    all
 }
 
 fn common_socket(data: &Path) -> PathBuf {

@@ -21,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod nightly;
+pub mod rebuild;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -152,7 +153,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn open_log(config: &Config) -> Result<JetStreamLog> {
+pub(crate) async fn open_log(config: &Config) -> Result<JetStreamLog> {
     let mut options = Options::new(&config.nats.url, &config.data);
     options.stream = config.stream.name.clone();
     options.replicas = config.stream.replicas;
