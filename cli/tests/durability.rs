@@ -272,8 +272,11 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
     assert!(text(&again.stderr).contains("move it aside"), "{}", text(&again.stderr));
 }
 
+/// A column family's name and every key and value in it.
+type Family = (String, Vec<(Box<[u8]>, Box<[u8]>)>);
+
 /// Every key and value of every column family of the WAL at `dir`.
-fn contents(dir: &Path) -> Vec<(String, Vec<(Box<[u8]>, Box<[u8]>)>)> {
+fn contents(dir: &Path) -> Vec<Family> {
     use agentlog_log::rocksdb::{DB, IteratorMode, Options};
     let families = DB::list_cf(&Options::default(), dir).unwrap();
     let db = DB::open_cf_for_read_only(&Options::default(), dir, &families, false).unwrap();

@@ -12,7 +12,7 @@ use agentlog_log::wal::Store;
 use anyhow::{Context, bail};
 
 /// Total size of the files under `dir`, skipping the directories named.
-fn size_of(dir: &Path, skip: &[&str]) -> anyhow::Result<u64> {
+pub(crate) fn size_of(dir: &Path, skip: &[&str]) -> anyhow::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

@@ -11,6 +11,7 @@
 mod archive;
 mod distributed;
 mod projections;
+mod recovery;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -60,6 +61,14 @@ pub struct Args {
     /// event, against DuckDB writing the same rows (python3 with duckdb).
     #[arg(long, conflicts_with_all = ["projections", "distributed"])]
     archive: bool,
+    /// Measure disaster recovery instead: backup (full and incremental),
+    /// restore and the deep check at a quarter, half and all of
+    /// --recovery-events.
+    #[arg(long, conflicts_with_all = ["projections", "distributed", "archive"])]
+    recovery: bool,
+    /// The largest log --recovery measures.
+    #[arg(long, default_value_t = 1_000_000)]
+    recovery_events: u64,
     /// With --projections or --archive: an existing log (a data directory)
     /// instead of the simulation's.
     #[arg(long)]
@@ -111,6 +120,11 @@ fn median(runs: impl IntoIterator<Item = anyhow::Result<f64>>) -> anyhow::Result
     let mut rates = runs.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
     rates.sort_by(f64::total_cmp);
     rates.get(rates.len() / 2).copied().context("at least one run")
+}
+
+/// Total size of the files under `dir`, recursively.
+pub(crate) fn tree_size(dir: &Path) -> anyhow::Result<u64> {
+    crate::archive::size_of(dir, &[])
 }
 
 /// Raw RocksDB: `batch` events per `WriteBatch`, pre-encoded. With
@@ -284,6 +298,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.archive {
         crate::archive::run(args.data.as_deref(), args.events, args.dir.as_deref(), args.json).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.recovery {
+        crate::recovery::run(args.recovery_events, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.projections {
