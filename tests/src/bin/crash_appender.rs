@@ -2,7 +2,8 @@
 //! events from several concurrent producers to the embedded log in the
 //! directory given as the first argument, and prints one line per
 //! acknowledged append — `ack <stream> <first_seq> <last_seq> <version>` —
-//! until it is killed.
+//! until it is killed. A third argument `nosync` runs the log with sync
+//! off (acknowledged once written to the OS, before any fsync).
 use std::io::Write;
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use agentlog_log::{AppendRequest, EmbeddedLog, ExpectedVersion, Log, Options};
 async fn main() {
     let dir = std::env::args().nth(1).expect("usage: crash_appender DIR RUN");
     let run: u64 = std::env::args().nth(2).and_then(|r| r.parse().ok()).expect("usage: crash_appender DIR RUN");
-    let log = Arc::new(EmbeddedLog::open(std::path::Path::new(&dir), Options::default()).expect("open"));
+    let sync = std::env::args().nth(3).as_deref() != Some("nosync");
+    let log =
+        Arc::new(EmbeddedLog::open(std::path::Path::new(&dir), Options { sync, ..Options::default() }).expect("open"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for producer in 0..8u64 {
         let (log, tx) = (log.clone(), tx.clone());
