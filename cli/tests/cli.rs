@@ -239,7 +239,8 @@ fn a_missing_locked_or_corrupt_data_dir_gets_a_clear_message() {
         let out = agentlog(&[command, "--data", corrupt.to_str().unwrap()]);
         assert!(!out.status.success());
         let said = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(said.contains("damaged or not an agentlog store"), "{command}: {said}");
+        assert!(said.contains("is damaged"), "{command}: {said}");
+        assert!(said.contains(&format!("{}/CURRENT", corrupt.display())), "{command} names the file: {said}");
         assert!(!said.contains("panicked"));
     }
 }

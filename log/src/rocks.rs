@@ -42,6 +42,7 @@ pub fn open_failure(dir: &Path, err: &rocksdb::Error) -> OpenFailure {
         return OpenFailure::Other(message);
     }
     let file = named_file(dir, &message)
+        .or_else(|| message.contains("CURRENT file").then(|| dir.join("CURRENT").display().to_string()))
         .or_else(|| damaged_wal_from_info_log(dir))
         .unwrap_or_else(|| wal_files(dir).unwrap_or_else(|| dir.display().to_string()));
     OpenFailure::Damaged { file, reason: message }
