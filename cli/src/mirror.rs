@@ -1,15 +1,14 @@
 //! `agentlog mirror rebuild`: recreates a node's mirror from the JetStream
 //! stream (agentlog_node::rebuild), then verifies it.
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use agentlog_log::chain::to_hex;
 use agentlog_log::wal::{self, Store};
-use agentlog_node::Config;
 use anyhow::Context;
 
 use crate::progress;
+use crate::serve::NodeArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,29 +21,18 @@ enum Sub {
     /// Recreate the mirror in a new --data directory from the stream, for
     /// a node whose mirror was lost or damaged (stop the node first).
     Rebuild {
-        /// The node's configuration file (TOML), as `serve` reads it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The NATS server or cluster member (`nats.url`).
-        #[arg(long)]
-        nats: Option<String>,
-        /// The new data directory (must not hold a store).
-        #[arg(long)]
-        data: Option<PathBuf>,
+        /// As `serve` takes them; `--data` is the new directory (it must not
+        /// hold a store).
+        #[command(flatten)]
+        node: NodeArgs,
         #[arg(long)]
         json: bool,
     },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Sub::Rebuild { config, nats, data, json } = args.command;
-    let mut config = Config::load(config.as_deref(), |name| std::env::var(name).ok())?;
-    if let Some(url) = nats {
-        config.nats.url = url;
-    }
-    if let Some(data) = data {
-        config.data = data;
-    }
+    let Sub::Rebuild { node, json } = args.command;
+    let config = node.load()?;
     let started = Instant::now();
     let bar = progress::bar(0, "mirroring", json);
     let head = agentlog_node::rebuild::rebuild_mirror(&config, &mut |done, total| {

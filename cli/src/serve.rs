@@ -10,10 +10,11 @@ use agentlog_log::{HybridClock, RandomIdGen};
 use agentlog_node::{Config, Exit, Node};
 use anyhow::Context;
 
-/// Each flag overrides the configuration file and the environment
-/// (docs/CONFIG.md).
+/// Where a node's configuration comes from: the file, the environment, and
+/// these flags over both (docs/CONFIG.md). `serve` and `mirror rebuild`
+/// read it alike.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct NodeArgs {
     /// The configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -23,6 +24,27 @@ pub struct Args {
     /// The node's data directory: its mirror of the stream (`data`).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    pub fn load(self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref(), |name| std::env::var(name).ok())?;
+        if let Some(url) = self.nats {
+            config.nats.url = url;
+        }
+        if let Some(data) = self.data {
+            config.data = data;
+        }
+        Ok(config)
+    }
+}
+
+/// Each flag overrides the configuration file and the environment
+/// (docs/CONFIG.md).
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    node: NodeArgs,
     /// Where to serve /health, /ready and /metrics, or `off` (`http`).
     #[arg(long)]
     http: Option<String>,
@@ -43,13 +65,7 @@ fn init_logs() {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
-    if let Some(url) = args.nats {
-        config.nats.url = url;
-    }
-    if let Some(data) = args.data {
-        config.data = data;
-    }
+    let mut config = args.node.load()?;
     if let Some(http) = args.http {
         config.http = http;
     }

@@ -56,7 +56,7 @@ pub struct Stores {
 /// holds the store's lock, so no other node is using it.
 pub fn bind(data: &Path) -> Result<UnixListener> {
     let path = socket(data);
-    let failed = |source: std::io::Error| Error::Listen { addr: path.display().to_string(), source };
+    let failed = |source: std::io::Error| Error::ControlSocket { path: path.clone(), source };
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

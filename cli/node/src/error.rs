@@ -25,6 +25,12 @@ pub enum Error {
     Listen { addr: String, source: std::io::Error },
 
     #[error(
+        "cannot create the control socket {}: {source}; the data directory must be writable and its path short enough for a Unix socket (about 100 bytes)",
+        path.display()
+    )]
+    ControlSocket { path: std::path::PathBuf, source: std::io::Error },
+
+    #[error(
         "cannot reach the node that holds this data directory through {}: {reason}; is it an agentlog serve of this version? Otherwise stop the process that holds the store and run the command again",
         socket.display()
     )]
@@ -46,6 +52,7 @@ impl Error {
             Error::Subscribe { .. }
             | Error::Listen { .. }
             | Error::Control { .. }
+            | Error::ControlSocket { .. }
             | Error::BackupRefused { .. }
             | Error::Metrics { .. } => Kind::Platform,
         }
