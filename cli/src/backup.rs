@@ -90,7 +90,7 @@ fn print_backup(args: &BackupArgs, to: &std::path::Path, report: &Report, throug
     println!(
         "  log {:.1} MB in {} files; projections {}",
         report.log_bytes as f64 / 1e6,
-        report.log_files,
+        report.log_file_count,
         match report.projections_backup_id {
             Some(id) => format!("{:.1} MB (backup {id})", report.projections_bytes as f64 / 1e6),
             None => "none yet".to_owned(),
@@ -109,7 +109,14 @@ fn list(to: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let rows: Vec<serde_json::Value> = taken
             .iter()
-            .map(|t| serde_json::json!({"backup_id": t.id, "taken_at": t.timestamp, "bytes": t.size, "files": t.files}))
+            .map(|t| {
+                serde_json::json!({
+                    "backup_id": t.id,
+                    "taken_at_unix_seconds": t.taken_at_unix_seconds,
+                    "size_bytes": t.size_bytes,
+                    "file_count": t.file_count,
+                })
+            })
             .collect();
         println!("{}", serde_json::json!({ "backups": rows }));
         return Ok(ExitCode::SUCCESS);
@@ -121,9 +128,9 @@ fn list(to: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "backup {:>4}  taken at {} (Unix s)  {:.1} MB in {} files",
             t.id,
-            t.timestamp,
-            t.size as f64 / 1e6,
-            t.files
+            t.taken_at_unix_seconds,
+            t.size_bytes as f64 / 1e6,
+            t.file_count
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if json {
         let out = serde_json::json!({
             "data": config.data,
+            "stream": config.stream.name,
             "last_seq": head.last_seq,
             "head_hash": to_hex(&head.hash),
             "events_verified": report.events,
@@ -58,8 +59,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{out}");
     } else {
         println!(
-            "rebuilt the mirror in {} from the stream in {mirrored:.2} s: {} events, verified (seqs continuous, hash chain intact up to head {}) in {seconds:.2} s in all",
+            "rebuilt the mirror in {} from the stream {} in {mirrored:.2} s: {} events, verified (seqs continuous, hash chain intact up to head {}) in {seconds:.2} s in all",
             config.data.display(),
+            config.stream.name,
             head.last_seq,
             to_hex(&head.hash)
         );

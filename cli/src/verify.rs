@@ -65,6 +65,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(agentlog_log::Error::Corrupt { seq, reason }) => Ok(report_damage(&args, Some(seq), &reason)),
+        Err(e @ agentlog_log::Error::Damaged { .. }) => Ok(report_damage(&args, None, &e.to_string())),
         Err(other) => Err(other.into()),
     }
 }
@@ -91,10 +92,29 @@ fn report_damage(args: &VerifyArgs, seq: Option<u64>, reason: &str) -> ExitCode 
     ExitCode::FAILURE
 }
 
+/// What one check of a deep verify found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Damaged,
+    /// Not made, and why is in the detail; not a failure.
+    Skipped,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Damaged => "DAMAGED",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// One check of a deep verify and what it found.
 struct Check {
     name: &'static str,
-    ok: bool,
+    outcome: Outcome,
     detail: String,
 }
 
@@ -106,10 +126,18 @@ struct Checks {
 
 impl Checks {
     fn record(&mut self, name: &'static str, ok: bool, detail: String) {
+        self.push(name, if ok { Outcome::Ok } else { Outcome::Damaged }, detail);
+    }
+
+    fn skip(&mut self, name: &'static str, why: String) {
+        self.push(name, Outcome::Skipped, why);
+    }
+
+    fn push(&mut self, name: &'static str, outcome: Outcome, detail: String) {
         if !self.json {
-            println!("{:<7} {name:<19} {detail}", if ok { "ok" } else { "DAMAGED" });
+            println!("{:<7} {name:<19} {detail}", outcome.label());
         }
-        self.done.push(Check { name, ok, detail });
+        self.done.push(Check { name, outcome, detail });
     }
 
     fn storage(&mut self, name: &'static str, scans: &[FamilyScan]) -> bool {
@@ -128,12 +156,19 @@ impl Checks {
     }
 
     fn finish(self) -> ExitCode {
-        let ok = self.done.iter().all(|c| c.ok);
+        let ok = self.done.iter().all(|c| c.outcome != Outcome::Damaged);
         if self.json {
             let checks: Vec<serde_json::Value> = self
                 .done
                 .iter()
-                .map(|c| serde_json::json!({ "check": c.name, "ok": c.ok, "detail": c.detail }))
+                .map(|c| {
+                    serde_json::json!({
+                        "check": c.name,
+                        "ok": c.outcome != Outcome::Damaged,
+                        "skipped": c.outcome == Outcome::Skipped,
+                        "detail": c.detail,
+                    })
+                })
                 .collect();
             println!("{}", serde_json::json!({ "ok": ok, "deep": true, "checks": checks }));
         } else if !ok {
@@ -150,6 +185,7 @@ fn deep(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(wal) => wal,
         Err(e @ (agentlog_log::Error::CorruptStore { .. } | agentlog_log::Error::Damaged { .. })) => {
             checks.record("wal open", false, e.to_string());
+            checks.skip("projections", "not compared: the log cannot be opened".into());
             return Ok(checks.finish());
         }
         Err(e) => return Err(e.into()),
@@ -183,21 +219,36 @@ fn deep(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     };
 
     match ProjectionStore::open_read_only(&store::dir(data)) {
-        Ok(None) => checks.record("projections", true, "none saved yet, nothing to compare".into()),
+        Ok(None) => checks.skip("projections", "none saved yet, nothing to compare".into()),
         Err(e) => checks.record("projection storage", false, e.to_string()),
         Ok(Some(projections)) => {
             let scans = projections.deep_scan(&mut |_, _| {});
-            if checks.storage("projection storage", &scans) && storage_ok && chain_whole {
-                let bar = progress::bar(0, "folding", quiet);
-                let compared = projections::compare(&wal, Some(&projections));
-                bar.finish_and_clear();
-                match compared {
-                    Ok(compared) => {
-                        for c in compared {
-                            checks.record("projections", c.ok(), c.describe());
+            let projection_storage_ok = checks.storage("projection storage", &scans);
+            match wal.pruned_through()? {
+                _ if !(projection_storage_ok && storage_ok && chain_whole) => checks.skip(
+                    "projections",
+                    "not compared: the storage or the chain above is damaged, and the views fold from it".into(),
+                ),
+                // The views fold from seq 1, which a pruned WAL no longer has.
+                Some(pruned) => checks.skip(
+                    "projections",
+                    format!(
+                        "not compared: the WAL is pruned through seq {} and the views fold from seq 1 (the archive holds the rest)",
+                        pruned.seq
+                    ),
+                ),
+                None => {
+                    let bar = progress::bar(0, "folding", quiet);
+                    let compared = projections::compare(&wal, Some(&projections));
+                    bar.finish_and_clear();
+                    match compared {
+                        Ok(compared) => {
+                            for c in compared {
+                                checks.record("projections", c.ok(), c.describe());
+                            }
                         }
+                        Err(e) => checks.record("projections", false, format!("{e:#}")),
                     }
-                    Err(e) => checks.record("projections", false, format!("{e:#}")),
                 }
             }
         }
@@ -231,7 +282,10 @@ fn deep(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else if args.archive.is_some() {
         checks.record("archive", false, format!("there is no archive at {}", archive.display()));
     } else {
-        checks.record("archive", true, format!("none at {}, nothing to check", archive.display()));
+        checks.skip(
+            "archive",
+            format!("none at {} (a node whose archive.dir is elsewhere: pass --archive DIR)", archive.display()),
+        );
     }
     Ok(checks.finish())
 }

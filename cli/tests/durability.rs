@@ -92,6 +92,7 @@ fn deep_verify_passes_a_whole_directory_and_names_each_damaged_file() {
     assert!(ok, "{report}");
     for name in ["wal storage", "wal chain", "projection storage", "projections", "archive"] {
         assert_eq!(check(&report, name)["ok"], true, "{name}: {report}");
+        assert_eq!(check(&report, name)["skipped"], false, "{name}: {report}");
     }
     assert!(check(&report, "archive")["detail"].as_str().unwrap().contains("agreeing with the WAL"));
 
@@ -138,6 +139,27 @@ fn deep_verify_passes_a_whole_directory_and_names_each_damaged_file() {
 }
 
 #[test]
+fn deep_verify_after_a_prune_skips_only_the_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    demo(data);
+    let archived = agentlog(&["archive", "run", "--data", path(data)]);
+    assert!(archived.status.success(), "{}", text(&archived.stderr));
+    // After a prune the views cannot be refolded from the WAL alone: that
+    // check is skipped, said why, and the directory is still whole.
+    let archive = json(&agentlog(&["archive", "verify", "--data", path(data), "--json"]));
+    let last_day = archive["last_day"].as_str().unwrap().to_owned();
+    let pruned = agentlog(&["archive", "prune", "--data", path(data), "--before", &last_day]);
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    let (ok, report) = deep_verify(data);
+    assert!(ok, "a pruned directory is whole: {report}");
+    assert_eq!(check(&report, "projections")["skipped"], true, "{report}");
+    assert!(check(&report, "projections")["detail"].as_str().unwrap().contains("pruned"), "{report}");
+    assert_eq!(check(&report, "archive")["ok"], true, "{report}");
+    assert_eq!(check(&report, "wal chain")["ok"], true, "{report}");
+}
+
+#[test]
 fn an_embedded_backup_restores_to_a_log_that_verifies_and_takes_new_commands() {
     let dir = tempfile::tempdir().unwrap();
     let (data, backups, restored) = (dir.path().join("data"), dir.path().join("backups"), dir.path().join("restored"));
@@ -158,6 +180,20 @@ fn an_embedded_backup_restores_to_a_log_that_verifies_and_takes_new_commands() {
     assert_eq!(back["events_verified"], head);
     assert_eq!(back["projections_position"], head, "{back}");
     assert!(deep_verify(&restored).0);
+
+    // An older backup brings back the projections taken with it, even when
+    // a newer projections backup was taken in the same second.
+    let out = agentlog(&["cmd", "--data", path(&data), "allocate_budget", r#"{"budget_id": "later", "amount": 1}"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let projections = agentlog(&["projections", "rebuild", "--data", path(&data)]);
+    assert!(projections.status.success(), "{}", text(&projections.stderr));
+    let second = json(&agentlog(&["backup", "--data", path(&data), "--to", path(&backups), "--json"]));
+    assert_eq!(second["head_before"], head + 1);
+    let older = dir.path().join("older");
+    let out = agentlog(&["restore", "--from", path(&backups), "--to", path(&older), "--backup-id", "1", "--json"]);
+    let back_then = json(&out);
+    assert_eq!(back_then["last_seq"], head);
+    assert_eq!(back_then["projections_position"], head, "{back_then}");
 
     // A restore never overwrites a store.
     let again = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored)]);
@@ -208,11 +244,10 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
         })
         .collect();
     common::eventually(Duration::from_secs(30), "200 commands acknowledged", || acked.load(Ordering::Relaxed) >= 200);
-    // What was acknowledged before the backup began, once the mirror has it.
+    // A node's backup holds what its mirror held when the backup began (the
+    // stream has the rest): read the mirror's head just before asking.
+    let mirrored_before = common::metric(&node, "agentlog_mirror_seq");
     let acknowledged_before = acked.load(Ordering::Relaxed);
-    common::eventually(Duration::from_secs(30), "the mirror to reach the acknowledged seq", || {
-        common::metric(&node, "agentlog_mirror_seq") >= acknowledged_before
-    });
 
     // The node holds the store's lock: the CLI asks it through the socket.
     let out = tokio::task::spawn_blocking({
@@ -224,23 +259,31 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
     assert!(out.status.success(), "{}", text(&out.stderr));
     let taken = json(&out);
     assert_eq!(taken["taken_by"], "the running node that holds it");
-    assert!(taken["head_before"].as_u64().unwrap() >= acknowledged_before, "{taken}");
+    assert!(taken["head_before"].as_u64().unwrap() >= mirrored_before, "{taken}");
     stop.store(true, Ordering::Relaxed);
     let mut sent = 0;
     for writer in writers {
         sent += writer.await.unwrap();
     }
     assert!(acked.load(Ordering::Relaxed) > acknowledged_before, "commands went on during the backup");
+    // A node killed outright leaves its socket behind; the next start
+    // replaces it, and a stopped node removes it.
+    node.kill();
+    assert!(common_socket(&data).exists(), "SIGKILL leaves the socket");
+    let mut node = common::start(&server, &data);
+    let out = agentlog(&["backup", "--data", path(&data), "--to", path(&backups), "--json"]);
+    assert!(out.status.success(), "the restarted node answers on its socket: {}", text(&out.stderr));
+    assert_eq!(json(&out)["kept"], serde_json::json!([1, 2]));
     node.terminate();
     assert!(!common_socket(&data).exists(), "a stopped node removes its control socket");
     let original = json(&agentlog(&["verify", "--data", path(&data), "--json"]));
     assert_eq!(original["last_seq"].as_u64().unwrap(), sent, "one event per command");
 
-    let out = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored), "--json"]);
+    let out = agentlog(&["restore", "--from", path(&backups), "--to", path(&restored), "--backup-id", "1", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let back = json(&out);
     let restored_head = back["last_seq"].as_u64().unwrap();
-    assert!(restored_head >= acknowledged_before, "every event acknowledged before the backup: {back}");
+    assert!(restored_head >= mirrored_before, "everything the mirror held when the backup began: {back}");
     assert!(restored_head < sent, "the backup is a point in time before the end: {back}");
 
     // A node on the restored mirror follows the stream from the backup's
@@ -270,6 +313,34 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
     let again = agentlog(&["mirror", "rebuild", "--nats", &server.url(), "--data", path(&rebuilt)]);
     assert!(!again.status.success(), "a rebuild never writes over a store");
     assert!(text(&again.stderr).contains("move it aside"), "{}", text(&again.stderr));
+    let elsewhere = agentlog(&[
+        "mirror",
+        "rebuild",
+        "--nats",
+        &server.url(),
+        "--data",
+        path(&dir.path().join("other")),
+        "--config",
+        path(&write_config(dir.path(), "[stream]\nname = \"NOT_THERE\"\n")),
+    ]);
+    assert!(!elsewhere.status.success(), "a rebuild never creates a stream");
+    assert!(text(&elsewhere.stderr).contains("no JetStream stream NOT_THERE"), "{}", text(&elsewhere.stderr));
+
+    // A data directory whose path is too long for a Unix socket: the node
+    // says so instead of starting without its control socket.
+    let long = dir.path().join("d".repeat(120));
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["serve", "--nats", &server.url(), "--http", "off", "--data", path(&long)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot create the control socket"), "{}", text(&out.stderr));
+}
+
+fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let file = dir.join("node.toml");
+    std::fs::write(&file, toml).unwrap();
+    file
 }
 
 /// A column family's name and every key and value in it.

@@ -28,24 +28,38 @@ pub enum OpenFailure {
     Other(String),
 }
 
-/// Reads an open failure of the store at `dir`. RocksDB names the file
-/// when a MANIFEST or table file is damaged, but not when its write-ahead
-/// log is: then the file is read from the store's info log (`LOG`), where
-/// recovery wrote which file it was dropping bytes from.
+/// Reads an open failure of the store at `dir`, by RocksDB's error kind
+/// first: damage is damage whatever its message says.
 pub fn open_failure(dir: &Path, err: &rocksdb::Error) -> OpenFailure {
+    if let Some(file) = damaged_file(dir, err) {
+        return OpenFailure::Damaged { file, reason: err.to_string() };
+    }
     let message = err.to_string();
     let lowered = message.to_lowercase();
-    if lowered.contains("lock") && (lowered.contains("temporarily") || lowered.contains("hold")) {
+    let lock = dir.join("LOCK").display().to_string().to_lowercase();
+    let held = lowered.contains("temporarily unavailable") || lowered.contains("lock hold by current process");
+    if err.kind() == ErrorKind::IOError && lowered.contains(&lock) && held {
         return OpenFailure::Locked;
     }
+    OpenFailure::Other(message)
+}
+
+/// The damaged file `err` is about, when it reports damage (RocksDB's
+/// `Corruption`) in the store at `dir`. RocksDB names the file when a
+/// MANIFEST or table file is damaged, but not when its write-ahead log is:
+/// then the file is read from the store's info log (`LOG`), where recovery
+/// wrote which file it was dropping bytes from.
+pub fn damaged_file(dir: &Path, err: &rocksdb::Error) -> Option<String> {
     if err.kind() != ErrorKind::Corruption {
-        return OpenFailure::Other(message);
+        return None;
     }
-    let file = named_file(dir, &message)
-        .or_else(|| message.contains("CURRENT file").then(|| dir.join("CURRENT").display().to_string()))
-        .or_else(|| damaged_wal_from_info_log(dir))
-        .unwrap_or_else(|| wal_files(dir).unwrap_or_else(|| dir.display().to_string()));
-    OpenFailure::Damaged { file, reason: message }
+    let message = err.to_string();
+    Some(
+        named_file(dir, &message)
+            .or_else(|| message.contains("CURRENT file").then(|| dir.join("CURRENT").display().to_string()))
+            .or_else(|| damaged_wal_from_info_log(dir))
+            .unwrap_or_else(|| wal_files(dir).unwrap_or_else(|| dir.display().to_string())),
+    )
 }
 
 /// The path of a file inside `dir` that `message` names, if any.
@@ -67,8 +81,10 @@ fn damaged_wal_from_info_log(dir: &Path) -> Option<String> {
     Some(before[start..].to_owned())
 }
 
-/// The write-ahead log files in `dir`, for a message when RocksDB's own
-/// did not say which one is damaged.
+/// The write-ahead log files in `dir`, when RocksDB did not say which file
+/// is damaged and the info log does not either (a read-only open writes
+/// none). RocksDB names a damaged MANIFEST or table file itself, so an
+/// unnamed damage is in a write-ahead log: with one such file, that one.
 fn wal_files(dir: &Path) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .ok()?
@@ -76,7 +92,11 @@ fn wal_files(dir: &Path) -> Option<String> {
         .filter(|name| name.ends_with(".log"))
         .collect();
     names.sort();
-    (!names.is_empty()).then(|| format!("one of the write-ahead log files {} in {}", names.join(", "), dir.display()))
+    match names.as_slice() {
+        [] => None,
+        [one] => Some(dir.join(one).display().to_string()),
+        several => Some(format!("one of the write-ahead log files {} in {}", several.join(", "), dir.display())),
+    }
 }
 
 /// What a deep scan found in one column family.

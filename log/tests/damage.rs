@@ -54,19 +54,22 @@ fn overwrite(file: &Path, at: usize) {
     std::fs::write(file, bytes).unwrap();
 }
 
-/// Both opens fail with `Damaged` naming `file`, and the files are left as
-/// they were: nothing was appended or repaired.
+/// Both opens fail with `Damaged` naming `file` — the read-only one first,
+/// so it names the file by itself — and the files are left as they were:
+/// nothing was appended or repaired.
 fn assert_refused(dir: &Path, file: &Path) {
     let before = std::fs::read(file).unwrap();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     for (how, result) in
-        [("read-write", Store::open(dir, StoreOptions::default())), ("read-only", Store::open_read_only(dir))]
+        [("read-only", Store::open_read_only(dir)), ("read-write", Store::open(dir, StoreOptions::default()))]
     {
         match result {
             Err(e @ Error::Damaged { .. }) => {
                 let message = e.to_string();
-                assert!(message.contains(&name), "{how}: the error names {name}: {message}");
+                assert!(message.contains(&dir.join(&name).display().to_string()), "{how}: names {name}: {message}");
+                assert!(!message.contains("one of the"), "{how}: names the one file, not candidates: {message}");
                 assert!(message.contains("agentlog restore"), "{how}: the error says what to do: {message}");
+                assert!(!e.is_retryable(), "{how}: damage is not worth a retry");
             }
             other => panic!("{how}: a damaged {name} must refuse the open, got {other:?}"),
         }
@@ -135,6 +138,8 @@ async fn damage_in_a_table_file_fails_the_read_of_that_block_and_the_deep_scan_n
 
     let store = Store::open(dir.path(), StoreOptions::default()).expect("the index and the last block are intact");
     let error = store.read(1, EVENTS as usize).expect_err("reading the damaged block fails");
+    assert!(matches!(error, Error::Damaged { .. }), "damage, not a passing storage failure: {error:?}");
+    assert!(!error.is_retryable());
     assert!(error.to_string().contains(&name), "the read error names {name}: {error}");
     assert!(verify(&store, &mut |_, _| {}).is_err(), "verify fails too");
 

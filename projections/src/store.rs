@@ -70,6 +70,15 @@ impl ProjectionStore {
         Ok(Some(ProjectionStore { db, path: path.to_owned() }))
     }
 
+    /// A failed read: damage RocksDB found is [`Error::Damaged`], naming the
+    /// file; anything else is [`Error::Storage`].
+    fn read_failed(&self, operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
+        move |e| match rocks::damaged_file(&self.path, &e) {
+            Some(file) => Error::Damaged { path: self.path.clone(), file, reason: format!("{operation}: {e}") },
+            None => Error::storage(operation)(e),
+        }
+    }
+
     /// Reads every key with checksums checked and the block cache bypassed
     /// ([`rocks::scan_every_key`]).
     pub fn deep_scan(&self, progress: &mut dyn FnMut(&str, u64)) -> Vec<FamilyScan> {
@@ -78,12 +87,17 @@ impl ProjectionStore {
 
     /// Backs the store up into `dir` through RocksDB's backup engine
     /// ([`agentlog_log::backup::create`]).
-    pub fn backup(&self, dir: &Path, keep: Option<usize>) -> Result<agentlog_log::backup::Taken> {
+    /// Returns the new backup and every backup `dir` then holds.
+    pub fn backup(
+        &self,
+        dir: &Path,
+        keep: Option<usize>,
+    ) -> Result<(agentlog_log::backup::Taken, Vec<agentlog_log::backup::Taken>)> {
         Ok(agentlog_log::backup::create(&self.db, dir, keep)?)
     }
 
     pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
-        let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(Error::storage("reading a checkpoint"))? else {
+        let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(self.read_failed("reading a checkpoint"))? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -99,7 +113,7 @@ impl ProjectionStore {
         let bytes = self
             .db
             .get(state_key(P::NAME))
-            .map_err(Error::storage("reading a projection's state"))?
+            .map_err(self.read_failed("reading a projection's state"))?
             .ok_or_else(|| corrupt("the checkpoint has no state".into()))?;
         let hash = agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes());
         if hash != checkpoint.state_hash {

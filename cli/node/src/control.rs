@@ -26,11 +26,17 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::backup::{self, Report};
 use crate::error::{Error, Result};
+use crate::metrics;
 
 /// How long a client may take to send a request's head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body read.
-const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a client may take to send a request's body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the client waits to connect and hand over its request; the
+/// backup itself takes as long as the store needs.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a data directory's control socket is.
 pub fn socket(data: &Path) -> PathBuf {
@@ -52,9 +58,25 @@ pub struct Stores {
     pub projections: Arc<ProjectionStore>,
 }
 
-/// Binds the control socket of `data`, replacing a stale one: the caller
-/// holds the store's lock, so no other node is using it.
-pub fn bind(data: &Path) -> Result<UnixListener> {
+/// The control socket's file, removed when this is dropped: whether the
+/// node ends or fails to start after binding it, no stale socket is left.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the control socket of `data`, replacing a stale one (the caller
+/// holds the store's lock, so no other node is using it). The socket is
+/// bound inside a directory only the owner may enter, made private, and
+/// then moved into place, so it is never reachable with wider permissions.
+pub fn bind(data: &Path) -> Result<(UnixListener, SocketFile)> {
+    use std::os::unix::fs::DirBuilderExt;
     let path = socket(data);
     let failed = |source: std::io::Error| Error::ControlSocket { path: path.clone(), source };
     match std::fs::remove_file(&path) {
@@ -62,9 +84,19 @@ pub fn bind(data: &Path) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(failed(e)),
     }
-    let listener = UnixListener::bind(&path).map_err(failed)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
-    Ok(listener)
+    let private = data.join(".control-socket.new");
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(failed)?;
+    let bound = (|| {
+        let staged = private.join("control.sock");
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, &path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    let listener = bound.map_err(failed)?;
+    Ok((listener, SocketFile { path }))
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
@@ -84,9 +116,15 @@ async fn respond(stores: &Arc<Stores>, request: Request<Incoming>) -> Response<F
     if (request.method(), request.uri().path()) != (&hyper::Method::POST, "/backup") {
         return refused(StatusCode::NOT_FOUND, "the control socket answers POST /backup".into());
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("cannot read the request: {e}")),
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(request.into_body(), MAX_BODY_BYTES).collect(),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) => return refused(StatusCode::BAD_REQUEST, format!("cannot read the request: {e}")),
+        Err(_) => return refused(StatusCode::REQUEST_TIMEOUT, "the request's body did not arrive in time".into()),
     };
     let wanted: BackupRequest = match serde_json::from_slice(&body) {
         Ok(wanted) => wanted,
@@ -97,10 +135,15 @@ async fn respond(stores: &Arc<Stores>, request: Request<Incoming>) -> Response<F
     }
     let stores = stores.clone();
     tracing::info!(message = "backup started", to = %wanted.to.display());
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now(); // a metric, never state
     let taken = tokio::task::spawn_blocking(move || {
         backup::take(&stores.wal, Some(&stores.projections), &wanted.to, wanted.keep)
     })
     .await;
+    let outcome = if matches!(taken, Ok(Ok(_))) { "taken" } else { "failed" };
+    ::metrics::counter!(metrics::BACKUPS, "outcome" => outcome).increment(1);
+    ::metrics::histogram!(metrics::BACKUP_SECONDS).record(started.elapsed().as_secs_f64());
     match taken {
         Ok(Ok(report)) => {
             tracing::info!(message = "backup taken", backup_id = report.backup_id, head_before = report.head_before);
@@ -108,7 +151,11 @@ async fn respond(stores: &Arc<Stores>, request: Request<Incoming>) -> Response<F
         }
         Ok(Err(e)) => {
             tracing::warn!(message = "backup failed", error = %e);
-            refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            let status = match e.kind() {
+                agentlog_core::Kind::Invalid => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refused(status, e.to_string())
         }
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, format!("the backup panicked: {e}")),
     }
@@ -145,9 +192,13 @@ pub async fn serve(listener: UnixListener, stores: Arc<Stores>) {
 pub async fn request_backup(data: &Path, to: &Path, keep: Option<usize>) -> Result<Report> {
     let path = socket(data);
     let unreachable = |reason: String| Error::Control { socket: path.clone(), reason };
-    let stream = UnixStream::connect(&path).await.map_err(|e| unreachable(e.to_string()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(e.to_string()))?;
+    let connecting = async {
+        let stream = UnixStream::connect(&path).await.map_err(|e| unreachable(e.to_string()))?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(e.to_string()))
+    };
+    let (mut sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))??;
     tokio::spawn(connection);
     let body = serde_json::to_vec(&BackupRequest { to: to.to_owned(), keep }).expect("requests serialise");
     let request = Request::post("/backup")

@@ -36,6 +36,20 @@ pub enum Error {
     )]
     Control { socket: std::path::PathBuf, reason: String },
 
+    #[error(
+        "the mirror stayed at seq {seq} of the stream's {target_seq} for {timeout_seconds} s; check the node's NATS connection and permissions, then run the rebuild again into a new directory"
+    )]
+    Stalled { seq: u64, target_seq: u64, timeout_seconds: u64 },
+
+    #[error(
+        "{} is not empty: restore into a new directory (a restore never writes over a store), then move it into place",
+        path.display()
+    )]
+    RestoreTarget { path: std::path::PathBuf },
+
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+
     #[error("the node refused the backup: {reason}")]
     BackupRefused { reason: String },
 
@@ -46,13 +60,15 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Config { .. } => Kind::Invalid,
+            Error::Config { .. } | Error::RestoreTarget { .. } => Kind::Invalid,
             Error::Log(e) => e.kind(),
             Error::Projections(e) => e.kind(),
             Error::Subscribe { .. }
             | Error::Listen { .. }
             | Error::Control { .. }
             | Error::ControlSocket { .. }
+            | Error::Stalled { .. }
+            | Error::Io { .. }
             | Error::BackupRefused { .. }
             | Error::Metrics { .. } => Kind::Platform,
         }

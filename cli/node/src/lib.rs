@@ -94,7 +94,8 @@ pub struct Node {
     drain_timeout: Duration,
     http: Option<tokio::task::JoinHandle<()>>,
     control: Option<tokio::task::JoinHandle<()>>,
-    control_socket: std::path::PathBuf,
+    /// Removes the socket's file when the node is dropped.
+    _control_socket: control::SocketFile,
 }
 
 impl Drop for Node {
@@ -104,7 +105,6 @@ impl Drop for Node {
         }
         if let Some(control) = self.control.take() {
             control.abort();
-            let _ = std::fs::remove_file(&self.control_socket);
         }
     }
 }
@@ -153,7 +153,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-pub(crate) async fn open_log(config: &Config) -> Result<JetStreamLog> {
+pub(crate) async fn open_log(config: &Config, create_stream: bool) -> Result<JetStreamLog> {
     let mut options = Options::new(&config.nats.url, &config.data);
     options.stream = config.stream.name.clone();
     options.replicas = config.stream.replicas;
@@ -161,6 +161,7 @@ pub(crate) async fn open_log(config: &Config) -> Result<JetStreamLog> {
     options.mirror_sync = config.mirror.sync;
     options.catch_up_timeout = Duration::from_secs(config.mirror.catch_up_timeout_seconds);
     options.auth = config.auth();
+    options.create_stream = create_stream;
     let opening = async {
         loop {
             match JetStreamLog::open(options.clone()).await {
@@ -188,7 +189,7 @@ impl Node {
     /// `ids` names new events.
     pub async fn start(config: Config, clock: Arc<HybridClock>, ids: Arc<dyn IdGen>) -> Result<Node> {
         let prometheus = metrics::recorder()?;
-        let log = Arc::new(open_log(&config).await?);
+        let log = Arc::new(open_log(&config, true).await?);
         let nats = agentlog_log::jetstream::connect_with(&config.nats.url, &config.auth()).await?;
 
         let head = log.head().await?;
@@ -216,7 +217,7 @@ impl Node {
             ),
         };
         let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
-        let control = control::bind(&config.data)?;
+        let (control, control_socket) = control::bind(&config.data)?;
 
         let (stop, stopped) = watch::channel(false);
         let health = Arc::new(Health::default());
@@ -231,7 +232,7 @@ impl Node {
             drain_timeout: Duration::from_secs(config.shutdown.drain_timeout_seconds),
             http: None,
             control: None,
-            control_socket: control::socket(&config.data),
+            _control_socket: control_socket,
         };
 
         // The mirror: ready once it has what the stream held at start;

@@ -26,6 +26,11 @@ pub const TICKER_EXPIRED: &str = "agentlog_ticker_expired_total";
 pub const ARCHIVE_DAYS: &str = "agentlog_archive_days_total";
 /// Nightly archive runs that failed.
 pub const ARCHIVE_FAILURES: &str = "agentlog_archive_failures_total";
+/// Backups the node took through its control socket, by outcome (`taken`,
+/// `failed`).
+pub const BACKUPS: &str = "agentlog_backups_total";
+/// How long each backup took (histogram).
+pub const BACKUP_SECONDS: &str = "agentlog_backup_seconds";
 
 /// The process's Prometheus recorder, installed on first use (one per
 /// process: the `metrics` facade has one global recorder).

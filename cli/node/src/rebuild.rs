@@ -24,7 +24,7 @@ pub async fn rebuild_mirror(config: &Config, progress: &mut dyn FnMut(u64, u64))
             ),
         });
     }
-    let log = crate::open_log(config).await?;
+    let log = crate::open_log(config, false).await?;
     let target = log.source_last_seq().await?;
     let stall = Duration::from_secs(config.mirror.catch_up_timeout_seconds.max(1));
     let mut head = log.durable().watch();
@@ -34,18 +34,16 @@ pub async fn rebuild_mirror(config: &Config, progress: &mut dyn FnMut(u64, u64))
         if now >= target {
             break;
         }
-        if let Some(ended) = log.durable().ended() {
-            return Err(ended.into());
-        }
-        match tokio::time::timeout(stall, head.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(agentlog_log::Error::Closed.into()),
-            Err(_) => {
-                return Err(Error::Log(agentlog_log::Error::Nats {
-                    operation: "rebuilding the mirror",
-                    message: format!("the mirror stayed at seq {now} of {target} for {} s", stall.as_secs()),
-                }));
-            }
+        tokio::select! {
+            changed = tokio::time::timeout(stall, head.changed()) => match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(agentlog_log::Error::Closed.into()),
+                Err(_) => {
+                    return Err(Error::Stalled { seq: now, target_seq: target, timeout_seconds: stall.as_secs() });
+                }
+            },
+            // The mirror poisoned (a gap, an undecodable event, a failed write).
+            ended = log.durable().ended_wait() => return Err(ended.into()),
         }
     }
     log.store().sync_wal()?;

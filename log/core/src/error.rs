@@ -84,6 +84,12 @@ pub enum Error {
     #[error("there is no {wanted} in {}: list what it holds with `agentlog backup --list --to {}`", path.display(), path.display())]
     NoBackup { path: PathBuf, wanted: String },
 
+    #[error(
+        "another agentlog process is using the backup directory {} (a backup, restore or list): wait for it to finish and run this again",
+        path.display()
+    )]
+    BackupBusy { path: PathBuf },
+
     #[error("the data directory {} is in use by another agentlog process (its LOCK is held); stop that process or use another --data", path.display())]
     Locked { path: PathBuf },
 
@@ -91,7 +97,7 @@ pub enum Error {
     CorruptStore { path: PathBuf, reason: String },
 
     #[error(
-        "the store at {} is damaged ({file}: {reason}); agentlog refuses to open it rather than lose what follows the damage. Restore it from a backup (`agentlog restore`), or on a distributed node rebuild it from JetStream (`agentlog mirror rebuild`): docs/OPERATIONS.md, Disaster recovery",
+        "the store at {} is damaged ({file}: {reason}); agentlog neither opens nor reads past damage, nor goes on as if it were not there. Restore the store from a backup (`agentlog restore`), or on a distributed node rebuild it from JetStream (`agentlog mirror rebuild`): docs/OPERATIONS.md, Disaster recovery",
         path.display()
     )]
     Damaged { path: PathBuf, file: String, reason: String },
@@ -106,6 +112,11 @@ pub enum Error {
 
     #[error("NATS failure while {operation}: {message}; check that nats-server is reachable, then retry")]
     Nats { operation: &'static str, message: String },
+
+    #[error(
+        "there is no JetStream stream {stream} on that server: check the NATS URL, its account and `stream.name` (this never creates a stream)"
+    )]
+    NoStream { stream: String },
 
     #[error(
         "the JetStream stream {stream} exists with an unsafe configuration ({problems}); agentlog will not change a live stream: fix it with `nats stream edit` or use another stream name"
@@ -125,11 +136,13 @@ impl Error {
             | Error::NotFound { .. }
             | Error::NoBackup { .. }
             | Error::Pruned { .. }
-            | Error::UnsafeStream { .. } => Kind::Invalid,
+            | Error::UnsafeStream { .. }
+            | Error::NoStream { .. } => Kind::Invalid,
             Error::Storage { .. }
             | Error::Poisoned { .. }
             | Error::Closed
             | Error::Locked { .. }
+            | Error::BackupBusy { .. }
             | Error::CorruptStore { .. }
             | Error::Damaged { .. }
             | Error::Corrupt { .. }

@@ -54,6 +54,10 @@ pub struct Options {
     /// How long an append waits for the mirror to have it.
     pub catch_up_timeout: Duration,
     pub auth: Auth,
+    /// Create the stream when the server has none. Off for a mirror that
+    /// must follow an existing stream (a rebuild): a wrong URL, account or
+    /// name then fails instead of mirroring a new, empty stream.
+    pub create_stream: bool,
 }
 
 impl Options {
@@ -67,6 +71,7 @@ impl Options {
             mirror_sync: false,
             catch_up_timeout: Duration::from_secs(30),
             auth: Auth::default(),
+            create_stream: true,
         }
     }
 }
@@ -230,7 +235,18 @@ impl JetStreamLog {
         let client = connect_with(&options.url, &options.auth).await?;
         let js = jetstream::new(client.clone());
         let wanted = wanted_config(&options);
-        let stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| nats("creating the stream")(&e))?;
+        let stream = if options.create_stream {
+            js.get_or_create_stream(wanted.clone()).await.map_err(|e| nats("creating the stream")(&e))?
+        } else {
+            js.get_stream(&options.stream).await.map_err(|e| match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Error::NoStream { stream: options.stream.clone() }
+                }
+                _ => nats("opening the stream")(&e),
+            })?
+        };
         let problems = problems(&stream.cached_info().config, &wanted);
         if !problems.is_empty() {
             return Err(Error::UnsafeStream { stream: options.stream.clone(), problems: problems.join("; ") });

@@ -32,7 +32,7 @@ impl Store {
     /// Where the WAL was cut, if it was.
     pub fn pruned_through(&self) -> Result<Option<Pruned>> {
         let value =
-            self.db().get_cf(self.cf(CF_META), META_PRUNED).map_err(Error::storage("reading the prune mark"))?;
+            self.db().get_cf(self.cf(CF_META), META_PRUNED).map_err(self.read_failed("reading the prune mark"))?;
         match value {
             None => Ok(None),
             Some(value) => {
@@ -61,7 +61,7 @@ impl Store {
             return Ok(report);
         }
         let stored =
-            self.db().get_pinned_cf(self.cf(CF_EVENTS), seq_key(seq)).map_err(Error::storage("reading events"))?;
+            self.db().get_pinned_cf(self.cf(CF_EVENTS), seq_key(seq)).map_err(self.read_failed("reading events"))?;
         let stored = stored.and_then(|bytes| chain::stored_hash(&bytes));
         if stored.as_ref() != Some(hash) {
             return Err(Error::Corrupt {
@@ -110,7 +110,7 @@ impl Store {
             }
             iter.next();
         }
-        iter.status().map_err(Error::storage("reading events"))?;
+        iter.status().map_err(self.read_failed("reading events"))?;
         self.write(batch, false)?;
         self.db().compact_range_cf(self.cf(CF_EVENTS), None::<&[u8]>, Some(&seq_key(seq + 1)[..]));
         Ok(report)

@@ -173,7 +173,7 @@ impl Store {
 
     fn check_format(&self, created: bool) -> Result<()> {
         let format =
-            self.db.get_cf(self.cf(CF_META), META_FORMAT).map_err(Error::storage("reading the format marker"))?;
+            self.db.get_cf(self.cf(CF_META), META_FORMAT).map_err(self.read_failed("reading the format marker"))?;
         match format {
             Some(found) if found == FORMAT_V1 => Ok(()),
             None if created => self
@@ -214,6 +214,16 @@ impl Store {
         self.pruned.store(seq, Ordering::Release);
     }
 
+    /// A failed read as an error: damage RocksDB found (a block whose
+    /// checksum does not match) is [`Error::Damaged`], naming the file and
+    /// never worth a retry; anything else is [`Error::Storage`].
+    pub(crate) fn read_failed(&self, operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
+        move |e| match crate::rocks::damaged_file(&self.path, &e) {
+            Some(file) => Error::Damaged { path: self.path.clone(), file, reason: format!("{operation}: {e}") },
+            None => Error::storage(operation)(e),
+        }
+    }
+
     /// Refuses a read that starts at or below the prune mark.
     fn check_not_pruned(&self, seq: u64) -> Result<()> {
         let through = self.pruned.load(Ordering::Acquire);
@@ -233,7 +243,7 @@ impl Store {
     }
 
     pub fn head(&self) -> Result<Head> {
-        let value = self.db.get_cf(self.cf(CF_META), META_HEAD).map_err(Error::storage("reading the head"))?;
+        let value = self.db.get_cf(self.cf(CF_META), META_HEAD).map_err(self.read_failed("reading the head"))?;
         match value {
             None => Ok(Head::EMPTY),
             Some(value) => {
@@ -250,7 +260,7 @@ impl Store {
         match self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::End).next() {
             None => Ok(0),
             Some(item) => {
-                let (key, _) = item.map_err(Error::storage("reading the last event"))?;
+                let (key, _) = item.map_err(self.read_failed("reading the last event"))?;
                 seq_from(&key).ok_or_else(|| Error::CorruptStore {
                     path: self.path.clone(),
                     reason: "an event key is not 8 bytes".into(),
@@ -318,7 +328,7 @@ impl Store {
             expected += 1;
             iter.next();
         }
-        iter.status().map_err(Error::storage("reading events"))?;
+        iter.status().map_err(self.read_failed("reading events"))?;
         Ok(seen)
     }
 
@@ -330,7 +340,7 @@ impl Store {
             if seqs.len() >= max {
                 break;
             }
-            let (key, value) = item.map_err(Error::storage("reading a stream"))?;
+            let (key, value) = item.map_err(self.read_failed("reading a stream"))?;
             if !key.starts_with(&prefix) {
                 break;
             }
@@ -345,7 +355,7 @@ impl Store {
         let values = self.db.batched_multi_get_cf(events_cf, keys.iter(), true);
         seqs.iter()
             .zip(values)
-            .map(|(seq, value)| match value.map_err(Error::storage("reading a stream's events"))? {
+            .map(|(seq, value)| match value.map_err(self.read_failed("reading a stream's events"))? {
                 Some(bytes) => codec::decode_at(*seq, &bytes),
                 None if self.check_not_pruned(*seq).is_err() => {
                     Err(Error::Pruned { seq: *seq, through: self.pruned.load(Ordering::Acquire) })
@@ -360,7 +370,7 @@ impl Store {
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
         iter.seek_for_prev(stream_key(stream, u64::MAX));
         if !iter.valid() {
-            iter.status().map_err(Error::storage("finding a stream's version"))?;
+            iter.status().map_err(self.read_failed("finding a stream's version"))?;
             return Ok(0);
         }
         Ok(iter.key().and_then(|key| version_from(key, &prefix)).unwrap_or(0))
@@ -370,7 +380,7 @@ impl Store {
         let value = self
             .db
             .get_pinned_cf(self.cf(CF_IDEM), key.as_bytes())
-            .map_err(Error::storage("reading the idempotency table"))?;
+            .map_err(self.read_failed("reading the idempotency table"))?;
         match value {
             None => Ok(None),
             Some(value) => appended_from(&value).map(Some).ok_or_else(|| Error::Corrupt {
@@ -382,7 +392,8 @@ impl Store {
 
     /// The seq of an event, by its id.
     pub fn seq_of(&self, event_id: &[u8]) -> Result<Option<u64>> {
-        let value = self.db.get_pinned_cf(self.cf(CF_IDS), event_id).map_err(Error::storage("reading the id index"))?;
+        let value =
+            self.db.get_pinned_cf(self.cf(CF_IDS), event_id).map_err(self.read_failed("reading the id index"))?;
         Ok(value.and_then(|v| seq_from(&v)))
     }
 
@@ -391,7 +402,7 @@ impl Store {
         let value = self
             .db
             .get_pinned_cf(self.cf(CF_STREAMS), stream_key(stream, version))
-            .map_err(Error::storage("reading the stream index"))?;
+            .map_err(self.read_failed("reading the stream index"))?;
         Ok(value.and_then(|v| seq_from(&v)))
     }
 
@@ -404,7 +415,7 @@ impl Store {
         pruned: u64,
     ) -> Result<()> {
         for item in self.db.iterator_cf(self.cf(CF_STREAMS), IteratorMode::Start) {
-            let (key, value) = item.map_err(Error::storage("reading the stream index"))?;
+            let (key, value) = item.map_err(self.read_failed("reading the stream index"))?;
             let seq = seq_from(&value).unwrap_or(0);
             if seq != 0 && seq <= pruned {
                 continue;
@@ -434,7 +445,8 @@ impl Store {
 
     /// Backs the store up into `dir` through RocksDB's backup engine, while
     /// writes go on ([`crate::backup::create`]).
-    pub fn backup(&self, dir: &Path, keep: Option<usize>) -> Result<crate::backup::Taken> {
+    /// Returns the new backup and every backup `dir` then holds.
+    pub fn backup(&self, dir: &Path, keep: Option<usize>) -> Result<(crate::backup::Taken, Vec<crate::backup::Taken>)> {
         crate::backup::create(&self.db, dir, keep)
     }
 
