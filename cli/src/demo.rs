@@ -131,7 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (stop_projections, stop) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn({
         let (log, views) = (log.clone(), views.clone());
-        async move { agentlog_projections::follow(&*log, &views, &projections, stop).await }
+        async move { agentlog_projections::follow(&*log, &views, &projections, Default::default(), stop).await }
     });
     let clock = Arc::new(ManualClock::new(sim::START));
     let handler = sim::handler(log.clone(), clock.clone(), args.seed);

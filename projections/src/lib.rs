@@ -29,5 +29,5 @@ pub use reputation::{AgentSummary, Reputation, StatsSummary};
 pub use store::ProjectionStore;
 pub use views::{Status, Views, rebuild};
 #[cfg(feature = "store")]
-pub use worker::follow;
+pub use worker::{Cadence, follow};
 pub use world::WorldModel;

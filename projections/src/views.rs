@@ -32,6 +32,9 @@ pub struct Views {
     reputation: RwLock<Live<Reputation>>,
     /// The sequence every view has reached.
     position: watch::Sender<u64>,
+    /// The position of the last checkpoint written (the worker's), or of the
+    /// one the views were loaded from.
+    saved: watch::Sender<u64>,
 }
 
 /// What `projections status` shows of one projection.
@@ -51,7 +54,21 @@ impl Default for Views {
 impl Views {
     pub(crate) fn new(world: Live<WorldModel>, reputation: Live<Reputation>) -> Self {
         let position = world.position.min(reputation.position);
-        Views { world: RwLock::new(world), reputation: RwLock::new(reputation), position: watch::channel(position).0 }
+        Views {
+            world: RwLock::new(world),
+            reputation: RwLock::new(reputation),
+            position: watch::channel(position).0,
+            saved: watch::channel(position).0,
+        }
+    }
+
+    /// The position of the last checkpoint, as it changes.
+    pub fn saved(&self) -> watch::Receiver<u64> {
+        self.saved.subscribe()
+    }
+
+    pub(crate) fn mark_saved(&self, position: u64) {
+        self.saved.send_replace(position);
     }
 
     pub fn world(&self) -> RwLockReadGuard<'_, Live<WorldModel>> {

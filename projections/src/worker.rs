@@ -1,7 +1,14 @@
 //! The worker that keeps the views current on disk: it follows the log
 //! into [`Views`], saving states and checkpoints together (one write in the
-//! projection store) every [`CHECKPOINT_EVENTS`] events and whenever it has
-//! caught up, and loads them back at start, checked against the log.
+//! projection store) at the [`Cadence`] — after so many events, or so long
+//! after the first unsaved one — and never merely because it caught up (a
+//! live log catches up after nearly every event). Queries and
+//! read-your-writes answer from memory as soon as an event is folded,
+//! saved or not; a restart folds again from the last checkpoint, each
+//! event once. It loads the views back at start, checked against the log.
+use std::pin::Pin;
+use std::time::Duration;
+
 use agentlog_core::{EventSource, Log, Subscription};
 use tokio::sync::watch;
 
@@ -11,8 +18,22 @@ use crate::projection::Projection;
 use crate::store::ProjectionStore;
 use crate::views::{PAGE, Views};
 
-/// Most events folded between two checkpoints while the log keeps coming.
-pub const CHECKPOINT_EVENTS: u64 = 50_000;
+/// When the worker saves a checkpoint: once `events` events are unsaved, or
+/// `interval` after the first unsaved event folded, whichever comes first,
+/// and when it stops. A checkpoint costs a write of the whole views today,
+/// so its cadence bounds that cost by time and count instead of paying it
+/// per event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    pub events: u64,
+    pub interval: Duration,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence { events: 50_000, interval: Duration::from_secs(5) }
+    }
+}
 
 /// Checkpoints the worker wrote (counter).
 pub const CHECKPOINTS: &str = "agentlog_projection_checkpoints_total";
@@ -34,9 +55,12 @@ impl Views {
     pub fn save(&self, store: &ProjectionStore) -> Result<()> {
         let (world, reputation) = (self.world(), self.reputation());
         let size_bytes = store.save(&[&*world as &dyn Runner, &*reputation])?;
+        let position = world.position.min(reputation.position);
         metrics::counter!(CHECKPOINTS).increment(1);
         metrics::histogram!(CHECKPOINT_BYTES).record(size_bytes as f64);
-        tracing::debug!(message = "checkpoint", position = world.position.min(reputation.position), size_bytes);
+        tracing::debug!(message = "checkpoint", position, size_bytes);
+        drop((world, reputation));
+        self.mark_saved(position);
         Ok(())
     }
 }
@@ -65,40 +89,49 @@ fn check_against_log<P: Projection>(wal: &dyn EventSource, live: &Live<P>) -> Re
 }
 
 /// Follows the log into the views until `stop` turns true, saving
-/// checkpoints as it goes and once more when it stops.
+/// checkpoints at `cadence` and once more when it stops.
 pub async fn follow<L: Log>(
     log: &L,
     views: &Views,
     store: &ProjectionStore,
+    cadence: Cadence,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut unsaved = 0u64;
+    // Runs from the first unsaved event; a checkpoint is due when it ends.
+    let mut due: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let folded = |n: usize, due: &mut Option<Pin<Box<tokio::time::Sleep>>>, unsaved: &mut u64| {
+        if n > 0 && due.is_none() {
+            *due = Some(Box::pin(tokio::time::sleep(cadence.interval)));
+        }
+        *unsaved += n as u64;
+    };
     loop {
         if *stop.borrow() {
             break;
         }
-        let from = views.position() + 1;
-        let page = log.read(from, PAGE).await?;
+        let page = log.read(views.position() + 1, PAGE).await?;
         views.apply(&page);
-        unsaved += page.len() as u64;
-        if unsaved >= CHECKPOINT_EVENTS {
+        folded(page.len(), &mut due, &mut unsaved);
+        if unsaved >= cadence.events {
             views.save(store)?;
-            unsaved = 0;
+            (unsaved, due) = (0, None);
         }
         if page.len() == PAGE {
             continue;
         }
-        // Caught up: save, then sleep until the next event commits.
-        if unsaved > 0 {
-            views.save(store)?;
-            unsaved = 0;
-        }
+        // Caught up: wait for the next event, a checkpoint falling due, or
+        // the stop.
         let mut subscription = log.subscribe(views.position() + 1)?;
         tokio::select! {
             next = subscription.next() => {
                 let event = next?;
                 views.apply(std::slice::from_ref(&event));
-                unsaved += 1;
+                folded(1, &mut due, &mut unsaved);
+            }
+            () = async { due.as_mut().expect("guarded by the condition").await }, if due.is_some() => {
+                views.save(store)?;
+                (unsaved, due) = (0, None);
             }
             _ = stop.changed() => {}
         }

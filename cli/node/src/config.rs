@@ -18,6 +18,7 @@ pub struct Config {
     pub nats: Nats,
     pub stream: Stream,
     pub mirror: Mirror,
+    pub projections: Projections,
     pub ticker: Ticker,
     pub archive: Archive,
     pub shutdown: Shutdown,
@@ -64,6 +65,36 @@ pub struct Mirror {
     pub sync: bool,
     /// How long an append waits for this node's mirror to have it.
     pub catch_up_timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Projections {
+    /// Save the views' checkpoint once this many events are unsaved.
+    pub checkpoint_events: u64,
+    /// ... or this long after the first unsaved event, whichever comes
+    /// first (and when the node stops). Queries answer from memory either
+    /// way; a restart folds again from the last checkpoint.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for Projections {
+    fn default() -> Self {
+        let cadence = agentlog_projections::Cadence::default();
+        Projections {
+            checkpoint_events: cadence.events,
+            checkpoint_interval_ms: u64::try_from(cadence.interval.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Projections {
+    pub fn cadence(&self) -> agentlog_projections::Cadence {
+        agentlog_projections::Cadence {
+            events: self.checkpoint_events.max(1),
+            interval: std::time::Duration::from_millis(self.checkpoint_interval_ms),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +158,7 @@ impl Default for Config {
             nats: Nats::default(),
             stream: Stream::default(),
             mirror: Mirror::default(),
+            projections: Projections::default(),
             ticker: Ticker::default(),
             archive: Archive::default(),
             shutdown: Shutdown::default(),
@@ -165,7 +197,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 24] = [
     "data",
     "http",
     "nats.url",
@@ -183,6 +215,8 @@ pub const KEYS: [&str; 22] = [
     "stream.duplicate-window-seconds",
     "mirror.sync",
     "mirror.catch-up-timeout-seconds",
+    "projections.checkpoint-events",
+    "projections.checkpoint-interval-ms",
     "ticker.interval-ms",
     "archive.enabled",
     "archive.dir",

@@ -298,8 +298,11 @@ impl Node {
         health.set("projections", State::Ready);
         node.supervise("projections", {
             let (log, views, projections, stopped) = (log.clone(), views.clone(), projections.clone(), stopped.clone());
+            let cadence = config.projections.cadence();
             async move {
-                agentlog_projections::follow(&*log, &views, &projections, stopped).await.map_err(|e| e.to_string())
+                agentlog_projections::follow(&*log, &views, &projections, cadence, stopped)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         });
 

@@ -151,7 +151,7 @@ async fn command_to_view(url: &str, commands: u64) -> anyhow::Result<Latency> {
     let views = Arc::new(Views::default());
     let worker = tokio::spawn({
         let (log, views, stop) = (log.clone(), views.clone(), stop.clone());
-        async move { agentlog_projections::follow(&*log, &views, &store, stop).await }
+        async move { agentlog_projections::follow(&*log, &views, &store, Default::default(), stop).await }
     });
     let service = wire::Service::bind(async_nats::connect(url).await?, handler).await?;
     let service = tokio::spawn(service.run(stop));
