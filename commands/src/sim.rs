@@ -15,7 +15,8 @@
 //! a [`Ticker`] (in the demo, the projections' real ticker on a world view
 //! folded from the log) to expire what is due, and learns from it which sessions and
 //! leases ended.
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,7 +185,41 @@ struct World<'a, T: Target, K: Ticker> {
     rng: SplitMix64,
     agents: Vec<Agent>,
     tasks: Vec<Task>,
+    index: Index,
     summary: Summary,
+}
+
+/// What the workload looks tasks up by, kept as statuses change so a step
+/// costs what happens in it, not what the whole plan holds. Each gives the
+/// choices a scan of every task would, in the same order, so a seed still
+/// gives the same log.
+#[derive(Debug, Default)]
+struct Index {
+    /// Open tasks whose dependencies are all completed, best first: highest
+    /// priority, then lowest position in the plan.
+    ready: BTreeSet<(Reverse<i32>, usize)>,
+    /// For each task, the tasks that depend on it.
+    dependents: Vec<Vec<usize>>,
+    /// Task positions by id.
+    by_id: BTreeMap<String, usize>,
+    /// Tasks whose creation time has come and that are not created yet, in
+    /// plan order; `due_through` tasks have been looked at (they are planned
+    /// in creation-time order).
+    to_create: BTreeSet<usize>,
+    due_through: usize,
+}
+
+impl Index {
+    fn new(tasks: &[Task]) -> Index {
+        let mut index = Index { dependents: vec![Vec::new(); tasks.len()], ..Index::default() };
+        for (t, task) in tasks.iter().enumerate() {
+            for &d in &task.dependencies {
+                index.dependents[d].push(t);
+            }
+            index.by_id.insert(task.id.clone(), t);
+        }
+        index
+    }
 }
 
 /// Runs the workload; `progress(done, total)` is called as simulated time
@@ -202,8 +237,18 @@ pub async fn run<T: Target, K: Ticker>(
     let span = Duration::from_secs(86_400 * u64::from(config.days.max(1)));
     let agents = make_agents(&mut rng, config.agents.max(1));
     let tasks = make_tasks(&mut rng, config.tasks, &agents, span);
-    let mut world =
-        World { target, ticker, sim_clock: config.sim_clock, clock, rng, agents, tasks, summary: Summary::default() };
+    let index = Index::new(&tasks);
+    let mut world = World {
+        target,
+        ticker,
+        sim_clock: config.sim_clock,
+        clock,
+        rng,
+        agents,
+        tasks,
+        index,
+        summary: Summary::default(),
+    };
     world.summary.seed = config.seed;
     world.summary.simulated_from = START.to_string();
     world.setup().await?;
@@ -352,11 +397,13 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
 
     async fn create_due_tasks(&mut self) -> Result<(), Rejection> {
         let now = self.clock.now();
-        for i in 0..self.tasks.len() {
+        while self.index.due_through < self.tasks.len() && self.tasks[self.index.due_through].created_at <= now {
+            self.index.to_create.insert(self.index.due_through);
+            self.index.due_through += 1;
+        }
+        let due: Vec<usize> = self.index.to_create.iter().copied().collect();
+        for i in due {
             let task = &self.tasks[i];
-            if task.status != TaskStatus::NotYetCreated || task.created_at > now {
-                continue;
-            }
             let command = Command::CreateTask(CreateTask {
                 task_id: task.id.clone(),
                 title: format!("work item {}", i + 1),
@@ -366,7 +413,8 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
                 max_attempts: MAX_ATTEMPTS,
             });
             if self.send(command, "planner").await?.is_some() {
-                self.tasks[i].status = TaskStatus::Open;
+                self.index.to_create.remove(&i);
+                self.set_status(i, TaskStatus::Open);
                 self.summary.tasks_created += 1;
             }
         }
@@ -394,8 +442,8 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             }
         }
         for task_id in &expired.leases {
-            if let Some(task) = self.tasks.iter_mut().find(|t| &t.id == task_id) {
-                task.status = TaskStatus::Open;
+            if let Some(&t) = self.index.by_id.get(task_id) {
+                self.set_status(t, TaskStatus::Open);
             }
             self.summary.leases_expired += 1;
         }
@@ -405,6 +453,29 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
     fn is_ready(&self, task: &Task) -> bool {
         task.status == TaskStatus::Open
             && task.dependencies.iter().all(|d| self.tasks[*d].status == TaskStatus::Completed)
+    }
+
+    /// Sets a task's status and keeps the index of ready tasks: the task
+    /// itself, and the tasks that depend on it when it enters or leaves
+    /// `Completed`.
+    fn set_status(&mut self, t: usize, status: TaskStatus) {
+        let completion_changed = (self.tasks[t].status == TaskStatus::Completed) != (status == TaskStatus::Completed);
+        self.tasks[t].status = status;
+        self.refresh_ready(t);
+        if completion_changed {
+            for d in self.index.dependents[t].clone() {
+                self.refresh_ready(d);
+            }
+        }
+    }
+
+    fn refresh_ready(&mut self, t: usize) {
+        let key = (Reverse(self.tasks[t].priority), t);
+        if self.is_ready(&self.tasks[t]) {
+            self.index.ready.insert(key);
+        } else {
+            self.index.ready.remove(&key);
+        }
     }
 
     /// Every idle agent goes for the best ready task it can do. Agents with
@@ -421,10 +492,11 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             if agent.shift_end <= now || agent.rest_until > now {
                 continue;
             }
-            let best = (0..self.tasks.len())
-                .filter(|t| self.is_ready(&self.tasks[*t]))
-                .filter(|t| self.tasks[*t].capabilities.iter().all(|c| agent.capabilities.contains(c)))
-                .max_by_key(|t| (self.tasks[*t].priority, std::cmp::Reverse(*t)));
+            // The best ready task this agent can do: the first in the index.
+            let best = self.index.ready.iter().map(|&(_, t)| t).find(|t| {
+                debug_assert!(self.is_ready(&self.tasks[*t]));
+                self.tasks[*t].capabilities.iter().all(|c| agent.capabilities.contains(c))
+            });
             if let Some(t) = best {
                 picks.push((i, t, session.clone()));
             }
@@ -438,7 +510,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
                 lease_ms: LEASE_MS,
             });
             if self.send(command, &agent_id).await?.is_some() {
-                self.tasks[t].status = TaskStatus::Claimed;
+                self.set_status(t, TaskStatus::Claimed);
                 self.agents[i].activity =
                     Activity::Working { session, task: t, steps_left: self.tasks[t].work_steps, spent: 0 };
                 self.agents[i].summary.claims_won += 1;
@@ -579,7 +651,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
                     reason: "out of budget".into(),
                 });
                 if self.send(release, &agent_id).await?.is_some() {
-                    self.tasks[task].status = TaskStatus::Open;
+                    self.set_status(task, TaskStatus::Open);
                 }
                 self.agents[i].activity = Activity::Idle { session: session.to_owned() };
                 self.agents[i].rest_until = self.clock.now().plus(REST_AFTER_REFUSAL);
@@ -609,13 +681,13 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
         };
         if self.send(command, &agent_id).await?.is_some() {
             if succeeded {
-                self.tasks[task].status = TaskStatus::Completed;
+                self.set_status(task, TaskStatus::Completed);
                 self.agents[i].summary.completed += 1;
                 self.summary.tasks_completed += 1;
             } else {
                 self.tasks[task].failures += 1;
                 let terminal = self.tasks[task].failures >= MAX_ATTEMPTS;
-                self.tasks[task].status = if terminal { TaskStatus::Failed } else { TaskStatus::Open };
+                self.set_status(task, if terminal { TaskStatus::Failed } else { TaskStatus::Open });
                 self.agents[i].summary.failed += 1;
                 if terminal {
                     self.summary.tasks_failed += 1;
@@ -635,7 +707,7 @@ impl<T: Target, K: Ticker> World<'_, T, K> {
             }
         } else {
             // The lease ran out under us: the ticker hands the task back.
-            self.tasks[task].status = TaskStatus::Open;
+            self.set_status(task, TaskStatus::Open);
         }
         self.agents[i].activity = Activity::Idle { session };
         Ok(())
