@@ -12,6 +12,7 @@ mod archive;
 mod distributed;
 mod projections;
 mod recovery;
+mod scale;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -66,6 +67,19 @@ pub struct Args {
     /// --recovery-events.
     #[arg(long, conflicts_with_all = ["projections", "distributed", "archive"])]
     recovery: bool,
+    /// Measure a node as the world grows instead: command throughput,
+    /// command → view latency, checkpoint cost, memory and rebuild rate at
+    /// each decade of tasks up to --scale-tasks (starts its own nats-server).
+    #[arg(long, conflicts_with_all = ["projections", "distributed", "archive", "recovery"])]
+    scale: bool,
+    /// The largest world --scale grows (tasks).
+    #[arg(long, default_value_t = 100_000)]
+    scale_tasks: u64,
+    /// With --scale: checkpoint after this many unsaved events (the node's
+    /// `projections.checkpoint-events`); 1 reproduces the worker before
+    /// issue 12, which saved whenever it caught up.
+    #[arg(long, default_value_t = agentlog_projections::Cadence::default().events)]
+    scale_checkpoint_events: u64,
     /// The largest log --recovery measures.
     #[arg(long, default_value_t = 1_000_000)]
     recovery_events: u64,
@@ -298,6 +312,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.archive {
         crate::archive::run(args.data.as_deref(), args.events, args.dir.as_deref(), args.json).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.scale {
+        let cadence = agentlog_projections::Cadence {
+            events: args.scale_checkpoint_events.max(1),
+            ..agentlog_projections::Cadence::default()
+        };
+        crate::scale::run(args.scale_tasks, cadence, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.recovery {
