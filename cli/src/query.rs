@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agentlog_log::wal::Store;
-use agentlog_projections::query::{self, Answer, Query};
+use agentlog_projections::query::{self, Answer, Page, Query};
 use agentlog_projections::{ProjectionStore, Views, store};
 use anyhow::Context;
 
@@ -30,12 +30,25 @@ pub struct Args {
     /// How long to wait for --wait-for.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// For a collection: at most this many rows (default 1,000, at most
+    /// 10,000).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// For a collection: the rows after this one (the `next` cursor a page
+    /// ends with: an id, or a seq for violations).
+    #[arg(long)]
+    after: Option<String>,
+    /// For tasks: only those open, claimed, completed, failed, or ready
+    /// (the ready queue, best first).
+    #[arg(long)]
+    state: Option<String>,
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let query = Query::parse(&args.what, args.id.as_deref())?;
+    let page = Page { limit: args.limit, after: args.after.clone(), state: args.state.clone() };
+    let query = Query::parse(&args.what, args.id.as_deref(), page)?;
     let answer = match &args.nats {
         Some(url) => ask_nats(url, &query, args.wait_for, args.timeout_ms).await?,
         None => {
@@ -119,6 +132,9 @@ fn print_table(query: &Query, answer: &Answer) {
     line(columns.iter().map(|c| c.to_string()).collect());
     for row in cells {
         line(row);
+    }
+    if let Some(next) = &answer.next {
+        let _ = writeln!(out, "  (more: --after {next})");
     }
     emit(&out);
 }

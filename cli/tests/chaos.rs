@@ -105,7 +105,11 @@ async fn chaos(victim: Victim) {
 async fn stop_and_check(mut node: common::Node, data: &std::path::Path, nats: &async_nats::Client, commands: u64) {
     // The query service's own read-your-writes wait: answered once the
     // views reflect every acknowledged command, so the mirror has them too.
-    let wait = agentlog_projections::service::Request { id: None, wait_for: Some(commands), timeout_ms: Some(30_000) };
+    let wait = agentlog_projections::service::Request {
+        wait_for: Some(commands),
+        timeout_ms: Some(30_000),
+        ..Default::default()
+    };
     let body = serde_json::to_vec(&wait).unwrap();
     let request = async_nats::Request::new().payload(body.into()).timeout(Some(Duration::from_secs(35)));
     let reply = nats.send_request("agentlog.q.tasks", request).await.expect("the views catch up within 30 s");

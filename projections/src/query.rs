@@ -1,28 +1,56 @@
 //! Questions the views answer, the same in process (`agentlog query
 //! --data`) and over NATS (`agentlog.q.<query>` inside `serve`). Every
-//! answer carries the log sequence it reflects.
+//! answer carries the log sequence it reflects. A collection is answered a
+//! page at a time ([`Page`]): at most `limit` rows after a cursor, and the
+//! cursor of the next page when there may be more, so an answer never
+//! copies a whole collection, however large the world grows.
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::matcher::{Candidate, recommend};
 use crate::views::Views;
-use crate::world::SessionStatus;
+use crate::world::{SessionStatus, TaskStatus};
 
 /// How many agents `match` recommends at most.
 pub const MATCH_LIMIT: usize = 10;
+/// Rows in a page when the query names no limit.
+pub const DEFAULT_LIMIT: usize = 1_000;
+/// The most rows one page holds.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// Which part of a collection to answer: at most `limit` rows (default
+/// [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) after the cursor `after` (the
+/// last row's id of the page before — a seq for violations), and for
+/// `tasks` only those in `state` (`open`, `claimed`, `completed`,
+/// `failed`, or `ready`: the ready queue, best first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl Page {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "query", rename_all = "snake_case")]
 pub enum Query {
-    Tasks,
+    Tasks { page: Page },
     Task { id: String },
-    Ready,
-    Sessions,
-    Agents,
+    Ready { page: Page },
+    Sessions { page: Page },
+    Agents { page: Page },
     Agent { id: String },
-    Budgets,
-    Violations,
-    Reputation,
+    Budgets { page: Page },
+    Violations { page: Page },
+    Reputation { page: Page },
     Match { task_id: String },
 }
 
@@ -30,34 +58,62 @@ impl Query {
     /// The query's name: its NATS subject's last token and CLI word.
     pub fn name(&self) -> &'static str {
         match self {
-            Query::Tasks => "tasks",
+            Query::Tasks { .. } => "tasks",
             Query::Task { .. } => "task",
-            Query::Ready => "ready",
-            Query::Sessions => "sessions",
-            Query::Agents => "agents",
+            Query::Ready { .. } => "ready",
+            Query::Sessions { .. } => "sessions",
+            Query::Agents { .. } => "agents",
             Query::Agent { .. } => "agent",
-            Query::Budgets => "budgets",
-            Query::Violations => "violations",
-            Query::Reputation => "reputation",
+            Query::Budgets { .. } => "budgets",
+            Query::Violations { .. } => "violations",
+            Query::Reputation { .. } => "reputation",
             Query::Match { .. } => "match",
         }
     }
 
-    /// Builds a query from its name and its one argument (an id).
-    pub fn parse(name: &str, id: Option<&str>) -> Result<Query> {
+    /// The page a collection query asks for.
+    pub fn page(&self) -> Option<&Page> {
+        match self {
+            Query::Tasks { page }
+            | Query::Ready { page }
+            | Query::Sessions { page }
+            | Query::Agents { page }
+            | Query::Budgets { page }
+            | Query::Violations { page }
+            | Query::Reputation { page } => Some(page),
+            Query::Task { .. } | Query::Agent { .. } | Query::Match { .. } => None,
+        }
+    }
+
+    /// Builds a query from its name, its one argument (an id) and, for a
+    /// collection, the page.
+    pub fn parse(name: &str, id: Option<&str>, page: Page) -> Result<Query> {
         let id = |what: &str| {
             id.map(str::to_owned).ok_or_else(|| Error::BadQuery { reason: format!("`{name}` needs {what}") })
         };
+        if let Some(state) = &page.state
+            && (name != "tasks" || !TASK_STATES.contains(&state.as_str()))
+        {
+            return Err(Error::BadQuery {
+                reason: format!("state {state:?}: only `tasks` takes a state, one of {}", TASK_STATES.join(", ")),
+            });
+        }
+        if name == "violations"
+            && let Some(after) = &page.after
+            && after.parse::<u64>().is_err()
+        {
+            return Err(Error::BadQuery { reason: format!("violations page after a seq, not {after:?}") });
+        }
         Ok(match name {
-            "tasks" => Query::Tasks,
+            "tasks" => Query::Tasks { page },
             "task" => Query::Task { id: id("a task id")? },
-            "ready" => Query::Ready,
-            "sessions" => Query::Sessions,
-            "agents" => Query::Agents,
+            "ready" => Query::Ready { page },
+            "sessions" => Query::Sessions { page },
+            "agents" => Query::Agents { page },
             "agent" => Query::Agent { id: id("an agent id")? },
-            "budgets" => Query::Budgets,
-            "violations" => Query::Violations,
-            "reputation" => Query::Reputation,
+            "budgets" => Query::Budgets { page },
+            "violations" => Query::Violations { page },
+            "reputation" => Query::Reputation { page },
             "match" => Query::Match { task_id: id("a task id")? },
             other => {
                 return Err(Error::BadQuery {
@@ -70,11 +126,31 @@ impl Query {
     }
 }
 
+/// The states `tasks` filters by.
+pub const TASK_STATES: [&str; 5] = ["open", "claimed", "completed", "failed", "ready"];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     /// The last log sequence the answer reflects.
     pub seq: u64,
     pub result: serde_json::Value,
+    /// For a collection: the cursor of the next page (`after`), when the
+    /// page is full and more rows may follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// At most `page.limit()` rows of `rows`, as JSON, and the next page's
+/// cursor (`cursor` of the last row) when the page is full.
+fn paged<T: Serialize>(
+    rows: impl Iterator<Item = T>,
+    page: &Page,
+    cursor: impl Fn(&T) -> String,
+) -> (serde_json::Value, Option<String>) {
+    let limit = page.limit();
+    let rows: Vec<T> = rows.take(limit).collect();
+    let next = if rows.len() == limit { rows.last().map(&cursor) } else { None };
+    (json(rows), next)
 }
 
 fn json<T: Serialize>(value: T) -> serde_json::Value {
@@ -86,21 +162,44 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
     let world = views.world();
     let seq = views.position();
     let no_such = |what: &'static str, id: &str| Error::NoSuch { what, id: id.to_owned() };
-    let result = match query {
-        Query::Tasks => json(world.state.tasks().collect::<Vec<_>>()),
-        Query::Task { id } => json(world.state.task(id).ok_or_else(|| no_such("task", id))?),
-        Query::Ready => json(world.state.ready().collect::<Vec<_>>()),
-        Query::Sessions => json(world.state.sessions().collect::<Vec<_>>()),
-        Query::Agents => json(world.state.agents().map(agent_json).collect::<Vec<_>>()),
+    let after = |page: &Page| page.after.clone();
+    let (result, next) = match query {
+        Query::Tasks { page } => {
+            let after = after(page);
+            match page.state.as_deref() {
+                Some("ready") => paged(world.state.ready_after(after.as_deref()), page, |t| t.task_id.clone()),
+                Some(state) => paged(
+                    world.state.tasks_after(after.as_deref()).filter(|t| task_state(t.status) == state),
+                    page,
+                    |t| t.task_id.clone(),
+                ),
+                None => paged(world.state.tasks_after(after.as_deref()), page, |t| t.task_id.clone()),
+            }
+        }
+        Query::Task { id } => (json(world.state.task(id).ok_or_else(|| no_such("task", id))?), None),
+        Query::Ready { page } => paged(world.state.ready_after(after(page).as_deref()), page, |t| t.task_id.clone()),
+        Query::Sessions { page } => {
+            paged(world.state.sessions_after(after(page).as_deref()), page, |s| s.session_id.clone())
+        }
+        Query::Agents { page } => paged(world.state.agents_after(after(page).as_deref()).map(agent_json), page, |a| {
+            a["agent_id"].as_str().unwrap_or_default().to_owned()
+        }),
         Query::Agent { id } => {
             let agent = world.state.agent(id).ok_or_else(|| no_such("agent", id))?;
             let mut value = agent_json(agent);
             value["reputation"] = json(views.reputation().state.agent(id));
-            value
+            (value, None)
         }
-        Query::Budgets => json(world.state.budgets().collect::<Vec<_>>()),
-        Query::Violations => json(world.state.violations()),
-        Query::Reputation => json(views.reputation().state.agents().collect::<Vec<_>>()),
+        Query::Budgets { page } => {
+            paged(world.state.budgets_after(after(page).as_deref()), page, |b| b.budget_id.clone())
+        }
+        Query::Violations { page } => {
+            let after = page.after.as_deref().and_then(|a| a.parse().ok());
+            paged(world.state.violations_after(after).iter(), page, |v| v.seq.to_string())
+        }
+        Query::Reputation { page } => {
+            paged(views.reputation().state.agents_after(after(page).as_deref()), page, |a| a.agent_id.clone())
+        }
         Query::Match { task_id } => {
             let task = world.state.task(task_id).ok_or_else(|| no_such("task", task_id))?;
             let candidates: Vec<Candidate> = world
@@ -111,10 +210,19 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
                 })
                 .map(|a| Candidate { agent_id: a.agent_id.clone(), capabilities: a.capabilities.clone(), load: a.load })
                 .collect();
-            json(recommend(&views.reputation().state, &task.required_capabilities, &candidates, MATCH_LIMIT))
+            (json(recommend(&views.reputation().state, &task.required_capabilities, &candidates, MATCH_LIMIT)), None)
         }
     };
-    Ok(Answer { seq, result })
+    Ok(Answer { seq, result, next })
+}
+
+fn task_state(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Open => "open",
+        TaskStatus::Claimed => "claimed",
+        TaskStatus::Completed => "completed",
+        TaskStatus::Failed => "failed",
+    }
 }
 
 fn agent_json(agent: &crate::world::AgentView) -> serde_json::Value {

@@ -178,6 +178,15 @@ impl Reputation {
         self.agents.iter().map(|(id, a)| self.summarise(id, a))
     }
 
+    /// Agents with history in id order, from the first after `after`.
+    pub fn agents_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = AgentSummary> + 'a {
+        let range = match after {
+            Some(after) => self.agents.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.agents.range::<str, _>(..),
+        };
+        range.map(|(id, a)| self.summarise(id, a))
+    }
+
     /// The agent's score; 0.5 for an agent without history.
     pub fn score(&self, agent_id: &str) -> f64 {
         self.agents.get(agent_id).map_or(NEUTRAL, |a| a.overall.score(self.fleet_cost_per_success()))

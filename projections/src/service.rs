@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
-use crate::query::{self, Answer, Query};
+use crate::query::{self, Answer, Page, Query};
 use crate::views::Views;
 
 pub const SUBJECT_PREFIX: &str = "agentlog.q";
@@ -29,6 +29,9 @@ pub struct Request {
     pub wait_for: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// For a collection: which page (`limit`, `after`, `state`).
+    #[serde(flatten)]
+    pub page: Page,
 }
 
 impl Request {
@@ -38,7 +41,7 @@ impl Request {
             Query::Match { task_id } => Some(task_id.clone()),
             _ => None,
         };
-        Request { id, ..Request::default() }
+        Request { id, page: query.page().cloned().unwrap_or_default(), ..Request::default() }
     }
 }
 
@@ -62,7 +65,7 @@ async fn respond(views: &Views, name: &str, body: &[u8]) -> Result<Answer> {
         serde_json::from_slice(body)
             .map_err(|e| Error::BadQuery { reason: format!("the body is not the query JSON: {e}") })?
     };
-    let query = Query::parse(name, request.id.as_deref())?;
+    let query = Query::parse(name, request.id.as_deref(), request.page)?;
     if let Some(seq) = request.wait_for {
         let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(5_000)).min(MAX_WAIT);
         views.wait_for(seq, timeout).await?;

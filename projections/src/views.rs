@@ -67,6 +67,7 @@ impl Views {
         self.saved.subscribe()
     }
 
+    #[cfg(feature = "store")]
     pub(crate) fn mark_saved(&self, position: u64) {
         self.saved.send_replace(position);
     }

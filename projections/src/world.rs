@@ -9,6 +9,7 @@
 //! Time is what events say (`ts`), never a clock: "live" means no close or
 //! expiry event yet, whatever the wall clock thinks.
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
@@ -290,6 +291,15 @@ impl Projection for WorldModel {
     }
 }
 
+/// The values of `map` whose keys sort after `after` (all when `None`).
+fn after_key<'a, V>(map: &'a BTreeMap<String, V>, after: Option<&str>) -> impl Iterator<Item = &'a V> {
+    match after {
+        Some(after) => map.range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
+        None => map.range::<str, _>(..),
+    }
+    .map(|(_, v)| v)
+}
+
 impl WorldModel {
     pub fn task(&self, id: &str) -> Option<&TaskView> {
         self.tasks.get(id)
@@ -299,9 +309,51 @@ impl WorldModel {
         self.tasks.values()
     }
 
+    /// Tasks in id order, from the first after `after` (all when `None`).
+    pub fn tasks_after(&self, after: Option<&str>) -> impl Iterator<Item = &TaskView> {
+        after_key(&self.tasks, after)
+    }
+
     /// Claimable tasks, highest priority first (then oldest).
     pub fn ready(&self) -> impl Iterator<Item = &TaskView> {
-        self.ready.iter().filter_map(|k| self.tasks.get(&k.task_id))
+        self.ready_after(None)
+    }
+
+    /// The ready queue from the first task after task `after` in its order
+    /// (where `after` stands or would stand now, by its priority and age;
+    /// from the start when `None` or unknown).
+    pub fn ready_after(&self, after: Option<&str>) -> impl Iterator<Item = &TaskView> {
+        let start = after.and_then(|id| self.tasks.get(id)).map(|t| ReadyKey {
+            neg_priority: -i64::from(t.priority),
+            created_seq: t.created_seq,
+            task_id: t.task_id.clone(),
+        });
+        let range = match start {
+            Some(key) => self.ready.range((Bound::Excluded(key), Bound::Unbounded)),
+            None => self.ready.range::<ReadyKey, _>(..),
+        };
+        range.filter_map(|k| self.tasks.get(&k.task_id))
+    }
+
+    /// Sessions in id order, from the first after `after`.
+    pub fn sessions_after(&self, after: Option<&str>) -> impl Iterator<Item = &SessionView> {
+        after_key(&self.sessions, after)
+    }
+
+    /// Agents in id order, from the first after `after`.
+    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &AgentView> {
+        after_key(&self.agents, after)
+    }
+
+    /// Budgets in id order, from the first after `after`.
+    pub fn budgets_after(&self, after: Option<&str>) -> impl Iterator<Item = &BudgetView> {
+        after_key(&self.budgets, after)
+    }
+
+    /// Violations in log order, from the first caused by a seq after `after`.
+    pub fn violations_after(&self, after: Option<u64>) -> &[Violation] {
+        let from = after.map_or(0, |seq| self.violations.partition_point(|v| v.seq <= seq));
+        &self.violations[from..]
     }
 
     pub fn session(&self, id: &str) -> Option<&SessionView> {

@@ -7,8 +7,9 @@ use agentlog_core::schema::{
     TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
 };
 use agentlog_core::{Body, Envelope};
+use agentlog_projections::query::{self, Page, Query};
 use agentlog_projections::world::{SessionStatus, TaskStatus, ViolationKind};
-use agentlog_projections::{Projection, WorldModel, state_hash};
+use agentlog_projections::{Projection, Views, WorldModel, state_hash};
 
 /// Events with consecutive seqs and per-stream versions, one second apart.
 #[derive(Default)]
@@ -269,4 +270,82 @@ fn a_balance_that_contradicts_the_events_before_it() {
     );
     let world = log.fold();
     assert_eq!(kinds(&world), [(bad, ViolationKind::BalanceMismatch)]);
+}
+
+/// Every page of `name` from the start, following `next`, with `limit` rows
+/// each: the rows in order, and how many pages it took.
+fn all_pages(views: &Views, name: &str, state: Option<&str>, limit: usize) -> (Vec<serde_json::Value>, usize) {
+    let (mut rows, mut pages, mut after) = (Vec::new(), 0, None);
+    loop {
+        let page = Page { limit: Some(limit), after: after.clone(), state: state.map(str::to_owned) };
+        let answer = query::answer(views, &Query::parse(name, None, page).unwrap()).unwrap();
+        let got = answer.result.as_array().unwrap().clone();
+        assert!(got.len() <= limit, "a page holds at most its limit");
+        pages += 1;
+        rows.extend(got);
+        match answer.next {
+            Some(next) => after = Some(next),
+            None => return (rows, pages),
+        }
+        assert!(pages <= 1_000, "paging ends");
+    }
+}
+
+#[test]
+fn collections_are_answered_a_page_at_a_time_and_the_pages_add_up_to_the_whole() {
+    let mut log = Log::default();
+    log.agent("a1", &["code"]);
+    log.session("s1", "a1");
+    for i in 0..57 {
+        log.task(&format!("t{i:03}"), i % 7, if i % 5 == 4 { &["t000"] } else { &[] });
+    }
+    for i in 0..9 {
+        log.claim(&format!("t{i:03}"), "a1", "s1");
+    }
+    // Debits without a session: one violation each.
+    for _ in 0..23 {
+        log.push(
+            "budget/b1",
+            Body::BudgetDebited(BudgetDebited { budget_id: "b1".into(), amount: 1, ..BudgetDebited::default() }),
+        );
+    }
+    let views = Views::default();
+    views.apply(&log.events);
+    let world = views.world();
+    let ids = |rows: &[serde_json::Value], key: &str| -> Vec<String> {
+        rows.iter().map(|r| r[key].as_str().unwrap().to_owned()).collect()
+    };
+
+    let (tasks, pages) = all_pages(&views, "tasks", None, 10);
+    assert_eq!(ids(&tasks, "task_id"), world.state.tasks().map(|t| t.task_id.clone()).collect::<Vec<_>>());
+    assert_eq!(pages, 6, "57 tasks, 10 a page");
+
+    let (claimed, _) = all_pages(&views, "tasks", Some("claimed"), 4);
+    assert_eq!(claimed.len(), 9);
+    assert!(claimed.iter().all(|t| t["status"] == "claimed"));
+
+    let ready_order: Vec<String> = world.state.ready().map(|t| t.task_id.clone()).collect();
+    assert!(ready_order.len() > 20, "{}", ready_order.len());
+    let (ready, _) = all_pages(&views, "ready", None, 7);
+    assert_eq!(ids(&ready, "task_id"), ready_order, "the ready queue, best first, page after page");
+    let (ready_state, _) = all_pages(&views, "tasks", Some("ready"), 5);
+    assert_eq!(ids(&ready_state, "task_id"), ready_order);
+
+    let (violations, _) = all_pages(&views, "violations", None, 5);
+    let seqs: Vec<u64> = violations.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, world.state.violations().iter().map(|v| v.seq).collect::<Vec<_>>());
+    assert_eq!(seqs.len(), 23);
+
+    // A page ends with `next` only when it is full.
+    let one = query::answer(&views, &Query::parse("agents", None, Page::default()).unwrap()).unwrap();
+    assert_eq!(one.result.as_array().unwrap().len(), 1);
+    assert_eq!(one.next, None);
+    // A limit is bounded, and a state only filters tasks.
+    let big = Page { limit: Some(1_000_000), ..Page::default() };
+    let answer = query::answer(&views, &Query::parse("tasks", None, big).unwrap()).unwrap();
+    assert_eq!(answer.result.as_array().unwrap().len(), 57);
+    let wrong = Page { state: Some("open".into()), ..Page::default() };
+    assert!(Query::parse("sessions", None, wrong).is_err());
+    let unknown = Page { state: Some("done".into()), ..Page::default() };
+    assert!(Query::parse("tasks", None, unknown).is_err());
 }

@@ -105,7 +105,7 @@ fn sample_queries(views: &Views) -> Vec<Query> {
     let world = views.world();
     let task = world.state.tasks().nth(world.state.tasks().count() / 2).map(|t| t.task_id.clone());
     let agent = world.state.agents().next().map(|a| a.agent_id.clone());
-    let mut queries = vec![Query::Budgets, Query::Ready];
+    let mut queries = vec![Query::Budgets { page: Default::default() }, Query::Ready { page: Default::default() }];
     if let Some(id) = task {
         queries.push(Query::Task { id: id.clone() });
         queries.push(Query::Match { task_id: id });
