@@ -12,6 +12,10 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
 
     /// Folds one event (in log order, each exactly once).
     fn apply(&mut self, event: &Envelope);
+
+    /// Called once a state is read back from a checkpoint: rebuild what
+    /// the state keeps in memory only (indexes it does not store).
+    fn loaded(&mut self) {}
 }
 
 /// The canonical bytes of a state: its JSON, whose maps are ordered.

@@ -119,7 +119,8 @@ impl ProjectionStore {
         if hash != checkpoint.state_hash {
             return Err(corrupt(format!("the state hashes to {hash}, the checkpoint says {}", checkpoint.state_hash)));
         }
-        let state = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut state: P = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        state.loaded();
         Ok(Live::from_checkpoint(&checkpoint, state))
     }
 

@@ -16,7 +16,7 @@ use agentlog_core::{Clock, EventSource, Kind, Timestamp};
 use tokio::sync::watch;
 
 use crate::views::Views;
-use crate::world::{SessionStatus, TaskStatus, WorldModel};
+use crate::world::WorldModel;
 
 /// The actor the ticker's commands carry.
 pub const ACTOR: &str = "ticker";
@@ -36,24 +36,11 @@ impl Due {
     }
 }
 
-/// What is due at `now`, by the view.
+/// What is due at `now`, by the view: read from its deadline indexes, so
+/// a tick costs what is due, not what the world holds.
 pub fn due(world: &WorldModel, now: Timestamp) -> Due {
     let now = now.as_nanos();
-    let live = |session_id: &str| {
-        world.session(session_id).is_some_and(|s| s.status == SessionStatus::Live && now <= s.deadline_ts())
-    };
-    let sessions = world
-        .sessions()
-        .filter(|s| s.status == SessionStatus::Live && now > s.deadline_ts())
-        .map(|s| s.session_id.clone())
-        .collect();
-    let leases = world
-        .tasks()
-        .filter(|t| t.status == TaskStatus::Claimed)
-        .filter(|t| t.holder.as_ref().is_some_and(|h| now > h.lease_until_ts || !live(&h.session_id)))
-        .map(|t| t.task_id.clone())
-        .collect();
-    Due { sessions, leases }
+    Due { sessions: world.overdue_sessions(now), leases: world.overdue_leases(now) }
 }
 
 /// What one tick did.

@@ -160,6 +160,28 @@ pub struct WorldModel {
     dependents: BTreeMap<String, BTreeSet<String>>,
     /// Each stream's last version, for gap detection.
     versions: BTreeMap<String, u64>,
+    /// What the ticker asks about, kept as the fold goes; not stored with
+    /// the state, rebuilt from it when a checkpoint is loaded.
+    #[serde(skip)]
+    deadlines: Deadlines,
+}
+
+/// Deadlines by time, so what is due costs what is due, not every session
+/// and task ever seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Deadlines {
+    /// Live sessions by heartbeat deadline.
+    sessions: BTreeSet<(u64, String)>,
+    /// Each indexed session's deadline.
+    session_at: BTreeMap<String, u64>,
+    /// Claimed tasks by the end of their lease.
+    leases: BTreeSet<(u64, String)>,
+    /// Each indexed claim's lease end and holder session.
+    lease_at: BTreeMap<String, (u64, String)>,
+    /// Claimed tasks by their holder's session.
+    claims: BTreeMap<String, BTreeSet<String>>,
+    /// Claimed tasks whose holder's session is unknown or not live.
+    orphans: BTreeSet<String>,
 }
 
 impl Projection for WorldModel {
@@ -168,6 +190,48 @@ impl Projection for WorldModel {
     fn apply(&mut self, event: &Envelope) {
         self.check_version(event);
         let Some(body) = &event.body else { return };
+        self.fold(event, body);
+        let (task, session) = touched(body);
+        if let Some(task) = task {
+            self.reindex_claim(task);
+        }
+        if let Some(session) = session {
+            self.reindex_session(session);
+        }
+    }
+
+    fn loaded(&mut self) {
+        self.deadlines = Deadlines::default();
+        let (tasks, sessions): (Vec<String>, Vec<String>) =
+            (self.tasks.keys().cloned().collect(), self.sessions.keys().cloned().collect());
+        for task in &tasks {
+            self.reindex_claim(task);
+        }
+        for session in &sessions {
+            self.reindex_session(session);
+        }
+    }
+}
+
+/// The task and the session an event may change the deadlines of.
+fn touched(body: &Body) -> (Option<&str>, Option<&str>) {
+    match body {
+        Body::SessionOpened(e) => (None, Some(&e.session_id)),
+        Body::SessionHeartbeat(e) => (None, Some(&e.session_id)),
+        Body::SessionClosed(e) => (None, Some(&e.session_id)),
+        Body::SessionExpired(e) => (None, Some(&e.session_id)),
+        Body::TaskCreated(e) => (Some(&e.task_id), None),
+        Body::TaskClaimed(e) => (Some(&e.task_id), None),
+        Body::TaskReleased(e) => (Some(&e.task_id), None),
+        Body::TaskLeaseExpired(e) => (Some(&e.task_id), None),
+        Body::TaskCompleted(e) => (Some(&e.task_id), None),
+        Body::TaskFailed(e) => (Some(&e.task_id), None),
+        _ => (None, None),
+    }
+}
+
+impl WorldModel {
+    fn fold(&mut self, event: &Envelope, body: &Body) {
         match body {
             Body::SessionOpened(e) => {
                 let session = SessionView {
@@ -288,6 +352,72 @@ impl Projection for WorldModel {
             | Body::SandboxRunTrapped(_)
             | Body::ChainCheckpoint(_) => {}
         }
+    }
+
+    /// Indexes the task's claim (or drops it from the index): its lease
+    /// end, its holder's session, and whether that session is live.
+    fn reindex_claim(&mut self, task_id: &str) {
+        let d = &mut self.deadlines;
+        if let Some((lease_until, session)) = d.lease_at.remove(task_id) {
+            d.leases.remove(&(lease_until, task_id.to_owned()));
+            if let Some(claims) = d.claims.get_mut(&session) {
+                claims.remove(task_id);
+                if claims.is_empty() {
+                    d.claims.remove(&session);
+                }
+            }
+            d.orphans.remove(task_id);
+        }
+        let Some(task) = self.tasks.get(task_id) else { return };
+        let (TaskStatus::Claimed, Some(holder)) = (task.status, &task.holder) else { return };
+        d.leases.insert((holder.lease_until_ts, task_id.to_owned()));
+        d.lease_at.insert(task_id.to_owned(), (holder.lease_until_ts, holder.session_id.clone()));
+        d.claims.entry(holder.session_id.clone()).or_default().insert(task_id.to_owned());
+        if self.sessions.get(&holder.session_id).is_none_or(|s| s.status != SessionStatus::Live) {
+            d.orphans.insert(task_id.to_owned());
+        }
+    }
+
+    /// Indexes the session's deadline while it is live, and whether the
+    /// claims held through it are orphans.
+    fn reindex_session(&mut self, session_id: &str) {
+        let d = &mut self.deadlines;
+        if let Some(at) = d.session_at.remove(session_id) {
+            d.sessions.remove(&(at, session_id.to_owned()));
+        }
+        let live = self.sessions.get(session_id).filter(|s| s.status == SessionStatus::Live);
+        if let Some(session) = live {
+            d.sessions.insert((session.deadline_ts(), session_id.to_owned()));
+            d.session_at.insert(session_id.to_owned(), session.deadline_ts());
+        }
+        for task in d.claims.get(session_id).into_iter().flatten() {
+            if live.is_some() {
+                d.orphans.remove(task);
+            } else {
+                d.orphans.insert(task.clone());
+            }
+        }
+    }
+
+    /// Live sessions whose heartbeat deadline is before `now_ts`, in id
+    /// order.
+    pub fn overdue_sessions(&self, now_ts: u64) -> Vec<String> {
+        let mut due: Vec<String> =
+            self.deadlines.sessions.range(..(now_ts, String::new())).map(|(_, id)| id.clone()).collect();
+        due.sort();
+        due
+    }
+
+    /// Claimed tasks whose lease ended before `now_ts`, or whose holder's
+    /// session is unknown, not live, or past its deadline, in id order.
+    pub fn overdue_leases(&self, now_ts: u64) -> Vec<String> {
+        let d = &self.deadlines;
+        let mut due: BTreeSet<&String> = d.orphans.iter().collect();
+        due.extend(d.leases.range(..(now_ts, String::new())).map(|(_, id)| id));
+        for (_, session) in d.sessions.range(..(now_ts, String::new())) {
+            due.extend(d.claims.get(session).into_iter().flatten());
+        }
+        due.into_iter().cloned().collect()
     }
 }
 
