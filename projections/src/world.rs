@@ -8,8 +8,9 @@
 //!
 //! Time is what events say (`ts`), never a clock: "live" means no close or
 //! expiry event yet, whatever the wall clock thinks.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
@@ -170,16 +171,19 @@ pub struct WorldModel {
 /// and task ever seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Deadlines {
-    /// Live sessions by heartbeat deadline.
-    sessions: BTreeSet<(u64, String)>,
-    /// Each indexed session's deadline.
-    session_at: BTreeMap<String, u64>,
+    /// Live sessions by heartbeat deadline. Ids are shared (`Arc<str>`)
+    /// between the two maps, so a heartbeat moves a session without
+    /// allocating: it is the most frequent event that changes a deadline.
+    sessions: BTreeSet<(u64, Arc<str>)>,
+    /// Each indexed session's deadline. (The hash maps here are only ever
+    /// looked up, never iterated: no order can leak from them.)
+    session_at: HashMap<Arc<str>, u64>,
     /// Claimed tasks by the end of their lease.
     leases: BTreeSet<(u64, String)>,
     /// Each indexed claim's lease end and holder session.
-    lease_at: BTreeMap<String, (u64, String)>,
+    lease_at: HashMap<String, (u64, String)>,
     /// Claimed tasks by their holder's session.
-    claims: BTreeMap<String, BTreeSet<String>>,
+    claims: HashMap<String, BTreeSet<String>>,
     /// Claimed tasks whose holder's session is unknown or not live.
     orphans: BTreeSet<String>,
 }
@@ -382,13 +386,21 @@ impl WorldModel {
     /// claims held through it are orphans.
     fn reindex_session(&mut self, session_id: &str) {
         let d = &mut self.deadlines;
-        if let Some(at) = d.session_at.remove(session_id) {
-            d.sessions.remove(&(at, session_id.to_owned()));
-        }
+        // Indexed exactly while live.
+        let (name, was_live) = match d.session_at.remove_entry(session_id) {
+            Some((name, at)) => {
+                d.sessions.remove(&(at, name.clone()));
+                (name, true)
+            }
+            None => (Arc::from(session_id), false),
+        };
         let live = self.sessions.get(session_id).filter(|s| s.status == SessionStatus::Live);
         if let Some(session) = live {
-            d.sessions.insert((session.deadline_ts(), session_id.to_owned()));
-            d.session_at.insert(session_id.to_owned(), session.deadline_ts());
+            d.sessions.insert((session.deadline_ts(), name.clone()));
+            d.session_at.insert(name, session.deadline_ts());
+        }
+        if was_live == live.is_some() {
+            return; // a heartbeat: whether its claims are orphans did not change
         }
         for task in d.claims.get(session_id).into_iter().flatten() {
             if live.is_some() {
@@ -403,7 +415,7 @@ impl WorldModel {
     /// order.
     pub fn overdue_sessions(&self, now_ts: u64) -> Vec<String> {
         let mut due: Vec<String> =
-            self.deadlines.sessions.range(..(now_ts, String::new())).map(|(_, id)| id.clone()).collect();
+            self.deadlines.sessions.range(..(now_ts, Arc::from(""))).map(|(_, id)| id.to_string()).collect();
         due.sort();
         due
     }
@@ -414,8 +426,8 @@ impl WorldModel {
         let d = &self.deadlines;
         let mut due: BTreeSet<&String> = d.orphans.iter().collect();
         due.extend(d.leases.range(..(now_ts, String::new())).map(|(_, id)| id));
-        for (_, session) in d.sessions.range(..(now_ts, String::new())) {
-            due.extend(d.claims.get(session).into_iter().flatten());
+        for (_, session) in d.sessions.range(..(now_ts, Arc::from(""))) {
+            due.extend(d.claims.get(&**session).into_iter().flatten());
         }
         due.into_iter().cloned().collect()
     }
