@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentlog_commands::Command as Cmd;
@@ -226,7 +226,7 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
 
     // Four producers allocate budgets until stopped, each command with its
     // idempotency key; they note the highest seq acknowledged to them.
-    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(tokio::sync::watch::channel(0u64).0));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
@@ -236,18 +236,21 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
                     let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("b{w}"), amount: 1 });
                     let key = format!("w{w}-{sent}");
                     let accepted = client.execute(&command, Some(&key)).await.expect("the node accepts the command");
-                    acked.fetch_max(accepted.last_seq, Ordering::Relaxed);
+                    acked.send_modify(|seq| *seq = (*seq).max(accepted.last_seq));
                     sent += 1;
                 }
                 sent
             })
         })
         .collect();
-    common::eventually(Duration::from_secs(30), "200 commands acknowledged", || acked.load(Ordering::Relaxed) >= 200);
+    let mut progress = acked.subscribe();
+    common::within(Duration::from_secs(30), "200 commands acknowledged", progress.wait_for(|seq| *seq >= 200))
+        .await
+        .unwrap();
     // A node's backup holds what its mirror held when the backup began (the
     // stream has the rest): read the mirror's head just before asking.
     let mirrored_before = common::metric(&node, "agentlog_mirror_seq");
-    let acknowledged_before = acked.load(Ordering::Relaxed);
+    let acknowledged_before = *acked.borrow();
 
     // The node holds the store's lock: the CLI asks it through the socket.
     let out = tokio::task::spawn_blocking({
@@ -265,7 +268,7 @@ async fn a_running_node_takes_a_backup_through_its_control_socket_while_commands
     for writer in writers {
         sent += writer.await.unwrap();
     }
-    assert!(acked.load(Ordering::Relaxed) > acknowledged_before, "commands went on during the backup");
+    assert!(*acked.borrow() > acknowledged_before, "commands went on during the backup");
     // A node killed outright leaves its socket behind; the next start
     // replaces it, and a stopped node removes it.
     node.kill();
