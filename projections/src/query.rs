@@ -95,7 +95,10 @@ impl Query {
             && (name != "tasks" || !TASK_STATES.contains(&state.as_str()))
         {
             return Err(Error::BadQuery {
-                reason: format!("state {state:?}: only `tasks` takes a state, one of {}", TASK_STATES.join(", ")),
+                reason: format!(
+                    "state {state:?}: `tasks` takes one of {}, and no other query takes a state",
+                    TASK_STATES.join(", ")
+                ),
             });
         }
         if name == "violations"
