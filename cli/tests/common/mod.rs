@@ -176,18 +176,6 @@ impl Node {
     }
 }
 
-/// Polls `done` every 50 ms until it holds, failing the test after
-/// `limit` with `what`: for conditions a node exposes only through its
-/// metrics (a mirror caught up with the stream).
-#[allow(clippy::disallowed_methods)] // test scaffolding: a wall-time bound
-pub fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not happen within {} s", limit.as_secs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 pub fn metric(node: &Node, name: &str) -> u64 {
     let (_, metrics) = get(node.http, "/metrics").expect("metrics");
     metrics
