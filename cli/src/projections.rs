@@ -114,7 +114,7 @@ fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     drop(runners);
-    store.save(&[&world, &reputation])?;
+    store.save(&mut [&mut world, &mut reputation])?;
     println!(
         "rebuilt {} from seq 1 to {head} in {elapsed:.2} s ({:.0} events/s)",
         names.join(" and "),

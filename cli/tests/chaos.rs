@@ -17,7 +17,7 @@ use agentlog_commands::wire::Client;
 use agentlog_log::wal::Store;
 use agentlog_log::{Body, Kind};
 use agentlog_tests::nats::NatsServer;
-use common::{metric, start};
+use common::metric;
 
 const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 5_000;
@@ -40,10 +40,28 @@ async fn commands_survive_two_sigkills_of_nats_server_exactly_once() {
     common::within(LIMIT, "chaos B", chaos(Victim::NatsServer)).await;
 }
 
+/// A node that saves its views every 1,000 events, so kills land between
+/// two checkpoints.
+fn start_checkpointing(server: &NatsServer, data: &std::path::Path) -> common::Node {
+    common::start_with_env(&server.url(), data, &[], &[("AGENTLOG_PROJECTIONS_CHECKPOINT_EVENTS", "1000")])
+}
+
+/// The world view's checkpoint position, read beside the running node.
+fn checkpoint_position(data: &std::path::Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentlog"))
+        .args(["projections", "status", "--json", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["projections"][0]["position"].as_u64().unwrap()
+}
+
 async fn chaos(victim: Victim) {
     let mut server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start(&server, dir.path());
+    let mut node = start_checkpointing(&server, dir.path());
     let nats = agentlog_log::jetstream::connect(&server.url()).await.unwrap();
     let client = Client::new(nats.clone(), "chaos").with_timeout(Duration::from_secs(2));
     let acknowledged = Arc::new(AtomicU64::new(0));
@@ -79,9 +97,13 @@ async fn chaos(victim: Victim) {
         }
         match victim {
             Victim::Serve => {
+                // Killed under load with a checkpoint saved (every 1,000
+                // events): the views resume from it, folding again what
+                // came after it.
+                assert!(checkpoint_position(dir.path()) > 0, "a checkpoint before the kill");
                 node.kill();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                node = start(&server, dir.path());
+                node = start_checkpointing(&server, dir.path());
             }
             Victim::NatsServer => {
                 server.kill();

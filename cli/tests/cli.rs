@@ -105,8 +105,8 @@ fn the_demo_views_equal_a_rebuild_and_answer_queries() {
     {
         use agentlog_projections::{Live, ProjectionStore, WorldModel, store};
         let saved = ProjectionStore::open(&store::dir(dirs[0].path())).unwrap();
-        let wrong = Live { state: WorldModel::default(), position: head, chain_hash: Vec::new() };
-        saved.save(&[&wrong]).unwrap();
+        let mut wrong = Live { state: WorldModel::default(), position: head, chain_hash: Vec::new(), whole: true };
+        saved.save(&mut [&mut wrong]).unwrap();
     }
     let mismatch = agentlog(&["projections", "verify", "--json", "--data", data]);
     assert!(!mismatch.status.success());

@@ -4,6 +4,7 @@
 //! alone; the worker that keeps them on disk, with a checkpoint written
 //! atomically with their state, needs the `store` feature (RocksDB), and
 //! the query service the `nats` feature.
+pub mod entities;
 pub mod error;
 pub mod live;
 pub mod matcher;
@@ -21,9 +22,9 @@ pub mod worker;
 pub mod world;
 
 pub use error::{Error, Result};
-pub use live::{Checkpoint, Live, Runner};
+pub use live::{Checkpoint, Live, Runner, Settled};
 pub use matcher::{Candidate, Recommendation, recommend};
-pub use projection::{Projection, canonical_bytes, state_hash};
+pub use projection::{Projection, state_hash, state_hash_from_scratch};
 pub use reputation::{AgentSummary, Reputation, StatsSummary};
 #[cfg(feature = "store")]
 pub use store::ProjectionStore;

@@ -4,7 +4,8 @@
 use agentlog_core::Envelope;
 use serde::{Deserialize, Serialize};
 
-use crate::projection::{Projection, canonical_bytes, state_hash};
+use crate::entities::Change;
+use crate::projection::{Projection, state_hash};
 
 /// Where a projection is: written with its state in one RocksDB write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,7 +15,7 @@ pub struct Checkpoint {
     /// That event's chain hash (hex): a log replaced under the projection
     /// is noticed, not silently folded on.
     pub chain_hash: String,
-    /// The hash of the state's canonical bytes (hex).
+    /// The state hash (hex; defined in `entities`).
     pub state_hash: String,
 }
 
@@ -25,18 +26,41 @@ pub struct Live<P> {
     /// The chain hash of the event at `position` (bytes; hex only in the
     /// checkpoint, so folding an event formats nothing).
     pub chain_hash: Vec<u8>,
+    /// Folded from nothing, not from a saved state, since its last save:
+    /// the next save replaces every entity the store has of it.
+    pub whole: bool,
+}
+
+/// What a save writes of one projection: its checkpoint, the entities
+/// changed since the last save (by family), and whether they replace
+/// everything stored of it.
+#[derive(Debug)]
+pub struct Settled {
+    pub name: &'static str,
+    pub checkpoint: Checkpoint,
+    pub changes: Vec<(&'static str, Vec<Change>)>,
+    pub whole: bool,
 }
 
 impl<P: Projection> Live<P> {
     pub fn new() -> Self {
-        Live { state: P::default(), position: 0, chain_hash: Vec::new() }
+        Live { state: P::default(), position: 0, chain_hash: Vec::new(), whole: true }
     }
 
     /// A checkpoint whose chain hash is not hex yields an empty one, which
     /// no event's hash equals: the check against the log then refuses it.
     pub fn from_checkpoint(checkpoint: &Checkpoint, state: P) -> Self {
         let chain_hash = agentlog_core::chain::from_hex(&checkpoint.chain_hash).unwrap_or_default();
-        Live { state, position: checkpoint.position, chain_hash }
+        Live { state, position: checkpoint.position, chain_hash, whole: false }
+    }
+
+    /// Where the state is now, with its state hash.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: self.position,
+            chain_hash: agentlog_core::chain::to_hex(&self.chain_hash),
+            state_hash: agentlog_core::chain::to_hex(&state_hash(&self.state)),
+        }
     }
 }
 
@@ -48,8 +72,9 @@ pub trait Runner: Send + Sync {
     /// is skipped); it must be the next one.
     fn apply(&mut self, event: &Envelope);
     fn state_hash(&self) -> [u8; 32];
-    /// The checkpoint and the state's canonical bytes.
-    fn snapshot(&self) -> (Checkpoint, Vec<u8>);
+    /// The checkpoint, and every entity changed since the last one (by
+    /// family): the state is then settled.
+    fn settle(&mut self) -> Settled;
     /// Back to the empty state at position 0.
     fn reset(&mut self);
 }
@@ -78,14 +103,19 @@ impl<P: Projection> Runner for Live<P> {
         state_hash(&self.state)
     }
 
-    fn snapshot(&self) -> (Checkpoint, Vec<u8>) {
-        let bytes = canonical_bytes(&self.state);
-        let checkpoint = Checkpoint {
-            position: self.position,
-            chain_hash: agentlog_core::chain::to_hex(&self.chain_hash),
-            state_hash: agentlog_core::chain::to_hex(blake3::hash(&bytes).as_bytes()),
-        };
-        (checkpoint, bytes)
+    fn settle(&mut self) -> Settled {
+        let changes = self
+            .state
+            .families_mut()
+            .into_iter()
+            .map(|family| {
+                let mut changes = Vec::with_capacity(family.changed());
+                family.settle(&mut changes);
+                (family.kind(), changes)
+            })
+            .collect();
+        let whole = std::mem::replace(&mut self.whole, false);
+        Settled { name: P::NAME, checkpoint: self.checkpoint(), changes, whole }
     }
 
     fn reset(&mut self) {

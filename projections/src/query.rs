@@ -198,7 +198,7 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
         }
         Query::Violations { page } => {
             let after = page.after.as_deref().and_then(|a| a.parse().ok());
-            paged(world.state.violations_after(after).iter(), page, |v| v.seq.to_string())
+            paged(world.state.violations_after(after), page, |v| v.seq.to_string())
         }
         Query::Reputation { page } => {
             paged(views.reputation().state.agents_after(after(page).as_deref()), page, |a| a.agent_id.clone())

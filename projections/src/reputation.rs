@@ -36,13 +36,14 @@
 //!
 //! An agent without history scores 0.5. The state also remembers each task
 //! not yet finished for good (its requirements and current claim). Floats in the state are serialised as
-//! their bit patterns, so a state read back from JSON hashes the same.
+//! their bit patterns, so an entity read back from its JSON hashes the same.
 use std::collections::{BTreeMap, BTreeSet};
 
 use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 
 use crate::Projection;
+use crate::entities::{Entities, Family};
 
 pub const HOUR_NS: u64 = 3_600 * 1_000_000_000;
 /// The half-life of the success and failure weights: 7 days.
@@ -73,20 +74,21 @@ pub fn decay_factor(hours: u64) -> f64 {
     acc
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// The reputation's state, each entity its own key in the projection
+/// store: families `agent` (overall stats), `capability` (stats per agent
+/// and capability), `task` (tasks not yet finished for good: their
+/// requirements and current claim) and `scalar` (`slo_ms`,
+/// `fleet_successes`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reputation {
-    slo_ms: u64,
-    agents: BTreeMap<String, AgentState>,
-    /// Tasks not yet finished for good: their requirements and current claim.
-    tasks: BTreeMap<String, TaskState>,
-    fleet_successes: u64,
+    agents: Entities<String, Stats>,
+    capabilities: Entities<(String, String), Stats>,
+    tasks: Entities<String, TaskState>,
+    scalars: Entities<String, u64>,
 }
 
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
-struct AgentState {
-    overall: Stats,
-    capabilities: BTreeMap<String, Stats>,
-}
+const SLO_MS: &str = "slo_ms";
+const FLEET_SUCCESSES: &str = "fleet_successes";
 
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 struct TaskState {
@@ -162,11 +164,23 @@ impl Default for Reputation {
 
 impl Reputation {
     pub fn with_slo_ms(slo_ms: u64) -> Self {
-        Self { slo_ms, agents: BTreeMap::new(), tasks: BTreeMap::new(), fleet_successes: 0 }
+        let mut scalars = Entities::new("scalar");
+        scalars.insert(SLO_MS.to_owned(), slo_ms);
+        scalars.insert(FLEET_SUCCESSES.to_owned(), 0);
+        Self {
+            agents: Entities::new("agent"),
+            capabilities: Entities::new("capability"),
+            tasks: Entities::new("task"),
+            scalars,
+        }
     }
 
     pub fn slo_ms(&self) -> u64 {
-        self.slo_ms
+        self.scalars.get(SLO_MS).copied().unwrap_or(DEFAULT_SLO_MS)
+    }
+
+    fn fleet_successes(&self) -> u64 {
+        self.scalars.get(FLEET_SUCCESSES).copied().unwrap_or_default()
     }
 
     pub fn agent(&self, agent_id: &str) -> Option<AgentSummary> {
@@ -175,35 +189,39 @@ impl Reputation {
 
     /// Every agent with any history, in agent id order.
     pub fn agents(&self) -> impl Iterator<Item = AgentSummary> + '_ {
-        self.agents.iter().map(|(id, a)| self.summarise(id, a))
+        self.agents_after(None)
     }
 
     /// Agents with history in id order, from the first after `after`.
     pub fn agents_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = AgentSummary> + 'a {
-        let range = match after {
-            Some(after) => self.agents.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.agents.range::<str, _>(..),
-        };
-        range.map(|(id, a)| self.summarise(id, a))
+        let fleet = self.fleet_cost_per_success();
+        self.agents.iter_after(after).map(move |(id, a)| self.summary(id, a, fleet))
     }
 
     /// The agent's score; 0.5 for an agent without history.
     pub fn score(&self, agent_id: &str) -> f64 {
-        self.agents.get(agent_id).map_or(NEUTRAL, |a| a.overall.score(self.fleet_cost_per_success()))
+        self.agents.get(agent_id).map_or(NEUTRAL, |a| a.score(self.fleet_cost_per_success()))
     }
 
     fn fleet_cost_per_success(&self) -> Option<f64> {
-        let fleet_cost: u64 = self.agents.values().map(|a| a.overall.cost()).fold(0, u64::saturating_add);
-        (self.fleet_successes > 0).then(|| fleet_cost as f64 / self.fleet_successes as f64)
+        let fleet_cost: u64 = self.agents.values().map(Stats::cost).fold(0, u64::saturating_add);
+        let successes = self.fleet_successes();
+        (successes > 0).then(|| fleet_cost as f64 / successes as f64)
     }
 
-    fn summarise(&self, agent_id: &str, agent: &AgentState) -> AgentSummary {
-        let fleet = self.fleet_cost_per_success();
-        AgentSummary {
-            agent_id: agent_id.to_owned(),
-            overall: agent.overall.summary(fleet),
-            capabilities: agent.capabilities.iter().map(|(c, s)| (c.clone(), s.summary(fleet))).collect(),
-        }
+    fn summarise(&self, agent_id: &str, agent: &Stats) -> AgentSummary {
+        self.summary(agent_id, agent, self.fleet_cost_per_success())
+    }
+
+    fn summary(&self, agent_id: &str, agent: &Stats, fleet: Option<f64>) -> AgentSummary {
+        let first = (agent_id.to_owned(), String::new());
+        let capabilities = self
+            .capabilities
+            .range(first..)
+            .take_while(|((a, _), _)| a == agent_id)
+            .map(|((_, c), s)| (c.clone(), s.summary(fleet)))
+            .collect();
+        AgentSummary { agent_id: agent_id.to_owned(), overall: agent.summary(fleet), capabilities }
     }
 
     /// Ends the task's claim; returns its requirements (forgetting the task when `finished`).
@@ -221,14 +239,15 @@ impl Reputation {
         if agent_id.is_empty() {
             return;
         }
-        let slo_ns = self.slo_ms.saturating_mul(1_000_000);
-        let agent = self.agents.entry(agent_id.to_owned()).or_default();
-        agent.overall.record(ts, outcome, slo_ns);
+        let slo_ns = self.slo_ms().saturating_mul(1_000_000);
+        self.agents.get_or_insert_with(agent_id, Stats::default).record(ts, outcome, slo_ns);
         for cap in required {
-            agent.capabilities.entry(cap.clone()).or_default().record(ts, outcome, slo_ns);
+            let key = (agent_id.to_owned(), cap.clone());
+            self.capabilities.get_or_insert_with(&key, Stats::default).record(ts, outcome, slo_ns);
         }
         if let Outcome::Success(_) = outcome {
-            self.fleet_successes = self.fleet_successes.saturating_add(1);
+            let successes = self.scalars.get_or_insert_with(FLEET_SUCCESSES, || 0);
+            *successes = successes.saturating_add(1);
         }
     }
 
@@ -236,17 +255,25 @@ impl Reputation {
         if agent_id.is_empty() {
             return;
         }
-        let agent = self.agents.entry(agent_id.to_owned()).or_default();
-        agent.overall.add_cost(amount, debit);
+        self.agents.get_or_insert_with(agent_id, Stats::default).add_cost(amount, debit);
         let required = self.tasks.get(task_id).map(|t| &t.required).into_iter().flatten();
         for cap in required {
-            agent.capabilities.entry(cap.clone()).or_default().add_cost(amount, debit);
+            let key = (agent_id.to_owned(), cap.clone());
+            self.capabilities.get_or_insert_with(&key, Stats::default).add_cost(amount, debit);
         }
     }
 }
 
 impl Projection for Reputation {
     const NAME: &'static str = "reputation";
+
+    fn families(&self) -> Vec<&dyn Family> {
+        vec![&self.agents, &self.capabilities, &self.tasks, &self.scalars]
+    }
+
+    fn families_mut(&mut self) -> Vec<&mut dyn Family> {
+        vec![&mut self.agents, &mut self.capabilities, &mut self.tasks, &mut self.scalars]
+    }
 
     fn apply(&mut self, event: &Envelope) {
         let ts = event.ts;
@@ -256,7 +283,7 @@ impl Projection for Reputation {
                 self.tasks.insert(e.task_id.clone(), TaskState { required, claim: None });
             }
             Some(Body::TaskClaimed(e)) => {
-                self.tasks.entry(e.task_id.clone()).or_default().claim =
+                self.tasks.get_or_insert_with(&e.task_id, TaskState::default).claim =
                     Some(Claim { agent_id: e.agent_id.clone(), ts });
             }
             Some(Body::TaskReleased(e)) => {
@@ -403,6 +430,16 @@ mod tests {
 
     fn env(seq: u64, ts: u64, body: Body) -> Envelope {
         Envelope { seq, ts, stream: "test".into(), body: Some(body), ..Default::default() }
+    }
+
+    /// The state as the projection store would read it back: every entity
+    /// through its bytes.
+    fn read_back(state: &Reputation) -> Reputation {
+        let mut back = Reputation::default();
+        for (from, to) in state.families().into_iter().zip(back.families_mut()) {
+            from.for_each(&mut |key, value| to.load(&key, &value).unwrap());
+        }
+        back
     }
 
     fn fold(state: Reputation, bodies: impl IntoIterator<Item = (u64, Body)>) -> Reputation {
@@ -602,7 +639,7 @@ mod tests {
         let one = fold(Reputation::default(), events.clone());
         let two = fold(Reputation::default(), events);
         assert_eq!(state_hash(&one), state_hash(&two));
-        let back: Reputation = serde_json::from_slice(&crate::canonical_bytes(&one)).unwrap();
+        let back = read_back(&one);
         assert_eq!(back, one);
         assert_eq!(state_hash(&back), state_hash(&one));
     }
@@ -651,7 +688,7 @@ mod tests {
                 two.apply(e);
             }
             prop_assert_eq!(state_hash(&one), state_hash(&two));
-            let back: Reputation = serde_json::from_slice(&crate::canonical_bytes(&one)).unwrap();
+            let back = read_back(&one);
             prop_assert_eq!(state_hash(&back), state_hash(&one));
             for summary in one.agents() {
                 for s in std::iter::once(&summary.overall).chain(summary.capabilities.values()) {

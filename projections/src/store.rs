@@ -1,14 +1,17 @@
 //! The projections' own RocksDB (`<data>/projections`): per projection, its
-//! checkpoint and its state, always written together in one `WriteBatch`,
-//! so a crash leaves a state and the position it reflects — never one
-//! without the other. Restarting from it folds each event exactly once.
+//! checkpoint (`checkpoint/<name>`) and its entities, each its own key
+//! (`entity/<name>/<kind>/<key>`). A checkpoint writes the entities changed
+//! since the last one with the new position, in one `WriteBatch`, so a crash
+//! leaves a state and the position it reflects — never one without the
+//! other — and costs what changed, not what the state weighs. Restarting
+//! from it folds each event exactly once.
 use std::path::{Path, PathBuf};
 
 use agentlog_log::rocks::{self, FamilyScan, OpenFailure};
 use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
 use crate::error::{Error, Result};
-use crate::live::{Checkpoint, Live, Runner};
+use crate::live::{Checkpoint, Live, Runner, Settled};
 use crate::projection::Projection;
 
 /// The projection store's directory inside a data directory.
@@ -20,8 +23,27 @@ fn checkpoint_key(name: &str) -> String {
     format!("checkpoint/{name}")
 }
 
-fn state_key(name: &str) -> String {
+/// Where a whole state was kept before states were kept per entity: read
+/// as no checkpoint (the projection folds again from seq 1), and deleted by
+/// its next save.
+fn legacy_state_key(name: &str) -> String {
     format!("state/{name}")
+}
+
+/// Every entity key of a projection starts so.
+fn entity_prefix(name: &str) -> Vec<u8> {
+    format!("entity/{name}/").into_bytes()
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("prefixes are not empty") += 1;
+    end
+}
+
+fn entity_key(name: &str, kind: &str, key: &[u8]) -> Vec<u8> {
+    [&entity_prefix(name)[..], kind.as_bytes(), b"/", key].concat()
 }
 
 pub struct ProjectionStore {
@@ -105,33 +127,75 @@ impl ProjectionStore {
             .map_err(|e| Error::CorruptCheckpoint { name: name.to_owned(), reason: e.to_string() })
     }
 
-    /// The projection as last saved, checked against its state hash; a new
-    /// one at position 0 when none was saved.
+    /// The projection as last saved, its entities checked against the
+    /// checkpoint's state hash; a new one at position 0 when none was saved.
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
         let Some(checkpoint) = self.checkpoint(P::NAME)? else { return Ok(Live::new()) };
         let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
-        let bytes = self
-            .db
-            .get(state_key(P::NAME))
-            .map_err(self.read_failed("reading a projection's state"))?
-            .ok_or_else(|| corrupt("the checkpoint has no state".into()))?;
-        let hash = agentlog_log::chain::to_hex(blake3::hash(&bytes).as_bytes());
+        if self.db.get(legacy_state_key(P::NAME)).map_err(self.read_failed("reading a projection's state"))?.is_some() {
+            tracing::warn!(
+                message = "a checkpoint of the whole state, from before states were kept per entity: folding again from seq 1",
+                projection = P::NAME
+            );
+            return Ok(Live::new());
+        }
+        let mut live = Live::from_checkpoint(&checkpoint, P::default());
+        let prefix = entity_prefix(P::NAME);
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(prefix_end(&prefix));
+        let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward), options);
+        {
+            let mut families = live.state.families_mut();
+            for item in iterator {
+                let (key, value) = item.map_err(self.read_failed("reading a projection's entities"))?;
+                let rest = &key[prefix.len()..];
+                let slash =
+                    rest.iter().position(|b| *b == b'/').ok_or_else(|| corrupt(format!("entity key {key:?}")))?;
+                let (kind, key) = (&rest[..slash], &rest[slash + 1..]);
+                let family = families
+                    .iter_mut()
+                    .find(|f| f.kind().as_bytes() == kind)
+                    .ok_or_else(|| corrupt(format!("no family {:?}", String::from_utf8_lossy(kind))))?;
+                family.load(key, &value).map_err(corrupt)?;
+            }
+        }
+        let hash = agentlog_log::chain::to_hex(&crate::projection::state_hash(&live.state));
         if hash != checkpoint.state_hash {
             return Err(corrupt(format!("the state hashes to {hash}, the checkpoint says {}", checkpoint.state_hash)));
         }
-        let mut state: P = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        state.loaded();
-        Ok(Live::from_checkpoint(&checkpoint, state))
+        live.state.loaded();
+        Ok(live)
     }
 
-    /// Writes each projection's state and checkpoint, all in one write;
-    /// returns the bytes written.
-    pub fn save(&self, runners: &[&dyn Runner]) -> Result<usize> {
+    /// Writes what each projection changed since its last save
+    /// ([`Runner::settle`]) and its checkpoint, all in one write; returns
+    /// the bytes written.
+    pub fn save(&self, runners: &mut [&mut dyn Runner]) -> Result<usize> {
+        self.write(runners.iter_mut().map(|r| r.settle()).collect())
+    }
+
+    /// Writes settled projections, all in one write (one folded from
+    /// nothing replaces every entity stored of it); returns the bytes
+    /// written. A failed write leaves the projections settled but not
+    /// saved: their owner must stop and load again.
+    pub fn write(&self, settled: Vec<Settled>) -> Result<usize> {
         let mut batch = WriteBatch::default();
-        for runner in runners {
-            let (checkpoint, bytes) = runner.snapshot();
-            batch.put(state_key(runner.name()), bytes);
-            batch.put(checkpoint_key(runner.name()), serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
+        for Settled { name, checkpoint, changes, whole } in settled {
+            if whole {
+                let prefix = entity_prefix(name);
+                batch.delete_range(&prefix, &prefix_end(&prefix));
+                batch.delete(legacy_state_key(name));
+            }
+            for (kind, changes) in changes {
+                for (key, value) in changes {
+                    let key = entity_key(name, kind, &key);
+                    match value {
+                        Some(value) => batch.put(key, value),
+                        None => batch.delete(key),
+                    }
+                }
+            }
+            batch.put(checkpoint_key(name), serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
         }
         let size_bytes = batch.size_in_bytes();
         self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))?;

@@ -67,6 +67,15 @@ impl Views {
         self.saved.subscribe()
     }
 
+    /// Takes what every view changed since the last save, under both
+    /// locks, so the two are taken at the same position.
+    #[cfg(feature = "store")]
+    pub(crate) fn settle(&self) -> Vec<crate::live::Settled> {
+        let mut world = self.world.write().unwrap_or_else(|p| p.into_inner());
+        let mut reputation = self.reputation.write().unwrap_or_else(|p| p.into_inner());
+        vec![world.settle(), reputation.settle()]
+    }
+
     #[cfg(feature = "store")]
     pub(crate) fn mark_saved(&self, position: u64) {
         self.saved.send_replace(position);

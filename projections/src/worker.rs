@@ -13,16 +13,16 @@ use agentlog_core::{EventSource, Log, Subscription};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::live::{Live, Runner};
+use crate::live::Live;
 use crate::projection::Projection;
 use crate::store::ProjectionStore;
 use crate::views::{PAGE, Views};
 
 /// When the worker saves a checkpoint: once `events` events are unsaved, or
 /// `interval` after the first unsaved event folded, whichever comes first,
-/// and when it stops. A checkpoint costs a write of the whole views today,
-/// so its cadence bounds that cost by time and count instead of paying it
-/// per event.
+/// and when it stops. A checkpoint costs what changed since the last one;
+/// its cadence gathers many events' changes into one write instead of
+/// paying a write per event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cadence {
     pub events: u64,
@@ -51,17 +51,19 @@ impl Views {
         Ok(views)
     }
 
-    /// Saves every view with its checkpoint, in one write.
-    pub fn save(&self, store: &ProjectionStore) -> Result<()> {
-        let (world, reputation) = (self.world(), self.reputation());
-        let size_bytes = store.save(&[&*world as &dyn Runner, &*reputation])?;
-        let position = world.position.min(reputation.position);
+    /// Saves what every view changed since the last save, with their
+    /// checkpoints, in one write. The fold waits only while the changes are
+    /// taken (their cost, not the views'), not while they are written.
+    /// Returns the bytes written.
+    pub fn save(&self, store: &ProjectionStore) -> Result<usize> {
+        let settled = self.settle();
+        let position = settled.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
+        let size_bytes = store.write(settled)?;
         metrics::counter!(CHECKPOINTS).increment(1);
         metrics::histogram!(CHECKPOINT_BYTES).record(size_bytes as f64);
         tracing::debug!(message = "checkpoint", position, size_bytes);
-        drop((world, reputation));
         self.mark_saved(position);
-        Ok(())
+        Ok(size_bytes)
     }
 }
 

@@ -16,6 +16,7 @@ use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 
 use crate::Projection;
+use crate::entities::{Entities, Family};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,23 +149,41 @@ struct ReadyKey {
     task_id: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The world model's state: its entities, each its own key in the
+/// projection store (families `task`, `session`, `agent`, `budget`,
+/// `violation` by seq, and `version`: each stream's last version, for gap
+/// detection), and indexes derived from them, kept as the fold goes and
+/// rebuilt when a checkpoint is loaded, never stored.
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorldModel {
-    tasks: BTreeMap<String, TaskView>,
-    sessions: BTreeMap<String, SessionView>,
-    agents: BTreeMap<String, AgentView>,
-    budgets: BTreeMap<String, BudgetView>,
-    violations: Vec<Violation>,
+    tasks: Entities<String, TaskView>,
+    sessions: Entities<String, SessionView>,
+    agents: Entities<String, AgentView>,
+    budgets: Entities<String, BudgetView>,
+    violations: Entities<(u64, u32), Violation>,
+    versions: Entities<String, u64>,
     /// Open tasks whose dependencies are all completed.
     ready: BTreeSet<ReadyKey>,
     /// task → tasks that depend on it.
     dependents: BTreeMap<String, BTreeSet<String>>,
-    /// Each stream's last version, for gap detection.
-    versions: BTreeMap<String, u64>,
-    /// What the ticker asks about, kept as the fold goes; not stored with
-    /// the state, rebuilt from it when a checkpoint is loaded.
-    #[serde(skip)]
+    /// What the ticker asks about.
     deadlines: Deadlines,
+}
+
+impl Default for WorldModel {
+    fn default() -> Self {
+        WorldModel {
+            tasks: Entities::new("task"),
+            sessions: Entities::new("session"),
+            agents: Entities::new("agent"),
+            budgets: Entities::new("budget"),
+            violations: Entities::new("violation"),
+            versions: Entities::new("version"),
+            ready: BTreeSet::new(),
+            dependents: BTreeMap::new(),
+            deadlines: Deadlines::default(),
+        }
+    }
 }
 
 /// Deadlines by time, so what is due costs what is due, not every session
@@ -204,11 +223,32 @@ impl Projection for WorldModel {
         }
     }
 
+    fn families(&self) -> Vec<&dyn Family> {
+        vec![&self.tasks, &self.sessions, &self.agents, &self.budgets, &self.violations, &self.versions]
+    }
+
+    fn families_mut(&mut self) -> Vec<&mut dyn Family> {
+        vec![
+            &mut self.tasks,
+            &mut self.sessions,
+            &mut self.agents,
+            &mut self.budgets,
+            &mut self.violations,
+            &mut self.versions,
+        ]
+    }
+
     fn loaded(&mut self) {
-        self.deadlines = Deadlines::default();
+        (self.ready, self.dependents, self.deadlines) = Default::default();
         let (tasks, sessions): (Vec<String>, Vec<String>) =
             (self.tasks.keys().cloned().collect(), self.sessions.keys().cloned().collect());
+        for (id, task) in self.tasks.iter() {
+            for dependency in &task.dependencies {
+                self.dependents.entry(dependency.clone()).or_default().insert(id.clone());
+            }
+        }
         for task in &tasks {
+            self.refresh_ready(task);
             self.reindex_claim(task);
         }
         for session in &sessions {
@@ -287,11 +327,17 @@ impl WorldModel {
                     dependencies: e.dependencies.clone(),
                     created_seq: event.seq,
                 };
+                // Created again (a log no command path writes, but a fold
+                // takes any log): the indexes forget the task it replaces.
+                let was_completed = self.forget_task(&e.task_id);
                 for dependency in &e.dependencies {
                     self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
                 }
                 self.tasks.insert(e.task_id.clone(), task);
                 self.refresh_ready(&e.task_id);
+                if was_completed {
+                    self.refresh_dependents(&e.task_id);
+                }
             }
             Body::TaskClaimed(e) => self.claim(event, e),
             Body::TaskReleased(e) => {
@@ -306,10 +352,6 @@ impl WorldModel {
             Body::TaskCompleted(e) => {
                 if self.finish(event, &e.task_id, &e.agent_id, &e.session_id, "completed") {
                     self.set_status(&e.task_id, TaskStatus::Completed);
-                    let dependents = self.dependents.get(&e.task_id).cloned().unwrap_or_default();
-                    for dependent in dependents {
-                        self.refresh_ready(&dependent);
-                    }
                 }
             }
             Body::TaskFailed(e) => {
@@ -433,15 +475,6 @@ impl WorldModel {
     }
 }
 
-/// The values of `map` whose keys sort after `after` (all when `None`).
-fn after_key<'a, V>(map: &'a BTreeMap<String, V>, after: Option<&str>) -> impl Iterator<Item = &'a V> {
-    match after {
-        Some(after) => map.range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
-        None => map.range::<str, _>(..),
-    }
-    .map(|(_, v)| v)
-}
-
 impl WorldModel {
     pub fn task(&self, id: &str) -> Option<&TaskView> {
         self.tasks.get(id)
@@ -453,7 +486,7 @@ impl WorldModel {
 
     /// Tasks in id order, from the first after `after` (all when `None`).
     pub fn tasks_after(&self, after: Option<&str>) -> impl Iterator<Item = &TaskView> {
-        after_key(&self.tasks, after)
+        self.tasks.values_after(after)
     }
 
     /// Claimable tasks, highest priority first (then oldest).
@@ -479,23 +512,23 @@ impl WorldModel {
 
     /// Sessions in id order, from the first after `after`.
     pub fn sessions_after(&self, after: Option<&str>) -> impl Iterator<Item = &SessionView> {
-        after_key(&self.sessions, after)
+        self.sessions.values_after(after)
     }
 
     /// Agents in id order, from the first after `after`.
     pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &AgentView> {
-        after_key(&self.agents, after)
+        self.agents.values_after(after)
     }
 
     /// Budgets in id order, from the first after `after`.
     pub fn budgets_after(&self, after: Option<&str>) -> impl Iterator<Item = &BudgetView> {
-        after_key(&self.budgets, after)
+        self.budgets.values_after(after)
     }
 
     /// Violations in log order, from the first caused by a seq after `after`.
-    pub fn violations_after(&self, after: Option<u64>) -> &[Violation] {
-        let from = after.map_or(0, |seq| self.violations.partition_point(|v| v.seq <= seq));
-        &self.violations[from..]
+    pub fn violations_after(&self, after: Option<u64>) -> impl Iterator<Item = &Violation> {
+        let from = after.map_or(Bound::Unbounded, |seq| Bound::Excluded((seq, u32::MAX)));
+        self.violations.range((from, Bound::Unbounded)).map(|(_, v)| v)
     }
 
     pub fn session(&self, id: &str) -> Option<&SessionView> {
@@ -522,16 +555,20 @@ impl WorldModel {
         self.budgets.values()
     }
 
-    pub fn violations(&self) -> &[Violation] {
-        &self.violations
+    /// Violations in log order.
+    pub fn violations(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.values()
     }
 
     fn violate(&mut self, event: &Envelope, kind: ViolationKind, detail: String) {
-        self.violations.push(Violation { seq: event.seq, kind, stream: event.stream.clone(), detail });
+        let index = self.violations.range((event.seq, 0)..=(event.seq, u32::MAX)).count();
+        let index = u32::try_from(index).expect("an event causes a handful of violations");
+        let violation = Violation { seq: event.seq, kind, stream: event.stream.clone(), detail };
+        self.violations.insert((event.seq, index), violation);
     }
 
     fn check_version(&mut self, event: &Envelope) {
-        let last = match self.versions.get_mut(&event.stream) {
+        let last = match self.versions.get_mut(event.stream.as_str()) {
             Some(version) => std::mem::replace(version, event.stream_version.max(*version)),
             None => {
                 self.versions.insert(event.stream.clone(), event.stream_version);
@@ -554,15 +591,11 @@ impl WorldModel {
     }
 
     fn agent_mut(&mut self, id: &str) -> &mut AgentView {
-        self.agents
-            .entry(id.to_owned())
-            .or_insert_with(|| AgentView { agent_id: id.to_owned(), ..AgentView::default() })
+        self.agents.get_or_insert_with(id, || AgentView { agent_id: id.to_owned(), ..AgentView::default() })
     }
 
     fn budget_mut(&mut self, id: &str) -> &mut BudgetView {
-        self.budgets
-            .entry(id.to_owned())
-            .or_insert_with(|| BudgetView { budget_id: id.to_owned(), ..BudgetView::default() })
+        self.budgets.get_or_insert_with(id, || BudgetView { budget_id: id.to_owned(), ..BudgetView::default() })
     }
 
     fn end_session(&mut self, session_id: &str, status: SessionStatus) {
@@ -635,10 +668,40 @@ impl WorldModel {
     }
 
     fn set_status(&mut self, task_id: &str, status: TaskStatus) {
-        if let Some(t) = self.tasks.get_mut(task_id) {
-            t.status = status;
-        }
+        let Some(t) = self.tasks.get_mut(task_id) else { return };
+        let was_completed = std::mem::replace(&mut t.status, status) == TaskStatus::Completed;
         self.refresh_ready(task_id);
+        if was_completed != (status == TaskStatus::Completed) {
+            self.refresh_dependents(task_id);
+        }
+    }
+
+    /// Whether the tasks depending on `task_id` are ready changes with it.
+    fn refresh_dependents(&mut self, task_id: &str) {
+        let dependents = self.dependents.get(task_id).cloned().unwrap_or_default();
+        for dependent in dependents {
+            self.refresh_ready(&dependent);
+        }
+    }
+
+    /// Takes a task about to be replaced out of the indexes; whether it
+    /// was completed.
+    fn forget_task(&mut self, task_id: &str) -> bool {
+        let Some(old) = self.tasks.get(task_id) else { return false };
+        self.ready.remove(&ReadyKey {
+            neg_priority: -i64::from(old.priority),
+            created_seq: old.created_seq,
+            task_id: task_id.to_owned(),
+        });
+        for dependency in &old.dependencies {
+            if let Some(dependents) = self.dependents.get_mut(dependency) {
+                dependents.remove(task_id);
+                if dependents.is_empty() {
+                    self.dependents.remove(dependency);
+                }
+            }
+        }
+        old.status == TaskStatus::Completed
     }
 
     /// Puts the task in the ready queue or takes it out.

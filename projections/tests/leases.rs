@@ -133,7 +133,7 @@ async fn a_session_that_stops_heartbeating_loses_its_claim_and_another_agent_cla
         let session = world.state.session("sa").unwrap();
         assert_eq!(session.status, SessionStatus::Expired);
         assert!(session.claims.is_empty());
-        assert!(world.state.violations().is_empty(), "{:?}", world.state.violations());
+        assert_eq!(world.state.violations().count(), 0, "{:?}", world.state.violations().collect::<Vec<_>>());
     }
 
     // b claims it; a, back from the dead, cannot finish it.
@@ -263,7 +263,7 @@ async fn the_deadline_indexes_answer_what_a_scan_of_the_whole_world_answers() {
 
     // Read back from a checkpoint, the indexes are rebuilt to the same.
     let store = agentlog_projections::ProjectionStore::open(&dir.path().join("projections")).unwrap();
-    store.save(&[&world]).unwrap();
+    store.save(&mut [&mut world]).unwrap();
     let loaded: Live<WorldModel> = store.load().unwrap();
     assert_eq!(loaded.state, world.state, "state and indexes alike");
 }

@@ -101,7 +101,7 @@ impl Log {
 }
 
 fn kinds(world: &WorldModel) -> Vec<(u64, ViolationKind)> {
-    world.violations().iter().map(|v| (v.seq, v.kind)).collect()
+    world.violations().map(|v| (v.seq, v.kind)).collect()
 }
 
 #[test]
@@ -194,7 +194,8 @@ fn an_action_in_a_closed_session() {
         kinds(&world),
         [(closed, ViolationKind::ActionOutsideLiveSession), (unknown, ViolationKind::ActionOutsideLiveSession)]
     );
-    assert!(world.violations()[0].detail.contains("closed"), "{:?}", world.violations()[0]);
+    let first = world.violations().next().unwrap();
+    assert!(first.detail.contains("closed"), "{first:?}");
 }
 
 #[test]
@@ -238,7 +239,7 @@ fn a_version_gap() {
     log.events.push(skipped);
     let world = log.fold();
     assert_eq!(kinds(&world), [(3, ViolationKind::VersionGap)]);
-    assert_eq!(world.violations()[0].stream, "task/t2");
+    assert_eq!(world.violations().next().unwrap().stream, "task/t2");
 }
 
 #[test]
@@ -333,7 +334,7 @@ fn collections_are_answered_a_page_at_a_time_and_the_pages_add_up_to_the_whole()
 
     let (violations, _) = all_pages(&views, "violations", None, 5);
     let seqs: Vec<u64> = violations.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, world.state.violations().iter().map(|v| v.seq).collect::<Vec<_>>());
+    assert_eq!(seqs, world.state.violations().map(|v| v.seq).collect::<Vec<_>>());
     assert_eq!(seqs.len(), 23);
 
     // A page ends with `next` only when it is full.

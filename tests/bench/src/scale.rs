@@ -123,10 +123,8 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
 
         let events = log.head().await?.last_seq;
         let started = Instant::now();
-        views.save(&store)?;
+        let checkpoint_bytes = views.save(&store)?;
         let checkpoint_seconds = started.elapsed().as_secs_f64();
-        let checkpoint_bytes = agentlog_projections::canonical_bytes(&views.world().state).len()
-            + agentlog_projections::canonical_bytes(&views.reputation().state).len();
         let resident = resident_bytes().unwrap_or(0);
 
         let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
@@ -171,7 +169,9 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
     if json_out {
         println!("{}", json!({ "scale": rows }));
     } else {
-        println!("  checkpoint: one save of both views, whole (what the worker writes at its cadence)");
+        println!(
+            "  checkpoint: one save of both views: the entities changed since the worker's last save, and the positions"
+        );
     }
     Ok(())
 }
