@@ -145,7 +145,8 @@ pub trait Family: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Entities changed since the last settle.
+    /// Entities the next settle hands over: those changed since the last
+    /// settle, or every entity before the first.
     fn changed(&self) -> usize;
     /// The sum of its entities' hashes as they are now: the settled sum
     /// corrected by the changed entities only.
@@ -161,6 +162,9 @@ pub trait Family: Send + Sync {
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
     /// Empty, nothing changed.
     fn clear(&mut self);
+    /// Starts tracking changes on a family read back from the store: its
+    /// entities as they are now are what the store holds.
+    fn track(&mut self);
 }
 
 struct Slot<V> {
@@ -173,8 +177,15 @@ struct Slot<V> {
 
 /// A family of entities kept in key order. Every mutable access marks the
 /// entity changed, so nothing a fold does can be missed by a checkpoint.
+///
+/// Until it is first settled (or read back from the store) a family does
+/// not track changes: its first settle hands over every entity, so a fold
+/// from nothing — a rebuild, a replay — pays nothing for tracking.
 pub struct Entities<K, V> {
     kind: &'static str,
+    /// Changes are tracked (entities are marked `dirty` one by one);
+    /// otherwise every slot stays dirty and the next settle takes all.
+    tracking: bool,
     map: BTreeMap<K, Slot<V>>,
     /// Keys changed since the last settle, each once.
     changed: Vec<K>,
@@ -200,6 +211,7 @@ impl<K: EntityKey, V: Clone> Clone for Entities<K, V> {
             .collect();
         Entities {
             kind: self.kind,
+            tracking: self.tracking,
             map,
             changed: self.changed.clone(),
             removed: self.removed.clone(),
@@ -219,7 +231,14 @@ impl<K: EntityKey, V: PartialEq> PartialEq for Entities<K, V> {
 
 impl<K: EntityKey, V> Entities<K, V> {
     pub fn new(kind: &'static str) -> Self {
-        Entities { kind, map: BTreeMap::new(), changed: Vec::new(), removed: HashMap::new(), settled: Sum::ZERO }
+        Entities {
+            kind,
+            tracking: false,
+            map: BTreeMap::new(),
+            changed: Vec::new(),
+            removed: HashMap::new(),
+            settled: Sum::ZERO,
+        }
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -267,6 +286,29 @@ impl<K: EntityKey, V> Entities<K, V> {
         &mut self.insert_new(key, value).value
     }
 
+    /// [`Entities::get_or_insert_with`] for a key already owned: one search.
+    pub fn get_or_insert_owned(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.removed.is_empty() && self.removed.contains_key(&key) {
+            let value = make();
+            return &mut self.insert_new(key, value).value;
+        }
+        match self.map.entry(key) {
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                if !entry.get().dirty {
+                    entry.get_mut().dirty = true;
+                    self.changed.push(entry.key().clone());
+                }
+                &mut entry.into_mut().value
+            }
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                if self.tracking {
+                    self.changed.push(entry.key().clone());
+                }
+                &mut entry.insert(Slot { value: make(), settled: Sum::ZERO, dirty: true }).value
+            }
+        }
+    }
+
     /// Sets the entity's value, marked changed.
     pub fn insert(&mut self, key: K, value: V) {
         match self.map.get_mut(&key) {
@@ -286,10 +328,13 @@ impl<K: EntityKey, V> Entities<K, V> {
     fn insert_new(&mut self, key: K, value: V) -> &mut Slot<V> {
         // Removed and back since the last settle: its key is already
         // among the changed, and its settled hash is kept.
-        let settled = match self.removed.remove(&key) {
+        let removed = if self.removed.is_empty() { None } else { self.removed.remove(&key) };
+        let settled = match removed {
             Some(settled) => settled,
             None => {
-                self.changed.push(key.clone());
+                if self.tracking {
+                    self.changed.push(key.clone());
+                }
                 Sum::ZERO
             }
         };
@@ -303,9 +348,14 @@ impl<K: EntityKey, V> Entities<K, V> {
         Q: Ord + ToOwned<Owned = K> + ?Sized,
     {
         let slot = self.map.remove(key)?;
+        if !self.tracking {
+            return Some(slot.value);
+        }
         if !slot.dirty {
             self.changed.push(key.to_owned());
         }
+        // Remembered until the next settle (its key stays among the
+        // changed, once), with the hash to take off the sum.
         self.removed.insert(key.to_owned(), slot.settled);
         Some(slot.value)
     }
@@ -384,10 +434,13 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
     }
 
     fn changed(&self) -> usize {
-        self.changed.len()
+        if self.tracking { self.changed.len() } else { self.map.len() }
     }
 
     fn sum(&self) -> Sum {
+        if !self.tracking {
+            return self.sum_from_scratch();
+        }
         let mut sum = self.settled;
         for key in &self.changed {
             match self.map.get(key) {
@@ -403,6 +456,19 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
     }
 
     fn settle(&mut self, out: &mut Vec<Change>) {
+        if !self.tracking {
+            // The first settle: every entity.
+            self.settled = Sum::ZERO;
+            for (key, slot) in &mut self.map {
+                let (key_bytes, bytes) = (key.to_bytes(), Self::value_bytes(&slot.value));
+                let hash = entity_hash(self.kind, &key_bytes, &bytes);
+                self.settled = self.settled + hash;
+                (slot.settled, slot.dirty) = (hash, false);
+                out.push((key_bytes, Some(bytes)));
+            }
+            (self.tracking, self.changed, self.removed) = (true, Vec::new(), HashMap::new());
+            return;
+        }
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable();
         for key in changed {
@@ -416,8 +482,12 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
                     out.push((key_bytes, Some(bytes)));
                 }
                 None => {
-                    self.settled = self.settled - self.removed.remove(&key).unwrap_or_default();
-                    out.push((key_bytes, None));
+                    // Gone; the store has it only if it was settled then.
+                    let settled = self.removed.remove(&key).unwrap_or_default();
+                    if settled != Sum::ZERO {
+                        self.settled = self.settled - settled;
+                        out.push((key_bytes, None));
+                    }
                 }
             }
         }
@@ -444,6 +514,19 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
 
     fn clear(&mut self) {
         *self = Entities::new(self.kind);
+    }
+
+    fn track(&mut self) {
+        if self.tracking {
+            return;
+        }
+        self.tracking = true;
+        // What was not read back (still dirty) differs from the store.
+        for (key, slot) in &self.map {
+            if slot.dirty {
+                self.changed.push(key.clone());
+            }
+        }
     }
 }
 
@@ -496,10 +579,21 @@ mod tests {
         e.remove("b");
         e.insert("b".into(), 8);
         assert_eq!(e.sum(), e.sum_from_scratch());
+        e.insert("d".into(), 4);
+        e.remove("d");
+        e.insert("d".into(), 9);
+        assert_eq!(e.changed(), 4, "each changed key once");
         out.clear();
         e.settle(&mut out);
         let keys: Vec<_> = out.iter().map(|(k, v)| (String::from_utf8(k.clone()).unwrap(), v.is_some())).collect();
-        assert_eq!(keys, [("a".into(), true), ("b".into(), true), ("c".into(), false)]);
+        // c came and went between the settles: the store never had it.
+        assert_eq!(keys, [("a".into(), true), ("b".into(), true), ("d".into(), true)]);
+        assert_eq!(e.sum(), e.sum_from_scratch());
+        // A settled entity removed: the store is told.
+        e.remove("d");
+        out.clear();
+        e.settle(&mut out);
+        assert_eq!(out, [(b"d".to_vec(), None)]);
         assert_eq!(e.sum(), e.sum_from_scratch());
         // Order does not matter: the same content built another way.
         let mut other: Entities<String, u64> = Entities::new("n");

@@ -243,7 +243,7 @@ impl Reputation {
         self.agents.get_or_insert_with(agent_id, Stats::default).record(ts, outcome, slo_ns);
         for cap in required {
             let key = (agent_id.to_owned(), cap.clone());
-            self.capabilities.get_or_insert_with(&key, Stats::default).record(ts, outcome, slo_ns);
+            self.capabilities.get_or_insert_owned(key, Stats::default).record(ts, outcome, slo_ns);
         }
         if let Outcome::Success(_) = outcome {
             let successes = self.scalars.get_or_insert_with(FLEET_SUCCESSES, || 0);
@@ -259,7 +259,7 @@ impl Reputation {
         let required = self.tasks.get(task_id).map(|t| &t.required).into_iter().flatten();
         for cap in required {
             let key = (agent_id.to_owned(), cap.clone());
-            self.capabilities.get_or_insert_with(&key, Stats::default).add_cost(amount, debit);
+            self.capabilities.get_or_insert_owned(key, Stats::default).add_cost(amount, debit);
         }
     }
 }

@@ -158,6 +158,9 @@ impl ProjectionStore {
                     .ok_or_else(|| corrupt(format!("no family {:?}", String::from_utf8_lossy(kind))))?;
                 family.load(key, &value).map_err(corrupt)?;
             }
+            for family in &mut families {
+                family.track();
+            }
         }
         let hash = agentlog_log::chain::to_hex(&crate::projection::state_hash(&live.state));
         if hash != checkpoint.state_hash {
