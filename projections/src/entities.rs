@@ -20,6 +20,7 @@
 //! detects accidental differences, like any checksum: it is not a defence
 //! against someone choosing entities to collide.
 use std::borrow::Borrow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::ops::Bound;
@@ -103,20 +104,6 @@ impl EntityKey for String {
     }
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
         String::from_utf8(bytes.to_vec()).ok()
-    }
-}
-
-/// A pair of ids: the first's length (u32, big-endian), the first, the second.
-impl EntityKey for (String, String) {
-    fn to_bytes(&self) -> Vec<u8> {
-        let len = u32::try_from(self.0.len()).expect("ids are far shorter than 4 GiB");
-        [&len.to_be_bytes()[..], self.0.as_bytes(), self.1.as_bytes()].concat()
-    }
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-        let (first, second) = (rest.get(..len)?, rest.get(len..)?);
-        Some((String::from_utf8(first.to_vec()).ok()?, String::from_utf8(second.to_vec()).ok()?))
     }
 }
 
@@ -286,41 +273,30 @@ impl<K: EntityKey, V> Entities<K, V> {
         &mut self.insert_new(key, value).value
     }
 
-    /// [`Entities::get_or_insert_with`] for a key already owned: one search.
-    pub fn get_or_insert_owned(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.removed.is_empty() && self.removed.contains_key(&key) {
-            let value = make();
-            return &mut self.insert_new(key, value).value;
-        }
+    /// Sets the entity's value, marked changed; returns the value it
+    /// replaces. One search.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.map.entry(key) {
-            std::collections::btree_map::Entry::Occupied(mut entry) => {
+            Entry::Occupied(mut entry) => {
                 if !entry.get().dirty {
                     entry.get_mut().dirty = true;
                     self.changed.push(entry.key().clone());
                 }
-                &mut entry.into_mut().value
+                Some(std::mem::replace(&mut entry.get_mut().value, value))
             }
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                if self.tracking {
-                    self.changed.push(entry.key().clone());
-                }
-                &mut entry.insert(Slot { value: make(), settled: Sum::ZERO, dirty: true }).value
-            }
-        }
-    }
-
-    /// Sets the entity's value, marked changed.
-    pub fn insert(&mut self, key: K, value: V) {
-        match self.map.get_mut(&key) {
-            Some(slot) => {
-                slot.value = value;
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.changed.push(key);
-                }
-            }
-            None => {
-                self.insert_new(key, value);
+            Entry::Vacant(entry) => {
+                let removed = if self.removed.is_empty() { None } else { self.removed.remove(entry.key()) };
+                let settled = match removed {
+                    Some(settled) => settled,
+                    None => {
+                        if self.tracking {
+                            self.changed.push(entry.key().clone());
+                        }
+                        Sum::ZERO
+                    }
+                };
+                entry.insert(Slot { value, settled, dirty: true });
+                None
             }
         }
     }
@@ -608,9 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn pair_and_seq_keys_read_back() {
-        let pair = ("a\0b".to_owned(), "c".to_owned());
-        assert_eq!(<(String, String)>::from_bytes(&pair.to_bytes()), Some(pair));
+    fn seq_keys_read_back() {
         assert_eq!(<(u64, u32)>::from_bytes(&(7u64, 2u32).to_bytes()), Some((7, 2)));
         assert_eq!(<(u64, u32)>::from_bytes(&[1, 2]), None);
     }

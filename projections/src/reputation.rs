@@ -82,9 +82,19 @@ pub fn decay_factor(hours: u64) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reputation {
     agents: Entities<String, Stats>,
-    capabilities: Entities<(String, String), Stats>,
+    /// Keyed by [`capability_key`].
+    capabilities: Entities<String, Stats>,
     tasks: Entities<String, TaskState>,
     scalars: Entities<String, u64>,
+}
+
+/// The key of an agent's stats for one capability: the agent id's length
+/// (8 hex digits), the agent id, the capability. Every key of one agent
+/// starts with the same prefix, which no other agent's keys start with.
+fn capability_key(key: &mut String, agent_id: &str, capability: &str) {
+    use std::fmt::Write;
+    key.clear();
+    write!(key, "{:08x}{agent_id}{capability}", agent_id.len()).expect("writing to a String");
 }
 
 const SLO_MS: &str = "slo_ms";
@@ -214,12 +224,13 @@ impl Reputation {
     }
 
     fn summary(&self, agent_id: &str, agent: &Stats, fleet: Option<f64>) -> AgentSummary {
-        let first = (agent_id.to_owned(), String::new());
+        let mut prefix = String::new();
+        capability_key(&mut prefix, agent_id, "");
         let capabilities = self
             .capabilities
-            .range(first..)
-            .take_while(|((a, _), _)| a == agent_id)
-            .map(|((_, c), s)| (c.clone(), s.summary(fleet)))
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, s)| (key[prefix.len()..].to_owned(), s.summary(fleet)))
             .collect();
         AgentSummary { agent_id: agent_id.to_owned(), overall: agent.summary(fleet), capabilities }
     }
@@ -241,9 +252,10 @@ impl Reputation {
         }
         let slo_ns = self.slo_ms().saturating_mul(1_000_000);
         self.agents.get_or_insert_with(agent_id, Stats::default).record(ts, outcome, slo_ns);
+        let mut key = String::new();
         for cap in required {
-            let key = (agent_id.to_owned(), cap.clone());
-            self.capabilities.get_or_insert_owned(key, Stats::default).record(ts, outcome, slo_ns);
+            capability_key(&mut key, agent_id, cap);
+            self.capabilities.get_or_insert_with(key.as_str(), Stats::default).record(ts, outcome, slo_ns);
         }
         if let Outcome::Success(_) = outcome {
             let successes = self.scalars.get_or_insert_with(FLEET_SUCCESSES, || 0);
@@ -257,9 +269,10 @@ impl Reputation {
         }
         self.agents.get_or_insert_with(agent_id, Stats::default).add_cost(amount, debit);
         let required = self.tasks.get(task_id).map(|t| &t.required).into_iter().flatten();
+        let mut key = String::new();
         for cap in required {
-            let key = (agent_id.to_owned(), cap.clone());
-            self.capabilities.get_or_insert_owned(key, Stats::default).add_cost(amount, debit);
+            capability_key(&mut key, agent_id, cap);
+            self.capabilities.get_or_insert_with(key.as_str(), Stats::default).add_cost(amount, debit);
         }
     }
 }

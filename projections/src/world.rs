@@ -329,11 +329,11 @@ impl WorldModel {
                 };
                 // Created again (a log no command path writes, but a fold
                 // takes any log): the indexes forget the task it replaces.
-                let was_completed = self.forget_task(&e.task_id);
+                let replaced = self.tasks.insert(e.task_id.clone(), task);
+                let was_completed = replaced.is_some_and(|old| self.forget_task(&old));
                 for dependency in &e.dependencies {
                     self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
                 }
-                self.tasks.insert(e.task_id.clone(), task);
                 self.refresh_ready(&e.task_id);
                 if was_completed {
                     self.refresh_dependents(&e.task_id);
@@ -684,10 +684,10 @@ impl WorldModel {
         }
     }
 
-    /// Takes a task about to be replaced out of the indexes; whether it
-    /// was completed.
-    fn forget_task(&mut self, task_id: &str) -> bool {
-        let Some(old) = self.tasks.get(task_id) else { return false };
+    /// Takes a task replaced by another of its id out of the indexes;
+    /// whether it was completed.
+    fn forget_task(&mut self, old: &TaskView) -> bool {
+        let task_id = old.task_id.as_str();
         self.ready.remove(&ReadyKey {
             neg_priority: -i64::from(old.priority),
             created_seq: old.created_seq,
