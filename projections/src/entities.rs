@@ -147,8 +147,6 @@ pub trait Family: Send + Sync {
     fn for_each(&self, f: &mut dyn FnMut(Vec<u8>, Vec<u8>));
     /// Adds an entity read back from the store, as settled.
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
-    /// Empty, nothing changed.
-    fn clear(&mut self);
     /// Starts tracking changes on a family read back from the store: its
     /// entities as they are now are what the store holds.
     fn track(&mut self);
@@ -488,22 +486,96 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
         Ok(())
     }
 
-    fn clear(&mut self) {
-        *self = Entities::new(self.kind);
-    }
-
     fn track(&mut self) {
         if self.tracking {
             return;
         }
         self.tracking = true;
-        // What was not read back (still dirty) differs from the store.
+        // What was not read back, or changed since (dirty), differs from
+        // the store: each such key once.
+        self.changed.clear();
         for (key, slot) in &self.map {
             if slot.dirty {
                 self.changed.push(key.clone());
             }
         }
     }
+}
+
+/// A family of exactly one entity (a view's settings and running totals),
+/// stored under the empty key.
+#[derive(Clone, Debug)]
+pub struct Single<V> {
+    kind: &'static str,
+    value: V,
+    /// Changed since the last settle, or never settled.
+    dirty: bool,
+}
+
+impl<V: PartialEq> PartialEq for Single<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.value == other.value
+    }
+}
+
+impl<V> Single<V> {
+    pub fn new(kind: &'static str, value: V) -> Self {
+        Single { kind, value, dirty: true }
+    }
+
+    pub fn get(&self) -> &V {
+        &self.value
+    }
+
+    /// The value to change, marked changed.
+    pub fn get_mut(&mut self) -> &mut V {
+        self.dirty = true;
+        &mut self.value
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Send + Sync> Family for Single<V> {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn changed(&self) -> usize {
+        usize::from(self.dirty)
+    }
+
+    /// One entity: its hash, whatever changed (O(1)).
+    fn sum(&self) -> Sum {
+        self.sum_from_scratch()
+    }
+
+    fn sum_from_scratch(&self) -> Sum {
+        entity_hash(self.kind, &[], &serde_json::to_vec(&self.value).expect("entities serialise"))
+    }
+
+    fn settle(&mut self, out: &mut Vec<Change>) {
+        if std::mem::replace(&mut self.dirty, false) {
+            out.push((Vec::new(), Some(serde_json::to_vec(&self.value).expect("entities serialise"))));
+        }
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Vec<u8>, Vec<u8>)) {
+        f(Vec::new(), serde_json::to_vec(&self.value).expect("entities serialise"));
+    }
+
+    fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        if !key.is_empty() {
+            return Err(format!("{} holds one entity, under the empty key, not {key:?}", self.kind));
+        }
+        self.value = serde_json::from_slice(value).map_err(|e| format!("{}: {e}", self.kind))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn track(&mut self) {}
 }
 
 /// The state hash of `families` as they are now.

@@ -20,7 +20,8 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// Which part of a collection to answer: at most `limit` rows (default
 /// [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) after the cursor `after` (the
-/// last row's id of the page before — a seq for violations), and for
+/// last row's id of the page before — `SEQ.INDEX` for violations, of
+/// which one event may cause several), and for
 /// `tasks` only those in `state` (`open`, `claimed`, `completed`,
 /// `failed`, or `ready`: the ready queue, best first).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,9 +104,11 @@ impl Query {
         }
         if name == "violations"
             && let Some(after) = &page.after
-            && after.parse::<u64>().is_err()
+            && violation_place(after).is_none()
         {
-            return Err(Error::BadQuery { reason: format!("violations page after a seq, not {after:?}") });
+            return Err(Error::BadQuery {
+                reason: format!("violations page after SEQ or SEQ.INDEX (the cursor a page ends with), not {after:?}"),
+            });
         }
         Ok(match name {
             "tasks" => Query::Tasks { page },
@@ -197,8 +200,10 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
             paged(world.state.budgets_after(after(page).as_deref()), page, |b| b.budget_id.clone())
         }
         Query::Violations { page } => {
-            let after = page.after.as_deref().and_then(|a| a.parse().ok());
-            paged(world.state.violations_after(after), page, |v| v.seq.to_string())
+            let after = page.after.as_deref().and_then(violation_place);
+            let rows =
+                world.state.violations_after(after).map(|(place, violation)| PlacedViolation { place, violation });
+            paged(rows, page, |row| format!("{}.{}", row.place.0, row.place.1))
         }
         Query::Reputation { page } => {
             paged(views.reputation().state.agents_after(after(page).as_deref()), page, |a| a.agent_id.clone())
@@ -217,6 +222,24 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
         }
     };
     Ok(Answer { seq, result, next })
+}
+
+/// A violations cursor: `SEQ.INDEX` (after that one of the seq's
+/// violations) or `SEQ` (after all of them).
+fn violation_place(after: &str) -> Option<(u64, u32)> {
+    match after.split_once('.') {
+        Some((seq, index)) => Some((seq.parse().ok()?, index.parse().ok()?)),
+        None => Some((after.parse().ok()?, u32::MAX)),
+    }
+}
+
+/// A violation as a row of a page, its place kept for the cursor.
+#[derive(Serialize)]
+struct PlacedViolation<'a> {
+    #[serde(skip)]
+    place: (u64, u32),
+    #[serde(flatten)]
+    violation: &'a crate::world::Violation,
 }
 
 fn task_state(status: TaskStatus) -> &'static str {

@@ -43,7 +43,7 @@ use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 
 use crate::Projection;
-use crate::entities::{Entities, Family};
+use crate::entities::{Entities, Family, Single};
 
 pub const HOUR_NS: u64 = 3_600 * 1_000_000_000;
 /// The half-life of the success and failure weights: 7 days.
@@ -75,30 +75,28 @@ pub fn decay_factor(hours: u64) -> f64 {
 }
 
 /// The reputation's state, each entity its own key in the projection
-/// store: families `agent` (overall stats), `capability` (stats per agent
-/// and capability), `task` (tasks not yet finished for good: their
-/// requirements and current claim) and `scalar` (`slo_ms`,
-/// `fleet_successes`).
+/// store: families `agent` (per agent: its overall stats and its stats per
+/// capability, which an outcome updates together), `task` (tasks not yet
+/// finished for good: their requirements and current claim) and `fleet`
+/// (one entity: the SLO and the fleet's successes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reputation {
-    agents: Entities<String, Stats>,
-    /// Keyed by [`capability_key`].
-    capabilities: Entities<String, Stats>,
+    agents: Entities<String, AgentState>,
     tasks: Entities<String, TaskState>,
-    scalars: Entities<String, u64>,
+    fleet: Single<Fleet>,
 }
 
-/// The key of an agent's stats for one capability: the agent id's length
-/// (8 hex digits), the agent id, the capability. Every key of one agent
-/// starts with the same prefix, which no other agent's keys start with.
-fn capability_key(key: &mut String, agent_id: &str, capability: &str) {
-    use std::fmt::Write;
-    key.clear();
-    write!(key, "{:08x}{agent_id}{capability}", agent_id.len()).expect("writing to a String");
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+struct AgentState {
+    overall: Stats,
+    capabilities: BTreeMap<String, Stats>,
 }
 
-const SLO_MS: &str = "slo_ms";
-const FLEET_SUCCESSES: &str = "fleet_successes";
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+struct Fleet {
+    slo_ms: u64,
+    successes: u64,
+}
 
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 struct TaskState {
@@ -174,23 +172,15 @@ impl Default for Reputation {
 
 impl Reputation {
     pub fn with_slo_ms(slo_ms: u64) -> Self {
-        let mut scalars = Entities::new("scalar");
-        scalars.insert(SLO_MS.to_owned(), slo_ms);
-        scalars.insert(FLEET_SUCCESSES.to_owned(), 0);
         Self {
             agents: Entities::new("agent"),
-            capabilities: Entities::new("capability"),
             tasks: Entities::new("task"),
-            scalars,
+            fleet: Single::new("fleet", Fleet { slo_ms, successes: 0 }),
         }
     }
 
     pub fn slo_ms(&self) -> u64 {
-        self.scalars.get(SLO_MS).copied().unwrap_or(DEFAULT_SLO_MS)
-    }
-
-    fn fleet_successes(&self) -> u64 {
-        self.scalars.get(FLEET_SUCCESSES).copied().unwrap_or_default()
+        self.fleet.get().slo_ms
     }
 
     pub fn agent(&self, agent_id: &str) -> Option<AgentSummary> {
@@ -210,29 +200,25 @@ impl Reputation {
 
     /// The agent's score; 0.5 for an agent without history.
     pub fn score(&self, agent_id: &str) -> f64 {
-        self.agents.get(agent_id).map_or(NEUTRAL, |a| a.score(self.fleet_cost_per_success()))
+        self.agents.get(agent_id).map_or(NEUTRAL, |a| a.overall.score(self.fleet_cost_per_success()))
     }
 
     fn fleet_cost_per_success(&self) -> Option<f64> {
-        let fleet_cost: u64 = self.agents.values().map(Stats::cost).fold(0, u64::saturating_add);
-        let successes = self.fleet_successes();
+        let fleet_cost: u64 = self.agents.values().map(|a| a.overall.cost()).fold(0, u64::saturating_add);
+        let successes = self.fleet.get().successes;
         (successes > 0).then(|| fleet_cost as f64 / successes as f64)
     }
 
-    fn summarise(&self, agent_id: &str, agent: &Stats) -> AgentSummary {
+    fn summarise(&self, agent_id: &str, agent: &AgentState) -> AgentSummary {
         self.summary(agent_id, agent, self.fleet_cost_per_success())
     }
 
-    fn summary(&self, agent_id: &str, agent: &Stats, fleet: Option<f64>) -> AgentSummary {
-        let mut prefix = String::new();
-        capability_key(&mut prefix, agent_id, "");
-        let capabilities = self
-            .capabilities
-            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(&prefix))
-            .map(|(key, s)| (key[prefix.len()..].to_owned(), s.summary(fleet)))
-            .collect();
-        AgentSummary { agent_id: agent_id.to_owned(), overall: agent.summary(fleet), capabilities }
+    fn summary(&self, agent_id: &str, agent: &AgentState, fleet: Option<f64>) -> AgentSummary {
+        AgentSummary {
+            agent_id: agent_id.to_owned(),
+            overall: agent.overall.summary(fleet),
+            capabilities: agent.capabilities.iter().map(|(c, s)| (c.clone(), s.summary(fleet))).collect(),
+        }
     }
 
     /// Ends the task's claim; returns its requirements (forgetting the task when `finished`).
@@ -251,15 +237,14 @@ impl Reputation {
             return;
         }
         let slo_ns = self.slo_ms().saturating_mul(1_000_000);
-        self.agents.get_or_insert_with(agent_id, Stats::default).record(ts, outcome, slo_ns);
-        let mut key = String::new();
+        let agent = self.agents.get_or_insert_with(agent_id, AgentState::default);
+        agent.overall.record(ts, outcome, slo_ns);
         for cap in required {
-            capability_key(&mut key, agent_id, cap);
-            self.capabilities.get_or_insert_with(key.as_str(), Stats::default).record(ts, outcome, slo_ns);
+            agent.capabilities.entry(cap.clone()).or_default().record(ts, outcome, slo_ns);
         }
         if let Outcome::Success(_) = outcome {
-            let successes = self.scalars.get_or_insert_with(FLEET_SUCCESSES, || 0);
-            *successes = successes.saturating_add(1);
+            let fleet = self.fleet.get_mut();
+            fleet.successes = fleet.successes.saturating_add(1);
         }
     }
 
@@ -267,12 +252,11 @@ impl Reputation {
         if agent_id.is_empty() {
             return;
         }
-        self.agents.get_or_insert_with(agent_id, Stats::default).add_cost(amount, debit);
+        let agent = self.agents.get_or_insert_with(agent_id, AgentState::default);
+        agent.overall.add_cost(amount, debit);
         let required = self.tasks.get(task_id).map(|t| &t.required).into_iter().flatten();
-        let mut key = String::new();
         for cap in required {
-            capability_key(&mut key, agent_id, cap);
-            self.capabilities.get_or_insert_with(key.as_str(), Stats::default).add_cost(amount, debit);
+            agent.capabilities.entry(cap.clone()).or_default().add_cost(amount, debit);
         }
     }
 }
@@ -281,11 +265,11 @@ impl Projection for Reputation {
     const NAME: &'static str = "reputation";
 
     fn families(&self) -> Vec<&dyn Family> {
-        vec![&self.agents, &self.capabilities, &self.tasks, &self.scalars]
+        vec![&self.agents, &self.tasks, &self.fleet]
     }
 
     fn families_mut(&mut self) -> Vec<&mut dyn Family> {
-        vec![&mut self.agents, &mut self.capabilities, &mut self.tasks, &mut self.scalars]
+        vec![&mut self.agents, &mut self.tasks, &mut self.fleet]
     }
 
     fn apply(&mut self, event: &Envelope) {

@@ -118,10 +118,15 @@ impl ProjectionStore {
         Ok(agentlog_log::backup::create(&self.db, dir, keep)?)
     }
 
+    /// The projection's checkpoint; `None` when it was never saved, or
+    /// saved whole by an older version (its state is then folded again).
     pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(self.read_failed("reading a checkpoint"))? else {
             return Ok(None);
         };
+        if self.db.get(legacy_state_key(name)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
+            return Ok(None);
+        }
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::CorruptCheckpoint { name: name.to_owned(), reason: e.to_string() })
@@ -130,15 +135,16 @@ impl ProjectionStore {
     /// The projection as last saved, its entities checked against the
     /// checkpoint's state hash; a new one at position 0 when none was saved.
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
-        let Some(checkpoint) = self.checkpoint(P::NAME)? else { return Ok(Live::new()) };
-        let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
-        if self.db.get(legacy_state_key(P::NAME)).map_err(self.read_failed("reading a projection's state"))?.is_some() {
-            tracing::warn!(
-                message = "a checkpoint of the whole state, from before states were kept per entity: folding again from seq 1",
-                projection = P::NAME
-            );
+        let Some(checkpoint) = self.checkpoint(P::NAME)? else {
+            if self.db.get(legacy_state_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
+                tracing::warn!(
+                    message = "a checkpoint of the whole view, from before views were kept per entity: folding again from seq 1",
+                    projection = P::NAME
+                );
+            }
             return Ok(Live::new());
-        }
+        };
+        let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
         let mut live = Live::from_checkpoint(&checkpoint, P::default());
         let prefix = entity_prefix(P::NAME);
         let mut options = rocksdb::ReadOptions::default();
@@ -180,7 +186,8 @@ impl ProjectionStore {
     /// Writes settled projections, all in one write (one folded from
     /// nothing replaces every entity stored of it); returns the bytes
     /// written. A failed write leaves the projections settled but not
-    /// saved: their owner must stop and load again.
+    /// saved: their owner must set `whole` on them (so their next save
+    /// rewrites them) or load them again.
     pub fn write(&self, settled: Vec<Settled>) -> Result<usize> {
         let mut batch = WriteBatch::default();
         for Settled { name, checkpoint, changes, whole } in settled {

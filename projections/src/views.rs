@@ -76,6 +76,13 @@ impl Views {
         vec![world.settle(), reputation.settle()]
     }
 
+    /// After a save that failed: the next one writes every view whole.
+    #[cfg(feature = "store")]
+    pub(crate) fn unsettle(&self) {
+        self.world.write().unwrap_or_else(|p| p.into_inner()).whole = true;
+        self.reputation.write().unwrap_or_else(|p| p.into_inner()).whole = true;
+    }
+
     #[cfg(feature = "store")]
     pub(crate) fn mark_saved(&self, position: u64) {
         self.saved.send_replace(position);

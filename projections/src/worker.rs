@@ -58,7 +58,15 @@ impl Views {
     pub fn save(&self, store: &ProjectionStore) -> Result<usize> {
         let settled = self.settle();
         let position = settled.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
-        let size_bytes = store.write(settled)?;
+        let size_bytes = match store.write(settled) {
+            Ok(size_bytes) => size_bytes,
+            Err(e) => {
+                // What was taken is not in the store: the next save, if
+                // any, must write the views whole.
+                self.unsettle();
+                return Err(e);
+            }
+        };
         metrics::counter!(CHECKPOINTS).increment(1);
         metrics::histogram!(CHECKPOINT_BYTES).record(size_bytes as f64);
         tracing::debug!(message = "checkpoint", position, size_bytes);

@@ -525,10 +525,12 @@ impl WorldModel {
         self.budgets.values_after(after)
     }
 
-    /// Violations in log order, from the first caused by a seq after `after`.
-    pub fn violations_after(&self, after: Option<u64>) -> impl Iterator<Item = &Violation> {
-        let from = after.map_or(Bound::Unbounded, |seq| Bound::Excluded((seq, u32::MAX)));
-        self.violations.range((from, Bound::Unbounded)).map(|(_, v)| v)
+    /// Violations in log order, each with its place (its seq, and its index
+    /// among the violations of that seq), from the first after the place
+    /// `after` (all when `None`).
+    pub fn violations_after(&self, after: Option<(u64, u32)>) -> impl Iterator<Item = ((u64, u32), &Violation)> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.violations.range((from, Bound::Unbounded)).map(|(place, v)| (*place, v))
     }
 
     pub fn session(&self, id: &str) -> Option<&SessionView> {
