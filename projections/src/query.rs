@@ -174,11 +174,12 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
             let after = after(page);
             match page.state.as_deref() {
                 Some("ready") => paged(world.state.ready_after(after.as_deref()), page, |t| t.task_id.clone()),
-                Some(state) => paged(
-                    world.state.tasks_after(after.as_deref()).filter(|t| task_state(t.status) == state),
-                    page,
-                    |t| t.task_id.clone(),
-                ),
+                Some(state) => {
+                    let status = task_status(state).ok_or_else(|| Error::BadQuery {
+                        reason: format!("state {state:?}: `tasks` takes one of {}", TASK_STATES.join(", ")),
+                    })?;
+                    paged(world.state.tasks_in_status_after(status, after.as_deref()), page, |t| t.task_id.clone())
+                }
                 None => paged(world.state.tasks_after(after.as_deref()), page, |t| t.task_id.clone()),
             }
         }
@@ -212,7 +213,7 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
             let task = world.state.task(task_id).ok_or_else(|| no_such("task", task_id))?;
             let candidates: Vec<Candidate> = world
                 .state
-                .agents()
+                .live_agents()
                 .filter(|a| {
                     a.sessions.iter().any(|s| world.state.session(s).is_some_and(|s| s.status == SessionStatus::Live))
                 })
@@ -242,13 +243,14 @@ struct PlacedViolation<'a> {
     violation: &'a crate::world::Violation,
 }
 
-fn task_state(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Open => "open",
-        TaskStatus::Claimed => "claimed",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-    }
+fn task_status(state: &str) -> Option<TaskStatus> {
+    Some(match state {
+        "open" => TaskStatus::Open,
+        "claimed" => TaskStatus::Claimed,
+        "completed" => TaskStatus::Completed,
+        "failed" => TaskStatus::Failed,
+        _ => return None,
+    })
 }
 
 fn agent_json(agent: &crate::world::AgentView) -> serde_json::Value {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::Projection;
 use crate::entities::{Entities, Family};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     #[default]
@@ -166,6 +166,10 @@ pub struct WorldModel {
     ready: BTreeSet<ReadyKey>,
     /// task → tasks that depend on it.
     dependents: BTreeMap<String, BTreeSet<String>>,
+    /// Tasks by status, then id (`tasks --state`).
+    by_status: BTreeSet<(TaskStatus, String)>,
+    /// Agents with a live session (`match`'s candidates).
+    live_agents: BTreeSet<String>,
     /// What the ticker asks about.
     deadlines: Deadlines,
 }
@@ -181,6 +185,8 @@ impl Default for WorldModel {
             versions: Entities::new("version"),
             ready: BTreeSet::new(),
             dependents: BTreeMap::new(),
+            by_status: BTreeSet::new(),
+            live_agents: BTreeSet::new(),
             deadlines: Deadlines::default(),
         }
     }
@@ -239,12 +245,18 @@ impl Projection for WorldModel {
     }
 
     fn loaded(&mut self) {
-        (self.ready, self.dependents, self.deadlines) = Default::default();
+        (self.ready, self.dependents, self.by_status, self.live_agents, self.deadlines) = Default::default();
         let (tasks, sessions): (Vec<String>, Vec<String>) =
             (self.tasks.keys().cloned().collect(), self.sessions.keys().cloned().collect());
         for (id, task) in self.tasks.iter() {
             for dependency in &task.dependencies {
                 self.dependents.entry(dependency.clone()).or_default().insert(id.clone());
+            }
+            self.by_status.insert((task.status, id.clone()));
+        }
+        for (id, agent) in self.agents.iter() {
+            if !agent.sessions.is_empty() {
+                self.live_agents.insert(id.clone());
             }
         }
         for task in &tasks {
@@ -289,6 +301,7 @@ impl WorldModel {
                 };
                 self.sessions.insert(e.session_id.clone(), session);
                 self.agent_mut(&e.agent_id).sessions.insert(e.session_id.clone());
+                self.live_agents.insert(e.agent_id.clone());
             }
             Body::SessionHeartbeat(e) => {
                 if let Some(s) = self.sessions.get_mut(&e.session_id) {
@@ -331,6 +344,7 @@ impl WorldModel {
                 // takes any log): the indexes forget the task it replaces.
                 let replaced = self.tasks.insert(e.task_id.clone(), task);
                 let was_completed = replaced.is_some_and(|old| self.forget_task(&old));
+                self.by_status.insert((TaskStatus::Open, e.task_id.clone()));
                 for dependency in &e.dependencies {
                     self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
                 }
@@ -489,6 +503,30 @@ impl WorldModel {
         self.tasks.values_after(after)
     }
 
+    /// Tasks in `status`, in id order, from the first after `after`: read
+    /// from an index, so a page costs its rows, not the world.
+    pub fn tasks_in_status_after<'a>(
+        &'a self,
+        status: TaskStatus,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a TaskView> + 'a {
+        let from = match after {
+            Some(after) => Bound::Excluded((status, after.to_owned())),
+            None => Bound::Included((status, String::new())),
+        };
+        self.by_status
+            .range((from, Bound::Unbounded))
+            .take_while(move |(s, _)| *s == status)
+            .filter_map(|(_, id)| self.tasks.get(id.as_str()))
+    }
+
+    /// Agents holding a session not yet closed or expired by their own
+    /// id, in id order (a superset of those with a live session: a
+    /// session reopened under another agent stays with the first).
+    pub fn live_agents(&self) -> impl Iterator<Item = &AgentView> {
+        self.live_agents.iter().filter_map(|id| self.agents.get(id.as_str()))
+    }
+
     /// Claimable tasks, highest priority first (then oldest).
     pub fn ready(&self) -> impl Iterator<Item = &TaskView> {
         self.ready_after(None)
@@ -606,6 +644,9 @@ impl WorldModel {
         let agent_id = session.agent_id.clone();
         if let Some(agent) = self.agents.get_mut(&agent_id) {
             agent.sessions.remove(session_id);
+            if agent.sessions.is_empty() {
+                self.live_agents.remove(&agent_id);
+            }
         }
     }
 
@@ -671,7 +712,12 @@ impl WorldModel {
 
     fn set_status(&mut self, task_id: &str, status: TaskStatus) {
         let Some(t) = self.tasks.get_mut(task_id) else { return };
-        let was_completed = std::mem::replace(&mut t.status, status) == TaskStatus::Completed;
+        let was = std::mem::replace(&mut t.status, status);
+        if was != status {
+            self.by_status.remove(&(was, task_id.to_owned()));
+            self.by_status.insert((status, task_id.to_owned()));
+        }
+        let was_completed = was == TaskStatus::Completed;
         self.refresh_ready(task_id);
         if was_completed != (status == TaskStatus::Completed) {
             self.refresh_dependents(task_id);
@@ -690,6 +736,7 @@ impl WorldModel {
     /// whether it was completed.
     fn forget_task(&mut self, old: &TaskView) -> bool {
         let task_id = old.task_id.as_str();
+        self.by_status.remove(&(old.status, task_id.to_owned()));
         self.ready.remove(&ReadyKey {
             neg_priority: -i64::from(old.priority),
             created_seq: old.created_seq,

@@ -329,6 +329,18 @@ fn collections_are_answered_a_page_at_a_time_and_the_pages_add_up_to_the_whole()
     let (claimed, _) = all_pages(&views, "tasks", Some("claimed"), 4);
     assert_eq!(claimed.len(), 9);
     assert!(claimed.iter().all(|t| t["status"] == "claimed"));
+    // Each state's pages (read from the status index) are the tasks a
+    // scan of every task finds in it.
+    for state in ["open", "claimed", "completed", "failed"] {
+        let (rows, _) = all_pages(&views, "tasks", Some(state), 4);
+        let scanned: Vec<String> = world
+            .state
+            .tasks()
+            .filter(|t| serde_json::to_value(t.status).unwrap() == state)
+            .map(|t| t.task_id.clone())
+            .collect();
+        assert_eq!(ids(&rows, "task_id"), scanned, "{state}");
+    }
 
     let ready_order: Vec<String> = world.state.ready().map(|t| t.task_id.clone()).collect();
     assert!(ready_order.len() > 20, "{}", ready_order.len());
