@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::Projection;
 use crate::entities::{Entities, Family};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     #[default]
@@ -166,8 +166,8 @@ pub struct WorldModel {
     ready: BTreeSet<ReadyKey>,
     /// task → tasks that depend on it.
     dependents: BTreeMap<String, BTreeSet<String>>,
-    /// Tasks by status, then id (`tasks --state`).
-    by_status: BTreeSet<(TaskStatus, String)>,
+    /// Task ids by status (`tasks --state`), one set per status.
+    by_status: [BTreeSet<String>; 4],
     /// Agents with a live session (`match`'s candidates).
     live_agents: BTreeSet<String>,
     /// What the ticker asks about.
@@ -185,7 +185,7 @@ impl Default for WorldModel {
             versions: Entities::new("version"),
             ready: BTreeSet::new(),
             dependents: BTreeMap::new(),
-            by_status: BTreeSet::new(),
+            by_status: Default::default(),
             live_agents: BTreeSet::new(),
             deadlines: Deadlines::default(),
         }
@@ -252,7 +252,7 @@ impl Projection for WorldModel {
             for dependency in &task.dependencies {
                 self.dependents.entry(dependency.clone()).or_default().insert(id.clone());
             }
-            self.by_status.insert((task.status, id.clone()));
+            self.by_status[task.status as usize].insert(id.clone());
         }
         for (id, agent) in self.agents.iter() {
             if !agent.sessions.is_empty() {
@@ -344,7 +344,7 @@ impl WorldModel {
                 // takes any log): the indexes forget the task it replaces.
                 let replaced = self.tasks.insert(e.task_id.clone(), task);
                 let was_completed = replaced.is_some_and(|old| self.forget_task(&old));
-                self.by_status.insert((TaskStatus::Open, e.task_id.clone()));
+                self.by_status[TaskStatus::Open as usize].insert(e.task_id.clone());
                 for dependency in &e.dependencies {
                     self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
                 }
@@ -510,14 +510,10 @@ impl WorldModel {
         status: TaskStatus,
         after: Option<&str>,
     ) -> impl Iterator<Item = &'a TaskView> + 'a {
-        let from = match after {
-            Some(after) => Bound::Excluded((status, after.to_owned())),
-            None => Bound::Included((status, String::new())),
-        };
-        self.by_status
-            .range((from, Bound::Unbounded))
-            .take_while(move |(s, _)| *s == status)
-            .filter_map(|(_, id)| self.tasks.get(id.as_str()))
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.by_status[status as usize]
+            .range::<str, _>((from, Bound::Unbounded))
+            .filter_map(|id| self.tasks.get(id.as_str()))
     }
 
     /// Agents holding a session not yet closed or expired by their own
@@ -713,9 +709,10 @@ impl WorldModel {
     fn set_status(&mut self, task_id: &str, status: TaskStatus) {
         let Some(t) = self.tasks.get_mut(task_id) else { return };
         let was = std::mem::replace(&mut t.status, status);
-        if was != status {
-            self.by_status.remove(&(was, task_id.to_owned()));
-            self.by_status.insert((status, task_id.to_owned()));
+        if was != status
+            && let Some(id) = self.by_status[was as usize].take(task_id)
+        {
+            self.by_status[status as usize].insert(id);
         }
         let was_completed = was == TaskStatus::Completed;
         self.refresh_ready(task_id);
@@ -736,7 +733,7 @@ impl WorldModel {
     /// whether it was completed.
     fn forget_task(&mut self, old: &TaskView) -> bool {
         let task_id = old.task_id.as_str();
-        self.by_status.remove(&(old.status, task_id.to_owned()));
+        self.by_status[old.status as usize].remove(task_id);
         self.ready.remove(&ReadyKey {
             neg_priority: -i64::from(old.priority),
             created_seq: old.created_seq,
