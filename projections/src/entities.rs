@@ -152,6 +152,7 @@ pub trait Family: Send + Sync {
     fn track(&mut self);
 }
 
+#[derive(Clone)]
 struct Slot<V> {
     value: V,
     /// Its hash as last settled (0 if it did not exist then).
@@ -166,6 +167,7 @@ struct Slot<V> {
 /// Until it is first settled (or read back from the store) a family does
 /// not track changes: its first settle hands over every entity, so a fold
 /// from nothing — a rebuild, a replay — pays nothing for tracking.
+#[derive(Clone)]
 pub struct Entities<K, V> {
     kind: &'static str,
     /// Changes are tracked (entities are marked `dirty` one by one);
@@ -184,24 +186,6 @@ pub struct Entities<K, V> {
 impl<K: EntityKey + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Entities<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entities").field("kind", &self.kind).field("len", &self.map.len()).finish_non_exhaustive()
-    }
-}
-
-impl<K: EntityKey, V: Clone> Clone for Entities<K, V> {
-    fn clone(&self) -> Self {
-        let map = self
-            .map
-            .iter()
-            .map(|(k, s)| (k.clone(), Slot { value: s.value.clone(), settled: s.settled, dirty: s.dirty }))
-            .collect();
-        Entities {
-            kind: self.kind,
-            tracking: self.tracking,
-            map,
-            changed: self.changed.clone(),
-            removed: self.removed.clone(),
-            settled: self.settled,
-        }
     }
 }
 
