@@ -128,10 +128,6 @@ pub type Change = (Vec<u8>, Option<Vec<u8>>);
 pub trait Family: Send + Sync {
     /// Its name in the store and in the hash.
     fn kind(&self) -> &'static str;
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     /// Entities the next settle hands over: those changed since the last
     /// settle, or every entity before the first.
     fn changed(&self) -> usize;
@@ -387,10 +383,6 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
         self.kind
     }
 
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
     fn changed(&self) -> usize {
         if self.tracking { self.changed.len() } else { self.map.len() }
     }
@@ -521,10 +513,6 @@ impl<V> Single<V> {
 impl<V: Serialize + DeserializeOwned + Send + Sync> Family for Single<V> {
     fn kind(&self) -> &'static str {
         self.kind
-    }
-
-    fn len(&self) -> usize {
-        1
     }
 
     fn changed(&self) -> usize {
