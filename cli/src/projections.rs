@@ -89,6 +89,9 @@ fn status(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Events a rebuild folds between two saves.
+const REBUILD_SAVE_EVENTS: u64 = 200_000;
+
 fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     if let Some(name) = name
         && !NAMES.contains(&name)
@@ -110,11 +113,20 @@ fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
     let bar = progress::bar(head, "rebuilding", false);
     let started = std::time::Instant::now();
-    agentlog_projections::rebuild(&wal, &mut runners, head, &mut |done, _| bar.set_position(done))?;
+    // Saved now and then, so memory holds the cache and what changed
+    // since the last save, not the whole history.
+    let mut saved_at = 0;
+    agentlog_projections::rebuild_with(&wal, &mut runners, head, &mut |runners, done| {
+        bar.set_position(done);
+        if done - saved_at >= REBUILD_SAVE_EVENTS {
+            store.save(runners)?;
+            saved_at = done;
+        }
+        Ok(())
+    })?;
+    store.save(&mut runners)?;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    drop(runners);
-    store.save(&mut [&mut world, &mut reputation])?;
     println!(
         "rebuilt {} from seq 1 to {head} in {elapsed:.2} s ({:.0} events/s)",
         names.join(" and "),

@@ -19,11 +19,12 @@
 //! one. An absent entity contributes 0; the empty state hashes to 0. It
 //! detects accidental differences, like any checksum: it is not a defence
 //! against someone choosing entities to collide.
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -123,6 +124,22 @@ impl EntityKey for (u64, u32) {
 /// bytes, or `None` when it is gone.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
+/// A read of the store that failed.
+pub type BackingError = String;
+
+/// Stored entities, in key order: what [`Backing::scan`] yields.
+pub type Stored<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), BackingError>> + 'a>;
+
+/// Where a family's entities are when they are not in memory: the
+/// projection store, as it was last written. Reads only; a family writes
+/// through the store's checkpoints.
+pub trait Backing: Send + Sync {
+    /// The stored bytes of entity `key` of family `kind`.
+    fn get(&self, kind: &str, key: &[u8]) -> Result<Option<Vec<u8>>, BackingError>;
+    /// The stored entities of family `kind`, in key order, from `from` on.
+    fn scan(&self, kind: &str, from: Bound<&[u8]>) -> Stored<'_>;
+}
+
 /// A family of entities, whatever its key and value types: what the store
 /// and the state hash need of it.
 pub trait Family: Send + Sync {
@@ -141,11 +158,22 @@ pub trait Family: Send + Sync {
     fn settle(&mut self, out: &mut Vec<Change>);
     /// Every entity, in key order (a full write; comparisons).
     fn for_each(&self, f: &mut dyn FnMut(Vec<u8>, Vec<u8>));
-    /// Adds an entity read back from the store, as settled.
+    /// Reads back a family from the store: entities not in memory are
+    /// read from `backing` from now on.
+    fn back(&mut self, backing: Arc<dyn Backing>);
+    /// Adds an entity read back from the store, as settled: kept in memory
+    /// if the family has no backing, only counted in its sum if it has.
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
     /// Starts tracking changes on a family read back from the store: its
     /// entities as they are now are what the store holds.
     fn track(&mut self);
+    /// After a settle's changes are in the store (`backing`): reads what
+    /// is not in memory from there, forgets the deletions just written,
+    /// and drops settled entities beyond `capacity` from memory, those
+    /// written longest ago first. Returns how many it dropped.
+    fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize;
+    /// Entities in memory.
+    fn resident(&self) -> usize;
 }
 
 #[derive(Clone)]
@@ -155,6 +183,18 @@ struct Slot<V> {
     settled: Sum,
     /// Changed since the last settle (its key is in `changed`).
     dirty: bool,
+    /// The settle that last wrote it, or that was next when it was read
+    /// back: what eviction goes by.
+    generation: u64,
+}
+
+/// An entity that is gone from memory and must not be read from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removed {
+    /// Removed since the last settle; its hash as last settled.
+    Since(Sum),
+    /// Settled as removed: the store holds it until that settle's write.
+    Deleting,
 }
 
 /// A family of entities kept in key order. Every mutable access marks the
@@ -163,6 +203,15 @@ struct Slot<V> {
 /// Until it is first settled (or read back from the store) a family does
 /// not track changes: its first settle hands over every entity, so a fold
 /// from nothing — a rebuild, a replay — pays nothing for tracking.
+///
+/// Once its entities are in the store (a [`Backing`]), memory holds the
+/// entities changed since the last settle and a bounded number of settled
+/// ones ([`Family::written`] evicts the rest); an entity not in memory is
+/// read from the store, as it was last written. Reads of an entity not in
+/// memory give an owned copy ([`Cow::Owned`]) and leave memory as it was; a
+/// change reads it in. Which entities are in memory never changes what a
+/// read returns. A store that cannot be read stops the fold (a panic, which
+/// the node's supervisor reports as its projection worker failing).
 #[derive(Clone)]
 pub struct Entities<K, V> {
     kind: &'static str,
@@ -172,29 +221,49 @@ pub struct Entities<K, V> {
     map: BTreeMap<K, Slot<V>>,
     /// Keys changed since the last settle, each once.
     changed: Vec<K>,
-    /// Entities removed since the last settle, with their settled hash.
-    /// (Only looked up, never iterated.)
-    removed: HashMap<K, Sum>,
+    /// Entities not to be read from the store. (Only looked up, never
+    /// iterated.)
+    removed: HashMap<K, Removed>,
     /// The sum of the settled entities' hashes.
     settled: Sum,
+    /// Where entities not in `map` are; `None`: every entity is in `map`.
+    backing: Option<Arc<dyn Backing>>,
+    /// Settles so far (what a slot's `generation` counts).
+    generation: u64,
 }
 
 impl<K: EntityKey + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Entities<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entities").field("kind", &self.kind).field("len", &self.map.len()).finish_non_exhaustive()
+        f.debug_struct("Entities")
+            .field("kind", &self.kind)
+            .field("resident", &self.map.len())
+            .field("backed", &self.backing.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-impl<K: EntityKey, V: PartialEq> PartialEq for Entities<K, V> {
-    /// Equal content (what the entities are, not what was settled).
+impl<K: EntityKey, V: Value + PartialEq> PartialEq for Entities<K, V> {
+    /// Equal content (what the entities are, in memory or stored, not what
+    /// was settled).
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind
-            && self.map.len() == other.map.len()
-            && self.map.iter().zip(&other.map).all(|((ka, a), (kb, b))| ka == kb && a.value == b.value)
+        self.kind == other.kind && self.iter().eq(other.iter())
     }
 }
 
-impl<K: EntityKey, V> Entities<K, V> {
+/// What an entity's value must be: kept as canonical JSON, copied out of
+/// memory when read from the store.
+pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for V {}
+
+/// A read of the store failed: the fold cannot go on (see [`Entities`]).
+fn unreadable(kind: &str, what: impl std::fmt::Display) -> ! {
+    panic!(
+        "the projection store could not be read ({kind}: {what}); the views stop here. \
+         Run `agentlog verify --deep` on the data directory, then restore it or rebuild the projections"
+    )
+}
+
+impl<K: EntityKey, V: Value> Entities<K, V> {
     pub fn new(kind: &'static str) -> Self {
         Entities {
             kind,
@@ -203,31 +272,92 @@ impl<K: EntityKey, V> Entities<K, V> {
             changed: Vec::new(),
             removed: HashMap::new(),
             settled: Sum::ZERO,
+            backing: None,
+            generation: 0,
         }
     }
 
-    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    fn is_removed<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Hash + Eq + ?Sized,
     {
-        self.map.get(key).map(|s| &s.value)
+        !self.removed.is_empty() && self.removed.contains_key(key)
+    }
+
+    /// The stored bytes of an entity not in memory (`None`: there are none,
+    /// or the family keeps everything in memory).
+    fn stored<Q>(&self, key: &Q) -> Option<(Vec<u8>, Vec<u8>)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let backing = self.backing.as_ref()?;
+        if self.is_removed(key) {
+            return None;
+        }
+        let key = key.to_owned().to_bytes();
+        let bytes = backing.get(self.kind, &key).unwrap_or_else(|e| unreadable(self.kind, e))?;
+        Some((key, bytes))
+    }
+
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> V {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|e| unreadable(self.kind, format!("entity {:?}: {e}", String::from_utf8_lossy(key))))
+    }
+
+    /// Reads a stored entity into memory, as settled (not changed); false
+    /// when there is none.
+    fn read_in<Q>(&mut self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let Some((key_bytes, bytes)) = self.stored(key) else { return false };
+        let value = self.decode(&key_bytes, &bytes);
+        let settled = entity_hash(self.kind, &key_bytes, &bytes);
+        self.map.insert(key.to_owned(), Slot { value, settled, dirty: false, generation: self.generation });
+        true
+    }
+
+    /// Reads the entity into memory if it is only in the store.
+    fn resident_or_read<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if self.backing.is_some() && !self.map.contains_key(key) {
+            self.read_in(key);
+        }
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<Cow<'_, V>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(slot) = self.map.get(key) {
+            return Some(Cow::Borrowed(&slot.value));
+        }
+        let (key, bytes) = self.stored(key)?;
+        Some(Cow::Owned(self.decode(&key, &bytes)))
     }
 
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.map.contains_key(key)
+        self.map.contains_key(key) || self.stored(key).is_some()
     }
 
     /// The entity to change, marked changed.
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.resident_or_read(key);
         let slot = self.map.get_mut(key)?;
         if !slot.dirty {
             slot.dirty = true;
@@ -241,8 +371,9 @@ impl<K: EntityKey, V> Entities<K, V> {
     pub fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &mut V
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.resident_or_read(key);
         if self.map.contains_key(key) {
             return self.get_mut(key).expect("just found");
         }
@@ -252,8 +383,9 @@ impl<K: EntityKey, V> Entities<K, V> {
     }
 
     /// Sets the entity's value, marked changed; returns the value it
-    /// replaces. One search.
+    /// replaces.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.resident_or_read(&key);
         match self.map.entry(key) {
             Entry::Occupied(mut entry) => {
                 if !entry.get().dirty {
@@ -263,44 +395,47 @@ impl<K: EntityKey, V> Entities<K, V> {
                 Some(std::mem::replace(&mut entry.get_mut().value, value))
             }
             Entry::Vacant(entry) => {
+                // As `insert_new`, in the one search.
                 let removed = if self.removed.is_empty() { None } else { self.removed.remove(entry.key()) };
                 let settled = match removed {
-                    Some(settled) => settled,
-                    None => {
+                    Some(Removed::Since(settled)) => settled,
+                    Some(Removed::Deleting) | None => {
                         if self.tracking {
                             self.changed.push(entry.key().clone());
                         }
                         Sum::ZERO
                     }
                 };
-                entry.insert(Slot { value, settled, dirty: true });
+                entry.insert(Slot { value, settled, dirty: true, generation: self.generation });
                 None
             }
         }
     }
 
     fn insert_new(&mut self, key: K, value: V) -> &mut Slot<V> {
-        // Removed and back since the last settle: its key is already
-        // among the changed, and its settled hash is kept.
         let removed = if self.removed.is_empty() { None } else { self.removed.remove(&key) };
         let settled = match removed {
-            Some(settled) => settled,
-            None => {
+            // Removed and back since the last settle: its key is already
+            // among the changed, and its settled hash is kept.
+            Some(Removed::Since(settled)) => settled,
+            // New, or back after its removal was settled.
+            Some(Removed::Deleting) | None => {
                 if self.tracking {
                     self.changed.push(key.clone());
                 }
                 Sum::ZERO
             }
         };
-        self.map.entry(key).or_insert(Slot { value, settled, dirty: true })
+        self.map.entry(key).or_insert(Slot { value, settled, dirty: true, generation: self.generation })
     }
 
     /// Removes the entity, marked changed.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.resident_or_read(key);
         let slot = self.map.remove(key)?;
         if !self.tracking {
             return Some(slot.value);
@@ -310,65 +445,70 @@ impl<K: EntityKey, V> Entities<K, V> {
         }
         // Remembered until the next settle (its key stays among the
         // changed, once), with the hash to take off the sum.
-        self.removed.insert(key.to_owned(), slot.settled);
+        self.removed.insert(key.to_owned(), Removed::Since(slot.settled));
         Some(slot.value)
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
+    /// Every entity, in key order.
+    pub fn iter(&self) -> Merged<'_, K, V> {
+        self.entries(Bound::Unbounded)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    pub fn keys(&self) -> impl Iterator<Item = Cow<'_, K>> {
+        self.iter().map(|(k, _)| k)
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
-        self.map.iter().map(|(k, s)| (k, &s.value))
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.map.keys()
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values().map(|s| &s.value)
+    pub fn values(&self) -> impl Iterator<Item = Cow<'_, V>> {
+        self.iter().map(|(_, v)| v)
     }
 
     /// Entities in key order within `range`.
-    pub fn range<Q, R>(&self, range: R) -> impl Iterator<Item = (&K, &V)>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-        R: std::ops::RangeBounds<Q>,
-    {
-        self.map.range(range).map(|(k, s)| (k, &s.value))
+    pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (Cow<'_, K>, Cow<'_, V>)> {
+        let end = range.end_bound().cloned();
+        self.entries(range.start_bound().cloned()).take_while(move |(key, _)| match &end {
+            Bound::Included(end) => **key <= *end,
+            Bound::Excluded(end) => **key < *end,
+            Bound::Unbounded => true,
+        })
     }
 
     /// Entities in key order from the first key after `after` (all when
     /// `None`).
-    pub fn iter_after<'a, Q>(&'a self, after: Option<&Q>) -> impl Iterator<Item = (&'a K, &'a V)> + use<'a, K, V, Q>
+    pub fn iter_after<Q>(&self, after: Option<&Q>) -> Merged<'_, K, V>
     where
         K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: ToOwned<Owned = K> + ?Sized,
     {
-        let range = match after {
-            Some(after) => self.map.range::<Q, _>((Bound::Excluded(after), Bound::Unbounded)),
-            None => self.map.range::<Q, _>(..),
-        };
-        range.map(|(k, s)| (k, &s.value))
+        self.entries(after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.to_owned())))
     }
 
     /// Values in key order from the first key after `after` (all when `None`).
-    pub fn values_after<'a, Q>(&'a self, after: Option<&Q>) -> impl Iterator<Item = &'a V> + use<'a, K, V, Q>
+    pub fn values_after<Q>(&self, after: Option<&Q>) -> impl Iterator<Item = Cow<'_, V>>
     where
         K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: ToOwned<Owned = K> + ?Sized,
     {
         self.iter_after(after).map(|(_, v)| v)
     }
-}
 
-impl<K: EntityKey, V: Serialize> Entities<K, V> {
+    /// Entities in key order from `from`: those in memory merged with those
+    /// only in the store.
+    fn entries(&self, from: Bound<K>) -> Merged<'_, K, V> {
+        let stored = self.backing.as_ref().map(|backing| {
+            let from_bytes = match &from {
+                Bound::Included(k) | Bound::Excluded(k) => Some(k.to_bytes()),
+                Bound::Unbounded => None,
+            };
+            let bound = match (&from, &from_bytes) {
+                (Bound::Included(_), Some(b)) => Bound::Included(b.as_slice()),
+                (Bound::Excluded(_), Some(b)) => Bound::Excluded(b.as_slice()),
+                _ => Bound::Unbounded,
+            };
+            backing.scan(self.kind, bound)
+        });
+        Merged { family: self, memory: self.map.range((from, Bound::Unbounded)).peekable(), stored, stored_head: None }
+    }
+
     fn value_bytes(value: &V) -> Vec<u8> {
         serde_json::to_vec(value).expect("entities serialise")
     }
@@ -378,7 +518,67 @@ impl<K: EntityKey, V: Serialize> Entities<K, V> {
     }
 }
 
-impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Entities<K, V> {
+/// A family's entities in key order: those in memory merged with those only
+/// in the store (read as they come, never all at once).
+pub struct Merged<'a, K, V> {
+    family: &'a Entities<K, V>,
+    memory: std::iter::Peekable<std::collections::btree_map::Range<'a, K, Slot<V>>>,
+    stored: Option<Stored<'a>>,
+    /// The next stored entity, its key parsed.
+    stored_head: Option<(K, Vec<u8>, Vec<u8>)>,
+}
+
+impl<'a, K: EntityKey, V: Value> Iterator for Merged<'a, K, V> {
+    type Item = (Cow<'a, K>, Cow<'a, V>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let kind = self.family.kind;
+        loop {
+            if self.stored_head.is_none()
+                && let Some(stored) = self.stored.as_mut()
+            {
+                self.stored_head = match stored.next() {
+                    None => {
+                        self.stored = None;
+                        None
+                    }
+                    Some(Err(e)) => unreadable(kind, e),
+                    Some(Ok((key_bytes, bytes))) => {
+                        let key = K::from_bytes(&key_bytes)
+                            .unwrap_or_else(|| unreadable(kind, format!("a key that does not parse: {key_bytes:?}")));
+                        Some((key, key_bytes, bytes))
+                    }
+                };
+            }
+            let from_memory = match (self.memory.peek(), &self.stored_head) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((in_memory, _)), Some((stored, _, _))) => match (*in_memory).cmp(stored) {
+                    std::cmp::Ordering::Less => true,
+                    // In memory, the stored copy is older.
+                    std::cmp::Ordering::Equal => {
+                        self.stored_head = None;
+                        true
+                    }
+                    std::cmp::Ordering::Greater => false,
+                },
+            };
+            if from_memory {
+                let (key, slot) = self.memory.next()?;
+                return Some((Cow::Borrowed(key), Cow::Borrowed(&slot.value)));
+            }
+            let (key, key_bytes, bytes) = self.stored_head.take()?;
+            if self.family.is_removed(&key) {
+                continue;
+            }
+            let value = self.family.decode(&key_bytes, &bytes);
+            return Some((Cow::Owned(key), Cow::Owned(value)));
+        }
+    }
+}
+
+impl<K: EntityKey, V: Value> Family for Entities<K, V> {
     fn kind(&self) -> &'static str {
         self.kind
     }
@@ -395,17 +595,23 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
         for key in &self.changed {
             match self.map.get(key) {
                 Some(slot) => sum = sum - slot.settled + self.hash_of(key, &slot.value),
-                None => sum = sum - self.removed.get(key).copied().unwrap_or_default(),
+                None => {
+                    if let Some(Removed::Since(settled)) = self.removed.get(key) {
+                        sum = sum - *settled;
+                    }
+                }
             }
         }
         sum
     }
 
     fn sum_from_scratch(&self) -> Sum {
-        self.map.iter().fold(Sum::ZERO, |sum, (key, slot)| sum + self.hash_of(key, &slot.value))
+        self.iter().fold(Sum::ZERO, |sum, (key, value)| sum + self.hash_of(&key, &value))
     }
 
     fn settle(&mut self, out: &mut Vec<Change>) {
+        self.generation += 1;
+        let generation = self.generation;
         if !self.tracking {
             // The first settle: every entity.
             self.settled = Sum::ZERO;
@@ -413,7 +619,7 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
                 let (key_bytes, bytes) = (key.to_bytes(), Self::value_bytes(&slot.value));
                 let hash = entity_hash(self.kind, &key_bytes, &bytes);
                 self.settled = self.settled + hash;
-                (slot.settled, slot.dirty) = (hash, false);
+                (slot.settled, slot.dirty, slot.generation) = (hash, false, generation);
                 out.push((key_bytes, Some(bytes)));
             }
             (self.tracking, self.changed, self.removed) = (true, Vec::new(), HashMap::new());
@@ -428,26 +634,32 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
                     let bytes = Self::value_bytes(&slot.value);
                     let hash = entity_hash(self.kind, &key_bytes, &bytes);
                     self.settled = self.settled - slot.settled + hash;
-                    (slot.settled, slot.dirty) = (hash, false);
+                    (slot.settled, slot.dirty, slot.generation) = (hash, false, generation);
                     out.push((key_bytes, Some(bytes)));
                 }
                 None => {
                     // Gone; the store has it only if it was settled then.
-                    let settled = self.removed.remove(&key).unwrap_or_default();
-                    if settled != Sum::ZERO {
-                        self.settled = self.settled - settled;
-                        out.push((key_bytes, None));
+                    if let Some(Removed::Since(settled)) = self.removed.get(&key).copied() {
+                        if settled != Sum::ZERO {
+                            self.settled = self.settled - settled;
+                            out.push((key_bytes, None));
+                        }
+                        // Not read from the store until the deletion is in it.
+                        self.removed.insert(key, Removed::Deleting);
                     }
                 }
             }
         }
-        self.removed.clear();
     }
 
     fn for_each(&self, f: &mut dyn FnMut(Vec<u8>, Vec<u8>)) {
-        for (key, slot) in &self.map {
-            f(key.to_bytes(), Self::value_bytes(&slot.value));
+        for (key, value) in self.iter() {
+            f(key.to_bytes(), Self::value_bytes(&value));
         }
+    }
+
+    fn back(&mut self, backing: Arc<dyn Backing>) {
+        self.backing = Some(backing);
     }
 
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
@@ -455,7 +667,13 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
         let parsed_value: V = serde_json::from_slice(value)
             .map_err(|e| format!("{} {:?}: {e}", self.kind, String::from_utf8_lossy(key)))?;
         let hash = entity_hash(self.kind, key, value);
-        if let Some(old) = self.map.insert(parsed, Slot { value: parsed_value, settled: hash, dirty: false }) {
+        if self.backing.is_some() {
+            // Read from the store when asked for.
+            self.settled = self.settled + hash;
+            return Ok(());
+        }
+        let slot = Slot { value: parsed_value, settled: hash, dirty: false, generation: self.generation };
+        if let Some(old) = self.map.insert(parsed, slot) {
             self.settled = self.settled - old.settled;
         }
         self.settled = self.settled + hash;
@@ -475,6 +693,34 @@ impl<K: EntityKey, V: Serialize + DeserializeOwned + Send + Sync> Family for Ent
                 self.changed.push(key.clone());
             }
         }
+    }
+
+    fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize {
+        if self.backing.is_none() {
+            self.backing = Some(backing.clone());
+        }
+        self.removed.retain(|_, removed| *removed != Removed::Deleting);
+        if self.map.len() <= capacity {
+            return 0;
+        }
+        // Down to three quarters of the capacity, so the next checkpoints
+        // do not each evict a few.
+        let excess = self.map.len() - capacity / 4 * 3;
+        let mut settled: Vec<(u64, &K)> =
+            self.map.iter().filter(|(_, slot)| !slot.dirty).map(|(key, slot)| (slot.generation, key)).collect();
+        let n = excess.min(settled.len());
+        if n < settled.len() {
+            settled.select_nth_unstable(n);
+        }
+        let evict: Vec<K> = settled[..n].iter().map(|(_, key)| (*key).clone()).collect();
+        for key in &evict {
+            self.map.remove(key);
+        }
+        evict.len()
+    }
+
+    fn resident(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -548,6 +794,17 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> Family for Single<V> {
     }
 
     fn track(&mut self) {}
+
+    /// Always in memory: one entity.
+    fn back(&mut self, _: Arc<dyn Backing>) {}
+
+    fn written(&mut self, _: &Arc<dyn Backing>, _: usize) -> usize {
+        0
+    }
+
+    fn resident(&self) -> usize {
+        1
+    }
 }
 
 /// The state hash of `families` as they are now.

@@ -28,7 +28,7 @@ pub use projection::{Projection, state_hash, state_hash_from_scratch};
 pub use reputation::{AgentSummary, Reputation, StatsSummary};
 #[cfg(feature = "store")]
 pub use store::ProjectionStore;
-pub use views::{Status, Views, rebuild};
+pub use views::{Status, Views, rebuild, rebuild_with};
 #[cfg(feature = "store")]
 pub use worker::{Cadence, follow};
 pub use world::WorldModel;

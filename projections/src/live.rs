@@ -4,7 +4,9 @@
 use agentlog_core::Envelope;
 use serde::{Deserialize, Serialize};
 
-use crate::entities::Change;
+use std::sync::Arc;
+
+use crate::entities::{Backing, Change};
 use crate::projection::{Projection, state_hash};
 
 /// Where a projection is: written with its state in one RocksDB write.
@@ -75,6 +77,11 @@ pub trait Runner: Send + Sync {
     /// The checkpoint, and every entity changed since the last one (by
     /// family): the state is then settled.
     fn settle(&mut self) -> Settled;
+    /// After what it settled is in the store ([`crate::entities::Family::written`]):
+    /// reads what it does not keep in memory from `backing`, and keeps at
+    /// most `capacity` settled entities per family. Returns the entities
+    /// dropped from memory.
+    fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize;
     /// Back to the empty state at position 0.
     fn reset(&mut self);
 }
@@ -116,6 +123,10 @@ impl<P: Projection> Runner for Live<P> {
             .collect();
         let whole = std::mem::replace(&mut self.whole, false);
         Settled { name: P::NAME, checkpoint: self.checkpoint(), changes, whole }
+    }
+
+    fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize {
+        self.state.families_mut().into_iter().map(|family| family.written(backing, capacity)).sum()
     }
 
     fn reset(&mut self) {

@@ -188,12 +188,12 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
         Query::Sessions { page } => {
             paged(world.state.sessions_after(after(page).as_deref()), page, |s| s.session_id.clone())
         }
-        Query::Agents { page } => paged(world.state.agents_after(after(page).as_deref()).map(agent_json), page, |a| {
+        Query::Agents { page } => paged(world.state.agents_after(after(page).as_deref()).map(|a| agent_json(&a)), page, |a| {
             a["agent_id"].as_str().unwrap_or_default().to_owned()
         }),
         Query::Agent { id } => {
             let agent = world.state.agent(id).ok_or_else(|| no_such("agent", id))?;
-            let mut value = agent_json(agent);
+            let mut value = agent_json(&agent);
             value["reputation"] = json(views.reputation().state.agent(id));
             (value, None)
         }
@@ -240,7 +240,7 @@ struct PlacedViolation<'a> {
     #[serde(skip)]
     place: (u64, u32),
     #[serde(flatten)]
-    violation: &'a crate::world::Violation,
+    violation: std::borrow::Cow<'a, crate::world::Violation>,
 }
 
 fn task_status(state: &str) -> Option<TaskStatus> {

@@ -84,6 +84,9 @@ pub struct Reputation {
     agents: Entities<String, AgentState>,
     tasks: Entities<String, TaskState>,
     fleet: Single<Fleet>,
+    /// The agents' costs summed (derived: kept as the fold goes, rebuilt
+    /// when a checkpoint is loaded), so a score does not read every agent.
+    fleet_cost: u128,
 }
 
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
@@ -176,6 +179,7 @@ impl Reputation {
             agents: Entities::new("agent"),
             tasks: Entities::new("task"),
             fleet: Single::new("fleet", Fleet { slo_ms, successes: 0 }),
+            fleet_cost: 0,
         }
     }
 
@@ -184,7 +188,7 @@ impl Reputation {
     }
 
     pub fn agent(&self, agent_id: &str) -> Option<AgentSummary> {
-        self.agents.get(agent_id).map(|a| self.summarise(agent_id, a))
+        self.agents.get(agent_id).map(|a| self.summarise(agent_id, &a))
     }
 
     /// Every agent with any history, in agent id order.
@@ -195,7 +199,7 @@ impl Reputation {
     /// Agents with history in id order, from the first after `after`.
     pub fn agents_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = AgentSummary> + 'a {
         let fleet = self.fleet_cost_per_success();
-        self.agents.iter_after(after).map(move |(id, a)| self.summary(id, a, fleet))
+        self.agents.iter_after(after).map(move |(id, a)| self.summary(&id, &a, fleet))
     }
 
     /// The agent's score; 0.5 for an agent without history.
@@ -204,7 +208,8 @@ impl Reputation {
     }
 
     fn fleet_cost_per_success(&self) -> Option<f64> {
-        let fleet_cost: u64 = self.agents.values().map(|a| a.overall.cost()).fold(0, u64::saturating_add);
+        // What summing the agents' costs with saturating adds gives.
+        let fleet_cost = u64::try_from(self.fleet_cost).unwrap_or(u64::MAX);
         let successes = self.fleet.get().successes;
         (successes > 0).then(|| fleet_cost as f64 / successes as f64)
     }
@@ -253,9 +258,11 @@ impl Reputation {
             return;
         }
         let agent = self.agents.get_or_insert_with(agent_id, AgentState::default);
+        let before = agent.overall.cost();
         agent.overall.add_cost(amount, debit);
-        let required = self.tasks.get(task_id).map(|t| &t.required).into_iter().flatten();
-        for cap in required {
+        self.fleet_cost = self.fleet_cost - u128::from(before) + u128::from(agent.overall.cost());
+        let task = self.tasks.get(task_id);
+        for cap in task.iter().flat_map(|t| &t.required) {
             agent.capabilities.entry(cap.clone()).or_default().add_cost(amount, debit);
         }
     }
@@ -270,6 +277,10 @@ impl Projection for Reputation {
 
     fn families_mut(&mut self) -> Vec<&mut dyn Family> {
         vec![&mut self.agents, &mut self.tasks, &mut self.fleet]
+    }
+
+    fn loaded(&mut self) {
+        self.fleet_cost = self.agents.values().map(|a| u128::from(a.overall.cost())).sum();
     }
 
     fn apply(&mut self, event: &Envelope) {
@@ -513,7 +524,7 @@ mod tests {
         assert_eq!((b.overall.successes, b.overall.failures), (0, 1));
         assert_eq!(b.capabilities.keys().collect::<Vec<_>>(), ["sql"]);
         assert_eq!(r.agents().map(|s| s.agent_id).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(r.tasks.is_empty(), "finished tasks are forgotten");
+        assert!(r.tasks.iter().next().is_none(), "finished tasks are forgotten");
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! leaves a state and the position it reflects — never one without the
 //! other — and costs what changed, not what the state weighs. Restarting
 //! from it folds each event exactly once.
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use agentlog_log::rocks::{self, FamilyScan, OpenFailure};
 use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
+use crate::entities::{Backing, BackingError, Stored};
 use crate::error::{Error, Result};
 use crate::live::{Checkpoint, Live, Runner, Settled};
 use crate::projection::Projection;
@@ -46,9 +49,48 @@ fn entity_key(name: &str, kind: &str, key: &[u8]) -> Vec<u8> {
     [&entity_prefix(name)[..], kind.as_bytes(), b"/", key].concat()
 }
 
+/// Entities each family keeps in memory by default once they are stored
+/// (`projections.cache-entities`).
+pub const DEFAULT_CACHE_ENTITIES: usize = 100_000;
+
 pub struct ProjectionStore {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
+    /// Settled entities each family keeps in memory; the rest are read
+    /// from here when asked for.
+    cache_entities: usize,
+}
+
+/// One projection's entities in the store, read by its families
+/// ([`Backing`]).
+struct ViewBacking {
+    db: Arc<DB>,
+    name: &'static str,
+}
+
+impl Backing for ViewBacking {
+    fn get(&self, kind: &str, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, BackingError> {
+        self.db.get(entity_key(self.name, kind, key)).map_err(|e| e.to_string())
+    }
+
+    fn scan(&self, kind: &str, from: Bound<&[u8]>) -> Stored<'_> {
+        let prefix = entity_key(self.name, kind, b"");
+        let (start, skip) = match from {
+            Bound::Included(key) => ([&prefix[..], key].concat(), None),
+            Bound::Excluded(key) => ([&prefix[..], key].concat(), Some(key.to_vec())),
+            Bound::Unbounded => (prefix.clone(), None),
+        };
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(prefix_end(&prefix));
+        let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward), options);
+        Box::new(
+            iterator
+                .map(move |item| {
+                    item.map(|(key, value)| (key[prefix.len()..].to_vec(), value.into_vec())).map_err(|e| e.to_string())
+                })
+                .filter(move |item| !matches!((item, &skip), (Ok((key, _)), Some(skip)) if key == skip)),
+        )
+    }
 }
 
 impl std::fmt::Debug for ProjectionStore {
@@ -66,10 +108,17 @@ fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
     }
 }
 
-/// The options of every open: damage anywhere but a torn tail refuses it.
+/// The options of every open: damage anywhere but a torn tail refuses it;
+/// Bloom filters, since a fold asks for many keys that are not there (each
+/// new task, stream and session).
 fn options() -> Options {
     let mut options = Options::default();
     rocks::refuse_damage(&mut options);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    options.set_block_based_table_factory(&table);
+    options.set_memtable_prefix_bloom_ratio(0.1);
+    options.set_memtable_whole_key_filtering(true);
     options
 }
 
@@ -79,7 +128,7 @@ impl ProjectionStore {
         let mut options = options();
         options.create_if_missing(true);
         let db = DB::open(&options, path).map_err(open_error(path))?;
-        Ok(ProjectionStore { db, path: path.to_owned() })
+        Ok(ProjectionStore { db: Arc::new(db), path: path.to_owned(), cache_entities: DEFAULT_CACHE_ENTITIES })
     }
 
     /// Opens an existing store without its lock, to inspect it; `None` when
@@ -89,7 +138,23 @@ impl ProjectionStore {
             return Ok(None);
         }
         let db = DB::open_for_read_only(&options(), path, false).map_err(open_error(path))?;
-        Ok(Some(ProjectionStore { db, path: path.to_owned() }))
+        Ok(Some(ProjectionStore { db: Arc::new(db), path: path.to_owned(), cache_entities: DEFAULT_CACHE_ENTITIES }))
+    }
+
+    /// Keeps at most `entities` settled entities of each family in memory
+    /// (at least one).
+    pub fn with_cache_entities(mut self, entities: usize) -> Self {
+        self.cache_entities = entities.max(1);
+        self
+    }
+
+    pub fn cache_entities(&self) -> usize {
+        self.cache_entities
+    }
+
+    /// Where the families of projection `name` read what is not in memory.
+    pub fn backing(&self, name: &'static str) -> Arc<dyn Backing> {
+        Arc::new(ViewBacking { db: self.db.clone(), name })
     }
 
     /// A failed read: damage RocksDB found is [`Error::Damaged`], naming the
@@ -134,6 +199,8 @@ impl ProjectionStore {
 
     /// The projection as last saved, its entities checked against the
     /// checkpoint's state hash; a new one at position 0 when none was saved.
+    /// Its entities stay in the store (read one at a time, to check the
+    /// hash and rebuild the indexes): memory holds what it is then asked for.
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
         let Some(checkpoint) = self.checkpoint(P::NAME)? else {
             if self.db.get(legacy_state_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
@@ -152,6 +219,9 @@ impl ProjectionStore {
         let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward), options);
         {
             let mut families = live.state.families_mut();
+            for family in &mut families {
+                family.back(self.backing(P::NAME));
+            }
             for item in iterator {
                 let (key, value) = item.map_err(self.read_failed("reading a projection's entities"))?;
                 let rest = &key[prefix.len()..];
@@ -177,35 +247,46 @@ impl ProjectionStore {
     }
 
     /// Writes what each projection changed since its last save
-    /// ([`Runner::settle`]) and its checkpoint, all in one write; returns
-    /// the bytes written.
+    /// ([`Runner::settle`]) and its checkpoint, all in one write, then lets
+    /// them drop what their cache does not keep; returns the bytes written.
+    /// A failed write leaves them settled but not saved: load them again.
     pub fn save(&self, runners: &mut [&mut dyn Runner]) -> Result<usize> {
-        self.write(runners.iter_mut().map(|r| r.settle()).collect())
+        let size_bytes = self.write(&runners.iter_mut().map(|r| r.settle()).collect::<Vec<_>>())?;
+        self.written(runners);
+        Ok(size_bytes)
     }
 
-    /// Writes settled projections, all in one write (one folded from
-    /// nothing replaces every entity stored of it); returns the bytes
+    /// After a write of what `runners` settled: they read what they do not
+    /// keep in memory from here, and keep this store's cache's worth of
+    /// settled entities ([`Runner::written`]). Returns the entities dropped
+    /// from memory.
+    pub fn written(&self, runners: &mut [&mut dyn Runner]) -> usize {
+        runners.iter_mut().map(|r| r.written(&self.backing(r.name()), self.cache_entities)).sum()
+    }
+
+    /// Writes settled projections, in order, all in one write (one folded
+    /// from nothing replaces every entity stored of it); returns the bytes
     /// written. A failed write leaves the projections settled but not
-    /// saved: their owner must set `whole` on them (so their next save
-    /// rewrites them) or load them again.
-    pub fn write(&self, settled: Vec<Settled>) -> Result<usize> {
+    /// saved: their owner must write the same again, before anything
+    /// settled later ([`crate::Views::save`] does).
+    pub fn write(&self, settled: &[Settled]) -> Result<usize> {
         let mut batch = WriteBatch::default();
         for Settled { name, checkpoint, changes, whole } in settled {
-            if whole {
+            if *whole {
                 let prefix = entity_prefix(name);
                 batch.delete_range(&prefix, &prefix_end(&prefix));
                 batch.delete(legacy_state_key(name));
             }
             for (kind, changes) in changes {
                 for (key, value) in changes {
-                    let key = entity_key(name, kind, &key);
+                    let key = entity_key(name, kind, key);
                     match value {
                         Some(value) => batch.put(key, value),
                         None => batch.delete(key),
                     }
                 }
             }
-            batch.put(checkpoint_key(name), serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
+            batch.put(checkpoint_key(name), serde_json::to_vec(checkpoint).expect("checkpoints serialise"));
         }
         let size_bytes = batch.size_in_bytes();
         self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))?;

@@ -35,6 +35,11 @@ pub struct Views {
     /// The position of the last checkpoint written (the worker's), or of the
     /// one the views were loaded from.
     saved: watch::Sender<u64>,
+    /// Held through a save, so saves are written in the order they were
+    /// taken; holds what a failed save took, which the next one writes
+    /// first.
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
+    pub(crate) unwritten: std::sync::Mutex<Vec<crate::live::Settled>>,
 }
 
 /// What `projections status` shows of one projection.
@@ -59,6 +64,7 @@ impl Views {
             reputation: RwLock::new(reputation),
             position: watch::channel(position).0,
             saved: watch::channel(position).0,
+            unwritten: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -76,11 +82,26 @@ impl Views {
         vec![world.settle(), reputation.settle()]
     }
 
-    /// After a save that failed: the next one writes every view whole.
+    /// After a save is written: every family reads what it does not keep
+    /// in memory from `store`, and keeps at most its cache's worth of
+    /// settled entities. Returns the entities dropped from memory.
     #[cfg(feature = "store")]
-    pub(crate) fn unsettle(&self) {
-        self.world.write().unwrap_or_else(|p| p.into_inner()).whole = true;
-        self.reputation.write().unwrap_or_else(|p| p.into_inner()).whole = true;
+    pub(crate) fn written(&self, store: &crate::store::ProjectionStore) -> usize {
+        let mut world = self.world.write().unwrap_or_else(|p| p.into_inner());
+        let mut reputation = self.reputation.write().unwrap_or_else(|p| p.into_inner());
+        store.written(&mut [&mut *world, &mut *reputation])
+    }
+
+    /// Entities the views hold in memory, by view and family.
+    pub fn resident(&self) -> Vec<(&'static str, &'static str, usize)> {
+        use crate::projection::Projection;
+        fn each<P: Projection>(live: &Live<P>, out: &mut Vec<(&'static str, &'static str, usize)>) {
+            out.extend(live.state.families().into_iter().map(|f| (P::NAME, f.kind(), f.resident())));
+        }
+        let mut out = Vec::new();
+        each(&*self.world(), &mut out);
+        each(&*self.reputation(), &mut out);
+        out
     }
 
     #[cfg(feature = "store")]
@@ -163,6 +184,25 @@ pub fn rebuild(
     through: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
+    rebuild_with(wal, runners, through, &mut |_, done| {
+        progress(done, through);
+        Ok(())
+    })
+}
+
+/// What [`rebuild_with`] calls after each page: the runners, and the last
+/// seq folded.
+pub type AfterPage<'a> = dyn FnMut(&mut [&mut dyn Runner], u64) -> Result<()> + 'a;
+
+/// [`rebuild`], calling `after_page(runners, done)` after each page is
+/// folded (to save a checkpoint now and then: a rebuild into a store);
+/// its error stops the rebuild.
+pub fn rebuild_with(
+    wal: &dyn EventSource,
+    runners: &mut [&mut dyn Runner],
+    through: u64,
+    after_page: &mut AfterPage<'_>,
+) -> Result<u64> {
     for runner in runners.iter_mut() {
         runner.reset();
     }
@@ -194,7 +234,7 @@ pub fn rebuild(
                     runner.apply(event);
                 }
             }
-            progress(done, through);
+            after_page(runners, done)?;
         }
         Ok(done)
     })

@@ -53,23 +53,22 @@ impl Views {
 
     /// Saves what every view changed since the last save, with their
     /// checkpoints, in one write. The fold waits only while the changes are
-    /// taken (their cost, not the views'), not while they are written.
+    /// taken (their cost, not the views'), not while they are written; then
+    /// the views drop from memory what their cache does not keep. What a
+    /// failed save took is written first by the next one (nothing settled
+    /// is lost, and nothing is dropped from memory before it is stored).
     /// Returns the bytes written.
     pub fn save(&self, store: &ProjectionStore) -> Result<usize> {
-        let settled = self.settle();
-        let position = settled.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
-        let size_bytes = match store.write(settled) {
-            Ok(size_bytes) => size_bytes,
-            Err(e) => {
-                // What was taken is not in the store: the next save, if
-                // any, must write the views whole.
-                self.unsettle();
-                return Err(e);
-            }
-        };
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        unwritten.extend(self.settle());
+        let position = unwritten.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
+        let size_bytes = store.write(&unwritten)?;
+        unwritten.clear();
+        let evicted = self.written(store);
+        drop(unwritten);
         metrics::counter!(CHECKPOINTS).increment(1);
         metrics::histogram!(CHECKPOINT_BYTES).record(size_bytes as f64);
-        tracing::debug!(message = "checkpoint", position, size_bytes);
+        tracing::debug!(message = "checkpoint", position, size_bytes, evicted);
         self.mark_saved(position);
         Ok(size_bytes)
     }

@@ -8,6 +8,7 @@
 //!
 //! Time is what events say (`ts`), never a clock: "live" means no close or
 //! expiry event yet, whatever the wall clock thinks.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -149,6 +150,12 @@ struct ReadyKey {
     task_id: String,
 }
 
+impl ReadyKey {
+    fn of(task: &TaskView) -> Self {
+        ReadyKey { neg_priority: -i64::from(task.priority), created_seq: task.created_seq, task_id: task.task_id.clone() }
+    }
+}
+
 /// The world model's state: its entities, each its own key in the
 /// projection store (families `task`, `session`, `agent`, `budget`,
 /// `violation` by seq, and `version`: each stream's last version, for gap
@@ -244,26 +251,44 @@ impl Projection for WorldModel {
         ]
     }
 
+    /// One pass over each family (read from the store, not kept): memory
+    /// ends up holding the indexes, not the entities.
     fn loaded(&mut self) {
         (self.ready, self.dependents, self.by_status, self.live_agents, self.deadlines) = Default::default();
-        let (tasks, sessions): (Vec<String>, Vec<String>) =
-            (self.tasks.keys().cloned().collect(), self.sessions.keys().cloned().collect());
+        // Open tasks waiting on dependencies: ready once every one is
+        // known to be completed, which the whole pass tells.
+        let mut waiting = Vec::new();
         for (id, task) in self.tasks.iter() {
             for dependency in &task.dependencies {
-                self.dependents.entry(dependency.clone()).or_default().insert(id.clone());
+                self.dependents.entry(dependency.clone()).or_default().insert(id.to_string());
             }
-            self.by_status[task.status as usize].insert(id.clone());
+            self.by_status[task.status as usize].insert(id.to_string());
+            if task.status == TaskStatus::Open {
+                let key = ReadyKey::of(&task);
+                if task.dependencies.is_empty() {
+                    self.ready.insert(key);
+                } else {
+                    waiting.push((key, task.dependencies.clone()));
+                }
+            }
+        }
+        let completed = &self.by_status[TaskStatus::Completed as usize];
+        for (key, dependencies) in waiting {
+            if dependencies.iter().all(|d| completed.contains(d)) {
+                self.ready.insert(key);
+            }
         }
         for (id, agent) in self.agents.iter() {
             if !agent.sessions.is_empty() {
-                self.live_agents.insert(id.clone());
+                self.live_agents.insert(id.to_string());
             }
         }
-        for task in &tasks {
-            self.refresh_ready(task);
-            self.reindex_claim(task);
+        let live: Vec<String> =
+            self.sessions.iter().filter(|(_, s)| s.status == SessionStatus::Live).map(|(id, _)| id.to_string()).collect();
+        for task in self.by_status[TaskStatus::Claimed as usize].clone() {
+            self.reindex_claim(&task);
         }
-        for session in &sessions {
+        for session in &live {
             self.reindex_session(session);
         }
     }
@@ -451,7 +476,7 @@ impl WorldModel {
             None => (Arc::from(session_id), false),
         };
         let live = self.sessions.get(session_id).filter(|s| s.status == SessionStatus::Live);
-        if let Some(session) = live {
+        if let Some(session) = &live {
             d.sessions.insert((session.deadline_ts(), name.clone()));
             d.session_at.insert(name, session.deadline_ts());
         }
@@ -490,16 +515,16 @@ impl WorldModel {
 }
 
 impl WorldModel {
-    pub fn task(&self, id: &str) -> Option<&TaskView> {
+    pub fn task(&self, id: &str) -> Option<Cow<'_, TaskView>> {
         self.tasks.get(id)
     }
 
-    pub fn tasks(&self) -> impl Iterator<Item = &TaskView> {
+    pub fn tasks(&self) -> impl Iterator<Item = Cow<'_, TaskView>> {
         self.tasks.values()
     }
 
     /// Tasks in id order, from the first after `after` (all when `None`).
-    pub fn tasks_after(&self, after: Option<&str>) -> impl Iterator<Item = &TaskView> {
+    pub fn tasks_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, TaskView>> {
         self.tasks.values_after(after)
     }
 
@@ -509,7 +534,7 @@ impl WorldModel {
         &'a self,
         status: TaskStatus,
         after: Option<&str>,
-    ) -> impl Iterator<Item = &'a TaskView> + 'a {
+    ) -> impl Iterator<Item = Cow<'a, TaskView>> + 'a {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.by_status[status as usize]
             .range::<str, _>((from, Bound::Unbounded))
@@ -519,24 +544,20 @@ impl WorldModel {
     /// Agents holding a session not yet closed or expired by their own
     /// id, in id order (a superset of those with a live session: a
     /// session reopened under another agent stays with the first).
-    pub fn live_agents(&self) -> impl Iterator<Item = &AgentView> {
+    pub fn live_agents(&self) -> impl Iterator<Item = Cow<'_, AgentView>> {
         self.live_agents.iter().filter_map(|id| self.agents.get(id.as_str()))
     }
 
     /// Claimable tasks, highest priority first (then oldest).
-    pub fn ready(&self) -> impl Iterator<Item = &TaskView> {
+    pub fn ready(&self) -> impl Iterator<Item = Cow<'_, TaskView>> {
         self.ready_after(None)
     }
 
     /// The ready queue from the first task after task `after` in its order
     /// (where `after` stands or would stand now, by its priority and age;
     /// from the start when `None` or unknown).
-    pub fn ready_after(&self, after: Option<&str>) -> impl Iterator<Item = &TaskView> {
-        let start = after.and_then(|id| self.tasks.get(id)).map(|t| ReadyKey {
-            neg_priority: -i64::from(t.priority),
-            created_seq: t.created_seq,
-            task_id: t.task_id.clone(),
-        });
+    pub fn ready_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, TaskView>> {
+        let start = after.and_then(|id| self.tasks.get(id)).map(|t| ReadyKey::of(&t));
         let range = match start {
             Some(key) => self.ready.range((Bound::Excluded(key), Bound::Unbounded)),
             None => self.ready.range::<ReadyKey, _>(..),
@@ -545,54 +566,54 @@ impl WorldModel {
     }
 
     /// Sessions in id order, from the first after `after`.
-    pub fn sessions_after(&self, after: Option<&str>) -> impl Iterator<Item = &SessionView> {
+    pub fn sessions_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, SessionView>> {
         self.sessions.values_after(after)
     }
 
     /// Agents in id order, from the first after `after`.
-    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &AgentView> {
+    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, AgentView>> {
         self.agents.values_after(after)
     }
 
     /// Budgets in id order, from the first after `after`.
-    pub fn budgets_after(&self, after: Option<&str>) -> impl Iterator<Item = &BudgetView> {
+    pub fn budgets_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, BudgetView>> {
         self.budgets.values_after(after)
     }
 
     /// Violations in log order, each with its place (its seq, and its index
     /// among the violations of that seq), from the first after the place
     /// `after` (all when `None`).
-    pub fn violations_after(&self, after: Option<(u64, u32)>) -> impl Iterator<Item = ((u64, u32), &Violation)> {
+    pub fn violations_after(&self, after: Option<(u64, u32)>) -> impl Iterator<Item = ((u64, u32), Cow<'_, Violation>)> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.violations.range((from, Bound::Unbounded)).map(|(place, v)| (*place, v))
     }
 
-    pub fn session(&self, id: &str) -> Option<&SessionView> {
+    pub fn session(&self, id: &str) -> Option<Cow<'_, SessionView>> {
         self.sessions.get(id)
     }
 
-    pub fn sessions(&self) -> impl Iterator<Item = &SessionView> {
+    pub fn sessions(&self) -> impl Iterator<Item = Cow<'_, SessionView>> {
         self.sessions.values()
     }
 
-    pub fn agent(&self, id: &str) -> Option<&AgentView> {
+    pub fn agent(&self, id: &str) -> Option<Cow<'_, AgentView>> {
         self.agents.get(id)
     }
 
-    pub fn agents(&self) -> impl Iterator<Item = &AgentView> {
+    pub fn agents(&self) -> impl Iterator<Item = Cow<'_, AgentView>> {
         self.agents.values()
     }
 
-    pub fn budget(&self, id: &str) -> Option<&BudgetView> {
+    pub fn budget(&self, id: &str) -> Option<Cow<'_, BudgetView>> {
         self.budgets.get(id)
     }
 
-    pub fn budgets(&self) -> impl Iterator<Item = &BudgetView> {
+    pub fn budgets(&self) -> impl Iterator<Item = Cow<'_, BudgetView>> {
         self.budgets.values()
     }
 
     /// Violations in log order.
-    pub fn violations(&self) -> impl Iterator<Item = &Violation> {
+    pub fn violations(&self) -> impl Iterator<Item = Cow<'_, Violation>> {
         self.violations.values()
     }
 
@@ -734,11 +755,7 @@ impl WorldModel {
     fn forget_task(&mut self, old: &TaskView) -> bool {
         let task_id = old.task_id.as_str();
         self.by_status[old.status as usize].remove(task_id);
-        self.ready.remove(&ReadyKey {
-            neg_priority: -i64::from(old.priority),
-            created_seq: old.created_seq,
-            task_id: task_id.to_owned(),
-        });
+        self.ready.remove(&ReadyKey::of(old));
         for dependency in &old.dependencies {
             if let Some(dependents) = self.dependents.get_mut(dependency) {
                 dependents.remove(task_id);
@@ -753,8 +770,7 @@ impl WorldModel {
     /// Puts the task in the ready queue or takes it out.
     fn refresh_ready(&mut self, task_id: &str) {
         let Some(t) = self.tasks.get(task_id) else { return };
-        let key =
-            ReadyKey { neg_priority: -i64::from(t.priority), created_seq: t.created_seq, task_id: task_id.to_owned() };
+        let key = ReadyKey::of(&t);
         let deps_done =
             t.dependencies.iter().all(|d| self.tasks.get(d).is_some_and(|d| d.status == TaskStatus::Completed));
         if t.status == TaskStatus::Open && deps_done {

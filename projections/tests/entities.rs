@@ -6,7 +6,8 @@
 //! are read back from the store and folding goes on from there. After every
 //! checkpoint the incremental state hash equals the one computed from
 //! scratch; at the end the checkpointed views equal a rebuild from seq 1,
-//! hash and every entity.
+//! hash and every entity. With a cache of a few entities, those evicted
+//! from memory read back from the store identical.
 use std::collections::BTreeMap;
 
 use agentlog_core::schema::{
@@ -16,7 +17,7 @@ use agentlog_core::schema::{
 };
 use agentlog_core::{Body, Envelope};
 use agentlog_projections::{
-    Live, Projection, ProjectionStore, Reputation, Runner, WorldModel, state_hash, state_hash_from_scratch,
+    Live, Projection, ProjectionStore, Reputation, Runner, Views, WorldModel, state_hash, state_hash_from_scratch,
 };
 
 /// A small seeded generator (splitmix64): the same seed, the same workload.
@@ -237,4 +238,55 @@ fn a_rebuilt_projection_replaces_every_entity_it_had_in_the_store() {
     assert_eq!(loaded.position, 500);
     assert_eq!(loaded.state, reputation.state);
     assert_eq!(state_hash(&loaded.state), state_hash_from_scratch(&reputation.state));
+}
+
+#[test]
+fn with_a_cache_of_four_entities_the_evicted_ones_read_back_from_the_store_identical() {
+    const CACHE: usize = 4;
+    let (mut checks, mut read_back) = (0, 0);
+    for seed in 0..12u64 {
+        let events = workload(seed, 3_000);
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProjectionStore::open(dir.path()).unwrap().with_cache_entities(CACHE);
+        let views = Views::default();
+        let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
+        let mut draw = Draw(seed ^ 0xcac4e);
+        for event in &events {
+            views.apply(std::slice::from_ref(event));
+            world.apply(event);
+            reputation.apply(event);
+            // Checked right after a save (memory then holds no changes)
+            // and between saves (changed and removed entities in memory
+            // over older copies in the store).
+            let save = draw.one_in(100);
+            if !save && !draw.one_in(50) {
+                continue;
+            }
+            let at = event.seq;
+            if save {
+                views.save(&store).unwrap();
+                // Memory holds the cache's worth of each family, no more.
+                for (view, kind, resident) in views.resident() {
+                    assert!(resident <= CACHE, "{view}/{kind}: {resident} in memory, seed {seed}, seq {at}");
+                }
+            }
+            checks += 1;
+            let (w, r) = (views.world(), views.reputation());
+            assert_eq!(checked_hash(&w, seed, at), checked_hash(&world, seed, at), "seed {seed}, seq {at}");
+            assert_eq!(checked_hash(&r, seed, at), checked_hash(&reputation, seed, at), "seed {seed}, seq {at}");
+            // Every entity, most of them read from the store.
+            for task in world.state.tasks() {
+                assert_eq!(w.state.task(&task.task_id).as_deref(), Some(&*task), "seed {seed}, seq {at}");
+                read_back += 1;
+            }
+            assert_eq!(w.state, world.state, "world: seed {seed}, seq {at}");
+            assert_eq!(r.state, reputation.state, "reputation: seed {seed}, seq {at}");
+            if save {
+                // And read back whole from the store alone.
+                let loaded: Live<WorldModel> = store.load().unwrap();
+                assert_eq!(loaded.state, world.state, "world loaded: seed {seed}, seq {at}");
+            }
+        }
+    }
+    assert!(checks > 1_000 && read_back > 30_000, "{checks} checks, {read_back} tasks read back");
 }

@@ -113,7 +113,7 @@ fn a_clean_history_has_no_violations_and_shows_the_world() {
     log.task("t2", 5, &["t1"]);
     log.task("t3", 9, &[]);
     let world = log.fold();
-    let ready: Vec<&str> = world.ready().map(|t| t.task_id.as_str()).collect();
+    let ready: Vec<String> = world.ready().map(|t| t.task_id.clone()).collect();
     assert_eq!(ready, ["t3", "t1"], "by priority; t2 waits for t1");
 
     log.claim("t1", "a1", "s1");
@@ -121,7 +121,7 @@ fn a_clean_history_has_no_violations_and_shows_the_world() {
     assert_eq!(world.agent("a1").unwrap().load, 1);
     assert_eq!(world.agent("a1").unwrap().status(), "working");
     assert!(world.session("s1").unwrap().claims.contains("t1"));
-    assert_eq!(world.ready().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t3"]);
+    assert_eq!(world.ready().map(|t| t.task_id.clone()).collect::<Vec<_>>(), ["t3"]);
 
     log.complete("t1", "a1", "s1");
     log.push(
@@ -141,7 +141,7 @@ fn a_clean_history_has_no_violations_and_shows_the_world() {
     log.push("session/s1", Body::SessionClosed(SessionClosed { session_id: "s1".into(), reason: String::new() }));
     let world = log.fold();
     assert_eq!(world.task("t1").unwrap().status, TaskStatus::Completed);
-    assert_eq!(world.ready().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t3", "t2"], "t2's dependency is done");
+    assert_eq!(world.ready().map(|t| t.task_id.clone()).collect::<Vec<_>>(), ["t3", "t2"], "t2's dependency is done");
     assert_eq!(world.agent("a1").unwrap().load, 0);
     assert_eq!(world.agent("a1").unwrap().status(), "offline");
     assert_eq!(world.session("s1").unwrap().status, SessionStatus::Closed);

@@ -76,6 +76,9 @@ pub struct Projections {
     /// first (and when the node stops). Queries answer from memory either
     /// way; a restart folds again from the last checkpoint.
     pub checkpoint_interval_ms: u64,
+    /// Settled entities each family (tasks, sessions, …) keeps in memory;
+    /// the rest are read from the projection store when asked for.
+    pub cache_entities: usize,
 }
 
 impl Default for Projections {
@@ -84,6 +87,7 @@ impl Default for Projections {
         Projections {
             checkpoint_events: cadence.events,
             checkpoint_interval_ms: u64::try_from(cadence.interval.as_millis()).unwrap_or(u64::MAX),
+            cache_entities: agentlog_projections::store::DEFAULT_CACHE_ENTITIES,
         }
     }
 }
@@ -197,7 +201,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 24] = [
+pub const KEYS: [&str; 25] = [
     "data",
     "http",
     "nats.url",
@@ -217,6 +221,7 @@ pub const KEYS: [&str; 24] = [
     "mirror.catch-up-timeout-seconds",
     "projections.checkpoint-events",
     "projections.checkpoint-interval-ms",
+    "projections.cache-entities",
     "ticker.interval-ms",
     "archive.enabled",
     "archive.dir",

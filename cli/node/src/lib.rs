@@ -198,7 +198,10 @@ impl Node {
         }
         let clock: Arc<dyn Clock> = clock;
         let handler = Arc::new(Handler::new(log.clone(), clock.clone(), ids));
-        let projections = Arc::new(ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?);
+        let projections = Arc::new(
+            ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?
+                .with_cache_entities(config.projections.cache_entities),
+        );
         let views = Arc::new(Views::load(&projections, &**log.store())?);
 
         // Bind everything before spawning anything: once `start` returns,
