@@ -1,10 +1,29 @@
 //! What every RocksDB store of a node (the WAL, the projection store)
-//! shares about damage: the recovery mode that refuses it at open, how an
+//! shares: about damage, the recovery mode that refuses it at open, how an
 //! open failure is read (a held lock, a damaged file named), and the deep
-//! scan that reads every key with its checksum checked.
+//! scan that reads every key with its checksum checked; about memory, the
+//! bound on what a store holds whatever it stores ([`bound_memory`]).
 use std::path::Path;
 
-use rocksdb::{DB, DBRecoveryMode, DEFAULT_COLUMN_FAMILY_NAME, ErrorKind, Options, ReadOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, DBRecoveryMode, DEFAULT_COLUMN_FAMILY_NAME, ErrorKind, Options, ReadOptions,
+};
+
+/// Bounds what a store holds in memory for its data: at most
+/// `write_buffers` bytes of memtables across its column families (the
+/// largest is flushed beyond it), and one block cache of `block_cache`
+/// bytes that its column families share. (RocksDB's defaults give each
+/// column family its own 64 MiB memtables and its own block cache.) Index
+/// and filter blocks stay outside the cache, as by default: they are about
+/// 1 % of the data, and a cache too small for one would read it from disk
+/// on every lookup. Returns the table options every column family of the
+/// store must be given.
+pub fn bound_memory(options: &mut Options, write_buffers: usize, block_cache: usize) -> BlockBasedOptions {
+    options.set_db_write_buffer_size(write_buffers);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(block_cache));
+    table
+}
 
 /// Makes an open refuse damage. RocksDB's default recovery (point in time)
 /// stops replaying its write-ahead log at the first damaged record and

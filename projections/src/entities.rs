@@ -395,38 +395,66 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
                 Some(std::mem::replace(&mut entry.get_mut().value, value))
             }
             Entry::Vacant(entry) => {
-                // As `insert_new`, in the one search.
-                let removed = if self.removed.is_empty() { None } else { self.removed.remove(entry.key()) };
-                let settled = match removed {
-                    Some(Removed::Since(settled)) => settled,
-                    Some(Removed::Deleting) | None => {
-                        if self.tracking {
-                            self.changed.push(entry.key().clone());
-                        }
-                        Sum::ZERO
-                    }
-                };
-                entry.insert(Slot { value, settled, dirty: true, generation: self.generation });
+                let slot = Self::new_slot(
+                    &mut self.removed,
+                    &mut self.changed,
+                    self.tracking,
+                    self.generation,
+                    entry.key(),
+                    value,
+                );
+                entry.insert(slot);
                 None
             }
         }
     }
 
+    /// Adds the entity unless there is one (which is left as it is, not
+    /// marked changed). One search.
+    pub fn insert_if_absent(&mut self, key: K, make: impl FnOnce() -> V) {
+        self.resident_or_read(&key);
+        if let Entry::Vacant(entry) = self.map.entry(key) {
+            let slot = Self::new_slot(
+                &mut self.removed,
+                &mut self.changed,
+                self.tracking,
+                self.generation,
+                entry.key(),
+                make(),
+            );
+            entry.insert(slot);
+        }
+    }
+
     fn insert_new(&mut self, key: K, value: V) -> &mut Slot<V> {
-        let removed = if self.removed.is_empty() { None } else { self.removed.remove(&key) };
-        let settled = match removed {
+        let slot = Self::new_slot(&mut self.removed, &mut self.changed, self.tracking, self.generation, &key, value);
+        self.map.entry(key).or_insert(slot)
+    }
+
+    /// The slot of an entity not in memory: changed (its key among the
+    /// changed once), with the hash the store has of it.
+    fn new_slot(
+        removed: &mut HashMap<K, Removed>,
+        changed: &mut Vec<K>,
+        tracking: bool,
+        generation: u64,
+        key: &K,
+        value: V,
+    ) -> Slot<V> {
+        let was = if removed.is_empty() { None } else { removed.remove(key) };
+        let settled = match was {
             // Removed and back since the last settle: its key is already
             // among the changed, and its settled hash is kept.
             Some(Removed::Since(settled)) => settled,
             // New, or back after its removal was settled.
             Some(Removed::Deleting) | None => {
-                if self.tracking {
-                    self.changed.push(key.clone());
+                if tracking {
+                    changed.push(key.clone());
                 }
                 Sum::ZERO
             }
         };
-        self.map.entry(key).or_insert(Slot { value, settled, dirty: true, generation: self.generation })
+        Slot { value, settled, dirty: true, generation }
     }
 
     /// Removes the entity, marked changed.

@@ -6,6 +6,7 @@
 //! the query service the `nats` feature.
 pub mod entities;
 pub mod error;
+pub mod indexes;
 pub mod live;
 pub mod matcher;
 pub mod projection;

@@ -188,9 +188,11 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
         Query::Sessions { page } => {
             paged(world.state.sessions_after(after(page).as_deref()), page, |s| s.session_id.clone())
         }
-        Query::Agents { page } => paged(world.state.agents_after(after(page).as_deref()).map(|a| agent_json(&a)), page, |a| {
-            a["agent_id"].as_str().unwrap_or_default().to_owned()
-        }),
+        Query::Agents { page } => {
+            paged(world.state.agents_after(after(page).as_deref()).map(|a| agent_json(&a)), page, |a| {
+                a["agent_id"].as_str().unwrap_or_default().to_owned()
+            })
+        }
         Query::Agent { id } => {
             let agent = world.state.agent(id).ok_or_else(|| no_such("agent", id))?;
             let mut value = agent_json(&agent);

@@ -108,13 +108,19 @@ fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
     }
 }
 
+/// Memtables the store holds at most.
+const WRITE_BUFFERS: usize = 32 << 20;
+/// Its block cache.
+const BLOCK_CACHE: usize = 16 << 20;
+
 /// The options of every open: damage anywhere but a torn tail refuses it;
-/// Bloom filters, since a fold asks for many keys that are not there (each
-/// new task, stream and session).
+/// memory is bounded ([`rocks::bound_memory`]); Bloom filters, since a fold
+/// asks for many keys that are not there (each new task, stream and
+/// session).
 fn options() -> Options {
     let mut options = Options::default();
     rocks::refuse_damage(&mut options);
-    let mut table = rocksdb::BlockBasedOptions::default();
+    let mut table = rocks::bound_memory(&mut options, WRITE_BUFFERS, BLOCK_CACHE);
     table.set_bloom_filter(10.0, false);
     options.set_block_based_table_factory(&table);
     options.set_memtable_prefix_bloom_ratio(0.1);

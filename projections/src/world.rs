@@ -9,7 +9,7 @@
 //! Time is what events say (`ts`), never a clock: "live" means no close or
 //! expiry event yet, whatever the wall clock thinks.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Projection;
 use crate::entities::{Entities, Family};
+use crate::indexes::{self, Index};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,24 +144,17 @@ pub struct Violation {
 }
 
 /// Where a ready task sorts: highest priority first, then oldest.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct ReadyKey {
-    neg_priority: i64,
-    created_seq: u64,
-    task_id: String,
-}
-
-impl ReadyKey {
-    fn of(task: &TaskView) -> Self {
-        ReadyKey { neg_priority: -i64::from(task.priority), created_seq: task.created_seq, task_id: task.task_id.clone() }
-    }
+fn ready_key(task: &TaskView) -> Vec<u8> {
+    indexes::ready(task.priority, task.created_seq, &task.task_id)
 }
 
 /// The world model's state: its entities, each its own key in the
 /// projection store (families `task`, `session`, `agent`, `budget`,
 /// `violation` by seq, and `version`: each stream's last version, for gap
-/// detection), and indexes derived from them, kept as the fold goes and
-/// rebuilt when a checkpoint is loaded, never stored.
+/// detection); the indexes the queries page through, which grow with the
+/// world, kept in the store the same way (`ready`, `dependent`, `status`,
+/// `live-session`); and indexes of live work only, in memory, rebuilt when
+/// a checkpoint is loaded (agents holding a session, the deadlines).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorldModel {
     tasks: Entities<String, TaskView>,
@@ -169,12 +163,15 @@ pub struct WorldModel {
     budgets: Entities<String, BudgetView>,
     violations: Entities<(u64, u32), Violation>,
     versions: Entities<String, u64>,
-    /// Open tasks whose dependencies are all completed.
-    ready: BTreeSet<ReadyKey>,
-    /// task → tasks that depend on it.
-    dependents: BTreeMap<String, BTreeSet<String>>,
-    /// Task ids by status (`tasks --state`), one set per status.
-    by_status: [BTreeSet<String>; 4],
+    /// Open tasks whose dependencies are all completed, in claim order
+    /// ([`indexes::ready`]).
+    ready: Index,
+    /// (task, a task that depends on it) ([`indexes::dependent`]).
+    dependents: Index,
+    /// Tasks by status (`tasks --state`; [`indexes::status`]).
+    by_status: Index,
+    /// Live sessions: what the deadlines are rebuilt from.
+    live_sessions: Entities<String, ()>,
     /// Agents with a live session (`match`'s candidates).
     live_agents: BTreeSet<String>,
     /// What the ticker asks about.
@@ -190,9 +187,10 @@ impl Default for WorldModel {
             budgets: Entities::new("budget"),
             violations: Entities::new("violation"),
             versions: Entities::new("version"),
-            ready: BTreeSet::new(),
-            dependents: BTreeMap::new(),
-            by_status: Default::default(),
+            ready: Index::new("ready"),
+            dependents: Index::new("dependent"),
+            by_status: Index::new("status"),
+            live_sessions: Entities::new("live-session"),
             live_agents: BTreeSet::new(),
             deadlines: Deadlines::default(),
         }
@@ -237,7 +235,18 @@ impl Projection for WorldModel {
     }
 
     fn families(&self) -> Vec<&dyn Family> {
-        vec![&self.tasks, &self.sessions, &self.agents, &self.budgets, &self.violations, &self.versions]
+        vec![
+            &self.tasks,
+            &self.sessions,
+            &self.agents,
+            &self.budgets,
+            &self.violations,
+            &self.versions,
+            &self.ready,
+            &self.dependents,
+            &self.by_status,
+            &self.live_sessions,
+        ]
     }
 
     fn families_mut(&mut self) -> Vec<&mut dyn Family> {
@@ -248,45 +257,26 @@ impl Projection for WorldModel {
             &mut self.budgets,
             &mut self.violations,
             &mut self.versions,
+            &mut self.ready,
+            &mut self.dependents,
+            &mut self.by_status,
+            &mut self.live_sessions,
         ]
     }
 
-    /// One pass over each family (read from the store, not kept): memory
-    /// ends up holding the indexes, not the entities.
+    /// The indexes of live work, from the stored ones: claimed tasks and
+    /// live sessions (what a load costs is the live work, not the history).
     fn loaded(&mut self) {
-        (self.ready, self.dependents, self.by_status, self.live_agents, self.deadlines) = Default::default();
-        // Open tasks waiting on dependencies: ready once every one is
-        // known to be completed, which the whole pass tells.
-        let mut waiting = Vec::new();
-        for (id, task) in self.tasks.iter() {
-            for dependency in &task.dependencies {
-                self.dependents.entry(dependency.clone()).or_default().insert(id.to_string());
-            }
-            self.by_status[task.status as usize].insert(id.to_string());
-            if task.status == TaskStatus::Open {
-                let key = ReadyKey::of(&task);
-                if task.dependencies.is_empty() {
-                    self.ready.insert(key);
-                } else {
-                    waiting.push((key, task.dependencies.clone()));
-                }
-            }
-        }
-        let completed = &self.by_status[TaskStatus::Completed as usize];
-        for (key, dependencies) in waiting {
-            if dependencies.iter().all(|d| completed.contains(d)) {
-                self.ready.insert(key);
-            }
-        }
+        (self.live_agents, self.deadlines) = Default::default();
         for (id, agent) in self.agents.iter() {
             if !agent.sessions.is_empty() {
-                self.live_agents.insert(id.to_string());
+                self.live_agents.insert(id.into_owned());
             }
         }
-        let live: Vec<String> =
-            self.sessions.iter().filter(|(_, s)| s.status == SessionStatus::Live).map(|(id, _)| id.to_string()).collect();
-        for task in self.by_status[TaskStatus::Claimed as usize].clone() {
-            self.reindex_claim(&task);
+        let claimed: Vec<String> = self.task_ids_in_status_after(TaskStatus::Claimed, None).collect();
+        let live: Vec<String> = self.live_sessions.keys().map(Cow::into_owned).collect();
+        for task in &claimed {
+            self.reindex_claim(task);
         }
         for session in &live {
             self.reindex_session(session);
@@ -369,9 +359,9 @@ impl WorldModel {
                 // takes any log): the indexes forget the task it replaces.
                 let replaced = self.tasks.insert(e.task_id.clone(), task);
                 let was_completed = replaced.is_some_and(|old| self.forget_task(&old));
-                self.by_status[TaskStatus::Open as usize].insert(e.task_id.clone());
+                indexes::add(&mut self.by_status, indexes::status(TaskStatus::Open as u8, &e.task_id));
                 for dependency in &e.dependencies {
-                    self.dependents.entry(dependency.clone()).or_default().insert(e.task_id.clone());
+                    indexes::add(&mut self.dependents, indexes::dependent(dependency, &e.task_id));
                 }
                 self.refresh_ready(&e.task_id);
                 if was_completed {
@@ -483,6 +473,11 @@ impl WorldModel {
         if was_live == live.is_some() {
             return; // a heartbeat: whether its claims are orphans did not change
         }
+        if live.is_some() {
+            self.live_sessions.insert_if_absent(session_id.to_owned(), || ());
+        } else {
+            self.live_sessions.remove(session_id);
+        }
         for task in d.claims.get(session_id).into_iter().flatten() {
             if live.is_some() {
                 d.orphans.remove(task);
@@ -535,10 +530,25 @@ impl WorldModel {
         status: TaskStatus,
         after: Option<&str>,
     ) -> impl Iterator<Item = Cow<'a, TaskView>> + 'a {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.by_status[status as usize]
-            .range::<str, _>((from, Bound::Unbounded))
-            .filter_map(|id| self.tasks.get(id.as_str()))
+        self.task_ids_in_status_after(status, after).filter_map(|id| self.tasks.get(id.as_str()))
+    }
+
+    /// The ids of the tasks in `status`, in id order, from the first after
+    /// `after`.
+    fn task_ids_in_status_after<'a>(
+        &'a self,
+        status: TaskStatus,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = String> + 'a {
+        let status = status as u8;
+        let from = match after {
+            Some(after) => Bound::Excluded(indexes::status(status, after)),
+            None => Bound::Included(vec![status]),
+        };
+        self.by_status
+            .range((from, Bound::Unbounded))
+            .take_while(move |(key, _)| key.first() == Some(&status))
+            .map(|(key, _)| indexes::id(&key[1..]).into_owned())
     }
 
     /// Agents holding a session not yet closed or expired by their own
@@ -557,12 +567,13 @@ impl WorldModel {
     /// (where `after` stands or would stand now, by its priority and age;
     /// from the start when `None` or unknown).
     pub fn ready_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, TaskView>> {
-        let start = after.and_then(|id| self.tasks.get(id)).map(|t| ReadyKey::of(&t));
-        let range = match start {
-            Some(key) => self.ready.range((Bound::Excluded(key), Bound::Unbounded)),
-            None => self.ready.range::<ReadyKey, _>(..),
+        let from = match after.and_then(|id| self.tasks.get(id)) {
+            Some(task) => Bound::Excluded(ready_key(&task)),
+            None => Bound::Unbounded,
         };
-        range.filter_map(|k| self.tasks.get(&k.task_id))
+        self.ready
+            .range((from, Bound::Unbounded))
+            .filter_map(|(key, _)| self.tasks.get(indexes::id(&key[indexes::READY_ID_AT..]).as_ref()))
     }
 
     /// Sessions in id order, from the first after `after`.
@@ -583,7 +594,10 @@ impl WorldModel {
     /// Violations in log order, each with its place (its seq, and its index
     /// among the violations of that seq), from the first after the place
     /// `after` (all when `None`).
-    pub fn violations_after(&self, after: Option<(u64, u32)>) -> impl Iterator<Item = ((u64, u32), Cow<'_, Violation>)> {
+    pub fn violations_after(
+        &self,
+        after: Option<(u64, u32)>,
+    ) -> impl Iterator<Item = ((u64, u32), Cow<'_, Violation>)> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.violations.range((from, Bound::Unbounded)).map(|(place, v)| (*place, v))
     }
@@ -730,10 +744,9 @@ impl WorldModel {
     fn set_status(&mut self, task_id: &str, status: TaskStatus) {
         let Some(t) = self.tasks.get_mut(task_id) else { return };
         let was = std::mem::replace(&mut t.status, status);
-        if was != status
-            && let Some(id) = self.by_status[was as usize].take(task_id)
-        {
-            self.by_status[status as usize].insert(id);
+        if was != status {
+            self.by_status.remove(indexes::status(was as u8, task_id).as_slice());
+            indexes::add(&mut self.by_status, indexes::status(status as u8, task_id));
         }
         let was_completed = was == TaskStatus::Completed;
         self.refresh_ready(task_id);
@@ -744,7 +757,13 @@ impl WorldModel {
 
     /// Whether the tasks depending on `task_id` are ready changes with it.
     fn refresh_dependents(&mut self, task_id: &str) {
-        let dependents = self.dependents.get(task_id).cloned().unwrap_or_default();
+        let prefix = indexes::dependents_of(task_id);
+        let dependents: Vec<String> = self
+            .dependents
+            .range((Bound::Included(prefix.clone()), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, _)| indexes::id(&key[prefix.len()..]).into_owned())
+            .collect();
         for dependent in dependents {
             self.refresh_ready(&dependent);
         }
@@ -754,15 +773,10 @@ impl WorldModel {
     /// whether it was completed.
     fn forget_task(&mut self, old: &TaskView) -> bool {
         let task_id = old.task_id.as_str();
-        self.by_status[old.status as usize].remove(task_id);
-        self.ready.remove(&ReadyKey::of(old));
+        self.by_status.remove(indexes::status(old.status as u8, task_id).as_slice());
+        self.ready.remove(ready_key(old).as_slice());
         for dependency in &old.dependencies {
-            if let Some(dependents) = self.dependents.get_mut(dependency) {
-                dependents.remove(task_id);
-                if dependents.is_empty() {
-                    self.dependents.remove(dependency);
-                }
-            }
+            self.dependents.remove(indexes::dependent(dependency, task_id).as_slice());
         }
         old.status == TaskStatus::Completed
     }
@@ -770,13 +784,13 @@ impl WorldModel {
     /// Puts the task in the ready queue or takes it out.
     fn refresh_ready(&mut self, task_id: &str) {
         let Some(t) = self.tasks.get(task_id) else { return };
-        let key = ReadyKey::of(&t);
+        let key = ready_key(&t);
         let deps_done =
             t.dependencies.iter().all(|d| self.tasks.get(d).is_some_and(|d| d.status == TaskStatus::Completed));
         if t.status == TaskStatus::Open && deps_done {
-            self.ready.insert(key);
+            indexes::add(&mut self.ready, key);
         } else {
-            self.ready.remove(&key);
+            self.ready.remove(key.as_slice());
         }
     }
 }

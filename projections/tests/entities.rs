@@ -159,6 +159,27 @@ fn workload(seed: u64, events: usize) -> Vec<Envelope> {
     out
 }
 
+/// The stored indexes answer what a scan of every task answers.
+fn indexes_agree_with_a_scan(world: &WorldModel, what: &str) {
+    use agentlog_projections::world::TaskStatus;
+    let tasks: Vec<_> = world.tasks().map(std::borrow::Cow::into_owned).collect();
+    for status in [TaskStatus::Open, TaskStatus::Claimed, TaskStatus::Completed, TaskStatus::Failed] {
+        let indexed: Vec<String> = world.tasks_in_status_after(status, None).map(|t| t.task_id.clone()).collect();
+        let scanned: Vec<String> = tasks.iter().filter(|t| t.status == status).map(|t| t.task_id.clone()).collect();
+        assert_eq!(indexed, scanned, "tasks {status:?}: {what}");
+    }
+    let completed = |id: &String| tasks.iter().any(|t| &t.task_id == id && t.status == TaskStatus::Completed);
+    let mut ready: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Open && t.dependencies.iter().all(completed))
+        .map(|t| (-i64::from(t.priority), t.created_seq, t.task_id.clone()))
+        .collect();
+    ready.sort();
+    let ready: Vec<String> = ready.into_iter().map(|(_, _, id)| id).collect();
+    let indexed: Vec<String> = world.ready().map(|t| t.task_id.clone()).collect();
+    assert_eq!(indexed, ready, "the ready queue: {what}");
+}
+
 fn checked_hash<P: Projection>(live: &Live<P>, seed: u64, at: u64) -> [u8; 32] {
     let hash = state_hash(&live.state);
     assert_eq!(hash, state_hash_from_scratch(&live.state), "{}: seed {seed}, seq {at}", P::NAME);
@@ -210,6 +231,7 @@ fn checkpointed_views_equal_a_rebuild_entity_by_entity_and_their_hash_is_the_one
         assert_eq!(saved.state, fresh_world.state, "seed {seed}");
         let saved: Live<Reputation> = store.load().unwrap();
         assert_eq!(saved.state, fresh_reputation.state, "seed {seed}");
+        indexes_agree_with_a_scan(&world.state, &format!("seed {seed}"));
         violations += fresh_world.state.violations().count();
     }
     // The workloads reached what they are for.
@@ -280,6 +302,7 @@ fn with_a_cache_of_four_entities_the_evicted_ones_read_back_from_the_store_ident
                 read_back += 1;
             }
             assert_eq!(w.state, world.state, "world: seed {seed}, seq {at}");
+            indexes_agree_with_a_scan(&w.state, &format!("seed {seed}, seq {at}"));
             assert_eq!(r.state, reputation.state, "reputation: seed {seed}, seq {at}");
             if save {
                 // And read back whole from the store alone.

@@ -83,7 +83,7 @@ impl Follower {
         let head = staged.write(self.sync)?;
         metrics::histogram!(crate::metrics::MIRROR_BATCH_EVENTS).record((head.last_seq - self.head.last_seq) as f64);
         self.head = head;
-        if self.versions.len() > 1 << 20 {
+        if self.versions.len() + touched.len() > super::writer::VERSION_CACHE_ENTRIES {
             self.versions.clear();
         }
         self.versions.extend(touched);

@@ -70,27 +70,33 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn db_options() -> Options {
+/// Memtables the WAL holds at most, across its column families.
+const WRITE_BUFFERS: usize = 64 << 20;
+/// The block cache its column families share.
+const BLOCK_CACHE: usize = 32 << 20;
+
+/// The database's options and its column families', memory bounded
+/// ([`crate::rocks::bound_memory`]).
+fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     let mut opts = Options::default();
     crate::rocks::refuse_damage(&mut opts);
     opts.set_max_background_jobs(2);
     opts.set_bytes_per_sync(1 << 20);
     opts.set_keep_log_file_num(4);
-    opts
-}
-
-fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
-    COLUMN_FAMILIES
+    let table = crate::rocks::bound_memory(&mut opts, WRITE_BUFFERS, BLOCK_CACHE);
+    let families = COLUMN_FAMILIES
         .iter()
         .map(|name| {
-            let mut opts = Options::default();
+            let mut cf = Options::default();
+            cf.set_block_based_table_factory(&table);
             if *name == CF_EVENTS {
-                opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-                opts.set_write_buffer_size(64 << 20);
+                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                cf.set_write_buffer_size(64 << 20);
             }
-            ColumnFamilyDescriptor::new(*name, opts)
+            ColumnFamilyDescriptor::new(*name, cf)
         })
-        .collect()
+        .collect();
+    (opts, families)
 }
 
 fn exists(path: &Path) -> bool {
@@ -129,10 +135,10 @@ impl Store {
                 reason: format!("cannot create the directory: {e}"),
             })?;
         }
-        let mut opts = db_options();
+        let (mut opts, families) = db_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = DB::open_cf_descriptors(&opts, path, cf_descriptors()).map_err(|e| open_error(path, e))?;
+        let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| open_error(path, e))?;
         let store =
             Store { db, path: path.to_owned(), read_only: false, pruned: AtomicU64::new(0), faults: Faults::default() };
         store.check_format(!existed)?;
@@ -148,8 +154,8 @@ impl Store {
             return Err(Error::NotFound { path: path.to_owned() });
         }
         Self::check_column_families(path)?;
-        let db = DB::open_cf_descriptors_read_only(&db_options(), path, cf_descriptors(), false)
-            .map_err(|e| open_error(path, e))?;
+        let (opts, families) = db_options();
+        let db = DB::open_cf_descriptors_read_only(&opts, path, families, false).map_err(|e| open_error(path, e))?;
         let store =
             Store { db, path: path.to_owned(), read_only: true, pruned: AtomicU64::new(0), faults: Faults::default() };
         store.check_format(false)?;
@@ -159,7 +165,7 @@ impl Store {
     }
 
     fn check_column_families(path: &Path) -> Result<()> {
-        let found = DB::list_cf(&db_options(), path).map_err(|e| open_error(path, e))?;
+        let found = DB::list_cf(&db_options().0, path).map_err(|e| open_error(path, e))?;
         for name in COLUMN_FAMILIES {
             if !found.iter().any(|f| f == name) {
                 return Err(Error::CorruptStore {

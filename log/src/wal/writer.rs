@@ -27,9 +27,10 @@ use super::store::Store;
 use crate::api::{AppendRequest, Appended, Head};
 use crate::error::{Error, Result};
 
-/// How many stream versions the writer remembers before it starts over
-/// (reading them back from the `streams` index as needed).
-const VERSION_CACHE_ENTRIES: usize = 1 << 20;
+/// How many stream versions the writer (and a mirror's follower)
+/// remembers before it starts over, reading them back from the `streams`
+/// index as needed: memory follows this, not the streams ever written.
+pub(crate) const VERSION_CACHE_ENTRIES: usize = 1 << 17;
 
 pub(crate) struct Pending {
     pub request: AppendRequest,

@@ -80,6 +80,10 @@ pub struct Args {
     /// issue 12, which saved whenever it caught up.
     #[arg(long, default_value_t = agentlog_projections::Cadence::default().events)]
     scale_checkpoint_events: u64,
+    /// With --scale: settled entities each family keeps in memory (the
+    /// node's `projections.cache-entities`).
+    #[arg(long, default_value_t = agentlog_projections::store::DEFAULT_CACHE_ENTITIES)]
+    scale_cache_entities: usize,
     /// The largest log --recovery measures.
     #[arg(long, default_value_t = 1_000_000)]
     recovery_events: u64,
@@ -319,7 +323,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             events: args.scale_checkpoint_events.max(1),
             ..agentlog_projections::Cadence::default()
         };
-        crate::scale::run(args.scale_tasks, cadence, args.dir.as_deref(), args.json).await?;
+        crate::scale::run(args.scale_tasks, cadence, args.scale_cache_entities, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.recovery {

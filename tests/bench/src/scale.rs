@@ -7,9 +7,10 @@
 //! at a time for 6 s (each followed by a read-your-write wait on the views;
 //! longer than a checkpoint interval, so its pause is in the tail),
 //! the cost and size of one checkpoint (`--scale-checkpoint-events 1`
-//! reproduces the worker that saved whenever it caught up), the process's resident memory, and
-//! how fast both views rebuild from the mirror. Prints figures; asserts
-//! nothing.
+//! reproduces the worker that saved whenever it caught up), the process's
+//! resident memory and the entities the views hold in memory after that
+//! checkpoint, and how fast both views rebuild from the mirror (in memory,
+//! no store). Prints figures; asserts nothing.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +68,13 @@ async fn grow(client: &Client, from: u64, to: u64) -> anyhow::Result<f64> {
     Ok((to - from) as f64 / started.elapsed().as_secs_f64())
 }
 
-pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out: bool) -> anyhow::Result<()> {
+pub async fn run(
+    max_tasks: u64,
+    cadence: Cadence,
+    cache_entities: usize,
+    dir: Option<&Path>,
+    json_out: bool,
+) -> anyhow::Result<()> {
     let root = match dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
@@ -78,7 +85,8 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
     let log = Arc::new(JetStreamLog::open(JsOptions::new(&url, &data)).await?);
     let handler = Arc::new(Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let store = Arc::new(ProjectionStore::open(&agentlog_projections::store::dir(&data))?);
+    let store =
+        Arc::new(ProjectionStore::open(&agentlog_projections::store::dir(&data))?.with_cache_entities(cache_entities));
     let views = Arc::new(Views::default());
     let worker = tokio::spawn({
         let (log, views, store, stop) = (log.clone(), views.clone(), store.clone(), stop.clone());
@@ -95,8 +103,18 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
             cadence.interval.as_millis()
         );
         println!(
-            "  {:>9} {:>9} | {:>10} | {:>12} {:>9} {:>9} | {:>11} {:>10} | {:>7} | {:>10}",
-            "tasks", "events", "create/s", "cmd→view p50", "p99", "max", "checkpoint", "size", "RSS MB", "rebuild/s"
+            "  {:>9} {:>9} | {:>10} | {:>12} {:>9} {:>9} | {:>11} {:>10} | {:>7} {:>10} | {:>10}",
+            "tasks",
+            "events",
+            "create/s",
+            "cmd→view p50",
+            "p99",
+            "max",
+            "checkpoint",
+            "size",
+            "RSS MB",
+            "in memory",
+            "rebuild/s"
         );
     }
     let mut rows = Vec::new();
@@ -126,6 +144,7 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
         let checkpoint_bytes = views.save(&store)?;
         let checkpoint_seconds = started.elapsed().as_secs_f64();
         let resident = resident_bytes().unwrap_or(0);
+        let in_memory: usize = views.resident().iter().map(|(_, _, n)| n).sum();
 
         let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
         let started = Instant::now();
@@ -136,7 +155,7 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
 
         if !json_out {
             println!(
-                "  {:>9} {:>9} | {:>10.0} | {:>9.2} ms {:>6.2} ms {:>6.1} ms | {:>9.1} ms {:>7.1} MB | {:>7.0} | {:>10.0}",
+                "  {:>9} {:>9} | {:>10.0} | {:>9.2} ms {:>6.2} ms {:>6.1} ms | {:>9.1} ms {:>7.1} MB | {:>7.0} {:>10} | {:>10.0}",
                 size,
                 events,
                 create_rate,
@@ -146,6 +165,7 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
                 checkpoint_seconds * 1000.0,
                 checkpoint_bytes as f64 / 1e6,
                 resident as f64 / 1e6,
+                in_memory,
                 rebuild_rate
             );
         }
@@ -159,6 +179,7 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
             "checkpoint_seconds": checkpoint_seconds,
             "checkpoint_bytes": checkpoint_bytes,
             "resident_bytes": resident,
+            "entities_in_memory": in_memory,
             "rebuild_events_per_second": rebuild_rate,
         }));
         size *= 10;
@@ -171,6 +192,9 @@ pub async fn run(max_tasks: u64, cadence: Cadence, dir: Option<&Path>, json_out:
     } else {
         println!(
             "  checkpoint: one save of both views: the entities changed since the worker's last save, and the positions"
+        );
+        println!(
+            "  in memory: entities the views hold after it (at most {cache_entities} settled ones per family: --scale-cache-entities)"
         );
     }
     Ok(())
