@@ -89,8 +89,8 @@ fn status(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Events a rebuild folds between two saves.
-const REBUILD_SAVE_EVENTS: u64 = 200_000;
+/// Events a rebuild folds between two looks at its memory.
+const REBUILD_LOOK_EVENTS: u64 = 100_000;
 
 fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     if let Some(name) = name
@@ -113,14 +113,17 @@ fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
     let bar = progress::bar(head, "rebuilding", false);
     let started = std::time::Instant::now();
-    // Saved now and then, so memory holds the cache and what changed
-    // since the last save, not the whole history.
-    let mut saved_at = 0;
+    // Saved whenever a family outgrows the cache (looked at every so many
+    // events), so memory holds the cache and what changed since the last
+    // save, not the whole history.
+    let mut looked_at = 0;
     agentlog_projections::rebuild_with(&wal, &mut runners, head, &mut |runners, done| {
         bar.set_position(done);
-        if done - saved_at >= REBUILD_SAVE_EVENTS {
-            store.save(runners)?;
-            saved_at = done;
+        if done - looked_at >= REBUILD_LOOK_EVENTS {
+            looked_at = done;
+            if runners.iter().any(|r| r.largest_in_memory() > store.cache_entities()) {
+                store.save(runners)?;
+            }
         }
         Ok(())
     })?;

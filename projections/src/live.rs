@@ -9,9 +9,18 @@ use std::sync::Arc;
 use crate::entities::{Backing, Change};
 use crate::projection::{Projection, state_hash};
 
+/// What a checkpoint's state holds: 2 since the indexes the queries page
+/// through are kept in the store with the entities. A checkpoint of another
+/// format (an older one has none: 0) is read as none, and its projection
+/// folds again from seq 1, replacing what the store had of it.
+pub const FORMAT: u32 = 2;
+
 /// Where a projection is: written with its state in one RocksDB write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// What the state holds ([`FORMAT`]).
+    #[serde(default)]
+    pub format: u32,
     /// The last sequence folded in (0: none).
     pub position: u64,
     /// That event's chain hash (hex): a log replaced under the projection
@@ -59,6 +68,7 @@ impl<P: Projection> Live<P> {
     /// Where the state is now, with its state hash.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
+            format: FORMAT,
             position: self.position,
             chain_hash: agentlog_core::chain::to_hex(&self.chain_hash),
             state_hash: agentlog_core::chain::to_hex(&state_hash(&self.state)),
@@ -82,6 +92,8 @@ pub trait Runner: Send + Sync {
     /// most `capacity` settled entities per family. Returns the entities
     /// dropped from memory.
     fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize;
+    /// The entities its largest family holds in memory.
+    fn largest_in_memory(&self) -> usize;
     /// Back to the empty state at position 0.
     fn reset(&mut self);
 }
@@ -127,6 +139,10 @@ impl<P: Projection> Runner for Live<P> {
 
     fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize {
         self.state.families_mut().into_iter().map(|family| family.written(backing, capacity)).sum()
+    }
+
+    fn largest_in_memory(&self) -> usize {
+        self.state.families().iter().map(|family| family.resident()).max().unwrap_or_default()
     }
 
     fn reset(&mut self) {

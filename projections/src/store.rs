@@ -190,7 +190,8 @@ impl ProjectionStore {
     }
 
     /// The projection's checkpoint; `None` when it was never saved, or
-    /// saved whole by an older version (its state is then folded again).
+    /// saved by an older version (whole, or of another [`crate::live::FORMAT`]):
+    /// its state is then folded again.
     pub fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         let Some(bytes) = self.db.get(checkpoint_key(name)).map_err(self.read_failed("reading a checkpoint"))? else {
             return Ok(None);
@@ -198,9 +199,9 @@ impl ProjectionStore {
         if self.db.get(legacy_state_key(name)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
             return Ok(None);
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::CorruptCheckpoint { name: name.to_owned(), reason: e.to_string() })
+        let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::CorruptCheckpoint { name: name.to_owned(), reason: e.to_string() })?;
+        Ok((checkpoint.format == crate::live::FORMAT).then_some(checkpoint))
     }
 
     /// The projection as last saved, its entities checked against the
@@ -209,9 +210,9 @@ impl ProjectionStore {
     /// hash and rebuild the indexes): memory holds what it is then asked for.
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
         let Some(checkpoint) = self.checkpoint(P::NAME)? else {
-            if self.db.get(legacy_state_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
+            if self.db.get(checkpoint_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
                 tracing::warn!(
-                    message = "a checkpoint of the whole view, from before views were kept per entity: folding again from seq 1",
+                    message = "a checkpoint an older version wrote (a whole view, or entities without their indexes): folding again from seq 1",
                     projection = P::NAME
                 );
             }
