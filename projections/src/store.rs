@@ -300,3 +300,24 @@ impl ProjectionStore {
         Ok(size_bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WorldModel;
+
+    #[test]
+    fn a_checkpoint_an_older_version_wrote_is_read_as_none_and_the_view_folds_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProjectionStore::open(dir.path()).unwrap();
+        let mut world = Live::<WorldModel>::new();
+        store.save(&mut [&mut world]).unwrap();
+        assert_eq!(store.checkpoint("world").unwrap().map(|c| c.format), Some(crate::live::FORMAT));
+        // As the version before wrote it: no format.
+        let older = serde_json::json!({ "position": 7, "chain_hash": "00", "state_hash": "00" });
+        store.db.put(checkpoint_key("world"), serde_json::to_vec(&older).unwrap()).unwrap();
+        assert_eq!(store.checkpoint("world").unwrap(), None);
+        let loaded: Live<WorldModel> = store.load().unwrap();
+        assert_eq!((loaded.position, loaded.whole), (0, true));
+    }
+}
