@@ -343,14 +343,6 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
         Some(Cow::Owned(self.decode(&key, &bytes)))
     }
 
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Ord + Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        self.map.contains_key(key) || self.stored(key).is_some()
-    }
-
     /// The entity to change, marked changed.
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
