@@ -7,7 +7,7 @@ use agentlog_log::chain::to_hex;
 use agentlog_log::wal::Store;
 use agentlog_projections::reputation::Reputation;
 use agentlog_projections::views::NAMES;
-use agentlog_projections::{Checkpoint, Live, ProjectionStore, Runner, WorldModel, store};
+use agentlog_projections::{Checkpoint, Live, Projection, ProjectionStore, Runner, WorldModel, store};
 use anyhow::bail;
 
 use crate::{DataArg, progress};
@@ -138,18 +138,22 @@ fn rebuild(data: &DataArg, name: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One projection's checkpoint against the log: rebuilt in memory from
-/// seq 1 to the checkpoint's position and its state hash compared.
+/// One projection's checkpoint against the log and against the store:
+/// rebuilt in memory from seq 1 to the checkpoint's position, and every
+/// entity the store holds of it summed, each hash compared with the
+/// checkpoint's.
 pub(crate) struct Compared {
     pub name: &'static str,
     /// `None` when the projection was never saved: nothing to compare.
     pub checkpoint: Option<Checkpoint>,
     pub rebuilt_hash: String,
+    /// The hash of what the store holds, from every stored entity.
+    pub stored_hash: String,
 }
 
 impl Compared {
     pub fn ok(&self) -> bool {
-        self.checkpoint.as_ref().is_none_or(|c| c.state_hash == self.rebuilt_hash)
+        self.checkpoint.as_ref().is_none_or(|c| c.state_hash == self.rebuilt_hash && c.state_hash == self.stored_hash)
     }
 
     pub fn describe(&self) -> String {
@@ -157,8 +161,8 @@ impl Compared {
             None => format!("{}: never saved, nothing to compare", self.name),
             Some(c) if self.ok() => format!("{}: ok at seq {}, state hash {}", self.name, c.position, c.state_hash),
             Some(c) => format!(
-                "{}: MISMATCH at seq {}: live {} rebuilt {}",
-                self.name, c.position, c.state_hash, self.rebuilt_hash
+                "{}: MISMATCH at seq {}: checkpoint {} rebuilt {} stored {}",
+                self.name, c.position, c.state_hash, self.rebuilt_hash, self.stored_hash
             ),
         }
     }
@@ -173,6 +177,7 @@ impl Compared {
                 "position": c.position,
                 "live_state_hash": c.state_hash,
                 "rebuilt_state_hash": self.rebuilt_hash,
+                "stored_state_hash": self.stored_hash,
             }),
         }
     }
@@ -183,8 +188,13 @@ pub(crate) fn compare(wal: &Store, store: Option<&ProjectionStore>) -> anyhow::R
     let mut compared = Vec::new();
     for name in NAMES {
         let checkpoint = store.map(|s| s.checkpoint(name)).transpose()?.flatten();
-        let mut rebuilt_hash = String::new();
-        if let Some(checkpoint) = &checkpoint {
+        let (mut rebuilt_hash, mut stored_hash) = (String::new(), String::new());
+        if let (Some(checkpoint), Some(store)) = (&checkpoint, store) {
+            stored_hash = if name == "world" {
+                stored_hash_of::<WorldModel>(store)?
+            } else {
+                stored_hash_of::<Reputation>(store)?
+            };
             let mut world: Live<WorldModel> = Live::new();
             let mut reputation: Live<Reputation> = Live::new();
             let runner: &mut dyn Runner = if name == "world" { &mut world } else { &mut reputation };
@@ -195,9 +205,16 @@ pub(crate) fn compare(wal: &Store, store: Option<&ProjectionStore>) -> anyhow::R
                 format!("(the log ends at seq {reached})")
             };
         }
-        compared.push(Compared { name, checkpoint, rebuilt_hash });
+        compared.push(Compared { name, checkpoint, rebuilt_hash, stored_hash });
     }
     Ok(compared)
+}
+
+/// The state hash of what the store holds of `P`, from every stored entity
+/// (a load trusts its checkpoint's per-family sums; this does not).
+fn stored_hash_of<P: Projection>(store: &ProjectionStore) -> anyhow::Result<String> {
+    let live: Live<P> = store.load()?;
+    Ok(to_hex(&agentlog_projections::state_hash_from_scratch(&live.state)))
 }
 
 fn verify(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {

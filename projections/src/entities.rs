@@ -36,7 +36,8 @@ pub struct Sum([u64; 4]);
 impl Sum {
     pub const ZERO: Sum = Sum([0; 4]);
 
-    fn from_hash(hash: &[u8; 32]) -> Sum {
+    /// Read from its 32 bytes (little-endian), as [`Sum::to_bytes`] wrote them.
+    pub fn from_bytes(hash: &[u8; 32]) -> Sum {
         let limb = |i: usize| u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         Sum([limb(0), limb(1), limb(2), limb(3)])
     }
@@ -89,7 +90,7 @@ pub fn entity_hash(kind: &str, key: &[u8], value: &[u8]) -> Sum {
     hasher.update(&(key.len() as u64).to_le_bytes());
     hasher.update(key);
     hasher.update(value);
-    Sum::from_hash(hasher.finalize().as_bytes())
+    Sum::from_bytes(hasher.finalize().as_bytes())
 }
 
 /// How an entity's key is written as bytes, and read back.
@@ -167,6 +168,11 @@ pub trait Family: Send + Sync {
     /// Starts tracking changes on a family read back from the store: its
     /// entities as they are now are what the store holds.
     fn track(&mut self);
+    /// Reads back a family from the store by the sum a checkpoint recorded
+    /// of it, reading none of its entities (a [`Single`] reads its one,
+    /// checked against the sum): they are read from `backing` when asked
+    /// for.
+    fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String>;
     /// After a settle's changes are in the store (`backing`): reads what
     /// is not in memory from there, forgets the deletions just written,
     /// and drops settled entities beyond `capacity` from memory, those
@@ -715,6 +721,12 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
         }
     }
 
+    fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String> {
+        (self.backing, self.settled, self.tracking) = (Some(backing), settled, true);
+        self.changed.clear();
+        Ok(())
+    }
+
     fn written(&mut self, backing: &Arc<dyn Backing>, capacity: usize) -> usize {
         if self.backing.is_none() {
             self.backing = Some(backing.clone());
@@ -817,6 +829,14 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> Family for Single<V> {
 
     /// Always in memory: one entity.
     fn back(&mut self, _: Arc<dyn Backing>) {}
+
+    fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String> {
+        let bytes = backing.get(self.kind, &[])?.ok_or_else(|| format!("{} is not in the store", self.kind))?;
+        if entity_hash(self.kind, &[], &bytes) != settled {
+            return Err(format!("{} does not hash to the sum its checkpoint recorded", self.kind));
+        }
+        self.load(&[], &bytes)
+    }
 
     fn written(&mut self, _: &Arc<dyn Backing>, _: usize) -> usize {
         0

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::entities::{Backing, Change};
-use crate::projection::{Projection, state_hash};
+use std::collections::BTreeMap;
+
+use crate::entities::{Backing, Change, Sum};
+use crate::projection::Projection;
 
 /// What a checkpoint's state holds: 2 since the indexes the queries page
 /// through are kept in the store with the entities. A checkpoint of another
@@ -28,6 +30,11 @@ pub struct Checkpoint {
     pub chain_hash: String,
     /// The state hash (hex; defined in `entities`).
     pub state_hash: String,
+    /// Each family's part of it (its kind → hex), so a load need not read
+    /// every entity to know the sum (an older checkpoint has none: the load
+    /// then reads every entity).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sums: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -65,13 +72,19 @@ impl<P: Projection> Live<P> {
         Live { state, position: checkpoint.position, chain_hash, whole: false }
     }
 
-    /// Where the state is now, with its state hash.
+    /// Where the state is now, with its state hash and each family's part
+    /// of it.
     pub fn checkpoint(&self) -> Checkpoint {
+        let hex = agentlog_core::chain::to_hex;
+        let families = self.state.families();
+        let parts: Vec<(&str, Sum)> = families.iter().map(|f| (f.kind(), f.sum())).collect();
+        let state = parts.iter().fold(Sum::ZERO, |sum, (_, part)| sum + *part);
         Checkpoint {
             format: FORMAT,
             position: self.position,
-            chain_hash: agentlog_core::chain::to_hex(&self.chain_hash),
-            state_hash: agentlog_core::chain::to_hex(&state_hash(&self.state)),
+            chain_hash: hex(&self.chain_hash),
+            state_hash: hex(&state.to_bytes()),
+            sums: parts.into_iter().map(|(kind, part)| (kind.to_owned(), hex(&part.to_bytes()))).collect(),
         }
     }
 }
@@ -119,7 +132,7 @@ impl<P: Projection> Runner for Live<P> {
     }
 
     fn state_hash(&self) -> [u8; 32] {
-        state_hash(&self.state)
+        crate::projection::state_hash(&self.state)
     }
 
     fn settle(&mut self) -> Settled {

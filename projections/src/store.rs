@@ -12,7 +12,7 @@ use std::sync::Arc;
 use agentlog_log::rocks::{self, FamilyScan, OpenFailure};
 use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
-use crate::entities::{Backing, BackingError, Stored};
+use crate::entities::{Backing, BackingError, Stored, Sum};
 use crate::error::{Error, Result};
 use crate::live::{Checkpoint, Live, Runner, Settled};
 use crate::projection::Projection;
@@ -204,10 +204,12 @@ impl ProjectionStore {
         Ok((checkpoint.format == crate::live::FORMAT).then_some(checkpoint))
     }
 
-    /// The projection as last saved, its entities checked against the
-    /// checkpoint's state hash; a new one at position 0 when none was saved.
-    /// Its entities stay in the store (read one at a time, to check the
-    /// hash and rebuild the indexes): memory holds what it is then asked for.
+    /// The projection as last saved; a new one at position 0 when none was
+    /// saved. Its entities stay in the store: the checkpoint's per-family
+    /// sums (checked to add up to its state hash) say what they hash to, so
+    /// a load reads the live work the in-memory indexes need, not the
+    /// history (`agentlog verify --deep` sums every stored entity). An older
+    /// checkpoint without sums is checked by reading every entity once.
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
         let Some(checkpoint) = self.checkpoint(P::NAME)? else {
             if self.db.get(checkpoint_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
@@ -220,29 +222,17 @@ impl ProjectionStore {
         };
         let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
         let mut live = Live::from_checkpoint(&checkpoint, P::default());
-        let prefix = entity_prefix(P::NAME);
-        let mut options = rocksdb::ReadOptions::default();
-        options.set_iterate_upper_bound(prefix_end(&prefix));
-        let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward), options);
-        {
-            let mut families = live.state.families_mut();
-            for family in &mut families {
-                family.back(self.backing(P::NAME));
-            }
-            for item in iterator {
-                let (key, value) = item.map_err(self.read_failed("reading a projection's entities"))?;
-                let rest = &key[prefix.len()..];
-                let slash =
-                    rest.iter().position(|b| *b == b'/').ok_or_else(|| corrupt(format!("entity key {key:?}")))?;
-                let (kind, key) = (&rest[..slash], &rest[slash + 1..]);
-                let family = families
-                    .iter_mut()
-                    .find(|f| f.kind().as_bytes() == kind)
-                    .ok_or_else(|| corrupt(format!("no family {:?}", String::from_utf8_lossy(kind))))?;
-                family.load(key, &value).map_err(corrupt)?;
-            }
-            for family in &mut families {
-                family.track();
+        if checkpoint.sums.is_empty() {
+            self.read_every_entity(&mut live.state)?;
+        } else {
+            for family in live.state.families_mut() {
+                let sum = checkpoint
+                    .sums
+                    .get(family.kind())
+                    .and_then(|hex| agentlog_log::chain::from_hex(hex))
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| corrupt(format!("no sum, or not 32 bytes of hex, for family {}", family.kind())))?;
+                family.resume(self.backing(P::NAME), Sum::from_bytes(&sum)).map_err(corrupt)?;
             }
         }
         let hash = agentlog_log::chain::to_hex(&crate::projection::state_hash(&live.state));
@@ -251,6 +241,36 @@ impl ProjectionStore {
         }
         live.state.loaded();
         Ok(live)
+    }
+
+    /// Reads back a state from a checkpoint without per-family sums (an
+    /// older one): every entity is read once and counted in its family's
+    /// sum, none kept.
+    fn read_every_entity<P: Projection>(&self, state: &mut P) -> Result<()> {
+        let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
+        let prefix = entity_prefix(P::NAME);
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(prefix_end(&prefix));
+        let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward), options);
+        let mut families = state.families_mut();
+        for family in &mut families {
+            family.back(self.backing(P::NAME));
+        }
+        for item in iterator {
+            let (key, value) = item.map_err(self.read_failed("reading a projection's entities"))?;
+            let rest = &key[prefix.len()..];
+            let slash = rest.iter().position(|b| *b == b'/').ok_or_else(|| corrupt(format!("entity key {key:?}")))?;
+            let (kind, key) = (&rest[..slash], &rest[slash + 1..]);
+            let family = families
+                .iter_mut()
+                .find(|f| f.kind().as_bytes() == kind)
+                .ok_or_else(|| corrupt(format!("no family {:?}", String::from_utf8_lossy(kind))))?;
+            family.load(key, &value).map_err(corrupt)?;
+        }
+        for family in &mut families {
+            family.track();
+        }
+        Ok(())
     }
 
     /// Writes what each projection changed since its last save
@@ -303,8 +323,48 @@ impl ProjectionStore {
 
 #[cfg(test)]
 mod tests {
+    use agentlog_core::schema::TaskCreated;
+    use agentlog_core::{Body, Envelope};
+
     use super::*;
-    use crate::WorldModel;
+    use crate::{Runner, WorldModel, state_hash_from_scratch};
+
+    #[test]
+    fn a_load_reads_the_checkpoints_sums_and_only_a_sum_of_every_entity_finds_one_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProjectionStore::open(dir.path()).unwrap();
+        let mut world = Live::<WorldModel>::new();
+        for (seq, id) in [(1u64, "t1"), (2, "t2")] {
+            world.apply(&Envelope {
+                seq,
+                stream: format!("task/{id}"),
+                stream_version: 1,
+                body: Some(Body::TaskCreated(TaskCreated { task_id: id.into(), ..Default::default() })),
+                hash: vec![u8::try_from(seq).unwrap()],
+                ..Default::default()
+            });
+        }
+        store.save(&mut [&mut world]).unwrap();
+        let checkpoint = store.checkpoint("world").unwrap().unwrap();
+        assert!(checkpoint.sums.contains_key("task") && checkpoint.sums.contains_key("ready"), "{checkpoint:?}");
+        let hex = |state: &WorldModel| agentlog_log::chain::to_hex(&state_hash_from_scratch(state));
+        let loaded: Live<WorldModel> = store.load().unwrap();
+        assert_eq!(hex(&loaded.state), checkpoint.state_hash);
+        assert_eq!(loaded.state, world.state);
+
+        // A checkpoint whose sums do not add up to its state hash is refused.
+        let mut wrong = checkpoint.clone();
+        wrong.sums.insert("task".into(), checkpoint.sums["ready"].clone());
+        store.db.put(checkpoint_key("world"), serde_json::to_vec(&wrong).unwrap()).unwrap();
+        assert!(matches!(store.load::<WorldModel>(), Err(Error::CorruptCheckpoint { .. })));
+        store.db.put(checkpoint_key("world"), serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+
+        // An entity gone from the store: the load trusts the sums; the sum
+        // of every stored entity (what `verify` computes) does not match.
+        store.db.delete(entity_key("world", "task", b"t2")).unwrap();
+        let loaded: Live<WorldModel> = store.load().unwrap();
+        assert_ne!(hex(&loaded.state), checkpoint.state_hash);
+    }
 
     #[test]
     fn a_checkpoint_an_older_version_wrote_is_read_as_none_and_the_view_folds_again() {
