@@ -159,15 +159,9 @@ pub trait Family: Send + Sync {
     fn settle(&mut self, out: &mut Vec<Change>);
     /// Every entity, in key order (a full write; comparisons).
     fn for_each(&self, f: &mut dyn FnMut(Vec<u8>, Vec<u8>));
-    /// Reads back a family from the store: entities not in memory are
-    /// read from `backing` from now on.
-    fn back(&mut self, backing: Arc<dyn Backing>);
-    /// Adds an entity read back from the store, as settled: kept in memory
-    /// if the family has no backing, only counted in its sum if it has.
+    /// Adds an entity, as settled (a copy of a family, entity by entity;
+    /// a `Single` read back).
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
-    /// Starts tracking changes on a family read back from the store: its
-    /// entities as they are now are what the store holds.
-    fn track(&mut self);
     /// Reads back a family from the store by the sum a checkpoint recorded
     /// of it, reading none of its entities (a [`Single`] reads its one,
     /// checked against the sum): they are read from `backing` when asked
@@ -684,41 +678,17 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
         }
     }
 
-    fn back(&mut self, backing: Arc<dyn Backing>) {
-        self.backing = Some(backing);
-    }
-
     fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let parsed = K::from_bytes(key).ok_or_else(|| format!("a {} key that does not parse: {key:?}", self.kind))?;
         let parsed_value: V = serde_json::from_slice(value)
             .map_err(|e| format!("{} {:?}: {e}", self.kind, String::from_utf8_lossy(key)))?;
         let hash = entity_hash(self.kind, key, value);
-        if self.backing.is_some() {
-            // Read from the store when asked for.
-            self.settled = self.settled + hash;
-            return Ok(());
-        }
         let slot = Slot { value: parsed_value, settled: hash, dirty: false, generation: self.generation };
         if let Some(old) = self.map.insert(parsed, slot) {
             self.settled = self.settled - old.settled;
         }
         self.settled = self.settled + hash;
         Ok(())
-    }
-
-    fn track(&mut self) {
-        if self.tracking {
-            return;
-        }
-        self.tracking = true;
-        // What was not read back, or changed since (dirty), differs from
-        // the store: each such key once.
-        self.changed.clear();
-        for (key, slot) in &self.map {
-            if slot.dirty {
-                self.changed.push(key.clone());
-            }
-        }
     }
 
     fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String> {
@@ -824,11 +794,6 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> Family for Single<V> {
         self.dirty = false;
         Ok(())
     }
-
-    fn track(&mut self) {}
-
-    /// Always in memory: one entity.
-    fn back(&mut self, _: Arc<dyn Backing>) {}
 
     fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String> {
         let bytes = backing.get(self.kind, &[])?.ok_or_else(|| format!("{} is not in the store", self.kind))?;

@@ -1,21 +1,21 @@
 //! A projection being kept current: its state, the last sequence folded into
 //! it and that event's chain hash, behind the object-safe [`Runner`] the
 //! worker and the store handle every projection through.
-use agentlog_core::Envelope;
-use serde::{Deserialize, Serialize};
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use agentlog_core::Envelope;
+use serde::{Deserialize, Serialize};
 
 use crate::entities::{Backing, Change, Sum};
 use crate::projection::Projection;
 
-/// What a checkpoint's state holds: 2 since the indexes the queries page
-/// through are kept in the store with the entities. A checkpoint of another
-/// format (an older one has none: 0) is read as none, and its projection
-/// folds again from seq 1, replacing what the store had of it.
-pub const FORMAT: u32 = 2;
+/// What a checkpoint holds: 3 since it records each family's sum (2: the
+/// indexes the queries page through kept in the store with the entities).
+/// A checkpoint of another format (the oldest have none: 0) is read as
+/// none, and its projection folds again from seq 1, replacing what the
+/// store had of it.
+pub const FORMAT: u32 = 3;
 
 /// Where a projection is: written with its state in one RocksDB write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,9 +31,8 @@ pub struct Checkpoint {
     /// The state hash (hex; defined in `entities`).
     pub state_hash: String,
     /// Each family's part of it (its kind → hex), so a load need not read
-    /// every entity to know the sum (an older checkpoint has none: the load
-    /// then reads every entity).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// every entity to know the sum.
+    #[serde(default)]
     pub sums: BTreeMap<String, String>,
 }
 

@@ -208,13 +208,12 @@ impl ProjectionStore {
     /// saved. Its entities stay in the store: the checkpoint's per-family
     /// sums (checked to add up to its state hash) say what they hash to, so
     /// a load reads the live work the in-memory indexes need, not the
-    /// history (`agentlog verify --deep` sums every stored entity). An older
-    /// checkpoint without sums is checked by reading every entity once.
+    /// history (`agentlog verify --deep` sums every stored entity).
     pub fn load<P: Projection>(&self) -> Result<Live<P>> {
         let Some(checkpoint) = self.checkpoint(P::NAME)? else {
             if self.db.get(checkpoint_key(P::NAME)).map_err(self.read_failed("reading a checkpoint"))?.is_some() {
                 tracing::warn!(
-                    message = "a checkpoint an older version wrote (a whole view, or entities without their indexes): folding again from seq 1",
+                    message = "a checkpoint an older version wrote (a whole view, or entities without their indexes or sums): folding again from seq 1",
                     projection = P::NAME
                 );
             }
@@ -222,18 +221,14 @@ impl ProjectionStore {
         };
         let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
         let mut live = Live::from_checkpoint(&checkpoint, P::default());
-        if checkpoint.sums.is_empty() {
-            self.read_every_entity(&mut live.state)?;
-        } else {
-            for family in live.state.families_mut() {
-                let sum = checkpoint
-                    .sums
-                    .get(family.kind())
-                    .and_then(|hex| agentlog_log::chain::from_hex(hex))
-                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                    .ok_or_else(|| corrupt(format!("no sum, or not 32 bytes of hex, for family {}", family.kind())))?;
-                family.resume(self.backing(P::NAME), Sum::from_bytes(&sum)).map_err(corrupt)?;
-            }
+        for family in live.state.families_mut() {
+            let sum = checkpoint
+                .sums
+                .get(family.kind())
+                .and_then(|hex| agentlog_log::chain::from_hex(hex))
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| corrupt(format!("no sum, or not 32 bytes of hex, for family {}", family.kind())))?;
+            family.resume(self.backing(P::NAME), Sum::from_bytes(&sum)).map_err(corrupt)?;
         }
         let hash = agentlog_log::chain::to_hex(&crate::projection::state_hash(&live.state));
         if hash != checkpoint.state_hash {
@@ -241,36 +236,6 @@ impl ProjectionStore {
         }
         live.state.loaded();
         Ok(live)
-    }
-
-    /// Reads back a state from a checkpoint without per-family sums (an
-    /// older one): every entity is read once and counted in its family's
-    /// sum, none kept.
-    fn read_every_entity<P: Projection>(&self, state: &mut P) -> Result<()> {
-        let corrupt = |reason: String| Error::CorruptCheckpoint { name: P::NAME.to_owned(), reason };
-        let prefix = entity_prefix(P::NAME);
-        let mut options = rocksdb::ReadOptions::default();
-        options.set_iterate_upper_bound(prefix_end(&prefix));
-        let iterator = self.db.iterator_opt(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward), options);
-        let mut families = state.families_mut();
-        for family in &mut families {
-            family.back(self.backing(P::NAME));
-        }
-        for item in iterator {
-            let (key, value) = item.map_err(self.read_failed("reading a projection's entities"))?;
-            let rest = &key[prefix.len()..];
-            let slash = rest.iter().position(|b| *b == b'/').ok_or_else(|| corrupt(format!("entity key {key:?}")))?;
-            let (kind, key) = (&rest[..slash], &rest[slash + 1..]);
-            let family = families
-                .iter_mut()
-                .find(|f| f.kind().as_bytes() == kind)
-                .ok_or_else(|| corrupt(format!("no family {:?}", String::from_utf8_lossy(kind))))?;
-            family.load(key, &value).map_err(corrupt)?;
-        }
-        for family in &mut families {
-            family.track();
-        }
-        Ok(())
     }
 
     /// Writes what each projection changed since its last save

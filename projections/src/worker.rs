@@ -60,8 +60,10 @@ impl Views {
     /// Returns the bytes written.
     pub fn save(&self, store: &ProjectionStore) -> Result<usize> {
         let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
-        unwritten.extend(self.settle());
-        let position = unwritten.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
+        let settled = self.settle();
+        // Where this save leaves the views (what a failed one took is older).
+        let position = settled.iter().map(|s| s.checkpoint.position).min().unwrap_or_default();
+        unwritten.extend(settled);
         let size_bytes = store.write(&unwritten)?;
         unwritten.clear();
         let evicted = self.written(store);
