@@ -5,9 +5,11 @@
 //!
 //! State is cached per stream and caught up from the log before every
 //! decision, so the cache is never trusted beyond the version it knows. The
-//! first decision uses what this node already has of the aggregate; the
-//! append's expected version makes that safe, and a refusal is only given
-//! on state caught up with the whole log.
+//! catch-up is skipped when the log knows the stream's version without a
+//! read (`Log::known_version`, the embedded log's writer) and the cache is
+//! at it. The first decision uses what this node already has of the
+//! aggregate; the append's expected version makes that safe, and a refusal
+//! is only given on state caught up with the whole log.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -257,6 +259,7 @@ impl<L: Log> Handler<L> {
     async fn load_as(&self, stream: &str, fresh: bool) -> Result<(u64, State)> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
         let (mut version, mut state) = match cached {
+            Some(cached) if self.log.known_version(stream) == Some(cached.0) => return Ok(cached),
             Some(cached) => cached,
             None => (
                 0,

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Durable, Pending, Store, StoreOptions, Syncer, WalSubscription, Writer};
+use crate::wal::{Durable, Pending, Store, StoreOptions, Syncer, Versions, WalSubscription, Writer};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -36,6 +36,7 @@ pub struct EmbeddedLog {
     store: Arc<Store>,
     queue: Option<mpsc::Sender<Pending>>,
     durable: Arc<Durable>,
+    versions: Arc<Versions>,
     /// The writer, then the syncer (when `sync` is on): stopped in that order.
     threads: Vec<JoinHandle<()>>,
 }
@@ -67,16 +68,17 @@ impl EmbeddedLog {
         } else {
             None
         };
+        let versions = Arc::new(Versions::default());
         let writer = Writer {
             store: store.clone(),
             head,
             max_group_events: options.max_group_events.max(1),
             durable: durable.clone(),
-            versions: Default::default(),
+            versions: versions.clone(),
             syncer,
         };
         threads.insert(0, spawn("agentlog-writer", Box::new(move || writer.run(queue_rx)))?);
-        Ok(EmbeddedLog { store, queue: Some(queue_tx), durable, threads })
+        Ok(EmbeddedLog { store, queue: Some(queue_tx), durable, versions, threads })
     }
 
     /// The store underneath, for reads that are not part of the `Log` trait.
@@ -125,6 +127,10 @@ impl Log for EmbeddedLog {
 
     async fn stream_version(&self, stream: &str) -> Result<u64> {
         self.store.stream_version(stream)
+    }
+
+    fn known_version(&self, stream: &str) -> Option<u64> {
+        self.versions.get(stream)
     }
 
     async fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {

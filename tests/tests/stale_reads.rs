@@ -4,9 +4,13 @@
 //! acceptance is checked by the append's expected version, and a refusal is
 //! only given on state caught up with the log. Here node A's local reads
 //! never see anything new (a mirror stuck at its cache) while node B writes.
+//!
+//! On the embedded log a handler skips the read when the log knows the
+//! stream is at the cached version (`Log::known_version`); two handlers on
+//! one log check that the skip never hides the other's append.
 use std::sync::Arc;
 
-use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, DebitBudget, ReleaseTask};
+use agentlog_commands::command::{AllocateBudget, ClaimTask, CompleteTask, CreateTask, DebitBudget, ReleaseTask};
 use agentlog_commands::{Accepted, Code, Command, Handler, Policy, Rejection, Request};
 use agentlog_log::{AppendRequest, Appended, EmbeddedLog, Envelope, Head, Log, ManualClock, Result};
 use agentlog_tests::{T0, agents_with_sessions, handler, open_log, send};
@@ -115,4 +119,56 @@ async fn decisions_on_a_lagging_node_are_exact() {
     assert!(refused.message.contains("has 10 left"), "{refused}");
     run(&a, debit("b1", 10)).await.expect("exactly the rest");
     assert_eq!(b.budget("b1").await.unwrap().balance, 0);
+}
+
+#[tokio::test]
+async fn a_cache_behind_the_embedded_logs_known_version_is_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = handler(log.clone(), clock.clone(), 1, Policy::default());
+    let b = handler(log.clone(), clock.clone(), 2, Policy::default());
+    let agents = agents_with_sessions(&a, 2, &["code"]).await;
+    assert_eq!(log.known_version("task/t1"), None, "a stream never written is not known");
+
+    // A creates the task and caches it open; B claims it behind A's back.
+    let create = Command::CreateTask(CreateTask {
+        task_id: "t1".into(),
+        title: String::new(),
+        priority: 0,
+        required_capabilities: vec!["code".into()],
+        dependencies: vec![],
+        max_attempts: 3,
+    });
+    send(&a, create).await;
+    assert_eq!(log.known_version("task/t1"), Some(1));
+    let claim = |agent: usize| {
+        Command::ClaimTask(ClaimTask {
+            task_id: "t1".into(),
+            agent_id: agents[agent].0.clone(),
+            session_id: agents[agent].1.clone(),
+            lease_ms: 60_000,
+        })
+    };
+    send(&b, claim(0)).await;
+    assert_eq!(log.known_version("task/t1"), Some(2), "known as soon as the append is acknowledged");
+
+    // On A's cached state the task is open, so completing it would be
+    // refused: A must see B's claim instead, and accept.
+    let complete = Command::CompleteTask(CompleteTask {
+        task_id: "t1".into(),
+        agent_id: agents[0].0.clone(),
+        session_id: agents[0].1.clone(),
+        result: String::new(),
+    });
+    let accepted = a.execute(Request::new(complete, "node-a")).await.expect("A sees B's claim");
+    assert_eq!(accepted.stream_version, 3);
+    assert_eq!(a.execute(Request::new(claim(1), "node-a")).await.unwrap_err().code, Code::AlreadyCompleted);
+
+    // A budget A last saw with 100 left, after B took 30.
+    send(&a, Command::AllocateBudget(AllocateBudget { budget_id: "b1".into(), amount: 100 })).await;
+    send(&b, debit("b1", 30)).await;
+    let refused = a.execute(Request::new(debit("b1", 80), "node-a")).await.unwrap_err();
+    assert!(refused.message.contains("has 70 left"), "{refused}");
+    a.execute(Request::new(debit("b1", 70), "node-a")).await.expect("exactly the rest");
 }

@@ -192,6 +192,14 @@ pub trait Log: Send + Sync + 'static {
     /// The stream's last version (0 when it has no events).
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<u64>> + Send;
 
+    /// The stream's last version when this log knows it without a read:
+    /// never behind an append it has acknowledged, so a state folded to
+    /// this version is caught up with the whole log. `None` when it does
+    /// not know (read the stream instead); the default.
+    fn known_version(&self, _stream: &str) -> Option<u64> {
+        None
+    }
+
     /// The result recorded for an idempotency key, if any.
     fn idempotent_result(&self, key: &str) -> impl Future<Output = Result<Option<Appended>>> + Send;
 

@@ -23,4 +23,4 @@ pub use prune::PruneReport;
 pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
-pub(crate) use writer::{Pending, Syncer, Writer};
+pub(crate) use writer::{Pending, Syncer, Versions, Writer};

@@ -17,7 +17,7 @@
 //! its fsync; on power loss such an event can vanish, but never alone: the
 //! WAL is sequential, so everything written after it vanishes too.
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,6 +32,36 @@ use crate::error::{Error, Result};
 /// index as needed: memory follows this, not the streams ever written.
 pub(crate) const VERSION_CACHE_ENTRIES: usize = 1 << 17;
 
+/// The writer's stream versions, shared with readers
+/// ([`crate::Log::known_version`]). Only the writer changes them, and only
+/// after a group is written and before it is acknowledged, so a version
+/// here is never behind an acknowledged append.
+#[derive(Debug, Default)]
+pub(crate) struct Versions(Mutex<HashMap<String, u64>>);
+
+impl Versions {
+    pub fn get(&self, stream: &str) -> Option<u64> {
+        self.lock().get(stream).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, stream: &str, version: u64) {
+        self.lock().insert(stream.to_owned(), version);
+    }
+
+    /// Adds a written group's versions, starting over beyond the bound.
+    fn extend(&self, written: HashMap<String, u64>) {
+        let mut versions = self.lock();
+        if versions.len() + written.len() > VERSION_CACHE_ENTRIES {
+            versions.clear();
+        }
+        versions.extend(written);
+    }
+}
+
 pub(crate) struct Pending {
     pub request: AppendRequest,
     pub reply: oneshot::Sender<Result<Appended>>,
@@ -42,7 +72,7 @@ pub(crate) struct Writer {
     pub head: Head,
     pub max_group_events: usize,
     pub durable: Arc<Durable>,
-    pub versions: HashMap<String, u64>,
+    pub versions: Arc<Versions>,
     /// `Some` when appends must be fsynced before they are acknowledged.
     pub syncer: Option<std::sync::mpsc::Sender<Written>>,
 }
@@ -174,9 +204,6 @@ impl Writer {
             Ok(head) => {
                 metrics::histogram!(crate::metrics::WAL_GROUP_EVENTS).record(events as f64);
                 self.head = head;
-                if self.versions.len() + group.versions.len() > VERSION_CACHE_ENTRIES {
-                    self.versions.clear();
-                }
                 self.versions.extend(group.versions);
                 self.acknowledge(head, replies, queue);
             }
@@ -205,11 +232,11 @@ impl Writer {
     }
 
     fn current_version(&mut self, group: &Group, stream: &str) -> Result<u64> {
-        if let Some(v) = group.versions.get(stream).or_else(|| self.versions.get(stream)) {
-            return Ok(*v);
+        if let Some(v) = group.versions.get(stream).copied().or_else(|| self.versions.get(stream)) {
+            return Ok(v);
         }
         let version = self.store.stream_version(stream)?;
-        self.versions.insert(stream.to_owned(), version);
+        self.versions.insert(stream, version);
         Ok(version)
     }
 
