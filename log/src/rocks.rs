@@ -25,6 +25,45 @@ pub fn bound_memory(options: &mut Options, write_buffers: usize, block_cache: us
     table
 }
 
+/// What a store holds in memory, by RocksDB's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Memtables, mutable and immutable, across the column families.
+    pub memtables: u64,
+    /// The shared block cache: data blocks, and index and filter
+    /// partitions.
+    pub block_cache: u64,
+    /// What open table files hold outside the cache (their pinned
+    /// top-level indexes and filters).
+    pub table_readers: u64,
+}
+
+impl MemoryUsage {
+    pub fn total(&self) -> u64 {
+        self.memtables + self.block_cache + self.table_readers
+    }
+}
+
+/// Reads [`MemoryUsage`] of `db` over `families` (the default family when
+/// empty). A counter RocksDB does not give counts as 0.
+pub fn memory_usage(db: &DB, families: &[&str]) -> MemoryUsage {
+    let property = |cf: Option<&str>, name: &str| -> u64 {
+        let value = match cf.and_then(|cf| db.cf_handle(cf)) {
+            Some(handle) => db.property_int_value_cf(handle, name),
+            None => db.property_int_value(name),
+        };
+        value.ok().flatten().unwrap_or(0)
+    };
+    let families: Vec<Option<&str>> =
+        if families.is_empty() { vec![None] } else { families.iter().map(|f| Some(*f)).collect() };
+    MemoryUsage {
+        memtables: families.iter().map(|cf| property(*cf, "rocksdb.cur-size-all-mem-tables")).sum(),
+        // One cache for every family: counted once.
+        block_cache: property(families[0], "rocksdb.block-cache-usage"),
+        table_readers: families.iter().map(|cf| property(*cf, "rocksdb.estimate-table-readers-mem")).sum(),
+    }
+}
+
 /// Makes an open refuse damage. RocksDB's default recovery (point in time)
 /// stops replaying its write-ahead log at the first damaged record and
 /// opens anyway, without everything after it, and says nothing. This mode

@@ -9,6 +9,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use agentlog_log::EventSource;
 use agentlog_log::rocks::{self, FamilyScan, OpenFailure};
 use agentlog_log::rocksdb::{self, DB, Options, WriteBatch};
 
@@ -108,6 +109,9 @@ fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
     }
 }
 
+/// Events a rebuild into the store folds between two looks at its memory.
+pub const REBUILD_LOOK_EVENTS: u64 = 100_000;
+
 /// Memtables the store holds at most.
 const WRITE_BUFFERS: usize = 32 << 20;
 /// Its block cache.
@@ -170,6 +174,38 @@ impl ProjectionStore {
             Some(file) => Error::Damaged { path: self.path.clone(), file, reason: format!("{operation}: {e}") },
             None => Error::storage(operation)(e),
         }
+    }
+
+    /// What the store holds in memory ([`rocks::memory_usage`]).
+    pub fn memory(&self) -> rocks::MemoryUsage {
+        rocks::memory_usage(&self.db, &[])
+    }
+
+    /// Rebuilds `runners` from seq 1 to `through` of `wal` and saves them
+    /// here. On the way it saves whenever a family outgrows the cache
+    /// (looked at every [`REBUILD_LOOK_EVENTS`] events), so memory holds the
+    /// cache and what changed since the last save, not the whole history.
+    /// `progress` gets the last seq folded after each page. Returns it.
+    pub fn rebuild(
+        &self,
+        wal: &dyn EventSource,
+        runners: &mut [&mut dyn Runner],
+        through: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let mut looked_at = 0;
+        let done = crate::views::rebuild_with(wal, runners, through, &mut |runners, done| {
+            progress(done);
+            if done - looked_at >= REBUILD_LOOK_EVENTS {
+                looked_at = done;
+                if runners.iter().any(|r| r.largest_in_memory() > self.cache_entities) {
+                    self.save(runners)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.save(runners)?;
+        Ok(done)
     }
 
     /// Reads every key with checksums checked and the block cache bypassed

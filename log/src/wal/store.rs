@@ -244,6 +244,11 @@ impl Store {
         &self.db
     }
 
+    /// What the store holds in memory ([`crate::rocks::memory_usage`]).
+    pub fn memory(&self) -> crate::rocks::MemoryUsage {
+        crate::rocks::memory_usage(&self.db, &COLUMN_FAMILIES)
+    }
+
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("every column family is opened with the store")
     }

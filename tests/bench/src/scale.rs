@@ -8,9 +8,11 @@
 //! longer than a checkpoint interval, so its pause is in the tail),
 //! the cost and size of one checkpoint (`--scale-checkpoint-events 1`
 //! reproduces the worker that saved whenever it caught up), the process's
-//! resident memory and the entities the views hold in memory after that
-//! checkpoint, and how fast both views rebuild from the mirror (in memory,
-//! no store). Prints figures; asserts nothing.
+//! resident memory, what RocksDB holds of it (both stores: memtables,
+//! block caches, table readers) and the entities the views hold in memory
+//! after that checkpoint, and how fast both views rebuild from the mirror
+//! into a new projection store with the same cache bound, as `agentlog
+//! projections rebuild` does. Prints figures; asserts nothing.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use agentlog_commands::wire::{self, Client};
 use agentlog_commands::{Command as Cmd, Handler};
 use agentlog_log::jetstream::{JetStreamLog, Options as JsOptions};
 use agentlog_log::{HybridClock, Log, RandomIdGen};
-use agentlog_projections::{Cadence, Live, ProjectionStore, Reputation, Views, WorldModel, rebuild};
+use agentlog_projections::{Cadence, Live, ProjectionStore, Reputation, Runner, Views, WorldModel};
 use agentlog_tests::nats::NatsServer;
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -103,7 +105,7 @@ pub async fn run(
             cadence.interval.as_millis()
         );
         println!(
-            "  {:>9} {:>9} | {:>10} | {:>12} {:>9} {:>9} | {:>11} {:>10} | {:>7} {:>10} | {:>10}",
+            "  {:>9} {:>9} | {:>10} | {:>12} {:>9} {:>9} | {:>11} {:>10} | {:>7} {:>8} {:>10} | {:>10}",
             "tasks",
             "events",
             "create/s",
@@ -113,6 +115,7 @@ pub async fn run(
             "checkpoint",
             "size",
             "RSS MB",
+            "RocksDB",
             "in memory",
             "rebuild/s"
         );
@@ -144,18 +147,21 @@ pub async fn run(
         let checkpoint_bytes = views.save(&store)?;
         let checkpoint_seconds = started.elapsed().as_secs_f64();
         let resident = resident_bytes().unwrap_or(0);
+        let (mirror_memory, store_memory) = (log.store().memory(), store.memory());
         let in_memory: usize = views.resident().iter().map(|(_, _, n)| n).sum();
 
+        let rebuilt_into = tempfile::tempdir_in(root.path())?;
+        let rebuilt = ProjectionStore::open(rebuilt_into.path())?.with_cache_entities(cache_entities);
         let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
+        let mut runners: [&mut dyn Runner; 2] = [&mut world, &mut reputation];
         let started = Instant::now();
-        rebuild(&**log.store(), &mut [&mut world, &mut reputation], events, &mut |_, _| {})
-            .context("rebuilding from the mirror")?;
+        rebuilt.rebuild(&**log.store(), &mut runners, events, &mut |_| {}).context("rebuilding from the mirror")?;
         let rebuild_rate = events as f64 / started.elapsed().as_secs_f64();
-        drop((world, reputation));
+        drop((world, reputation, rebuilt, rebuilt_into));
 
         if !json_out {
             println!(
-                "  {:>9} {:>9} | {:>10.0} | {:>9.2} ms {:>6.2} ms {:>6.1} ms | {:>9.1} ms {:>7.1} MB | {:>7.0} {:>10} | {:>10.0}",
+                "  {:>9} {:>9} | {:>10.0} | {:>9.2} ms {:>6.2} ms {:>6.1} ms | {:>9.1} ms {:>7.1} MB | {:>7.0} {:>5.0} MB {:>10} | {:>10.0}",
                 size,
                 events,
                 create_rate,
@@ -165,6 +171,7 @@ pub async fn run(
                 checkpoint_seconds * 1000.0,
                 checkpoint_bytes as f64 / 1e6,
                 resident as f64 / 1e6,
+                (mirror_memory.total() + store_memory.total()) as f64 / 1e6,
                 in_memory,
                 rebuild_rate
             );
@@ -179,6 +186,10 @@ pub async fn run(
             "checkpoint_seconds": checkpoint_seconds,
             "checkpoint_bytes": checkpoint_bytes,
             "resident_bytes": resident,
+            "rocksdb_bytes": {
+                "mirror": { "memtables": mirror_memory.memtables, "block_cache": mirror_memory.block_cache, "table_readers": mirror_memory.table_readers },
+                "projections": { "memtables": store_memory.memtables, "block_cache": store_memory.block_cache, "table_readers": store_memory.table_readers },
+            },
             "entities_in_memory": in_memory,
             "rebuild_events_per_second": rebuild_rate,
         }));
@@ -194,8 +205,12 @@ pub async fn run(
             "  checkpoint: one save of both views: the entities changed since the worker's last save, and the positions"
         );
         println!(
+            "  RocksDB: what the mirror's and the projection store's memtables, block caches and table readers hold of the RSS"
+        );
+        println!(
             "  in memory: entities the views hold after it (at most {cache_entities} settled ones per family: --scale-cache-entities)"
         );
+        println!("  rebuild: both views from seq 1 into a new projection store with the same cache bound");
     }
     Ok(())
 }
