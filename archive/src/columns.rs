@@ -54,47 +54,6 @@ pub fn index(name: &str) -> usize {
     schema().index_of(name).expect("a column of the archive schema")
 }
 
-/// What the flat columns take from an event's body (empty strings are
-/// absent values).
-#[derive(Default)]
-struct BodyFields<'a> {
-    session_id: &'a str,
-    task_id: &'a str,
-    agent_id: &'a str,
-    amount: Option<u64>,
-}
-
-fn body_fields(body: &Body) -> BodyFields<'_> {
-    let session = |session_id| BodyFields { session_id, ..Default::default() };
-    let work = |task_id, agent_id, session_id| BodyFields { session_id, task_id, agent_id, amount: None };
-    match body {
-        Body::SessionOpened(b) => BodyFields { agent_id: &b.agent_id, ..session(&b.session_id) },
-        Body::SessionHeartbeat(b) => session(&b.session_id),
-        Body::SessionClosed(b) => session(&b.session_id),
-        Body::SessionExpired(b) => session(&b.session_id),
-        Body::AgentRegistered(b) => BodyFields { agent_id: &b.agent_id, ..Default::default() },
-        Body::ActionRecorded(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::TaskCreated(b) => BodyFields { task_id: &b.task_id, ..Default::default() },
-        Body::TaskClaimed(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::TaskReleased(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::TaskLeaseExpired(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::TaskCompleted(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::TaskFailed(b) => work(&b.task_id, &b.agent_id, &b.session_id),
-        Body::BudgetAllocated(b) => BodyFields { amount: Some(b.amount), ..Default::default() },
-        Body::BudgetDebited(b) => BodyFields { amount: Some(b.amount), ..work(&b.task_id, &b.agent_id, &b.session_id) },
-        Body::BudgetRefunded(b) => BodyFields { amount: Some(b.amount), ..Default::default() },
-        Body::BudgetDebitRefused(b) => {
-            BodyFields { amount: Some(b.amount), ..work(&b.task_id, &b.agent_id, &b.session_id) }
-        }
-        Body::BudgetCircuitOpened(_)
-        | Body::BudgetCircuitClosed(_)
-        | Body::SandboxModuleRegistered(_)
-        | Body::SandboxRunCompleted(_)
-        | Body::SandboxRunTrapped(_)
-        | Body::ChainCheckpoint(_) => BodyFields::default(),
-    }
-}
-
 /// The event type of a body this build does not know (written by a newer
 /// schema); its `body_json` is `null` and its envelope keeps every byte.
 pub const UNKNOWN_TYPE: &str = "unknown";
@@ -177,7 +136,7 @@ impl BatchBuilder {
         self.ts.push(i64::try_from(envelope.ts).unwrap_or(i64::MAX));
         self.stream.append_value(&envelope.stream);
         self.stream_version.append_value(envelope.stream_version);
-        let fields = envelope.body.as_ref().map(body_fields).unwrap_or_default();
+        let fields = envelope.body.as_ref().map(Body::refs).unwrap_or_default();
         self.event_type.append_value(envelope.body.as_ref().map_or(UNKNOWN_TYPE, Body::type_name));
         self.actor.append_option(non_empty(&envelope.actor));
         match non_empty(fields.session_id) {

@@ -12,6 +12,7 @@ mod mirror;
 mod progress;
 mod projections;
 mod query;
+mod replay;
 mod serve;
 mod verify;
 
@@ -71,6 +72,9 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// A distributed node's mirror: rebuild it from the JetStream stream.
     Mirror(mirror::Args),
+    /// Incident replay over the archive and the WAL: the events, and the
+    /// views as they were at any point. Never writes to what it reads.
+    Replay(replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args),
             Command::Mirror(args) => mirror::run(args).await,
+            Command::Replay(args) => replay::run(args),
         }
     });
     match result {

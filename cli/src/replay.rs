@@ -1,0 +1,213 @@
+//! `agentlog replay events|state`: incident replay over everything kept
+//! (the archive, then the WAL's tail), read-only.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentlog_log::Timestamp;
+use agentlog_replay::filter::{parse_id, parse_type};
+use agentlog_replay::{Entity, Filter, History, Point};
+
+use crate::{inspect, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+/// Where the history is read from. Nothing there is ever written.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// The data directory (the embedded log, or a node's mirror): its WAL.
+    #[arg(long, env = "AGENTLOG_DATA")]
+    data: Option<PathBuf>,
+    /// The archive's root; `<data>/archive` when absent and it exists. With
+    /// no --data, the archive alone.
+    #[arg(long, env = "AGENTLOG_ARCHIVE")]
+    archive: Option<PathBuf>,
+    /// Read the WAL alone, even when `<data>/archive` exists.
+    #[arg(long, conflicts_with = "archive")]
+    no_archive: bool,
+}
+
+impl SourceArgs {
+    fn open(&self) -> anyhow::Result<History> {
+        let archive = match (&self.archive, &self.data) {
+            (Some(archive), _) => Some(archive.clone()),
+            (None, Some(data)) if !self.no_archive && data.join("archive").is_dir() => Some(data.join("archive")),
+            _ => None,
+        };
+        Ok(History::open(self.data.as_deref(), archive.as_deref())?)
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// The events, one per line (or --json), filtered: every filter narrows.
+    Events {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Events on task/ID's stream, and events whose body names the task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Events on agent/ID's stream, and events whose body names the agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Events on the session's stream, and events in or naming it.
+        #[arg(long)]
+        session: Option<String>,
+        /// Events on budget/ID's stream.
+        #[arg(long)]
+        budget: Option<String>,
+        /// Events with this correlation id (a UUID, as `tail --json` prints it).
+        #[arg(long)]
+        correlation: Option<String>,
+        /// This event (its id) and every event it caused, directly or not.
+        #[arg(long)]
+        caused_by: Option<String>,
+        /// Events of this type, for example task_claimed.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Events this actor sent.
+        #[arg(long)]
+        actor: Option<String>,
+        /// From this seq on.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Up to this seq.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// At or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// At or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per event, as `agentlog tail --json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The world model and reputation as they were just after an event.
+    State {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// A seq, or an RFC 3339 time: the last event at or before it.
+        #[arg(long)]
+        at: String,
+        /// One task instead of the summary.
+        #[arg(long, group = "entity")]
+        task: Option<String>,
+        /// One agent (with its reputation).
+        #[arg(long, group = "entity")]
+        agent: Option<String>,
+        /// One session.
+        #[arg(long, group = "entity")]
+        session: Option<String>,
+        /// One budget.
+        #[arg(long, group = "entity")]
+        budget: Option<String>,
+        /// One line of JSON instead of indented JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Sub::Events {
+            source,
+            task,
+            agent,
+            session,
+            budget,
+            correlation,
+            caused_by,
+            event_type,
+            actor,
+            from_seq,
+            to_seq,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let time = |text: Option<String>| -> anyhow::Result<Option<Timestamp>> {
+                Ok(match text.map(|t| t.parse::<Point>()).transpose()? {
+                    Some(Point::Time(t)) => Some(t),
+                    Some(Point::Seq(_)) => {
+                        anyhow::bail!("--since and --until take RFC 3339 times; for seqs use --from-seq and --to-seq")
+                    }
+                    None => None,
+                })
+            };
+            let filter = Filter {
+                task,
+                agent,
+                session,
+                budget,
+                correlation: correlation.map(|c| parse_id("correlation id", &c)).transpose()?,
+                caused_by: caused_by.map(|c| parse_id("event id", &c)).transpose()?,
+                event_type: event_type.map(|t| parse_type(&t)).transpose()?,
+                actor,
+                from_seq,
+                to_seq,
+                since: time(since)?,
+                until: time(until)?,
+            };
+            events(&source, &filter, limit, json)
+        }
+        Sub::State { source, at, task, agent, session, budget, json } => {
+            let entity = task
+                .map(Entity::Task)
+                .or(agent.map(Entity::Agent))
+                .or(session.map(Entity::Session))
+                .or(budget.map(Entity::Budget));
+            state(&source, &at, entity, json)
+        }
+    }
+}
+
+fn events(source: &SourceArgs, filter: &Filter, limit: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut failed = None;
+    agentlog_replay::events(&history, filter, &mut |event| {
+        if left == 0 {
+            return false;
+        }
+        left -= 1;
+        let written = if json {
+            writeln!(out, "{}", agentlog_log::json::envelope(event))
+        } else {
+            writeln!(out, "{}", inspect::line(event))
+        };
+        failed = written.err();
+        failed.is_none()
+    })?;
+    match failed.map_or_else(|| out.flush(), Err) {
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn state(source: &SourceArgs, at: &str, entity: Option<Entity>, json: bool) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let seq = at.parse::<Point>()?.resolve(&history)?;
+    let bar = progress::bar(seq, "folding", json);
+    let state = agentlog_replay::state_at(&history, seq, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let value = match &entity {
+        Some(entity) => state.entity(entity)?,
+        None => state.summary(),
+    };
+    let text = if json { value.to_string() } else { serde_json::to_string_pretty(&value)? };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

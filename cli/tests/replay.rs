@@ -1,0 +1,292 @@
+//! `agentlog replay` as an on-call engineer runs it: on the demo's log, its
+//! archive, and the WAL pruned behind the archive. Every answer is checked
+//! against the log read another way (`agentlog tail --json` of the whole,
+//! never-pruned WAL, and the live views' checkpoints), and nothing replay
+//! reads is ever written.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn agentlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
+}
+
+fn ok(output: Output) -> String {
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "stdout: {out}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    out
+}
+
+fn failed(output: Output) -> String {
+    assert!(!output.status.success(), "expected a failure, got: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every file under `root` (relative path → blake3).
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, into);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                into.insert(path.strip_prefix(root).unwrap().to_owned(), blake3::hash(&bytes).to_hex().to_string());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(root, root, &mut files);
+    files
+}
+
+/// The demo's log (three days from 2026-01-01) at `whole`, and a copy at
+/// `pruned` whose first two days are archived into `<pruned>/archive` and
+/// whose first day is pruned from its WAL.
+fn logs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (whole, pruned) = (dir.join("whole"), dir.join("pruned"));
+    ok(agentlog(&["demo", "--data", path(&whole), "--json"]));
+    ok(agentlog(&["demo", "--data", path(&pruned), "--json"]));
+    ok(agentlog(&["archive", "run", "--data", path(&pruned), "--through", "2026-01-02", "--json"]));
+    let report: Value = serde_json::from_str(&ok(agentlog(&[
+        "archive",
+        "prune",
+        "--data",
+        path(&pruned),
+        "--before",
+        "2026-01-02",
+        "--json",
+    ])))
+    .unwrap();
+    assert!(report["pruned_through_seq"].as_u64().unwrap() > 1000, "{report}");
+    (whole, pruned)
+}
+
+fn events(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["replay", "events", "--json"];
+    all.extend_from_slice(args);
+    json_lines(&ok(agentlog(&all)))
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn one_history_over_the_archive_and_the_pruned_wal_is_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let all = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])));
+    assert!(all.len() > 10_000);
+    let archive = pruned.join("archive");
+    let before = (snapshot(&whole), snapshot(&pruned));
+
+    // Archive, then the WAL's tail: every event, as the whole WAL has it.
+    assert_eq!(events(&["--data", path(&pruned)]), all);
+    // The never-pruned WAL alone, the same.
+    assert_eq!(events(&["--data", path(&whole)]), all);
+    // The archive alone: its days.
+    let archived = events(&["--archive", path(&archive)]);
+    let archived_through = archived.last().unwrap()["seq"].as_u64().unwrap();
+    assert!(archived_through > 5000 && archived_through < all.len() as u64 - 1000, "{archived_through}");
+    assert_eq!(archived[..], all[..archived_through as usize]);
+    // The pruned WAL alone: from where it was cut.
+    let tail = events(&["--data", path(&pruned), "--no-archive"]);
+    let cut = all.len() - tail.len();
+    assert!(cut > 1000, "{cut}");
+    assert_eq!(tail[..], all[cut..]);
+
+    // State at the head equals the live views' checkpoints, from every source.
+    let status = ok(agentlog(&["projections", "status", "--data", path(&whole), "--json"]));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let hash_of = |name: &str| {
+        status["projections"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["state_hash"].clone()
+    };
+    let head = all.len().to_string();
+    for source in [vec!["--data", path(&whole)], vec!["--data", path(&pruned)]] {
+        let mut args = vec!["replay", "state", "--at", head.as_str(), "--json"];
+        args.extend_from_slice(&source);
+        let state: Value = serde_json::from_str(&ok(agentlog(&args))).unwrap();
+        assert_eq!(state["world"]["state_hash"], hash_of("world"), "{source:?}");
+        assert_eq!(state["reputation"]["state_hash"], hash_of("reputation"), "{source:?}");
+    }
+    // The pruned WAL alone cannot fold from seq 1, and says what to do.
+    let refused = failed(agentlog(&["replay", "state", "--data", path(&pruned), "--no-archive", "--at", "10"]));
+    assert!(refused.contains(&format!("starts at seq {}", cut + 1)) && refused.contains("--archive"), "{refused}");
+
+    // A time is the last event at or before it, wherever the events came from.
+    let at = "2026-01-02T12:00:00Z";
+    let nanos = 1_767_355_200_000_000_000u64;
+    let expected =
+        all.iter().filter(|e| e["ts_ns"].as_u64().unwrap() <= nanos).map(|e| e["seq"].as_u64().unwrap()).max();
+    let by_time: Value =
+        serde_json::from_str(&ok(agentlog(&["replay", "state", "--data", path(&pruned), "--at", at, "--json"])))
+            .unwrap();
+    assert_eq!(by_time["seq"].as_u64(), expected);
+    let by_seq = expected.unwrap().to_string();
+    let same: Value = serde_json::from_str(&ok(agentlog(&[
+        "replay",
+        "state",
+        "--archive",
+        path(&archive),
+        "--at",
+        &by_seq,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(same, by_time, "the archive alone folds to the same state");
+
+    // One entity, as the views had it then.
+    let task: Value = serde_json::from_str(&ok(agentlog(&[
+        "replay",
+        "state",
+        "--data",
+        path(&pruned),
+        "--at",
+        "12",
+        "--task",
+        "task-00001",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(task["task"]["status"], "open");
+    let task: Value = serde_json::from_str(&ok(agentlog(&[
+        "replay",
+        "state",
+        "--data",
+        path(&pruned),
+        "--at",
+        "14",
+        "--task",
+        "task-00001",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(task["task"]["status"], "claimed", "{task}");
+    assert_eq!(task["task"]["holder"]["agent_id"], "agent-08", "{task}");
+
+    assert_eq!((snapshot(&whole), snapshot(&pruned)), before, "replay wrote to what it read");
+}
+
+#[test]
+fn every_filter_gives_what_filtering_the_whole_log_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let all = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])));
+    let source = ["--data", path(&pruned)];
+    let check = |args: &[&str], keep: &dyn Fn(&Value) -> bool| {
+        let mut with_source = source.to_vec();
+        with_source.extend_from_slice(args);
+        let got = events(&with_source);
+        let expected: Vec<Value> = all.iter().filter(|e| keep(e)).cloned().collect();
+        assert!(!expected.is_empty(), "{args:?} matches something");
+        assert_eq!(seqs(&got), seqs(&expected), "{args:?}");
+    };
+    let body = |e: &Value, field: &str| e["body"][field].as_str().map(str::to_owned);
+    check(&["--task", "task-00001"], &|e| {
+        e["stream"] == "task/task-00001" || body(e, "task_id").as_deref() == Some("task-00001")
+    });
+    check(&["--agent", "agent-03"], &|e| {
+        e["stream"] == "agent/agent-03" || body(e, "agent_id").as_deref() == Some("agent-03")
+    });
+    let session = "019b76f9-cbfe-7808-ad23-64249a3381ee";
+    check(&["--session", session], &|e| {
+        e["stream"] == format!("session/{session}")
+            || e["session_id"] == session
+            || body(e, "session_id").as_deref() == Some(session)
+    });
+    check(&["--budget", "team-2"], &|e| e["stream"] == "budget/team-2");
+    check(&["--type", "task_lease_expired"], &|e| e["type"] == "task_lease_expired");
+    let actor = all.iter().map(|e| e["actor"].clone()).find(|a| a.is_string()).unwrap();
+    check(&["--actor", actor.as_str().unwrap()], &|e| e["actor"] == actor);
+    check(&["--from-seq", "4990", "--to-seq", "5030"], &|e| (4990..=5030).contains(&e["seq"].as_u64().unwrap()));
+    check(&["--since", "2026-01-01T23:59:00Z", "--until", "2026-01-02T00:01:00Z"], &|e| {
+        let ts = e["ts_ns"].as_u64().unwrap();
+        (1_767_311_940_000_000_000..=1_767_312_060_000_000_000).contains(&ts)
+    });
+    // A correlation id: a command's events share it.
+    let claim = all.iter().find(|e| e["type"] == "task_claimed" && e["seq"].as_u64().unwrap() > 6000).unwrap();
+    let correlation = claim["correlation_id"].as_str().unwrap().to_owned();
+    check(&["--correlation", &correlation], &|e| e["correlation_id"] == correlation.as_str());
+    // A causation chain: replay/tests/causation.rs (the demo's commands name no cause).
+    // Filters combine.
+    check(&["--task", "task-00002", "--type", "task_claimed"], &|e| {
+        e["stream"] == "task/task-00002" && e["type"] == "task_claimed"
+    });
+    // --limit, and a reader that stops early is not an error.
+    let mut args = vec!["replay", "events", "--limit", "3"];
+    args.extend_from_slice(&source);
+    assert_eq!(ok(agentlog(&args)).lines().count(), 3);
+}
+
+#[test]
+fn bad_input_and_sources_that_do_not_join_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let archive = pruned.join("archive");
+    let refused = |args: &[&str]| failed(agentlog(args));
+
+    let head = ok(agentlog(&["tail", "--data", path(&whole)])).lines().count();
+    let past = (head + 1).to_string();
+    let e = refused(&["replay", "state", "--data", path(&whole), "--at", &past]);
+    assert!(e.contains(&format!("seq {past} is past the last event kept (seq {head})")), "{e}");
+    let e = refused(&["replay", "state", "--data", path(&whole), "--at", "2025-12-31T23:00:00Z"]);
+    assert!(e.contains("is before the first event kept (seq 1, at 2026-01-01T00:00:00"), "{e}");
+    let e = refused(&["replay", "state", "--data", path(&whole), "--at", "yesterday"]);
+    assert!(e.contains("neither a seq nor an RFC 3339 time"), "{e}");
+    let e = refused(&["replay", "state", "--data", path(&whole), "--at", "100", "--task", "no-such-task"]);
+    assert!(e.contains("there is no task no-such-task at seq 100"), "{e}");
+    let e = refused(&["replay", "events", "--data", path(&whole), "--type", "task_stolen"]);
+    assert!(e.contains("task_stolen") && e.contains("task_claimed"), "{e}");
+    let e = refused(&["replay", "events", "--data", path(&whole), "--correlation", "not-a-uuid"]);
+    assert!(e.contains("correlation id"), "{e}");
+    let e = refused(&["replay", "events"]);
+    assert!(e.contains("--data") && e.contains("--archive"), "{e}");
+    let e = refused(&["replay", "events", "--archive", path(&dir.path().join("nowhere"))]);
+    assert!(e.contains("no archive at"), "{e}");
+
+    // Another log's WAL does not continue this archive.
+    let other = dir.path().join("other");
+    ok(agentlog(&["demo", "--data", path(&other), "--seed", "2", "--json"]));
+    let e = refused(&["replay", "events", "--data", path(&other), "--archive", path(&archive)]);
+    assert!(e.contains("does not hold together at seq"), "{e}");
+
+    // A day missing from the middle of the archive.
+    let holed = dir.path().join("holed");
+    ok(agentlog(&["archive", "run", "--data", path(&whole), "--out", path(&holed), "--json"]));
+    std::fs::remove_dir_all(holed.join("date=2026-01-02")).unwrap();
+    let e = refused(&["replay", "events", "--archive", path(&holed)]);
+    assert!(e.contains("day 2026-01-03 begins at seq") && e.contains("a day is missing"), "{e}");
+
+    // The WAL pruned past the archive's end: events in neither.
+    let short = dir.path().join("short");
+    ok(agentlog(&[
+        "archive",
+        "run",
+        "--data",
+        path(&whole),
+        "--out",
+        path(&short),
+        "--through",
+        "2026-01-01",
+        "--json",
+    ]));
+    let further = dir.path().join("further");
+    ok(agentlog(&["demo", "--data", path(&further), "--json"]));
+    ok(agentlog(&["archive", "run", "--data", path(&further), "--through", "2026-01-02", "--json"]));
+    ok(agentlog(&["archive", "prune", "--data", path(&further), "--before", "2026-01-03", "--json"]));
+    let e = refused(&["replay", "events", "--data", path(&further), "--archive", path(&short)]);
+    assert!(e.contains("the archive ends at seq") && e.contains("are in neither"), "{e}");
+    // And where they do join (the same log cut where the archive ends), they join.
+    assert_eq!(events(&["--data", path(&pruned), "--archive", path(&short)]).len(), head);
+}
