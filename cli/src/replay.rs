@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentlog_log::EventSource;
 use agentlog_log::Timestamp;
 use agentlog_replay::filter::{parse_id, parse_type};
-use agentlog_replay::{Entity, Filter, History, Point};
+use agentlog_replay::{Entity, Filter, History, Invariant, Point};
 
 use crate::{inspect, progress};
 
@@ -114,6 +115,16 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Check every invariant over the whole history: for each one broken,
+    /// the first event that breaks it and the events that witness it.
+    /// Exits non-zero when any is broken.
+    Check {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -168,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .or(budget.map(Entity::Budget));
             state(&source, &at, entity, json)
         }
+        Sub::Check { source, json } => check(&source, json),
     }
 }
 
@@ -210,4 +222,43 @@ fn state(source: &SourceArgs, at: &str, entity: Option<Entity>, json: bool) -> a
     let text = if json { value.to_string() } else { serde_json::to_string_pretty(&value)? };
     println!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn check(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let head = history.head()?.last_seq;
+    let bar = progress::bar(head, "checking", json);
+    let report = agentlog_replay::check(&history, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if json {
+        let breaks: Vec<serde_json::Value> = report
+            .breaks
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "invariant": b.invariant.name(), "seq": b.seq, "detail": b.detail, "witness": b.witness,
+                })
+            })
+            .collect();
+        let held: Vec<&str> = Invariant::ALL.iter().filter(|i| report.holds(**i)).map(|i| i.name()).collect();
+        println!("{}", serde_json::json!({ "events": report.events, "held": held, "broken": breaks }));
+    } else {
+        println!("checked {} events", report.events);
+        for invariant in Invariant::ALL {
+            match report.breaks.iter().find(|b| b.invariant == invariant) {
+                None => println!("  ok      {}", invariant.name()),
+                Some(b) => {
+                    println!("  BROKEN  {} at seq {}: {}", invariant.name(), b.seq, b.detail);
+                    println!("          witnessed by:");
+                    for seq in &b.witness {
+                        match history.read(*seq, 1) {
+                            Ok(events) if !events.is_empty() => println!("  {}", inspect::line(&events[0])),
+                            _ => println!("  {seq:>8} (unreadable)"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(if report.breaks.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -223,7 +223,7 @@ fn every_filter_gives_what_filtering_the_whole_log_gives() {
     check(&["--task", "task-00002", "--type", "task_claimed"], &|e| {
         e["stream"] == "task/task-00002" && e["type"] == "task_claimed"
     });
-    // --limit, and a reader that stops early is not an error.
+    // --limit.
     let mut args = vec!["replay", "events", "--limit", "3"];
     args.extend_from_slice(&source);
     assert_eq!(ok(agentlog(&args)).lines().count(), 3);
@@ -289,4 +289,57 @@ fn bad_input_and_sources_that_do_not_join_are_named() {
     assert!(e.contains("the archive ends at seq") && e.contains("are in neither"), "{e}");
     // And where they do join (the same log cut where the archive ends), they join.
     assert_eq!(events(&["--data", path(&pruned), "--archive", path(&short)]).len(), head);
+}
+
+#[test]
+fn check_holds_on_the_demo_and_names_a_planted_break_with_its_witnesses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    for data in [&whole, &pruned] {
+        let report: Value =
+            serde_json::from_str(&ok(agentlog(&["replay", "check", "--data", path(data), "--json"]))).unwrap();
+        assert_eq!(report["broken"], serde_json::json!([]), "{report}");
+        assert_eq!(report["held"].as_array().unwrap().len(), 11, "{report}");
+        assert_eq!(report["events"].as_u64().unwrap(), 15_099);
+    }
+    let e = failed(agentlog(&["replay", "check", "--data", path(&pruned), "--no-archive"]));
+    assert!(e.contains("pass the archive"), "{e}");
+
+    // Two claims on task-00001 written past the handler after the log's
+    // last event (the demo completed it long before): the second is a second
+    // holder, witnessed by the first.
+    let task = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json", "--stream", "task/task-00001"])));
+    assert_eq!(task.last().unwrap()["type"], "task_completed");
+    let claim_seq = task.iter().find(|e| e["type"] == "task_claimed").unwrap()["seq"].as_u64().unwrap();
+    let version = task.last().unwrap()["stream_version"].as_u64().unwrap();
+    let store = agentlog_log::wal::Store::open(&whole, agentlog_log::wal::StoreOptions::default()).unwrap();
+    let head = store.head().unwrap();
+    let last_ts = agentlog_log::EventSource::read(&store, head.last_seq, 1).unwrap()[0].ts;
+    let claim = agentlog_log::EventSource::read(&store, claim_seq, 1).unwrap().remove(0);
+    let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
+    for n in 1..=2u64 {
+        let mut event_id = claim.event_id.clone();
+        event_id[15] ^= n as u8;
+        writer.sealed(agentlog_log::Envelope {
+            seq: head.last_seq + n,
+            stream_version: version + n,
+            ts: last_ts,
+            event_id,
+            ..claim.clone()
+        });
+    }
+    writer.write().unwrap();
+    drop(store);
+    let status = agentlog(&["replay", "check", "--data", path(&whole)]);
+    let out = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(!status.status.success(), "{out}");
+    let (first, second) = (head.last_seq + 1, head.last_seq + 2);
+    assert!(out.contains(&format!("  BROKEN  one_holder at seq {second}: task task-00001 claimed by agent-08 while agent-08 held it (claim at seq {first})")), "{out}");
+    assert!(
+        out.contains(&format!("\n  {first:>8} ")) && out.contains(&format!("\n  {second:>8} ")),
+        "the witnesses are printed: {out}"
+    );
+    for invariant in ["seqs_and_chain", "stream_versions", "stream_time", "budget_non_negative"] {
+        assert!(out.contains(&format!("  ok      {invariant}")), "{out}");
+    }
 }

@@ -2,16 +2,19 @@
 //! over everything kept ([`History`]: the archive's days, then the WAL's
 //! tail, checked for continuity and the hash chain as it is read), the
 //! events that touch an entity or a command ([`Filter`]), and the views as
-//! they were just after any event ([`Point`], [`state_at`]).
+//! they were just after any event ([`Point`], [`state_at`]), and every
+//! invariant checked over the whole history ([`check`]).
 //!
 //! Replay never writes to what it reads: the WAL is opened read-only with
 //! RocksDB's info log kept out of its directory, and the archive is only
 //! read.
+pub mod check;
 pub mod error;
 pub mod filter;
 pub mod point;
 pub mod source;
 
+pub use check::{Break, Invariant, Report, check};
 pub use error::{Error, Kind, Result};
 pub use filter::{Filter, events};
 pub use point::{Entity, Point, State, state_at};

@@ -10,6 +10,8 @@ mod durable;
 mod follower;
 mod keys;
 mod prune;
+#[cfg(feature = "test-util")]
+mod raw;
 mod stage;
 mod store;
 mod subscription;
@@ -20,6 +22,8 @@ pub use agentlog_core::Pruned;
 pub use durable::Durable;
 pub use follower::{Follower, Ordered};
 pub use prune::PruneReport;
+#[cfg(feature = "test-util")]
+pub use raw::RawWriter;
 pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
