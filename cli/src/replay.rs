@@ -115,6 +115,39 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// What changed in the views between two points: each entity the
+    /// events between them touched, field by field, with those events.
+    Diff {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// From just after this point (a seq or an RFC 3339 time).
+        #[arg(long)]
+        from: String,
+        /// To just after this point.
+        #[arg(long)]
+        to: String,
+        /// Only this entity: task/ID, agent/ID, session/ID or budget/ID.
+        #[arg(long)]
+        entity: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each field of one entity with the event that set it and that event's
+    /// causation chain back to the command (actor, correlation id,
+    /// idempotency key, time).
+    Explain {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// task/ID, agent/ID, session/ID or budget/ID.
+        entity: String,
+        /// Just after this point (a seq or an RFC 3339 time); the last event when absent.
+        #[arg(long)]
+        at: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every invariant over the whole history: for each one broken,
     /// the first event that breaks it and the events that witness it.
     /// Exits non-zero when any is broken.
@@ -180,6 +213,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             state(&source, &at, entity, json)
         }
         Sub::Check { source, json } => check(&source, json),
+        Sub::Diff { source, from, to, entity, json } => diff(&source, &from, &to, entity.as_deref(), json),
+        Sub::Explain { source, entity, at, json } => explain(&source, &entity, at.as_deref(), json),
     }
 }
 
@@ -261,4 +296,74 @@ fn check(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if report.breaks.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A JSON leaf for a person: absent, or the value.
+fn shown(value: Option<&serde_json::Value>) -> String {
+    value.map_or_else(|| "(absent)".to_owned(), |v| v.to_string())
+}
+
+fn diff(source: &SourceArgs, from: &str, to: &str, entity: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let from = from.parse::<Point>()?.resolve(&history)?;
+    let to = to.parse::<Point>()?.resolve(&history)?;
+    let entity = entity.map(Entity::parse).transpose()?;
+    let bar = progress::bar(to, "folding", json);
+    let changes = agentlog_replay::diff(&history, from, to, entity.as_ref(), &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if json {
+        let changes: Vec<serde_json::Value> = changes.iter().map(agentlog_replay::trace::change_json).collect();
+        println!("{}", serde_json::json!({ "from": from, "to": to, "changed": changes }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("from just after seq {from} to just after seq {to}: {} entities changed", changes.len());
+    for change in &changes {
+        let shown_events: Vec<String> = change.events.iter().take(12).map(u64::to_string).collect();
+        let more = change.events.len().saturating_sub(12);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        println!("{} (events {}{more}):", change.entity.name(), shown_events.join(", "));
+        for field in &change.fields {
+            println!("  {}: {} -> {}", field.path, shown(field.before.as_ref()), shown(field.after.as_ref()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(source: &SourceArgs, entity: &str, at: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let entity = Entity::parse(entity)?;
+    let at = match at {
+        Some(at) => at.parse::<Point>()?.resolve(&history)?,
+        None => history.head()?.last_seq,
+    };
+    let bar = progress::bar(at, "folding", json);
+    let explained = agentlog_replay::explain(&history, &entity, at, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", agentlog_replay::trace::explained_json(&explained));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} just after seq {at}", entity.name());
+    for field in &explained.fields {
+        println!("  {} = {}", field.path, field.value);
+        if field.chain.is_empty() {
+            println!("      never set by an event (its default)");
+        }
+        for (i, cause) in field.chain.iter().enumerate() {
+            let e = &cause.event;
+            let how = if i == 0 { "set by" } else { "caused by" };
+            let correlation = agentlog_log::json::envelope(e)["correlation_id"].as_str().unwrap_or("none").to_owned();
+            let key = cause.idempotency_key.as_deref().map(|k| format!(", idempotency key {k}")).unwrap_or_default();
+            println!(
+                "      {how} seq {} {} on {}@{} at {} by {} (correlation {correlation}{key})",
+                e.seq,
+                e.body.as_ref().map_or("?", |b| b.type_name()),
+                e.stream,
+                e.stream_version,
+                Timestamp::from_nanos(e.ts),
+                if e.actor.is_empty() { "(no actor)" } else { &e.actor },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 //! tail, checked for continuity and the hash chain as it is read), the
 //! events that touch an entity or a command ([`Filter`]), and the views as
 //! they were just after any event ([`Point`], [`state_at`]), and every
-//! invariant checked over the whole history ([`check`]).
+//! invariant checked over the whole history ([`check`]), what changed
+//! between two points and where each field of an entity came from
+//! ([`diff`], [`explain`]).
 //!
 //! Replay never writes to what it reads: the WAL is opened read-only with
 //! RocksDB's info log kept out of its directory, and the archive is only
@@ -13,9 +15,11 @@ pub mod error;
 pub mod filter;
 pub mod point;
 pub mod source;
+pub mod trace;
 
 pub use check::{Break, Invariant, Report, check};
 pub use error::{Error, Kind, Result};
 pub use filter::{Filter, events};
 pub use point::{Entity, Point, State, state_at};
 pub use source::History;
+pub use trace::{EntityChange, Explained, diff, explain};

@@ -100,8 +100,9 @@ pub fn state_at(history: &History, seq: u64, progress: &mut dyn FnMut(u64, u64))
     Ok(State { seq, world, reputation })
 }
 
-/// One entity of the views, as `replay state --task ID` names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One entity of the views, as `replay state --task ID` names it
+/// (`task/ID` in `replay diff` and `explain`: [`Entity::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entity {
     Task(String),
     Agent(String),
