@@ -33,9 +33,10 @@ use crate::error::{Error, Result};
 pub(crate) const VERSION_CACHE_ENTRIES: usize = 1 << 17;
 
 /// The writer's stream versions, shared with readers
-/// ([`crate::Log::known_version`]). Only the writer changes them, and only
-/// after a group is written and before it is acknowledged, so a version
-/// here is never behind an acknowledged append.
+/// ([`crate::Log::known_version`]). Only the writer sets them: a version
+/// it read from the store, or a group's once it is written and before it
+/// is acknowledged. So a version here is never behind an acknowledged
+/// append, and never ahead of what a read of the stream finds.
 #[derive(Debug, Default)]
 pub(crate) struct Versions(Mutex<HashMap<String, u64>>);
 
