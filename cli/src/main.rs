@@ -3,6 +3,20 @@
 //! one place that picks the production clock and id source, and the one
 //! crate that may time things with the wall clock (progress bars).
 #![allow(clippy::disallowed_methods)]
+
+/// What every command prints goes through this `println!`, which shadows
+/// std's: when stdout's reader stops early (`agentlog verify | head`), the
+/// rest of the output is dropped and the command finishes its work and
+/// exits as it would have, instead of panicking on the closed pipe.
+macro_rules! println {
+    () => {
+        $crate::stdout_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod archive;
 mod backup;
 mod cmd;
@@ -77,6 +91,27 @@ enum Command {
     Replay(replay::Args),
 }
 
+/// Set once stdout's reader has gone: nothing more is written.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line to stdout ([`println!`]); a closed pipe drops this line and
+/// every later one.
+fn stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(format_args!("{line}\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Leave a core to the log's writer and syncer threads: on a small
@@ -112,7 +147,7 @@ fn main() -> ExitCode {
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args),
             Command::Mirror(args) => mirror::run(args).await,
-            Command::Replay(args) => replay::run(args),
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     match result {

@@ -377,3 +377,97 @@ fn check_holds_on_the_demo_and_names_a_planted_break_with_its_witnesses() {
         assert!(out.contains(&format!("  ok      {invariant}")), "{out}");
     }
 }
+
+#[test]
+fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let all = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])));
+    let before = snapshot(&pruned);
+    // What if task-00042 had failed at once instead of being worked on.
+    let session = "019b76f9-cbfe-7808-ad23-64249a3381ee";
+    let commands = dir.path().join("what-if.jsonl");
+    std::fs::write(
+        &commands,
+        format!(
+            "# what if task-00042 had failed at once\n\
+             {{\"command\": \"claim_task\", \"body\": {{\"task_id\": \"task-00042\", \"agent_id\": \"agent-08\", \"session_id\": \"{session}\", \"lease_ms\": 60000}}}}\n\
+             {{\"command\": \"fail_task\", \"body\": {{\"task_id\": \"task-00042\", \"agent_id\": \"agent-08\", \"session_id\": \"{session}\", \"reason\": \"what if\"}}, \"after_ms\": 1000}}\n\
+             \n\
+             {{\"command\": \"complete_task\", \"body\": {{\"task_id\": \"task-00042\", \"agent_id\": \"agent-08\", \"session_id\": \"{session}\"}}}}\n"
+        ),
+    )
+    .unwrap();
+    let fork = |out: &Path| -> Value {
+        serde_json::from_str(&ok(agentlog(&[
+            "replay",
+            "fork",
+            "--data",
+            path(&pruned),
+            "--at",
+            "1168",
+            "--commands",
+            path(&commands),
+            "--out",
+            path(out),
+            "--json",
+        ])))
+        .unwrap()
+    };
+    let (first, second) = (dir.path().join("fork1"), dir.path().join("fork2"));
+    let report = fork(&first);
+    let outcomes = report["commands"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!((outcomes[0]["line"].clone(), outcomes[0]["accepted"]["first_seq"].clone()), (2.into(), 1169.into()));
+    assert_eq!(outcomes[1]["accepted"]["events"], serde_json::json!(["task_failed"]));
+    assert_eq!(outcomes[1]["at"], "2026-01-01T06:14:01.908000000Z", "the clock starts at seq 1168's time");
+    assert_eq!(outcomes[2]["rejected"]["code"], "not_claimed");
+    assert_eq!(report["head"], 1170);
+
+    // The fork holds the original's first 1168 events, byte for byte (same
+    // hashes), then its own.
+    let forked = events(&["--data", path(&first)]);
+    assert_eq!(forked[..1168], all[..1168]);
+    assert_eq!(forked[1168]["type"], "task_claimed");
+    assert_eq!(forked[1169]["body"]["reason"], "what if");
+
+    // Compared with what really happened by the same moment.
+    let original_at = report["original_at"].as_u64().unwrap();
+    let until = all.iter().filter(|e| e["ts"].as_str().unwrap() <= "2026-01-01T06:14:01.908000000Z").count() as u64;
+    assert_eq!(original_at, until);
+    let task = report["changed"].as_array().unwrap().iter().find(|c| c["entity"] == "task/task-00042").unwrap();
+    let status = task["fields"].as_array().unwrap().iter().find(|f| f["path"] == "status").unwrap();
+    assert_eq!((status["before"].clone(), status["after"].clone()), ("claimed".into(), "open".into()));
+
+    // The same fork again gives the same bytes; the original never changed.
+    fork(&second);
+    assert_eq!(events(&["--data", path(&second)]), forked);
+    assert_eq!(snapshot(&pruned), before, "the fork wrote to the original");
+    let e = failed(agentlog(&[
+        "replay",
+        "fork",
+        "--data",
+        path(&pruned),
+        "--at",
+        "1168",
+        "--commands",
+        path(&commands),
+        "--out",
+        path(&first),
+    ]));
+    assert!(e.contains("is not empty"), "{e}");
+    std::fs::write(&commands, "{\"command\": \"steal_task\", \"body\": {}}\n").unwrap();
+    let e = failed(agentlog(&[
+        "replay",
+        "fork",
+        "--data",
+        path(&pruned),
+        "--at",
+        "1168",
+        "--commands",
+        path(&commands),
+        "--out",
+        path(&dir.path().join("fork3")),
+    ]));
+    assert!(e.contains("commands line \"1\"") && e.contains("steal_task"), "{e}");
+}

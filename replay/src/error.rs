@@ -47,7 +47,7 @@ pub enum Error {
     BadPoint { text: String },
 
     #[error("{what} {text:?} is not valid: {reason}")]
-    BadFilter { what: &'static str, text: String, reason: String },
+    BadInput { what: &'static str, text: String, reason: String },
 
     #[error("there is no {kind} {id} at seq {seq}")]
     UnknownEntity { kind: &'static str, id: String, seq: u64 },
@@ -67,7 +67,7 @@ impl Error {
             | Error::BeforeFirst { .. }
             | Error::Empty
             | Error::BadPoint { .. }
-            | Error::BadFilter { .. }
+            | Error::BadInput { .. }
             | Error::UnknownEntity { .. } => Kind::Invalid,
         }
     }

@@ -37,7 +37,7 @@ pub struct Filter {
 
 /// Parses an event or correlation id as `agentlog tail --json` prints it.
 pub fn parse_id(what: &'static str, text: &str) -> Result<Vec<u8>> {
-    uuid::Uuid::parse_str(text).map(|id| id.as_bytes().to_vec()).map_err(|e| Error::BadFilter {
+    uuid::Uuid::parse_str(text).map(|id| id.as_bytes().to_vec()).map_err(|e| Error::BadInput {
         what,
         text: text.to_owned(),
         reason: e.to_string(),
@@ -49,7 +49,7 @@ pub fn parse_type(text: &str) -> Result<String> {
     if TYPE_NAMES.contains(&text) {
         Ok(text.to_owned())
     } else {
-        Err(Error::BadFilter {
+        Err(Error::BadInput {
             what: "event type",
             text: text.to_owned(),
             reason: format!("known types: {}", TYPE_NAMES.join(", ")),

@@ -5,7 +5,8 @@
 //! they were just after any event ([`Point`], [`state_at`]), and every
 //! invariant checked over the whole history ([`check`]), what changed
 //! between two points and where each field of an entity came from
-//! ([`diff`], [`explain`]).
+//! ([`diff`], [`explain`]), and what would have happened had other
+//! commands been sent ([`fork`]).
 //!
 //! Replay never writes to what it reads: the WAL is opened read-only with
 //! RocksDB's info log kept out of its directory, and the archive is only
@@ -13,6 +14,7 @@
 pub mod check;
 pub mod error;
 pub mod filter;
+pub mod fork;
 pub mod point;
 pub mod source;
 pub mod trace;
@@ -20,6 +22,7 @@ pub mod trace;
 pub use check::{Break, Invariant, Report, check};
 pub use error::{Error, Kind, Result};
 pub use filter::{Filter, events};
+pub use fork::{ForkCommand, Forked, fork, parse_commands};
 pub use point::{Entity, Point, State, state_at};
 pub use source::History;
 pub use trace::{EntityChange, Explained, diff, explain};

@@ -52,7 +52,7 @@ impl Views {
 impl Entity {
     /// `task/ID`, `agent/ID`, `session/ID` or `budget/ID`.
     pub fn parse(text: &str) -> Result<Entity> {
-        let bad = |reason: &str| Error::BadFilter { what: "entity", text: text.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| Error::BadInput { what: "entity", text: text.to_owned(), reason: reason.to_owned() };
         let (kind, id) =
             text.split_once('/').ok_or_else(|| bad("write it as task/ID, agent/ID, session/ID or budget/ID"))?;
         if id.is_empty() {
@@ -194,7 +194,7 @@ pub fn diff(
         }
     }
     if from > to {
-        return Err(Error::BadFilter {
+        return Err(Error::BadInput {
             what: "range",
             text: format!("--from {from} --to {to}"),
             reason: "--from must not be after --to".into(),
@@ -237,6 +237,70 @@ pub fn diff(
             .collect();
         if !fields.is_empty() {
             changes.push(EntityChange { entity, fields, events });
+        }
+    }
+    Ok(changes)
+}
+
+/// Folds `history` through `head`, collecting the entities that events
+/// after `after` touched, with those events.
+fn fold_collecting(
+    history: &History,
+    after: u64,
+    head: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Views, BTreeMap<Entity, Vec<u64>>)> {
+    let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
+    agentlog_projections::rebuild(history, &mut [&mut world, &mut reputation], after.min(head), progress)?;
+    let mut views = Views { world, reputation };
+    let mut touched_after: BTreeMap<Entity, Vec<u64>> = BTreeMap::new();
+    fold(
+        history,
+        &mut views,
+        after + 1,
+        head,
+        &mut |event, _, step| {
+            if step == Step::Before {
+                for entity in touched(event) {
+                    touched_after.entry(entity).or_default().push(event.seq);
+                }
+            }
+        },
+        progress,
+    )?;
+    Ok((views, touched_after))
+}
+
+/// Two histories that share their events through `shared` (a fork and its
+/// original), the original just after `original_through` and the other at
+/// its end: every entity either touched after `shared` whose state
+/// differs, `before` the original's and `after` the other's, with the
+/// other's events that touched it.
+pub fn compare_ends(
+    original: &History,
+    original_through: u64,
+    other: &History,
+    shared: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<EntityChange>> {
+    let (theirs, original_touched) = fold_collecting(original, shared, original_through, progress)?;
+    let (ours, other_touched) = fold_collecting(other, shared, other.head()?.last_seq, progress)?;
+    let entities: BTreeSet<&Entity> = original_touched.keys().chain(other_touched.keys()).collect();
+    let mut changes = Vec::new();
+    for entity in entities {
+        let (old, new) = (
+            theirs.entity(entity).as_ref().map(flatten).unwrap_or_default(),
+            ours.entity(entity).as_ref().map(flatten).unwrap_or_default(),
+        );
+        let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        let fields: Vec<FieldChange> = paths
+            .into_iter()
+            .filter(|p| old.get(*p) != new.get(*p))
+            .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
+            .collect();
+        if !fields.is_empty() {
+            let events = other_touched.get(entity).cloned().unwrap_or_default();
+            changes.push(EntityChange { entity: entity.clone(), fields, events });
         }
     }
     Ok(changes)

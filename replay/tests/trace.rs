@@ -114,7 +114,7 @@ async fn diff_names_each_changed_field_and_the_events_that_touched_it() {
     // Nothing between a point and itself.
     assert_eq!(agentlog_replay::diff(&history, w.claim, w.claim, None, &mut |_, _| {}).unwrap(), []);
     let backwards = agentlog_replay::diff(&history, w.complete, w.claim, None, &mut |_, _| {}).unwrap_err();
-    assert!(matches!(backwards, Error::BadFilter { .. }), "{backwards}");
+    assert!(matches!(backwards, Error::BadInput { .. }), "{backwards}");
 }
 
 #[tokio::test]
