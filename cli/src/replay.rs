@@ -33,13 +33,16 @@ struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn open(&self) -> anyhow::Result<History> {
-        let archive = match (&self.archive, &self.data) {
+    fn archive(&self) -> Option<PathBuf> {
+        match (&self.archive, &self.data) {
             (Some(archive), _) => Some(archive.clone()),
             (None, Some(data)) if !self.no_archive && data.join("archive").is_dir() => Some(data.join("archive")),
             _ => None,
-        };
-        Ok(History::open(self.data.as_deref(), archive.as_deref())?)
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<History> {
+        Ok(History::open(self.data.as_deref(), self.archive().as_deref())?)
     }
 }
 
@@ -174,6 +177,17 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Fold the history and compare it with the views' checkpoints in
+    /// `<data>/projections` (entity by entity where they differ), and the
+    /// archive with the WAL where both hold events (the first seq that
+    /// differs, field by field). Exits non-zero on any difference.
+    Verify {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every invariant over the whole history: for each one broken,
     /// the first event that breaks it and the events that witness it.
     /// Exits non-zero when any is broken.
@@ -239,6 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             state(&source, &at, entity, json)
         }
         Sub::Check { source, json } => check(&source, json),
+        Sub::Verify { source, json } => verify(&source, json),
         Sub::Fork { source, at, commands, out, seed, json } => fork(&source, &at, &commands, &out, seed, json).await,
         Sub::Diff { source, from, to, entity, json } => diff(&source, &from, &to, entity.as_deref(), json),
         Sub::Explain { source, entity, at, json } => explain(&source, &entity, at.as_deref(), json),
@@ -473,4 +488,89 @@ async fn fork(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let bar = progress::bar(0, "verifying", json);
+    let verification =
+        agentlog_replay::verify(source.data.as_deref(), source.archive().as_deref(), &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
+    bar.finish_and_clear();
+    let views: Vec<serde_json::Value> = verification
+        .views
+        .iter()
+        .map(|v| {
+            let differing: Vec<serde_json::Value> =
+                v.differing.iter().map(agentlog_replay::trace::change_json).collect();
+            serde_json::json!({
+                "name": v.name, "ok": v.ok(), "position": v.position, "live_state_hash": v.live_hash,
+                "replayed_state_hash": v.replayed_hash, "differing_entities": v.differing_count, "differing": differing,
+            })
+        })
+        .collect();
+    let sources = verification.sources.as_ref().map(|s| {
+        let divergence = s.divergence.as_ref().map(|d| {
+            let fields: Vec<serde_json::Value> = d
+                .fields
+                .iter()
+                .map(|f| serde_json::json!({ "path": f.path, "archive": f.before, "wal": f.after }))
+                .collect();
+            serde_json::json!({ "seq": d.seq, "fields": fields })
+        });
+        serde_json::json!({ "from": s.from, "to": s.to, "ok": s.divergence.is_none(), "first_divergence": divergence })
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": verification.ok(), "views": views, "views_skipped": verification.views_skipped,
+                "archive_against_wal": sources,
+            })
+        );
+    } else {
+        if let Some(why) = &verification.views_skipped {
+            println!("views: not compared: {why}");
+        } else if verification.views.is_empty() {
+            println!("views: no checkpoint to compare (no <data>/projections, or nothing saved)");
+        }
+        for v in &verification.views {
+            if v.ok() {
+                println!(
+                    "{}: ok, the replayed state hash at seq {} is the checkpoint's ({})",
+                    v.name, v.position, v.live_hash
+                );
+                continue;
+            }
+            println!(
+                "{}: DIFFERS at seq {}: the checkpoint says {}, the history folds to {}; {} entities differ (kept -> replayed):",
+                v.name, v.position, v.live_hash, v.replayed_hash, v.differing_count
+            );
+            for change in &v.differing {
+                println!("  {}:", change.entity.name());
+                for field in &change.fields {
+                    println!("    {}: {} -> {}", field.path, shown(field.before.as_ref()), shown(field.after.as_ref()));
+                }
+            }
+        }
+        match &verification.sources {
+            None => println!("archive against WAL: no seq held by both"),
+            Some(s) => match &s.divergence {
+                None => println!("archive against WAL: the same bytes for every seq both hold ({}..={})", s.from, s.to),
+                Some(d) => {
+                    println!("archive against WAL: they first differ at seq {} (archive -> WAL):", d.seq);
+                    for field in &d.fields {
+                        println!(
+                            "  {}: {} -> {}",
+                            field.path,
+                            shown(field.before.as_ref()),
+                            shown(field.after.as_ref())
+                        );
+                    }
+                }
+            },
+        }
+    }
+    Ok(if verification.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -471,3 +471,69 @@ fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
     ]));
     assert!(e.contains("commands line \"1\"") && e.contains("steal_task"), "{e}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let verify = |data: &Path| -> (bool, Value) {
+        let out = agentlog(&["replay", "verify", "--data", path(data), "--json"]);
+        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+    };
+    // The demo's own views and archive verify, with and without a prune.
+    let (passed, report) = verify(&pruned);
+    assert!(passed, "{report}");
+    assert_eq!(report["views"].as_array().unwrap().len(), 2);
+    assert_eq!(report["archive_against_wal"]["ok"], true, "{report}");
+    assert!(report["archive_against_wal"]["from"].as_u64().unwrap() > 1000, "from the prune mark: {report}");
+
+    // An archive, then an event of the WAL changed after the fact (its actor),
+    // in the middle of what both hold.
+    let changed = dir.path().join("changed");
+    ok(agentlog(&["demo", "--data", path(&changed), "--json"]));
+    ok(agentlog(&["archive", "run", "--data", path(&changed), "--through", "2026-01-02", "--json"]));
+    {
+        let store = agentlog_log::wal::Store::open(&changed, agentlog_log::wal::StoreOptions::default()).unwrap();
+        let mut event = agentlog_log::EventSource::read(&store, 100, 1).unwrap().remove(0);
+        let previous: [u8; 32] =
+            agentlog_log::EventSource::read(&store, 99, 1).unwrap()[0].hash.clone().try_into().unwrap();
+        event.actor = "someone-else".into();
+        let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
+        writer.sealed_onto(&previous, event);
+        writer.write().unwrap();
+    }
+    let (passed, report) = verify(&changed);
+    assert!(!passed, "{report}");
+    let divergence = &report["archive_against_wal"]["first_divergence"];
+    assert_eq!(divergence["seq"], 100, "{report}");
+    let actor = divergence["fields"].as_array().unwrap().iter().find(|f| f["path"] == "actor").unwrap();
+    assert_eq!(actor["wal"], "someone-else");
+    assert!(actor["archive"].is_string() && actor["archive"] != "someone-else", "{actor}");
+
+    // Views kept from another log: the fold of this one differs, entity by entity.
+    let other = dir.path().join("other");
+    ok(agentlog(&["demo", "--data", path(&other), "--seed", "2", "--json"]));
+    std::fs::remove_dir_all(other.join("projections")).unwrap();
+    copy_dir(&whole.join("projections"), &other.join("projections"));
+    let (passed, report) = verify(&other);
+    assert!(!passed, "{report}");
+    let world = report["views"].as_array().unwrap().iter().find(|v| v["name"] == "world").unwrap();
+    assert_eq!(world["ok"], false);
+    assert_ne!(world["live_state_hash"], world["replayed_state_hash"]);
+    assert!(world["differing_entities"].as_u64().unwrap() > 10, "{world}");
+    let first = &world["differing"][0];
+    assert!(first["entity"].is_string() && !first["fields"].as_array().unwrap().is_empty(), "{world}");
+}

@@ -6,7 +6,8 @@
 //! invariant checked over the whole history ([`check`]), what changed
 //! between two points and where each field of an entity came from
 //! ([`diff`], [`explain`]), and what would have happened had other
-//! commands been sent ([`fork`]).
+//! commands been sent ([`fork`]); the history against the views'
+//! checkpoints and the archive against the WAL ([`verify`]).
 //!
 //! Replay never writes to what it reads: the WAL is opened read-only with
 //! RocksDB's info log kept out of its directory, and the archive is only
@@ -18,6 +19,7 @@ pub mod fork;
 pub mod point;
 pub mod source;
 pub mod trace;
+pub mod verify;
 
 pub use check::{Break, Invariant, Report, check};
 pub use error::{Error, Kind, Result};
@@ -26,3 +28,4 @@ pub use fork::{ForkCommand, Forked, fork, parse_commands};
 pub use point::{Entity, Point, State, state_at};
 pub use source::History;
 pub use trace::{EntityChange, Explained, diff, explain};
+pub use verify::{Verification, verify};

@@ -100,7 +100,7 @@ fn touched(event: &Envelope) -> BTreeSet<Entity> {
 
 /// A JSON value flattened to `path → leaf` (objects by key, joined with
 /// `.`; arrays and scalars are leaves).
-fn flatten(value: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn flatten(value: &Value) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, value: &Value, into: &mut BTreeMap<String, Value>) {
         match value {
             Value::Object(map) if !map.is_empty() => {

@@ -1,7 +1,8 @@
 //! Test-only (feature `test-util`): writes events as given, past the
 //! writer's checks and the write path's assertions, to build WALs that
 //! break the log's own invariants (a gap in the seqs, a stream version
-//! skipped, a broken chain). What reads a WAL must find each of them.
+//! skipped, a broken chain, an event changed after it was written). What
+//! reads a WAL must find each of them.
 use rocksdb::WriteBatch;
 
 use super::keys::*;
@@ -49,10 +50,14 @@ impl<'a> RawWriter<'a> {
             seq_key(event.seq),
         );
         self.batch.put_cf(self.store.cf(CF_IDS), &event.event_id, seq_key(event.seq));
-        self.head = Head { last_seq: event.seq, hash };
+        // An event written over an earlier one leaves the head where it is.
+        if event.seq >= self.head.last_seq {
+            self.head = Head { last_seq: event.seq, hash };
+        }
     }
 
-    /// Writes what was staged with the last event as the head.
+    /// Writes what was staged, with the highest seq written as the head
+    /// (or the head as it was, when only earlier events were rewritten).
     pub fn write(mut self) -> Result<Head> {
         let head = self.head;
         self.batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
