@@ -46,6 +46,30 @@ impl SourceArgs {
     }
 }
 
+/// Where snapshots taken while folding are kept, so that the next jump
+/// to any point folds at most `--snapshot-every` events.
+#[derive(clap::Args)]
+struct CacheArgs {
+    /// The snapshot cache; `$HOME/.cache/agentlog/replay` when absent.
+    #[arg(long, env = "AGENTLOG_REPLAY_CACHE")]
+    cache: Option<PathBuf>,
+    /// Fold from seq 1 in memory, keeping no snapshot.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+    /// Events between two snapshots.
+    #[arg(long, default_value_t = agentlog_replay::snapshots::DEFAULT_INTERVAL)]
+    snapshot_every: u64,
+}
+
+impl CacheArgs {
+    fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache.clone().or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/agentlog/replay")))
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Sub {
     /// The events, one per line (or --json), filtered: every filter narrows.
@@ -117,6 +141,8 @@ enum Sub {
         /// One line of JSON instead of indented JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// What changed in the views between two points: each entity the
     /// events between them touched, field by field, with those events.
@@ -244,13 +270,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             events(&source, &filter, limit, json)
         }
-        Sub::State { source, at, task, agent, session, budget, json } => {
+        Sub::State { source, at, task, agent, session, budget, json, cache } => {
             let entity = task
                 .map(Entity::Task)
                 .or(agent.map(Entity::Agent))
                 .or(session.map(Entity::Session))
                 .or(budget.map(Entity::Budget));
-            state(&source, &at, entity, json)
+            state(&source, &at, entity, json, &cache)
         }
         Sub::Check { source, json } => check(&source, json),
         Sub::Verify { source, json } => verify(&source, json),
@@ -286,11 +312,23 @@ fn events(source: &SourceArgs, filter: &Filter, limit: Option<u64>, json: bool) 
     }
 }
 
-fn state(source: &SourceArgs, at: &str, entity: Option<Entity>, json: bool) -> anyhow::Result<ExitCode> {
+fn state(
+    source: &SourceArgs,
+    at: &str,
+    entity: Option<Entity>,
+    json: bool,
+    cache: &CacheArgs,
+) -> anyhow::Result<ExitCode> {
     let history = source.open()?;
     let seq = at.parse::<Point>()?.resolve(&history)?;
     let bar = progress::bar(seq, "folding", json);
-    let state = agentlog_replay::state_at(&history, seq, &mut |done, _| bar.set_position(done))?;
+    let state = match cache.dir() {
+        Some(dir) if history.first_seq() == 1 => {
+            let snapshots = agentlog_replay::Snapshots::open(&dir, &history, cache.snapshot_every)?;
+            snapshots.state_at(&history, seq, &mut |done, _| bar.set_position(done))?
+        }
+        _ => agentlog_replay::state_at(&history, seq, &mut |done, _| bar.set_position(done))?,
+    };
     bar.finish_and_clear();
     let value = match &entity {
         Some(entity) => state.entity(entity)?,

@@ -49,6 +49,9 @@ pub enum Error {
     #[error("{what} {text:?} is not valid: {reason}")]
     BadInput { what: &'static str, text: String, reason: String },
 
+    #[error("the replay cache at {} cannot be used: {reason}; pass another --cache DIR, or --no-cache", path.display())]
+    Cache { path: PathBuf, reason: String },
+
     #[error("there is no {kind} {id} at seq {seq}")]
     UnknownEntity { kind: &'static str, id: String, seq: u64 },
 }
@@ -59,7 +62,7 @@ impl Error {
             Error::Log(e) => e.kind(),
             Error::Archive(e) => e.kind(),
             Error::Projections(e) => e.kind(),
-            Error::Seam { .. } => Kind::Platform,
+            Error::Seam { .. } | Error::Cache { .. } => Kind::Platform,
             Error::NoSource
             | Error::NoArchive { .. }
             | Error::NotFromStart { .. }

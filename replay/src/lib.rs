@@ -2,7 +2,8 @@
 //! over everything kept ([`History`]: the archive's days, then the WAL's
 //! tail, checked for continuity and the hash chain as it is read), the
 //! events that touch an entity or a command ([`Filter`]), and the views as
-//! they were just after any event ([`Point`], [`state_at`]), and every
+//! they were just after any event ([`Point`], [`state_at`]; fast from
+//! [`Snapshots`] taken while folding), and every
 //! invariant checked over the whole history ([`check`]), what changed
 //! between two points and where each field of an entity came from
 //! ([`diff`], [`explain`]), and what would have happened had other
@@ -17,6 +18,7 @@ pub mod error;
 pub mod filter;
 pub mod fork;
 pub mod point;
+pub mod snapshots;
 pub mod source;
 pub mod trace;
 pub mod verify;
@@ -26,6 +28,7 @@ pub use error::{Error, Kind, Result};
 pub use filter::{Filter, events};
 pub use fork::{ForkCommand, Forked, fork, parse_commands};
 pub use point::{Entity, Point, State, state_at};
+pub use snapshots::Snapshots;
 pub use source::History;
 pub use trace::{EntityChange, Explained, diff, explain};
 pub use verify::{Verification, verify};

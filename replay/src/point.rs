@@ -80,6 +80,9 @@ pub struct State {
     pub seq: u64,
     pub world: Live<WorldModel>,
     pub reputation: Live<Reputation>,
+    /// The scratch store the views read from, when they came from a
+    /// snapshot ([`crate::snapshots`]): removed once they are dropped.
+    pub(crate) _work: Option<tempfile::TempDir>,
 }
 
 /// Folds both views from seq 1 through `seq`; `progress(done, seq)` after
@@ -97,7 +100,7 @@ pub fn state_at(history: &History, seq: u64, progress: &mut dyn FnMut(u64, u64))
     if done != seq {
         return Err(Error::Seam { seq: done + 1, reason: format!("the history ends at seq {done}, before seq {seq}") });
     }
-    Ok(State { seq, world, reputation })
+    Ok(State { seq, world, reputation, _work: None })
 }
 
 /// One entity of the views, as `replay state --task ID` names it

@@ -6,12 +6,14 @@
 //! throughput with 1, 8 and 64 producers, sync on and off; the claim
 //! command's latency; and, in the same run on the same disk, raw RocksDB
 //! `WriteBatch` throughput with the same event bytes, so the log's overhead
-//! is a ratio. `distributed`, `projections` and `archive` are the others.
+//! is a ratio. `distributed`, `projections`, `archive`, `recovery`, `scale`
+//! and `replay` are the others.
 #![allow(clippy::disallowed_methods)] // benchmarks time things with the wall clock
 mod archive;
 mod distributed;
 mod projections;
 mod recovery;
+mod replay;
 mod scale;
 
 use std::path::Path;
@@ -84,6 +86,15 @@ pub struct Args {
     /// node's `projections.cache-entities`).
     #[arg(long, default_value_t = agentlog_projections::store::DEFAULT_CACHE_ENTITIES)]
     scale_cache_entities: usize,
+    /// Measure incident replay instead: folds from the WAL and from the
+    /// archive alone, `replay check`, and `replay state` (the first pass
+    /// that takes snapshots, then jumps to random points), on the
+    /// simulation's log of about --replay-events events or on --data.
+    #[arg(long, conflicts_with_all = ["projections", "distributed", "archive", "recovery", "scale"])]
+    replay: bool,
+    /// The simulation log --replay measures (events, about).
+    #[arg(long, default_value_t = 1_000_000)]
+    replay_events: u64,
     /// The largest log --recovery measures.
     #[arg(long, default_value_t = 1_000_000)]
     recovery_events: u64,
@@ -324,6 +335,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..agentlog_projections::Cadence::default()
         };
         crate::scale::run(args.scale_tasks, cadence, args.scale_cache_entities, args.dir.as_deref(), args.json).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.replay {
+        crate::replay::run(args.data.as_deref(), args.replay_events, args.dir.as_deref(), args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.recovery {
