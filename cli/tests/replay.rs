@@ -339,35 +339,10 @@ fn check_holds_on_the_demo_and_names_a_planted_break_with_its_witnesses() {
     let e = failed(agentlog(&["replay", "check", "--data", path(&pruned), "--no-archive"]));
     assert!(e.contains("pass the archive"), "{e}");
 
-    // Two claims on task-00001 written past the handler after the log's
-    // last event (the demo completed it long before): the second is a second
-    // holder, witnessed by the first.
-    let task = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json", "--stream", "task/task-00001"])));
-    assert_eq!(task.last().unwrap()["type"], "task_completed");
-    let claim_seq = task.iter().find(|e| e["type"] == "task_claimed").unwrap()["seq"].as_u64().unwrap();
-    let version = task.last().unwrap()["stream_version"].as_u64().unwrap();
-    let store = agentlog_log::wal::Store::open(&whole, agentlog_log::wal::StoreOptions::default()).unwrap();
-    let head = store.head().unwrap();
-    let last_ts = agentlog_log::EventSource::read(&store, head.last_seq, 1).unwrap()[0].ts;
-    let claim = agentlog_log::EventSource::read(&store, claim_seq, 1).unwrap().remove(0);
-    let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
-    for n in 1..=2u64 {
-        let mut event_id = claim.event_id.clone();
-        event_id[15] ^= n as u8;
-        writer.sealed(agentlog_log::Envelope {
-            seq: head.last_seq + n,
-            stream_version: version + n,
-            ts: last_ts,
-            event_id,
-            ..claim.clone()
-        });
-    }
-    writer.write().unwrap();
-    drop(store);
+    let (first, second) = plant_second_holder(&whole);
     let status = agentlog(&["replay", "check", "--data", path(&whole)]);
     let out = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(!status.status.success(), "{out}");
-    let (first, second) = (head.last_seq + 1, head.last_seq + 2);
     assert!(out.contains(&format!("  BROKEN  one_holder at seq {second}: task task-00001 claimed by agent-08 while agent-08 held it (claim at seq {first})")), "{out}");
     assert!(
         out.contains(&format!("\n  {first:>8} ")) && out.contains(&format!("\n  {second:>8} ")),
@@ -536,4 +511,136 @@ fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
     assert!(world["differing_entities"].as_u64().unwrap() > 10, "{world}");
     let first = &world["differing"][0];
     assert!(first["entity"].is_string() && !first["fields"].as_array().unwrap().is_empty(), "{world}");
+}
+
+/// Two claims on task-00001 written past the handler after the demo log's
+/// last event (the demo completed it long before): the second is a second
+/// holder, witnessed by the first. Returns their seqs.
+fn plant_second_holder(whole: &Path) -> (u64, u64) {
+    let task = json_lines(&ok(agentlog(&["tail", "--data", path(whole), "--json", "--stream", "task/task-00001"])));
+    assert_eq!(task.last().unwrap()["type"], "task_completed");
+    let claim_seq = task.iter().find(|e| e["type"] == "task_claimed").unwrap()["seq"].as_u64().unwrap();
+    let version = task.last().unwrap()["stream_version"].as_u64().unwrap();
+    let store = agentlog_log::wal::Store::open(whole, agentlog_log::wal::StoreOptions::default()).unwrap();
+    let head = store.head().unwrap();
+    let last_ts = agentlog_log::EventSource::read(&store, head.last_seq, 1).unwrap()[0].ts;
+    let claim = agentlog_log::EventSource::read(&store, claim_seq, 1).unwrap().remove(0);
+    let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
+    for n in 1..=2u64 {
+        let mut event_id = claim.event_id.clone();
+        event_id[15] ^= n as u8;
+        writer.sealed(agentlog_log::Envelope {
+            seq: head.last_seq + n,
+            stream_version: version + n,
+            ts: last_ts,
+            event_id,
+            ..claim.clone()
+        });
+    }
+    writer.write().unwrap();
+    drop(store);
+    (head.last_seq + 1, head.last_seq + 2)
+}
+
+/// The page as headless Chromium leaves it after its scripts ran.
+fn rendered(page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", path(profile.path())),
+            "--dump-dom",
+            &format!("file://{}", path(page)),
+        ])
+        .output()
+        .expect("chromium is missing: run ./scripts/setup.sh, which installs Debian's chromium");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn count(dom: &str, needle: &str) -> usize {
+    dom.matches(needle).count()
+}
+
+#[test]
+fn the_html_report_draws_the_logs_lanes_and_bars_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, pruned) = logs(dir.path());
+    let until = "2026-01-01T08:00:00Z";
+    let page = dir.path().join("morning.html");
+    ok(agentlog(&["replay", "report", "--data", path(&pruned), "--until", until, "--html", path(&page)]));
+    let html = std::fs::read_to_string(&page).unwrap();
+    for external in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(external), "the page loads nothing from elsewhere: {external}");
+    }
+    let dom = rendered(&page);
+    assert_eq!(count(&dom, "class=\"script-error\""), 0, "no script error: {dom}");
+    assert!(dom.contains("data-rendered=\"true\""), "the script ran to its end");
+
+    // What the log says about that morning.
+    let morning: Vec<Value> = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])))
+        .into_iter()
+        .filter(|e| e["ts_ns"].as_u64().unwrap() <= 1_767_254_400_000_000_000)
+        .collect();
+    let of = |kind: &str| morning.iter().filter(|e| e["type"] == kind).count();
+    let claimers: std::collections::BTreeSet<&str> = morning
+        .iter()
+        .filter(|e| e["type"] == "task_claimed")
+        .map(|e| e["body"]["agent_id"].as_str().unwrap())
+        .collect();
+    assert!(claimers.len() > 3 && of("task_claimed") > 20, "a morning with work in it");
+    for agent in &claimers {
+        assert_eq!(count(&dom, &format!("<g class=\"lane\" data-agent=\"{agent}\"")), 1, "a lane for {agent}");
+    }
+    assert_eq!(count(&dom, "<g class=\"lane\""), claimers.len(), "a lane per agent that claimed");
+    assert_eq!(count(&dom, "<rect class=\"claim "), of("task_claimed"), "a bar per claim");
+    assert_eq!(count(&dom, "<rect class=\"claim completed\""), of("task_completed"));
+    assert_eq!(
+        count(&dom, "<rect class=\"claim failed\"") + count(&dom, "<rect class=\"claim lease-expired\""),
+        of("task_failed") + of("task_lease_expired")
+    );
+    assert_eq!(count(&dom, "<tr id=\"seq-"), morning.len(), "a row per event");
+    assert_eq!(count(&dom, "<polyline class=\"balance\""), 2, "the demo's two budgets");
+    assert!(dom.contains("every invariant holds"));
+
+    // A planted second holder is marked on the timeline and in the list.
+    let (first, second) = plant_second_holder(&whole);
+    let broken = dir.path().join("broken.html");
+    let from = first.to_string();
+    ok(agentlog(&[
+        "replay",
+        "report",
+        "--data",
+        path(&whole),
+        "--task",
+        "task-00001",
+        "--from-seq",
+        &from,
+        "--html",
+        path(&broken),
+    ]));
+    let dom = rendered(&broken);
+    assert_eq!(count(&dom, "class=\"script-error\""), 0, "no script error: {dom}");
+    assert!(dom.contains(&format!("<line class=\"break\" x1=")), "{dom}");
+    assert!(
+        dom.contains(&format!("data-seq=\"{second}\"></line>")) || dom.contains(&format!("data-seq=\"{second}\">")),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!("<a href=\"#seq={second}\">one_holder at seq {second}</a>")), "{dom}");
+    assert!(dom.contains(&format!("<tr id=\"seq-{second}\" class=\"broken\"")), "{dom}");
+    assert_eq!(count(&dom, "<rect class=\"claim "), 2);
+
+    // Too many events for one page: refused, nothing written.
+    let big = dir.path().join("big.html");
+    let e =
+        failed(agentlog(&["replay", "report", "--data", path(&whole), "--html", path(&big), "--max-events", "100"]));
+    assert!(e.contains("draws at most 100 events") && e.contains("narrow it"), "{e}");
+    assert!(!big.exists());
 }

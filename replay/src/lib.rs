@@ -8,7 +8,8 @@
 //! between two points and where each field of an entity came from
 //! ([`diff`], [`explain`]), and what would have happened had other
 //! commands been sent ([`fork`]); the history against the views'
-//! checkpoints and the archive against the WAL ([`verify`]).
+//! checkpoints and the archive against the WAL ([`verify`]); a page for
+//! people ([`report`]).
 //!
 //! Replay never writes to what it reads: the WAL is opened read-only with
 //! RocksDB's info log kept out of its directory, and the archive is only
@@ -18,6 +19,7 @@ pub mod error;
 pub mod filter;
 pub mod fork;
 pub mod point;
+pub mod report;
 pub mod snapshots;
 pub mod source;
 pub mod trace;
