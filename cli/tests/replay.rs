@@ -628,7 +628,7 @@ fn the_html_report_draws_the_logs_lanes_and_bars_in_a_real_browser() {
     ]));
     let dom = rendered(&broken);
     assert_eq!(count(&dom, "class=\"script-error\""), 0, "no script error: {dom}");
-    assert!(dom.contains(&format!("<line class=\"break\" x1=")), "{dom}");
+    assert!(dom.contains("<line class=\"break\" x1="), "{dom}");
     assert!(
         dom.contains(&format!("data-seq=\"{second}\"></line>")) || dom.contains(&format!("data-seq=\"{second}\">")),
         "{dom}"
