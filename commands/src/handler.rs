@@ -9,7 +9,9 @@
 //! read (`Log::known_version`, the embedded log's writer) and the cache is
 //! at it. The first decision uses what this node already has of the
 //! aggregate; the append's expected version makes that safe, and a refusal
-//! is only given on state caught up with the whole log.
+//! is only given on state caught up with the whole log. A decision's time is
+//! never before the time of its aggregate's last event: on a stream, time
+//! does not go backwards, whichever node's clock wrote the event before.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -82,13 +84,23 @@ pub struct Accepted {
     pub session_id: Option<String>,
 }
 
+/// An aggregate as far as the handler has it: its version, its state, and
+/// the time of its last event (a decision on it never takes an earlier
+/// time, whatever this node's clock says).
+#[derive(Clone, Debug)]
+struct Loaded {
+    version: u64,
+    state: State,
+    last_ts: u64,
+}
+
 pub struct Handler<L: Log> {
     log: Arc<L>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
     policy: Policy,
     max_retries: u32,
-    cache: Mutex<HashMap<String, (u64, State)>>,
+    cache: Mutex<HashMap<String, Loaded>>,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -139,11 +151,13 @@ impl<L: Log> Handler<L> {
         let mut reloaded = None;
         let mut attempt = 0;
         while attempt <= self.max_retries {
-            let now = self.clock.now();
-            let (version, state) = match reloaded.take() {
+            let Loaded { version, state, last_ts } = match reloaded.take() {
                 Some(loaded) => loaded,
                 None => self.load_as(&stream, fresh).await?,
             };
+            // Time never goes backwards on a stream, even when another
+            // node's clock wrote its last event ahead of this one's.
+            let now = self.clock.now().max(Timestamp::from_nanos(last_ts));
             // Again after loading: on a log whose reads catch up per stream
             // (a JetStream mirror just restarted), the key's first append on
             // this stream may only be seen now.
@@ -159,7 +173,7 @@ impl<L: Log> Handler<L> {
                         return Err(rejection);
                     }
                     let current = self.load_as(&stream, true).await?;
-                    if current.0 == version {
+                    if current.version == version {
                         return Err(rejection);
                     }
                     // The state was behind: decide again on the new one.
@@ -251,21 +265,23 @@ impl<L: Log> Handler<L> {
 
     /// The stream's state and version, caught up with the log.
     pub async fn load(&self, stream: &str) -> Result<(u64, State)> {
-        self.load_as(stream, true).await
+        let loaded = self.load_as(stream, true).await?;
+        Ok((loaded.version, loaded.state))
     }
 
     /// The stream's state and version: caught up with the log when `fresh`,
     /// else as far as this node's log has it (`Log::read_stream_local`).
-    async fn load_as(&self, stream: &str, fresh: bool) -> Result<(u64, State)> {
+    async fn load_as(&self, stream: &str, fresh: bool) -> Result<Loaded> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
-        let (mut version, mut state) = match cached {
-            Some(cached) if self.log.known_version(stream) == Some(cached.0) => return Ok(cached),
+        let Loaded { mut version, mut state, mut last_ts } = match cached {
+            Some(cached) if self.log.known_version(stream) == Some(cached.version) => return Ok(cached),
             Some(cached) => cached,
-            None => (
-                0,
-                State::empty_for(stream)
+            None => Loaded {
+                version: 0,
+                state: State::empty_for(stream)
                     .ok_or_else(|| Rejection::invalid(format!("{stream} is not an aggregate stream")))?,
-            ),
+                last_ts: 0,
+            },
         };
         loop {
             let events = if fresh {
@@ -277,21 +293,23 @@ impl<L: Log> Handler<L> {
                 debug_assert_eq!(event.stream_version, version + 1, "streams have no gaps");
                 state.apply(event);
                 version = event.stream_version;
+                last_ts = last_ts.max(event.ts);
             }
             if events.len() < PAGE {
                 break;
             }
         }
-        self.store(stream, version, state.clone());
-        Ok((version, state))
+        let loaded = Loaded { version, state, last_ts };
+        self.store(stream, loaded.clone());
+        Ok(loaded)
     }
 
-    fn store(&self, stream: &str, version: u64, state: State) {
+    fn store(&self, stream: &str, loaded: Loaded) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_ENTRIES && !cache.contains_key(stream) {
             cache.clear();
         }
-        cache.insert(stream.to_owned(), (version, state));
+        cache.insert(stream.to_owned(), loaded);
     }
 
     /// Folds what this handler just appended into the cache, sparing the
@@ -300,10 +318,12 @@ impl<L: Log> Handler<L> {
         if appended.duplicate || appended.stream_version != version + events.len() as u64 {
             return;
         }
+        let mut last_ts = 0;
         for event in events {
             state.apply(event);
+            last_ts = last_ts.max(event.ts);
         }
-        self.store(stream, appended.stream_version, state);
+        self.store(stream, Loaded { version: appended.stream_version, state, last_ts });
     }
 
     async fn session(&self, session_id: &str) -> Result<Session> {

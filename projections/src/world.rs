@@ -133,6 +133,10 @@ pub enum ViolationKind {
     VersionGap,
     /// A balance an event states differs from the one folded so far.
     BalanceMismatch,
+    /// A debit larger than what was left: the balance went below zero
+    /// (`remaining` stays at 0; `replay check` calls it
+    /// `budget_non_negative`).
+    Overdrawn,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,8 +404,18 @@ impl WorldModel {
             }
             Body::BudgetDebited(e) => {
                 let b = self.budget_mut(&e.budget_id);
+                let before = b.remaining;
                 b.spent += e.amount;
                 b.remaining = b.remaining.saturating_sub(e.amount);
+                if e.amount > before {
+                    let detail = format!(
+                        "a debit of {} from budget {} with {before} left: it went {} below zero",
+                        e.amount,
+                        e.budget_id,
+                        e.amount - before
+                    );
+                    self.violate(event, ViolationKind::Overdrawn, detail);
+                }
                 self.check_balance(event, &e.budget_id, e.balance_after);
                 let session = if e.session_id.is_empty() { None } else { self.sessions.get(&e.session_id) };
                 if session.is_none() {

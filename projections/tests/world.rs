@@ -273,6 +273,34 @@ fn a_balance_that_contradicts_the_events_before_it() {
     assert_eq!(kinds(&world), [(bad, ViolationKind::BalanceMismatch)]);
 }
 
+#[test]
+fn a_debit_beyond_what_is_left_is_flagged_as_it_arrives() {
+    // The case: 10 allocated, 57 debited straight onto the stream.
+    let mut log = Log::default();
+    log.session("s1", "a1");
+    log.push(
+        "budget/b1",
+        Body::BudgetAllocated(BudgetAllocated { budget_id: "b1".into(), amount: 10, balance_after: 10 }),
+    );
+    let overdraw = log.push(
+        "budget/b1",
+        Body::BudgetDebited(BudgetDebited {
+            budget_id: "b1".into(),
+            amount: 57,
+            balance_after: 0,
+            agent_id: "a1".into(),
+            session_id: "s1".into(),
+            ..BudgetDebited::default()
+        }),
+    );
+    let world = log.fold();
+    assert_eq!(kinds(&world), [(overdraw, ViolationKind::Overdrawn)]);
+    let violation = world.violations().next().unwrap().into_owned();
+    assert!(violation.detail.contains("with 10 left: it went 47 below zero"), "{}", violation.detail);
+    let budget = world.budget("b1").unwrap();
+    assert_eq!((budget.remaining, budget.spent), (0, 57));
+}
+
 /// Every page of `name` from the start, following `next`, with `limit` rows
 /// each: the rows in order, and how many pages it took.
 fn all_pages(views: &Views, name: &str, state: Option<&str>, limit: usize) -> (Vec<serde_json::Value>, usize) {
@@ -303,7 +331,8 @@ fn collections_are_answered_a_page_at_a_time_and_the_pages_add_up_to_the_whole()
     for i in 0..9 {
         log.claim(&format!("t{i:03}"), "a1", "s1");
     }
-    // Debits without a session: one violation each.
+    // Debits without a session from a budget with nothing in it: two
+    // violations each (no session, overdrawn).
     for _ in 0..23 {
         log.push(
             "budget/b1",
@@ -358,7 +387,7 @@ fn collections_are_answered_a_page_at_a_time_and_the_pages_add_up_to_the_whole()
         .map(|v| (v.seq, serde_json::to_value(v.kind).unwrap().as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(rows, all);
-    assert_eq!(rows.len(), 23 + 3 * 2);
+    assert_eq!(rows.len(), 23 * 2 + 3 * 2);
 
     // A page ends with `next` only when it is full.
     let one = query::answer(&views, &Query::parse("agents", None, Page::default()).unwrap()).unwrap();

@@ -172,3 +172,25 @@ async fn a_cache_behind_the_embedded_logs_known_version_is_caught_up() {
     assert!(refused.message.contains("has 70 left"), "{refused}");
     a.execute(Request::new(debit("b1", 70), "node-a")).await.expect("exactly the rest");
 }
+
+#[tokio::test]
+async fn a_decision_never_takes_a_time_before_its_streams_last_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    // Node A's clock runs a minute ahead of node B's.
+    let ahead = Arc::new(ManualClock::new(T0.plus(std::time::Duration::from_secs(60))));
+    let behind = Arc::new(ManualClock::new(T0));
+    let a = handler(log.clone(), ahead, 1, Policy::default());
+    let b = handler(log.clone(), behind.clone(), 2, Policy::default());
+    send(&a, Command::AllocateBudget(AllocateBudget { budget_id: "b1".into(), amount: 100 })).await;
+    let debited = send(&b, debit("b1", 10)).await;
+    let events = log.read_stream("budget/b1", 1, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events[1].ts >= events[0].ts, "B's debit is not before A's allocation on the stream");
+    assert_eq!(events[1].seq, debited.first_seq);
+    // Where B's clock is ahead, it keeps its own time.
+    behind.set(T0.plus(std::time::Duration::from_secs(120)));
+    send(&b, debit("b1", 10)).await;
+    let events = log.read_stream("budget/b1", 1, 10).await.unwrap();
+    assert_eq!(events[2].ts, T0.plus(std::time::Duration::from_secs(120)).as_nanos());
+}
