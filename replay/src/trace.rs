@@ -121,6 +121,18 @@ pub(crate) fn flatten(value: &Value) -> BTreeMap<String, Value> {
     out
 }
 
+/// The fields whose leaves differ between `before` and `after` (either
+/// absent: every field of the other), in path order.
+pub(crate) fn field_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<FieldChange> {
+    let (old, new) = (before.map(flatten).unwrap_or_default(), after.map(flatten).unwrap_or_default());
+    let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| old.get(*p) != new.get(*p))
+        .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
+        .collect()
+}
+
 /// Calls `each` with every event from `from` to `through`, in order, and
 /// the views just before it (which `each` may not change; they are folded
 /// over the event after it returns).
@@ -226,15 +238,7 @@ pub fn diff(
     )?;
     let mut changes = Vec::new();
     for (entity, (before, events)) in seen {
-        let after = views.entity(&entity);
-        let (old, new) =
-            (before.as_ref().map(flatten).unwrap_or_default(), after.as_ref().map(flatten).unwrap_or_default());
-        let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-        let fields: Vec<FieldChange> = paths
-            .into_iter()
-            .filter(|p| old.get(*p) != new.get(*p))
-            .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
-            .collect();
+        let fields = field_changes(before.as_ref(), views.entity(&entity).as_ref());
         if !fields.is_empty() {
             changes.push(EntityChange { entity, fields, events });
         }
@@ -288,16 +292,7 @@ pub fn compare_ends(
     let entities: BTreeSet<&Entity> = original_touched.keys().chain(other_touched.keys()).collect();
     let mut changes = Vec::new();
     for entity in entities {
-        let (old, new) = (
-            theirs.entity(entity).as_ref().map(flatten).unwrap_or_default(),
-            ours.entity(entity).as_ref().map(flatten).unwrap_or_default(),
-        );
-        let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-        let fields: Vec<FieldChange> = paths
-            .into_iter()
-            .filter(|p| old.get(*p) != new.get(*p))
-            .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
-            .collect();
+        let fields = field_changes(theirs.entity(entity).as_ref(), ours.entity(entity).as_ref());
         if !fields.is_empty() {
             let events = other_touched.get(entity).cloned().unwrap_or_default();
             changes.push(EntityChange { entity: entity.clone(), fields, events });

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::point::Entity;
 use crate::source::History;
-use crate::trace::{EntityChange, FieldChange, flatten};
+use crate::trace::{EntityChange, FieldChange, field_changes};
 
 /// Events compared per page.
 const PAGE: usize = 4096;
@@ -106,14 +106,7 @@ fn differing(kept: &BTreeMap<Entity, Value>, replayed: &BTreeMap<Entity, Value>)
     let keys: BTreeSet<&Entity> = kept.keys().chain(replayed.keys()).collect();
     let mut changes = Vec::new();
     for entity in keys {
-        let (old, new) =
-            (kept.get(entity).map(flatten).unwrap_or_default(), replayed.get(entity).map(flatten).unwrap_or_default());
-        let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-        let fields: Vec<FieldChange> = paths
-            .into_iter()
-            .filter(|p| old.get(*p) != new.get(*p))
-            .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
-            .collect();
+        let fields = field_changes(kept.get(entity), replayed.get(entity));
         if !fields.is_empty() {
             changes.push(EntityChange { entity: entity.clone(), fields, events: Vec::new() });
         }
@@ -184,16 +177,10 @@ fn check_sources(data: &Path, archive: &Path, progress: &mut dyn FnMut(u64, u64)
         if let Some(seq) = first_difference {
             let archive_event = archived.read(seq, 1)?.remove(0);
             let wal_event = EventSource::read(&wal, seq, 1)?.remove(0);
-            let (old, new) = (
-                flatten(&agentlog_core::json::envelope(&archive_event)),
-                flatten(&agentlog_core::json::envelope(&wal_event)),
+            let fields = field_changes(
+                Some(&agentlog_core::json::envelope(&archive_event)),
+                Some(&agentlog_core::json::envelope(&wal_event)),
             );
-            let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-            let fields = paths
-                .into_iter()
-                .filter(|p| old.get(*p) != new.get(*p))
-                .map(|p| FieldChange { path: p.clone(), before: old.get(p).cloned(), after: new.get(p).cloned() })
-                .collect();
             let divergence = Divergence { seq, archive: archive_event, wal: wal_event, fields };
             return Ok(Some(SourcesCheck { from, to, divergence: Some(divergence) }));
         }
