@@ -204,16 +204,6 @@ impl History {
         self.first
     }
 
-    /// The last seq of the archive's part, if there is an archive.
-    pub fn archived_through(&self) -> Option<u64> {
-        self.archive.as_ref().map(|a| a.last_seq)
-    }
-
-    /// Whether the WAL is part of this history.
-    pub fn has_wal(&self) -> bool {
-        self.wal.is_some()
-    }
-
     /// The chain hash of the event before `seq`: known when `seq` is the
     /// first kept or continues the last read; otherwise read (the event's
     /// own stored hash, which the link to `seq` then checks).
