@@ -133,6 +133,9 @@ pub enum ViolationKind {
     VersionGap,
     /// A balance an event states differs from the one folded so far.
     BalanceMismatch,
+    /// A lease that expired before its end while its holder's session was
+    /// live, or a session that expired before its heartbeat deadline.
+    ExpiredEarly,
     /// A debit larger than what was left: the balance went below zero
     /// (`remaining` stays at 0; `replay check` calls it
     /// `budget_non_negative`).
@@ -328,7 +331,18 @@ impl WorldModel {
                 }
             }
             Body::SessionClosed(e) => self.end_session(&e.session_id, SessionStatus::Closed),
-            Body::SessionExpired(e) => self.end_session(&e.session_id, SessionStatus::Expired),
+            Body::SessionExpired(e) => {
+                let early = self
+                    .sessions
+                    .get(&e.session_id)
+                    .filter(|s| s.status == SessionStatus::Live && event.ts <= s.deadline_ts())
+                    .map(|s| s.deadline_ts() - event.ts);
+                if let Some(before) = early {
+                    let detail = format!("session {} expired {before} ns before its heartbeat deadline", e.session_id);
+                    self.violate(event, ViolationKind::ExpiredEarly, detail);
+                }
+                self.end_session(&e.session_id, SessionStatus::Expired);
+            }
             Body::AgentRegistered(e) => {
                 let agent = self.agent_mut(&e.agent_id);
                 agent.name.clone_from(&e.name);
@@ -379,6 +393,22 @@ impl WorldModel {
                 }
             }
             Body::TaskLeaseExpired(e) => {
+                let early = self.tasks.get(&e.task_id).and_then(|t| t.holder.clone()).filter(|h| {
+                    event.ts <= h.lease_until_ts
+                        && self
+                            .sessions
+                            .get(&h.session_id)
+                            .is_some_and(|s| s.status == SessionStatus::Live && event.ts <= s.deadline_ts())
+                });
+                if let Some(holder) = early {
+                    let detail = format!(
+                        "the lease on task {} expired {} ns before its end while session {} was live",
+                        e.task_id,
+                        holder.lease_until_ts - event.ts,
+                        holder.session_id
+                    );
+                    self.violate(event, ViolationKind::ExpiredEarly, detail);
+                }
                 self.drop_claim(&e.task_id);
                 self.set_status(&e.task_id, TaskStatus::Open);
             }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use agentlog_core::schema::{
-    ActionRecorded, AgentRegistered, BudgetAllocated, BudgetDebited, SessionClosed, SessionOpened, TaskClaimed,
-    TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
+    ActionRecorded, AgentRegistered, BudgetAllocated, BudgetDebited, SessionClosed, SessionExpired, SessionOpened,
+    TaskClaimed, TaskCompleted, TaskCreated, TaskFailed, TaskLeaseExpired,
 };
 use agentlog_core::{Body, Envelope};
 use agentlog_projections::query::{self, Page, Query};
@@ -271,6 +271,37 @@ fn a_balance_that_contradicts_the_events_before_it() {
     );
     let world = log.fold();
     assert_eq!(kinds(&world), [(bad, ViolationKind::BalanceMismatch)]);
+}
+
+#[test]
+fn a_lease_or_session_expired_before_its_time_is_flagged_and_one_expired_after_it_is_not() {
+    let mut log = Log::default();
+    let expire_lease =
+        |task: &str| Body::TaskLeaseExpired(TaskLeaseExpired { task_id: task.into(), ..TaskLeaseExpired::default() });
+    let expire_session = |session: &str| {
+        Body::SessionExpired(SessionExpired { session_id: session.into(), ..SessionExpired::default() })
+    };
+    // Events are a second apart; sessions time out after 60 s; leases never end.
+    log.session("s1", "a1");
+    log.task("t1", 0, &[]);
+    log.claim("t1", "a1", "s1");
+    let lease_early = log.push("task/t1", expire_lease("t1"));
+    log.session("s2", "a2");
+    let session_early = log.push("session/s2", expire_session("s2"));
+    // s3 falls silent: past its deadline, both expiries are due.
+    log.session("s3", "a3");
+    log.task("t2", 0, &[]);
+    log.claim("t2", "a3", "s3");
+    for n in 0..70 {
+        log.agent(&format!("filler-{n}"), &[]);
+    }
+    log.push("task/t2", expire_lease("t2"));
+    log.push("session/s3", expire_session("s3"));
+    let world = log.fold();
+    assert_eq!(
+        kinds(&world),
+        [(lease_early, ViolationKind::ExpiredEarly), (session_early, ViolationKind::ExpiredEarly)]
+    );
 }
 
 #[test]
