@@ -1,12 +1,12 @@
 //! The Parquet archive as users run it: `agentlog archive run|verify|prune|scan`
 //! on a real embedded log, read back by bytes, rerun, killed, damaged, and
 //! read by pyarrow and DuckDB (installed by scripts/setup.sh).
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use agentlog_log::chain::to_hex;
 use agentlog_log::wal::Store;
+use agentlog_tests::incident::file_hashes;
 
 fn agentlog(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
@@ -64,24 +64,6 @@ fn run(data: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     json(agentlog(&args))
 }
 
-/// Every file under `root` (relative path → blake3), `.staging` included.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, into);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                into.insert(path.strip_prefix(root).unwrap().to_owned(), blake3::hash(&bytes).to_hex().to_string());
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(root, root, &mut files);
-    files
-}
-
 const SMALL_FILES: [&str; 4] = ["--max-rows-per-file", "2000", "--row-group-rows", "500"];
 
 #[test]
@@ -123,18 +105,18 @@ fn scan_gives_back_every_event_by_bytes_and_reruns_change_nothing() {
     assert_eq!(scan(&first, &["--from-seq", "100", "--to-seq", "109"]), all[99..109]);
 
     // Running again archives nothing and changes no byte.
-    let before = snapshot(&first);
+    let before = file_hashes(&first);
     let again = run(&data, &first, &SMALL_FILES);
     assert_eq!(again["written"].as_array().unwrap().len(), 0);
-    assert_eq!(snapshot(&first), before);
+    assert_eq!(file_hashes(&first), before);
 
     // The same events give the same bytes: into a new root, and a day rerun.
     run(&data, &second, &SMALL_FILES);
-    assert_eq!(snapshot(&second), before);
+    assert_eq!(file_hashes(&second), before);
     std::fs::remove_dir_all(second.join("date=2026-01-03")).unwrap();
     let rerun = run(&data, &second, &SMALL_FILES);
     assert_eq!(rerun["written"][0]["date"], "2026-01-03");
-    assert_eq!(snapshot(&second), before);
+    assert_eq!(file_hashes(&second), before);
 
     let verified = json(agentlog(&[
         "archive",
@@ -158,7 +140,7 @@ fn a_killed_run_leaves_no_half_day_and_the_next_run_completes_it() {
     // Tiny files and row groups, so a run takes long enough to be caught midway.
     let settings = ["--max-rows-per-file", "300", "--row-group-rows", "50"];
     run(&data, &clean, &settings);
-    let expected = snapshot(&clean);
+    let expected = file_hashes(&clean);
 
     // Kill it as soon as it is writing, then once a day is in place.
     let staging = killed.join(".staging");
@@ -205,7 +187,7 @@ fn a_killed_run_leaves_no_half_day_and_the_next_run_completes_it() {
     let finished = run(&data, &killed, &settings);
     assert!(!finished["written"].as_array().unwrap().is_empty());
     assert!(!staging.exists(), "a finished run clears .staging");
-    assert_eq!(snapshot(&killed), expected, "the interrupted archive ends byte for byte like an uninterrupted one");
+    assert_eq!(file_hashes(&killed), expected, "the interrupted archive ends byte for byte like an uninterrupted one");
 }
 
 #[test]

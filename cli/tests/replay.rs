@@ -3,10 +3,10 @@
 //! against the log read another way (`agentlog tail --json` of the whole,
 //! never-pruned WAL, and the live views' checkpoints), and nothing replay
 //! reads is ever written.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use agentlog_tests::incident::{file_hashes, plant_replayed_claim};
 use serde_json::Value;
 
 fn agentlog(args: &[&str]) -> Output {
@@ -30,24 +30,6 @@ fn json_lines(out: &str) -> Vec<Value> {
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Every file under `root` (relative path → blake3).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, into);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                into.insert(path.strip_prefix(root).unwrap().to_owned(), blake3::hash(&bytes).to_hex().to_string());
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(root, root, &mut files);
-    files
 }
 
 /// The demo's log (three days from 2026-01-01) at `whole`, and a copy at
@@ -89,7 +71,7 @@ fn one_history_over_the_archive_and_the_pruned_wal_is_the_whole_log() {
     let all = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])));
     assert!(all.len() > 10_000);
     let archive = pruned.join("archive");
-    let before = (snapshot(&whole), snapshot(&pruned));
+    let before = (file_hashes(&whole), file_hashes(&pruned));
 
     // Archive, then the WAL's tail: every event, as the whole WAL has it.
     assert_eq!(events(&["--data", path(&pruned)]), all);
@@ -209,7 +191,7 @@ fn one_history_over_the_archive_and_the_pruned_wal_is_the_whole_log() {
     assert_eq!(status["set_by"][0]["type"], "task_completed");
     assert_eq!(status["set_by"][0]["body"]["task_id"], "task-00042");
 
-    assert_eq!((snapshot(&whole), snapshot(&pruned)), before, "replay wrote to what it read");
+    assert_eq!((file_hashes(&whole), file_hashes(&pruned)), before, "replay wrote to what it read");
 }
 
 #[test]
@@ -358,7 +340,7 @@ fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
     let dir = tempfile::tempdir().unwrap();
     let (whole, pruned) = logs(dir.path());
     let all = json_lines(&ok(agentlog(&["tail", "--data", path(&whole), "--json"])));
-    let before = snapshot(&pruned);
+    let before = file_hashes(&pruned);
     // What if task-00042 had failed at once instead of being worked on.
     let session = "019b76f9-cbfe-7808-ad23-64249a3381ee";
     let commands = dir.path().join("what-if.jsonl");
@@ -373,8 +355,8 @@ fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
         ),
     )
     .unwrap();
-    let fork = |out: &Path| -> Value {
-        serde_json::from_str(&ok(agentlog(&[
+    let run_fork = |out: &Path| {
+        agentlog(&[
             "replay",
             "fork",
             "--data",
@@ -386,9 +368,9 @@ fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
             "--out",
             path(out),
             "--json",
-        ])))
-        .unwrap()
+        ])
     };
+    let fork = |out: &Path| -> Value { serde_json::from_str(&ok(run_fork(out))).unwrap() };
     let (first, second) = (dir.path().join("fork1"), dir.path().join("fork2"));
     let report = fork(&first);
     let outcomes = report["commands"].as_array().unwrap();
@@ -417,33 +399,11 @@ fn a_fork_runs_other_commands_on_a_copy_and_never_touches_the_original() {
     // The same fork again gives the same bytes; the original never changed.
     fork(&second);
     assert_eq!(events(&["--data", path(&second)]), forked);
-    assert_eq!(snapshot(&pruned), before, "the fork wrote to the original");
-    let e = failed(agentlog(&[
-        "replay",
-        "fork",
-        "--data",
-        path(&pruned),
-        "--at",
-        "1168",
-        "--commands",
-        path(&commands),
-        "--out",
-        path(&first),
-    ]));
+    assert_eq!(file_hashes(&pruned), before, "the fork wrote to the original");
+    let e = failed(run_fork(&first));
     assert!(e.contains("is not empty"), "{e}");
     std::fs::write(&commands, "{\"command\": \"steal_task\", \"body\": {}}\n").unwrap();
-    let e = failed(agentlog(&[
-        "replay",
-        "fork",
-        "--data",
-        path(&pruned),
-        "--at",
-        "1168",
-        "--commands",
-        path(&commands),
-        "--out",
-        path(&dir.path().join("fork3")),
-    ]));
+    let e = failed(run_fork(&dir.path().join("fork3")));
     assert!(e.contains("commands line \"1\"") && e.contains("steal_task"), "{e}");
 }
 
@@ -513,33 +473,12 @@ fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
     assert!(first["entity"].is_string() && !first["fields"].as_array().unwrap().is_empty(), "{world}");
 }
 
-/// Two claims on task-00001 written past the handler after the demo log's
-/// last event (the demo completed it long before): the second is a second
-/// holder, witnessed by the first. Returns their seqs.
+/// The demo completed task-00001 long before its last event: two copies
+/// of its claim after it make a second holder, witnessed by the first.
 fn plant_second_holder(whole: &Path) -> (u64, u64) {
     let task = json_lines(&ok(agentlog(&["tail", "--data", path(whole), "--json", "--stream", "task/task-00001"])));
     assert_eq!(task.last().unwrap()["type"], "task_completed");
-    let claim_seq = task.iter().find(|e| e["type"] == "task_claimed").unwrap()["seq"].as_u64().unwrap();
-    let version = task.last().unwrap()["stream_version"].as_u64().unwrap();
-    let store = agentlog_log::wal::Store::open(whole, agentlog_log::wal::StoreOptions::default()).unwrap();
-    let head = store.head().unwrap();
-    let last_ts = agentlog_log::EventSource::read(&store, head.last_seq, 1).unwrap()[0].ts;
-    let claim = agentlog_log::EventSource::read(&store, claim_seq, 1).unwrap().remove(0);
-    let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
-    for n in 1..=2u64 {
-        let mut event_id = claim.event_id.clone();
-        event_id[15] ^= n as u8;
-        writer.sealed(agentlog_log::Envelope {
-            seq: head.last_seq + n,
-            stream_version: version + n,
-            ts: last_ts,
-            event_id,
-            ..claim.clone()
-        });
-    }
-    writer.write().unwrap();
-    drop(store);
-    (head.last_seq + 1, head.last_seq + 2)
+    plant_replayed_claim(whole, "task-00001").unwrap()
 }
 
 /// The page as headless Chromium leaves it after its scripts ran.

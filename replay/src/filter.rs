@@ -58,7 +58,9 @@ pub fn parse_type(text: &str) -> Result<String> {
 }
 
 impl Filter {
-    fn names_entity(&self, event: &Envelope) -> bool {
+    /// `session_bytes`: the session filter's id as envelopes carry it,
+    /// parsed once per read, not per event.
+    fn names_entity(&self, event: &Envelope, session_bytes: Option<&[u8]>) -> bool {
         let refs = event.body.as_ref().map(|b| b.refs()).unwrap_or_default();
         let on_stream =
             |kind: &str, id: &str| event.stream.strip_prefix(kind).and_then(|s| s.strip_prefix('/')) == Some(id);
@@ -67,7 +69,7 @@ impl Filter {
             && self.session.as_deref().is_none_or(|id| {
                 on_stream("session", id)
                     || refs.session_id == id
-                    || id.parse::<SessionId>().is_ok_and(|s| s.as_bytes()[..] == event.session_id[..])
+                    || session_bytes.is_some_and(|s| s == event.session_id.as_slice())
             })
             && self.budget.as_deref().is_none_or(|id| on_stream("budget", id))
     }
@@ -79,9 +81,9 @@ impl Filter {
             && self.until.is_none_or(|t| event.ts <= t.as_nanos())
     }
 
-    fn plain_match(&self, event: &Envelope) -> bool {
+    fn plain_match(&self, event: &Envelope, session_bytes: Option<&[u8]>) -> bool {
         self.in_ranges(event)
-            && self.names_entity(event)
+            && self.names_entity(event, session_bytes)
             && self.correlation.as_deref().is_none_or(|c| event.correlation_id == c)
             && self.event_type.as_deref().is_none_or(|t| event.body.as_ref().is_some_and(|b| b.type_name() == t))
             && self.actor.as_deref().is_none_or(|a| event.actor == a)
@@ -102,6 +104,8 @@ pub fn events(history: &History, filter: &Filter, f: &mut dyn FnMut(&Envelope) -
     // The causation chain grows as the events it caused go by (an effect
     // always comes after its cause).
     let mut chain: HashSet<Vec<u8>> = HashSet::new();
+    let session_bytes =
+        filter.session.as_deref().and_then(|id| id.parse::<SessionId>().ok()).map(|s| s.as_bytes().to_vec());
     let mut matched = 0;
     let mut next = from;
     while next <= to {
@@ -117,7 +121,7 @@ pub fn events(history: &History, filter: &Filter, f: &mut dyn FnMut(&Envelope) -
                 }
                 chain.insert(event.event_id.clone());
             }
-            if filter.plain_match(event) {
+            if filter.plain_match(event, session_bytes.as_deref()) {
                 matched += 1;
                 if !f(event) {
                     return Ok(matched);

@@ -346,6 +346,8 @@ pub fn explain(history: &History, entity: &Entity, at: u64, progress: &mut dyn F
     let mut ids: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut set_by: BTreeMap<String, u64> = BTreeMap::new();
     let mut before: BTreeMap<String, Value> = BTreeMap::new();
+    // Whether the event between the two steps touches the entity.
+    let mut touching = false;
     fold(
         history,
         &mut views,
@@ -354,12 +356,13 @@ pub fn explain(history: &History, entity: &Entity, at: u64, progress: &mut dyn F
         &mut |event, views, step| {
             if step == Step::Before {
                 ids.insert(event.event_id.clone(), event.seq);
-                if touched(event).contains(entity) {
+                touching = touched(event).contains(entity);
+                if touching {
                     before = views.entity(entity).as_ref().map(flatten).unwrap_or_default();
                 }
                 return;
             }
-            if touched(event).contains(entity) {
+            if touching {
                 let after = views.entity(entity).as_ref().map(flatten).unwrap_or_default();
                 for path in before.keys().chain(after.keys()) {
                     if before.get(path) != after.get(path) {

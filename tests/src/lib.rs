@@ -1,5 +1,7 @@
 //! Shared helpers for agentlog's end-to-end tests: a world of registered
-//! agents with open sessions on a fresh embedded log, and a real nats-server.
+//! agents with open sessions on a fresh embedded log, a real nats-server,
+//! and incidents planted into a log.
+pub mod incident;
 pub mod nats;
 
 use std::path::Path;
