@@ -29,6 +29,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::stored_keys::StoredKeys;
+
 /// A 256-bit sum of entity hashes (little-endian limbs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sum([u64; 4]);
@@ -228,6 +230,11 @@ pub struct Entities<K, V> {
     settled: Sum,
     /// Where entities not in `map` are; `None`: every entity is in `map`.
     backing: Option<Arc<dyn Backing>>,
+    /// Every key this family wrote to the store, when it is the only
+    /// writer of what the store holds of it (its first settle replaced
+    /// everything there): a key not among them is not read from the store.
+    /// `None` after a resume, when what the store holds is not known.
+    stored_keys: Option<StoredKeys>,
     /// Settles so far (what a slot's `generation` counts).
     generation: u64,
 }
@@ -273,6 +280,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
             removed: HashMap::new(),
             settled: Sum::ZERO,
             backing: None,
+            stored_keys: None,
             generation: 0,
         }
     }
@@ -297,6 +305,9 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
             return None;
         }
         let key = key.to_owned().to_bytes();
+        if self.stored_keys.as_ref().is_some_and(|stored| !stored.may_contain(&key)) {
+            return None;
+        }
         let bytes = backing.get(self.kind, &key).unwrap_or_else(|e| unreadable(self.kind, e))?;
         Some((key, bytes))
     }
@@ -633,15 +644,18 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
         self.generation += 1;
         let generation = self.generation;
         if !self.tracking {
-            // The first settle: every entity.
+            // The first settle: every entity, replacing what the store held.
             self.settled = Sum::ZERO;
+            let mut stored_keys = StoredKeys::default();
             for (key, slot) in &mut self.map {
                 let (key_bytes, bytes) = (key.to_bytes(), Self::value_bytes(&slot.value));
                 let hash = entity_hash(self.kind, &key_bytes, &bytes);
                 self.settled = self.settled + hash;
                 (slot.settled, slot.dirty, slot.generation) = (hash, false, generation);
+                stored_keys.insert(&key_bytes);
                 out.push((key_bytes, Some(bytes)));
             }
+            self.stored_keys = Some(stored_keys);
             (self.tracking, self.changed, self.removed) = (true, Vec::new(), HashMap::new());
             return;
         }
@@ -655,6 +669,9 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
                     let hash = entity_hash(self.kind, &key_bytes, &bytes);
                     self.settled = self.settled - slot.settled + hash;
                     (slot.settled, slot.dirty, slot.generation) = (hash, false, generation);
+                    if let Some(stored_keys) = &mut self.stored_keys {
+                        stored_keys.insert(&key_bytes);
+                    }
                     out.push((key_bytes, Some(bytes)));
                 }
                 None => {
@@ -692,7 +709,7 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
     }
 
     fn resume(&mut self, backing: Arc<dyn Backing>, settled: Sum) -> Result<(), String> {
-        (self.backing, self.settled, self.tracking) = (Some(backing), settled, true);
+        (self.backing, self.settled, self.tracking, self.stored_keys) = (Some(backing), settled, true, None);
         self.changed.clear();
         Ok(())
     }
@@ -712,7 +729,9 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
             self.map.iter().filter(|(_, slot)| !slot.dirty).map(|(key, slot)| (slot.generation, key)).collect();
         let n = excess.min(settled.len());
         if n < settled.len() {
-            settled.select_nth_unstable(n);
+            // By generation alone: which of one generation go does not
+            // change what a read returns, and comparing keys costs.
+            settled.select_nth_unstable_by_key(n, |(generation, _)| *generation);
         }
         let evict: Vec<K> = settled[..n].iter().map(|(_, key)| (*key).clone()).collect();
         for key in &evict {

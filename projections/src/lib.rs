@@ -16,6 +16,7 @@ pub mod reputation;
 pub mod service;
 #[cfg(feature = "store")]
 pub mod store;
+mod stored_keys;
 pub mod ticker;
 pub mod views;
 #[cfg(feature = "store")]

@@ -37,7 +37,7 @@
 //! An agent without history scores 0.5. The state also remembers each task
 //! not yet finished for good (its requirements and current claim). Floats in the state are serialised as
 //! their bit patterns, so an entity read back from its JSON hashes the same.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,9 @@ struct Fleet {
 
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 struct TaskState {
-    required: BTreeSet<String>,
+    /// Sorted, each once: a set, kept as a `Vec` (one allocation, not a
+    /// tree node, for each of the many tasks in memory; the same JSON).
+    required: Vec<String>,
     claim: Option<Claim>,
 }
 
@@ -237,7 +239,7 @@ impl Reputation {
             .unwrap_or_default()
     }
 
-    fn record(&mut self, agent_id: &str, required: &BTreeSet<String>, ts: u64, outcome: Outcome) {
+    fn record(&mut self, agent_id: &str, required: &[String], ts: u64, outcome: Outcome) {
         if agent_id.is_empty() {
             return;
         }
@@ -287,7 +289,9 @@ impl Projection for Reputation {
         let ts = event.ts;
         match &event.body {
             Some(Body::TaskCreated(e)) => {
-                let required = e.required_capabilities.iter().cloned().collect();
+                let mut required = e.required_capabilities.clone();
+                required.sort_unstable();
+                required.dedup();
                 self.tasks.insert(e.task_id.clone(), TaskState { required, claim: None });
             }
             Some(Body::TaskClaimed(e)) => {

@@ -52,7 +52,7 @@ fn entity_key(name: &str, kind: &str, key: &[u8]) -> Vec<u8> {
 
 /// Entities each family keeps in memory by default once they are stored
 /// (`projections.cache-entities`).
-pub const DEFAULT_CACHE_ENTITIES: usize = 100_000;
+pub const DEFAULT_CACHE_ENTITIES: usize = 50_000;
 
 pub struct ProjectionStore {
     db: Arc<DB>,
@@ -107,6 +107,14 @@ fn open_error(path: &Path) -> impl FnOnce(rocksdb::Error) -> Error {
         OpenFailure::Damaged { file, reason } => Error::Damaged { path, file, reason },
         OpenFailure::Other(_) => Error::storage("opening the projection store")(e),
     }
+}
+
+/// Whether a write goes through RocksDB's write-ahead log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    Logged,
+    /// Only a rebuild's, which flushes at its end ([`ProjectionStore::rebuild`]).
+    Unlogged,
 }
 
 /// Events a rebuild into the store folds between two looks at its memory.
@@ -195,6 +203,14 @@ impl ProjectionStore {
     /// (looked at every [`REBUILD_LOOK_EVENTS`] events), so memory holds the
     /// cache and what changed since the last save, not the whole history.
     /// `progress` gets the last seq folded after each page. Returns it.
+    ///
+    /// Its saves skip RocksDB's write-ahead log (the data is written once,
+    /// not twice) and the last one is flushed to table files before it
+    /// returns. A crash on the way loses saves not yet flushed, never part
+    /// of one: the store has one column family, whose memtables are flushed
+    /// in the order they were written, so what survives is the state and
+    /// checkpoint of some earlier save, and the next start folds on from
+    /// there.
     pub fn rebuild(
         &self,
         wal: &dyn EventSource,
@@ -208,12 +224,13 @@ impl ProjectionStore {
             if done - looked_at >= REBUILD_LOOK_EVENTS {
                 looked_at = done;
                 if runners.iter().any(|r| r.largest_in_memory() > self.cache_entities) {
-                    self.save(runners)?;
+                    self.save_with(runners, Logging::Unlogged)?;
                 }
             }
             Ok(())
         })?;
-        self.save(runners)?;
+        self.save_with(runners, Logging::Unlogged)?;
+        self.db.flush().map_err(Error::storage("flushing a rebuild to table files"))?;
         Ok(done)
     }
 
@@ -288,7 +305,11 @@ impl ProjectionStore {
     /// them drop what their cache does not keep; returns the bytes written.
     /// A failed write leaves them settled but not saved: load them again.
     pub fn save(&self, runners: &mut [&mut dyn Runner]) -> Result<usize> {
-        let size_bytes = self.write(&runners.iter_mut().map(|r| r.settle()).collect::<Vec<_>>())?;
+        self.save_with(runners, Logging::Logged)
+    }
+
+    fn save_with(&self, runners: &mut [&mut dyn Runner], logging: Logging) -> Result<usize> {
+        let size_bytes = self.write_with(&runners.iter_mut().map(|r| r.settle()).collect::<Vec<_>>(), logging)?;
         self.written(runners);
         Ok(size_bytes)
     }
@@ -307,6 +328,10 @@ impl ProjectionStore {
     /// saved: their owner must write the same again, before anything
     /// settled later ([`crate::Views::save`] does).
     pub fn write(&self, settled: &[Settled]) -> Result<usize> {
+        self.write_with(settled, Logging::Logged)
+    }
+
+    fn write_with(&self, settled: &[Settled], logging: Logging) -> Result<usize> {
         let mut batch = WriteBatch::default();
         for Settled { name, checkpoint, changes, whole } in settled {
             if *whole {
@@ -326,7 +351,9 @@ impl ProjectionStore {
             batch.put(checkpoint_key(name), serde_json::to_vec(checkpoint).expect("checkpoints serialise"));
         }
         let size_bytes = batch.size_in_bytes();
-        self.db.write(batch).map_err(Error::storage("writing projection checkpoints"))?;
+        let mut options = rocksdb::WriteOptions::default();
+        options.disable_wal(logging == Logging::Unlogged);
+        self.db.write_opt(batch, &options).map_err(Error::storage("writing projection checkpoints"))?;
         Ok(size_bytes)
     }
 }

@@ -140,6 +140,20 @@ pub enum ViolationKind {
     /// (`remaining` stays at 0; `replay check` calls it
     /// `budget_non_negative`).
     Overdrawn,
+    /// An event whose time is before the latest time on its stream
+    /// (`replay check`'s `stream_time`; streams are compared one by one,
+    /// since two nodes' clocks may interleave across streams).
+    TimeWentBack,
+    /// An event sent in a session (the envelope's) that had closed or
+    /// expired (`replay check`'s `nothing_after_session_end`).
+    AfterSessionEnd,
+}
+
+/// A stream's last version, and the latest time of an event on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMark {
+    pub version: u64,
+    pub ts: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,8 +171,8 @@ fn ready_key(task: &TaskView) -> Vec<u8> {
 
 /// The world model's state: its entities, each its own key in the
 /// projection store (families `task`, `session`, `agent`, `budget`,
-/// `violation` by seq, and `version`: each stream's last version, for gap
-/// detection); the indexes the queries page through, which grow with the
+/// `violation` by seq, and `version`: each stream's last version and
+/// latest time, for gaps and time going back); the indexes the queries page through, which grow with the
 /// world, kept in the store the same way (`ready`, `dependent`, `status`,
 /// `live-session`); and indexes of live work only, in memory, rebuilt when
 /// a checkpoint is loaded (agents holding a session, the deadlines).
@@ -169,7 +183,7 @@ pub struct WorldModel {
     agents: Entities<String, AgentView>,
     budgets: Entities<String, BudgetView>,
     violations: Entities<(u64, u32), Violation>,
-    versions: Entities<String, u64>,
+    versions: Entities<String, StreamMark>,
     /// Open tasks whose dependencies are all completed, in claim order
     /// ([`indexes::ready`]).
     ready: Index,
@@ -229,7 +243,8 @@ impl Projection for WorldModel {
     const NAME: &'static str = "world";
 
     fn apply(&mut self, event: &Envelope) {
-        self.check_version(event);
+        self.check_stream(event);
+        self.check_session_live(event);
         let Some(body) = &event.body else { return };
         self.fold(event, body);
         let (task, session) = touched(body);
@@ -682,18 +697,48 @@ impl WorldModel {
         self.violations.insert((event.seq, index), violation);
     }
 
-    fn check_version(&mut self, event: &Envelope) {
+    /// The stream's versions continue without a gap, and its time does not
+    /// go back.
+    fn check_stream(&mut self, event: &Envelope) {
+        let (version, ts) = (event.stream_version, event.ts);
         let last = match self.versions.get_mut(event.stream.as_str()) {
-            Some(version) => std::mem::replace(version, event.stream_version.max(*version)),
+            Some(mark) => {
+                let was = *mark;
+                *mark = StreamMark { version: version.max(was.version), ts: ts.max(was.ts) };
+                Some(was)
+            }
             None => {
-                self.versions.insert(event.stream.clone(), event.stream_version);
-                0
+                self.versions.insert(event.stream.clone(), StreamMark { version, ts });
+                None
             }
         };
-        if event.stream_version != last + 1 {
-            let detail = format!("version {} follows version {last}", event.stream_version);
+        let last_version = last.map_or(0, |mark| mark.version);
+        if version != last_version + 1 {
+            let detail = format!("version {version} follows version {last_version}");
             self.violate(event, ViolationKind::VersionGap, detail);
         }
+        if let Some(last) = last
+            && ts < last.ts
+        {
+            let detail = format!("its time is {} ns before the latest on stream {}", last.ts - ts, event.stream);
+            self.violate(event, ViolationKind::TimeWentBack, detail);
+        }
+    }
+
+    /// An event sent in a session (the envelope's) comes while it is live.
+    fn check_session_live(&mut self, event: &Envelope) {
+        let Ok(id) = uuid::Uuid::from_slice(&event.session_id) else { return };
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = id.hyphenated().encode_lower(&mut text);
+        let status = match self.sessions.get(&*id) {
+            Some(session) if session.status != SessionStatus::Live => session.status,
+            _ => return,
+        };
+        let detail = format!(
+            "sent in session {id}, which had {}",
+            if status == SessionStatus::Closed { "closed" } else { "expired" }
+        );
+        self.violate(event, ViolationKind::AfterSessionEnd, detail);
     }
 
     fn check_balance(&mut self, event: &Envelope, budget_id: &str, stated: u64) {

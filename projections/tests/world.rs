@@ -227,6 +227,45 @@ fn a_debit_with_no_session() {
 }
 
 #[test]
+fn time_going_back_on_one_stream_but_not_across_streams() {
+    let mut log = Log::default();
+    log.task("t1", 0, &[]);
+    log.task("t2", 0, &[]);
+    // Another stream earlier in time: two nodes' clocks may interleave.
+    log.events[1].ts = log.events[0].ts - 500;
+    log.claim("t1", "a1", "s1");
+    let back = log.claim("t1", "a1", "s1");
+    log.events[back as usize - 1].ts = log.events[0].ts - 1;
+    let world = log.fold();
+    let broken: Vec<_> = kinds(&world).into_iter().filter(|(_, k)| *k == ViolationKind::TimeWentBack).collect();
+    assert_eq!(broken, [(back, ViolationKind::TimeWentBack)]);
+    let violation = world.violations().find(|v| v.kind == ViolationKind::TimeWentBack).unwrap();
+    assert!(violation.detail.contains("ns before the latest on stream task/t1"), "{violation:?}");
+}
+
+#[test]
+fn an_event_sent_in_a_session_that_ended() {
+    let session = "0190b5a8-1c2d-7000-8000-00000000beef";
+    let bytes = uuid::Uuid::parse_str(session).unwrap().as_bytes().to_vec();
+    let mut log = Log::default();
+    log.session(session, "a1");
+    log.task("t1", 0, &[]);
+    let live = log.claim("t1", "a1", session);
+    log.events[live as usize - 1].session_id = bytes.clone();
+    log.push(
+        &format!("session/{session}"),
+        Body::SessionClosed(SessionClosed { session_id: session.into(), reason: String::new() }),
+    );
+    let after = log.complete("t1", "a1", session);
+    log.events[after as usize - 1].session_id = bytes;
+    let world = log.fold();
+    let broken: Vec<_> = kinds(&world).into_iter().filter(|(_, k)| *k == ViolationKind::AfterSessionEnd).collect();
+    assert_eq!(broken, [(after, ViolationKind::AfterSessionEnd)]);
+    let violation = world.violations().find(|v| v.kind == ViolationKind::AfterSessionEnd).unwrap();
+    assert!(violation.detail.contains(&format!("sent in session {session}, which had closed")), "{violation:?}");
+}
+
+#[test]
 fn a_version_gap() {
     let mut log = Log::default();
     log.task("t1", 0, &[]);

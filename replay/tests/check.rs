@@ -3,6 +3,8 @@
 //! straight through `Log::append` (past the handler, which would refuse the
 //! break) or, for what the log itself guarantees (seqs, versions, the
 //! chain), through the WAL's raw writer (past the write path's checks).
+//! The live world view flags the same breaks as they arrive, where it can
+//! see them (it keeps no hash chain), at the same seq.
 use agentlog_core::schema::{
     AgentRegistered, BudgetAllocated, BudgetDebited, SessionClosed, SessionExpired, SessionOpened, TaskClaimed,
     TaskCompleted, TaskCreated, TaskLeaseExpired, TaskReleased,
@@ -10,6 +12,8 @@ use agentlog_core::schema::{
 use agentlog_core::{AppendRequest, Body, Envelope, EventId, ExpectedVersion, Log, SeededIdGen, Timestamp};
 use agentlog_log::wal::{RawWriter, Store, StoreOptions};
 use agentlog_log::{EmbeddedLog, Options};
+use agentlog_projections::world::ViolationKind;
+use agentlog_projections::{Live, WorldModel};
 use agentlog_replay::{History, Invariant, Report};
 
 const S1: &str = "00000000-0000-7000-8000-000000000001";
@@ -112,6 +116,15 @@ fn only(report: &Report, invariant: Invariant, seq: u64, witness: &[u64]) {
     assert_eq!(found.witness, witness, "{found:#?}");
 }
 
+/// The live world view, folded over the whole history, flags `kind` at `seq`.
+fn the_world_flags(dir: &std::path::Path, seq: u64, kind: ViolationKind) {
+    let history = History::open(Some(dir), None).unwrap();
+    let mut world = Live::<WorldModel>::new();
+    agentlog_projections::rebuild(&history, &mut [&mut world], u64::MAX, &mut |_, _| {}).unwrap();
+    let flagged: Vec<_> = world.state.violations().map(|v| (v.seq, v.kind)).collect();
+    assert!(flagged.contains(&(seq, kind)), "{kind:?} at seq {seq}: the world flags {flagged:?}");
+}
+
 #[tokio::test]
 async fn a_valid_history_breaks_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +141,10 @@ async fn a_valid_history_breaks_nothing() {
     let report = check(dir.path());
     assert_eq!(report.events, 9);
     assert_eq!(report.breaks, []);
+    let history = History::open(Some(dir.path()), None).unwrap();
+    let mut world = Live::<WorldModel>::new();
+    agentlog_projections::rebuild(&history, &mut [&mut world], u64::MAX, &mut |_, _| {}).unwrap();
+    assert_eq!(world.state.violations().count(), 0, "{:?}", world.state.violations().collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -137,6 +154,7 @@ async fn a_second_holder() {
     plant.event(2, "task/t1", Some(S2), Plant::claim("t1", "a2", S2, 32)).await;
     drop(plant);
     only(&check(dir.path()), Invariant::OneHolder, 8, &[7, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::ClaimNotOpen);
 }
 
 #[tokio::test]
@@ -161,6 +179,7 @@ async fn a_claim_in_another_agents_session_and_in_an_ended_one() {
     plant.event(3, "task/t2", None, Plant::claim("t2", "a2", S2, 33)).await;
     drop(plant);
     only(&check(dir.path()), Invariant::ClaimInLiveSession, 10, &[4, 8, 10]);
+    the_world_flags(dir.path(), 10, ViolationKind::ClaimInDeadSession);
 }
 
 #[tokio::test]
@@ -176,6 +195,7 @@ async fn a_completion_by_someone_else_and_one_after_the_lease() {
     plant.event(5, "task/t1", Some(S2), by_a2).await;
     drop(plant);
     only(&check(dir.path()), Invariant::FinishByHolder, 8, &[7, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::FinishedByNonHolder);
 
     let dir = tempfile::tempdir().unwrap();
     let mut plant = valid_prefix(dir.path()).await;
@@ -204,6 +224,7 @@ async fn a_lease_expired_early_and_a_session_expired_early() {
     drop(plant);
     // The claim, and S1's opening (its last sign of life).
     only(&check(dir.path()), Invariant::LeaseExpiry, 8, &[3, 7, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::ExpiredEarly);
 
     // After the lease's end it is no break.
     let dir = tempfile::tempdir().unwrap();
@@ -225,6 +246,7 @@ async fn an_event_in_a_session_after_it_closed() {
     plant.event(3, "budget/b1", Some(S2), Plant::debit(10, 90, "a2", S2)).await;
     drop(plant);
     only(&check(dir.path()), Invariant::NothingAfterSessionEnd, 9, &[8, 9]);
+    the_world_flags(dir.path(), 9, ViolationKind::AfterSessionEnd);
 }
 
 #[tokio::test]
@@ -237,12 +259,14 @@ async fn a_budget_overdrawn_and_a_balance_misstated() {
     drop(plant);
     // The allocation, this debit and the largest earlier one: 50 + 60 > 100.
     only(&check(dir.path()), Invariant::BudgetNonNegative, 10, &[6, 8, 10]);
+    the_world_flags(dir.path(), 10, ViolationKind::Overdrawn);
 
     let dir = tempfile::tempdir().unwrap();
     let mut plant = valid_prefix(dir.path()).await;
     plant.event(2, "budget/b1", Some(S1), Plant::debit(10, 95, "a1", S1)).await;
     drop(plant);
     only(&check(dir.path()), Invariant::BudgetArithmetic, 8, &[6, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::BalanceMismatch);
 }
 
 #[tokio::test]
@@ -267,6 +291,7 @@ async fn a_stream_whose_time_goes_back() {
     plant.log.append(request).await.unwrap();
     drop(plant);
     only(&check(dir.path()), Invariant::StreamTime, 8, &[7, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::TimeWentBack);
 }
 
 /// The valid prefix, then `stage` writing raw events after seq 7.
@@ -296,6 +321,7 @@ async fn a_stream_version_skipped() {
     })
     .await;
     only(&check(dir.path()), Invariant::StreamVersions, 8, &[7, 8]);
+    the_world_flags(dir.path(), 8, ViolationKind::VersionGap);
 }
 
 #[tokio::test]
