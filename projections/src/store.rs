@@ -60,6 +60,9 @@ pub struct ProjectionStore {
     /// Settled entities each family keeps in memory; the rest are read
     /// from here when asked for.
     cache_entities: usize,
+    /// Writes still to fail, as a full disk would (tests).
+    #[cfg(test)]
+    failing_writes: std::sync::atomic::AtomicUsize,
 }
 
 /// One projection's entities in the store, read by its families
@@ -146,7 +149,13 @@ impl ProjectionStore {
         let mut options = options();
         options.create_if_missing(true);
         let db = DB::open(&options, path).map_err(open_error(path))?;
-        Ok(ProjectionStore { db: Arc::new(db), path: path.to_owned(), cache_entities: DEFAULT_CACHE_ENTITIES })
+        Ok(ProjectionStore {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            cache_entities: DEFAULT_CACHE_ENTITIES,
+            #[cfg(test)]
+            failing_writes: Default::default(),
+        })
     }
 
     /// Opens an existing store without its lock, to inspect it; `None` when
@@ -156,7 +165,13 @@ impl ProjectionStore {
             return Ok(None);
         }
         let db = DB::open_for_read_only(&options(), path, false).map_err(open_error(path))?;
-        Ok(Some(ProjectionStore { db: Arc::new(db), path: path.to_owned(), cache_entities: DEFAULT_CACHE_ENTITIES }))
+        Ok(Some(ProjectionStore {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            cache_entities: DEFAULT_CACHE_ENTITIES,
+            #[cfg(test)]
+            failing_writes: Default::default(),
+        }))
     }
 
     /// Keeps at most `entities` settled entities of each family in memory
@@ -351,6 +366,14 @@ impl ProjectionStore {
             batch.put(checkpoint_key(name), serde_json::to_vec(checkpoint).expect("checkpoints serialise"));
         }
         let size_bytes = batch.size_in_bytes();
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.failing_writes.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)");
+                return Err(Error::storage("writing projection checkpoints")(full));
+            }
+        }
         let mut options = rocksdb::WriteOptions::default();
         options.disable_wal(logging == Logging::Unlogged);
         self.db.write_opt(batch, &options).map_err(Error::storage("writing projection checkpoints"))?;
@@ -401,6 +424,45 @@ mod tests {
         store.db.delete(entity_key("world", "task", b"t2")).unwrap();
         let loaded: Live<WorldModel> = store.load().unwrap();
         assert_ne!(hex(&loaded.state), checkpoint.state_hash);
+    }
+
+    #[test]
+    fn a_save_that_failed_is_written_by_the_next_and_nothing_leaves_memory_before_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProjectionStore::open(dir.path()).unwrap().with_cache_entities(4);
+        let views = crate::Views::default();
+        let mut scratch = Live::<WorldModel>::new();
+        fn fold(views: &crate::Views, scratch: &mut Live<WorldModel>, seqs: std::ops::RangeInclusive<u64>) {
+            for seq in seqs {
+                let id = format!("t{seq}");
+                let event = Envelope {
+                    seq,
+                    stream: format!("task/{id}"),
+                    stream_version: 1,
+                    body: Some(Body::TaskCreated(TaskCreated { task_id: id, ..Default::default() })),
+                    hash: seq.to_le_bytes().to_vec(),
+                    ..Default::default()
+                };
+                views.apply(std::slice::from_ref(&event));
+                scratch.apply(&event);
+            }
+        }
+        fold(&views, &mut scratch, 1..=10);
+        views.save(&store).unwrap();
+        fold(&views, &mut scratch, 11..=30);
+        store.failing_writes.store(1, std::sync::atomic::Ordering::SeqCst);
+        let failed = views.save(&store).unwrap_err();
+        assert!(failed.to_string().contains("no space left"), "{failed}");
+        // Nothing the failed save took was dropped from memory.
+        assert_eq!(views.world().state, scratch.state);
+        assert_eq!(store.checkpoint("world").unwrap().unwrap().position, 10);
+        fold(&views, &mut scratch, 31..=40);
+        views.save(&store).unwrap();
+        let loaded: Live<WorldModel> = store.load().unwrap();
+        assert_eq!(loaded.position, 40);
+        assert_eq!(loaded.state, scratch.state, "every task, those the failed save took too");
+        let hex = |state: &WorldModel| agentlog_log::chain::to_hex(&state_hash_from_scratch(state));
+        assert_eq!(hex(&loaded.state), hex(&scratch.state));
     }
 
     #[test]
