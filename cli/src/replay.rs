@@ -558,9 +558,11 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
         .map(|v| {
             let differing: Vec<serde_json::Value> =
                 v.differing.iter().map(agentlog_replay::trace::change_json).collect();
+            let first = v.first_divergent.as_ref().map(agentlog_log::json::envelope);
             serde_json::json!({
                 "name": v.name, "ok": v.ok(), "position": v.position, "live_state_hash": v.live_hash,
                 "replayed_state_hash": v.replayed_hash, "differing_entities": v.differing_count, "differing": differing,
+                "first_divergent_event": first,
             })
         })
         .collect();
@@ -602,10 +604,20 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
                 v.name, v.position, v.live_hash, v.replayed_hash, v.differing_count
             );
             for change in &v.differing {
-                println!("  {}:", change.entity.name());
+                let set_by: Vec<String> = change.events.iter().map(u64::to_string).collect();
+                let set_by =
+                    if set_by.is_empty() { String::new() } else { format!(" (set by seq {})", set_by.join(", ")) };
+                println!("  {}{set_by}:", change.entity.name());
                 for field in &change.fields {
                     println!("    {}: {} -> {}", field.path, shown(field.before.as_ref()), shown(field.after.as_ref()));
                 }
+            }
+            match &v.first_divergent {
+                Some(event) => {
+                    println!("  first divergent event (the earliest that set a differing field):");
+                    println!("  {}", inspect::line(event));
+                }
+                None => println!("  no event set the differing fields: the checkpoint holds what no event made"),
             }
         }
         match &verification.sources {

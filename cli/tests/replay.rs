@@ -471,6 +471,49 @@ fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
     assert!(world["differing_entities"].as_u64().unwrap() > 10, "{world}");
     let first = &world["differing"][0];
     assert!(first["entity"].is_string() && !first["fields"].as_array().unwrap().is_empty(), "{world}");
+
+    // The history rewritten after its views were kept, with an intact
+    // chain (as a fold that changed would see it): one task's title, at
+    // its creation. That event is named as the first divergent one.
+    let rewritten = dir.path().join("rewritten");
+    copy_dir(&whole, &rewritten);
+    let created = json_lines(&ok(agentlog(&[
+        "tail",
+        "--data",
+        path(&rewritten),
+        "--json",
+        "--stream",
+        "task/task-00042",
+    ])))[0]["seq"]
+        .as_u64()
+        .unwrap();
+    {
+        let store = agentlog_log::wal::Store::open(&rewritten, agentlog_log::wal::StoreOptions::default()).unwrap();
+        let head = store.head().unwrap().last_seq;
+        let previous: [u8; 32] =
+            agentlog_log::EventSource::read(&store, created - 1, 1).unwrap()[0].hash.clone().try_into().unwrap();
+        let mut events = agentlog_log::EventSource::read(&store, created, usize::try_from(head).unwrap()).unwrap();
+        let Some(agentlog_log::Body::TaskCreated(task)) = &mut events[0].body else { panic!("{:?}", events[0]) };
+        task.title = "rewritten".into();
+        let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
+        let mut events = events.into_iter();
+        writer.sealed_onto(&previous, events.next().unwrap());
+        for event in events {
+            writer.sealed(event);
+        }
+        writer.write().unwrap();
+    }
+    ok(agentlog(&["verify", "--data", path(&rewritten)]));
+    let (passed, report) = verify(&rewritten);
+    assert!(!passed, "{report}");
+    let world = report["views"].as_array().unwrap().iter().find(|v| v["name"] == "world").unwrap();
+    assert_eq!(world["differing_entities"], 1, "{world}");
+    assert_eq!(world["differing"][0]["entity"], "task/task-00042", "{world}");
+    assert_eq!(world["differing"][0]["events"], serde_json::json!([created]), "{world}");
+    assert_eq!(world["first_divergent_event"]["seq"], created, "{world}");
+    assert_eq!(world["first_divergent_event"]["type"], "task_created", "{world}");
+    let reputation = report["views"].as_array().unwrap().iter().find(|v| v["name"] == "reputation").unwrap();
+    assert_eq!(reputation["ok"], true, "the title is not the reputation's: {reputation}");
 }
 
 /// The demo completed task-00001 long before its last event: two copies

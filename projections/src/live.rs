@@ -10,12 +10,15 @@ use serde::{Deserialize, Serialize};
 use crate::entities::{Backing, Change, Sum};
 use crate::projection::Projection;
 
-/// What a checkpoint holds: 3 since it records each family's sum (2: the
-/// indexes the queries page through kept in the store with the entities).
+/// What a checkpoint holds: 4 since the world keeps each stream's latest
+/// time beside its version (3: each family's sum recorded; 2: the indexes
+/// the queries page through kept in the store with the entities).
 /// A checkpoint of another format (the oldest have none: 0) is read as
 /// none, and its projection folds again from seq 1, replacing what the
-/// store had of it.
-pub const FORMAT: u32 = 3;
+/// store had of it. Any change to what a fold makes of the same events
+/// (a field, a violation it flags) bumps it, so no node and no replay
+/// snapshot goes on from a state an older fold made.
+pub const FORMAT: u32 = 4;
 
 /// Where a projection is: written with its state in one RocksDB write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

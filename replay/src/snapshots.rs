@@ -52,7 +52,9 @@ impl Snapshots {
             return Err(Error::Empty);
         }
         let id = hash_at(history, 1)?;
-        let root = cache.join(&id[..32]);
+        // Snapshots of another format hold views another fold made: not
+        // continued from.
+        let root = cache.join(&id[..32]).join(format!("format-{}", agentlog_projections::live::FORMAT));
         std::fs::create_dir_all(&root).map_err(|e| Error::Cache { path: root.clone(), reason: e.to_string() })?;
         Ok(Snapshots { root, interval: interval.max(1) })
     }

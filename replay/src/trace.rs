@@ -78,7 +78,7 @@ impl Entity {
 }
 
 /// The entities an event may change: its stream's, and those its body names.
-fn touched(event: &Envelope) -> BTreeSet<Entity> {
+pub(crate) fn touched(event: &Envelope) -> BTreeSet<Entity> {
     let mut entities = BTreeSet::new();
     if let Ok(stream) = Entity::parse(&event.stream) {
         entities.insert(stream);

@@ -3,7 +3,10 @@
 //! * Each view's checkpoint in `<data>/projections`: both views are folded
 //!   from the history to the checkpoint's position and their state hashes
 //!   compared; on a mismatch, every entity of the folded view is compared
-//!   with what the store holds, field by field.
+//!   with what the store holds, field by field, and the history is folded
+//!   once more to find, for each differing field, the event that last set
+//!   it: the earliest of those is the first divergent event, the first
+//!   whose effect the checkpoint does not show.
 //! * The archive against the WAL, where both hold events: their stored
 //!   bytes, seq by seq. The first seq where they differ is named with both
 //!   events' differing fields. (Opening a history only checks the seam,
@@ -19,7 +22,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::point::Entity;
 use crate::source::History;
-use crate::trace::{EntityChange, FieldChange, field_changes};
+use crate::trace::{EntityChange, FieldChange, field_changes, flatten, touched};
 
 /// Events compared per page.
 const PAGE: usize = 4096;
@@ -38,6 +41,11 @@ pub struct ViewCheck {
     pub differing: Vec<EntityChange>,
     /// How many entities differ in all.
     pub differing_count: usize,
+    /// The earliest event that last set a differing field (of the listed
+    /// entities) in the fold of the history; `None` when the views agree,
+    /// or when no event set any of them (the checkpoint holds what no
+    /// event made).
+    pub first_divergent: Option<Envelope>,
 }
 
 impl ViewCheck {
@@ -101,6 +109,78 @@ fn reputation_entities(reputation: &Reputation) -> BTreeMap<Entity, Value> {
     reputation.agents().map(|a| (Entity::Agent(a.agent_id.clone()), json!(a))).collect()
 }
 
+/// One entity as [`world_entities`] shows it.
+fn world_entity(world: &WorldModel, entity: &Entity) -> Option<Value> {
+    match entity {
+        Entity::Task(id) => world.task(id).map(|t| json!(t)),
+        Entity::Session(id) => world.session(id).map(|s| json!(s)),
+        Entity::Agent(id) => world.agent(id).map(|a| json!(a)),
+        Entity::Budget(id) => world.budget(id).map(|b| json!(b)),
+    }
+}
+
+/// One entity as [`reputation_entities`] shows it.
+fn reputation_entity(reputation: &Reputation, entity: &Entity) -> Option<Value> {
+    match entity {
+        Entity::Agent(id) => reputation.agent(id).map(|a| json!(a)),
+        _ => None,
+    }
+}
+
+/// How a view's entities are shown, all or one.
+struct Shown<P> {
+    all: fn(&P) -> BTreeMap<Entity, Value>,
+    one: fn(&P, &Entity) -> Option<Value>,
+}
+
+/// Folds the history to `position` again and records, for each differing
+/// field of `changes`, the event that last set it (into each change's
+/// `events`); returns the earliest of them.
+fn last_setters<P: Projection>(
+    history: &History,
+    one: fn(&P, &Entity) -> Option<Value>,
+    changes: &mut [EntityChange],
+    position: u64,
+) -> Result<Option<u64>> {
+    let watched: BTreeMap<Entity, BTreeSet<String>> =
+        changes.iter().map(|c| (c.entity.clone(), c.fields.iter().map(|f| f.path.clone()).collect())).collect();
+    let mut set_by: BTreeMap<Entity, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut live = Live::<P>::new();
+    let mut next = 1;
+    while next <= position {
+        let want = usize::try_from(position - next + 1).unwrap_or(PAGE).min(PAGE);
+        let page = history.read(next, want)?;
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
+        for event in &page {
+            let touching: Vec<(&Entity, &BTreeSet<String>)> =
+                touched(event).iter().filter_map(|e| watched.get_key_value(e)).collect();
+            if touching.is_empty() {
+                live.apply(event);
+                continue;
+            }
+            let fields = |live: &Live<P>, entity: &Entity| one(&live.state, entity).as_ref().map(flatten);
+            let before: Vec<_> = touching.iter().map(|(entity, _)| fields(&live, entity)).collect();
+            live.apply(event);
+            for ((entity, paths), before) in touching.iter().zip(before) {
+                let after = fields(&live, entity);
+                for path in *paths {
+                    let value =
+                        |state: &Option<BTreeMap<String, Value>>| state.as_ref().and_then(|s| s.get(path)).cloned();
+                    if value(&before) != value(&after) {
+                        set_by.entry((*entity).clone()).or_default().insert(path.clone(), event.seq);
+                    }
+                }
+            }
+        }
+    }
+    for change in changes.iter_mut() {
+        let seqs: BTreeSet<u64> = set_by.get(&change.entity).into_iter().flat_map(|s| s.values().copied()).collect();
+        change.events = seqs.into_iter().collect();
+    }
+    Ok(changes.iter().filter_map(|c| c.events.first().copied()).min())
+}
+
 /// The entities whose JSON differs between `kept` and `replayed`.
 fn differing(kept: &BTreeMap<Entity, Value>, replayed: &BTreeMap<Entity, Value>) -> Vec<EntityChange> {
     let keys: BTreeSet<&Entity> = kept.keys().chain(replayed.keys()).collect();
@@ -117,7 +197,7 @@ fn differing(kept: &BTreeMap<Entity, Value>, replayed: &BTreeMap<Entity, Value>)
 fn check_view<P: Projection>(
     history: &History,
     store: &ProjectionStore,
-    entities: fn(&P) -> BTreeMap<Entity, Value>,
+    shown: Shown<P>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Option<ViewCheck>> {
     let Some(checkpoint) = store.checkpoint(P::NAME)? else { return Ok(None) };
@@ -134,12 +214,16 @@ fn check_view<P: Projection>(
         replayed_hash,
         differing: Vec::new(),
         differing_count: 0,
+        first_divergent: None,
     };
     if !check.ok() {
         let kept: Live<P> = store.load()?;
-        let mut all = differing(&entities(&kept.state), &entities(&replayed.state));
+        let mut all = differing(&(shown.all)(&kept.state), &(shown.all)(&replayed.state));
         check.differing_count = all.len();
         all.truncate(MAX_LISTED);
+        if let Some(seq) = last_setters(history, shown.one, &mut all, checkpoint.position)? {
+            check.first_divergent = history.read(seq, 1)?.pop();
+        }
         check.differing = all;
     }
     Ok(Some(check))
@@ -214,8 +298,10 @@ pub fn verify(data: Option<&Path>, archive: Option<&Path>, progress: &mut dyn Fn
         if history.first_seq() > 1 {
             return Err(Error::NotFromStart { first: history.first_seq() });
         }
-        verification.views.extend(check_view::<WorldModel>(&history, &store, world_entities, progress)?);
-        verification.views.extend(check_view::<Reputation>(&history, &store, reputation_entities, progress)?);
+        let world = Shown { all: world_entities, one: world_entity };
+        verification.views.extend(check_view::<WorldModel>(&history, &store, world, progress)?);
+        let reputation = Shown { all: reputation_entities, one: reputation_entity };
+        verification.views.extend(check_view::<Reputation>(&history, &store, reputation, progress)?);
     }
     Ok(verification)
 }

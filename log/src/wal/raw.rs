@@ -17,18 +17,21 @@ pub struct RawWriter<'a> {
     store: &'a Store,
     batch: WriteBatch,
     head: Head,
+    /// The hash of the last event staged (the head's before the first).
+    last: Hash,
 }
 
 impl<'a> RawWriter<'a> {
     pub fn new(store: &'a Store) -> Result<RawWriter<'a>> {
-        Ok(RawWriter { store, batch: WriteBatch::default(), head: store.head()? })
+        let head = store.head()?;
+        Ok(RawWriter { store, batch: WriteBatch::default(), head, last: head.hash })
     }
 
     /// Seals `event` onto the chain after the last event staged, under
     /// its own `seq`, `stream` and `stream_version`, whatever they are.
     pub fn sealed(&mut self, mut event: Envelope) -> Hash {
         event.hash.clear();
-        let (bytes, hash) = chain::seal_encoded(&self.head.hash, &event);
+        let (bytes, hash) = chain::seal_encoded(&self.last, &event);
         self.put(&event, &bytes, hash);
         hash
     }
@@ -50,6 +53,7 @@ impl<'a> RawWriter<'a> {
             seq_key(event.seq),
         );
         self.batch.put_cf(self.store.cf(CF_IDS), &event.event_id, seq_key(event.seq));
+        self.last = hash;
         // An event written over an earlier one leaves the head where it is.
         if event.seq >= self.head.last_seq {
             self.head = Head { last_seq: event.seq, hash };
