@@ -116,7 +116,9 @@ struct Claim {
 
 #[derive(Default)]
 struct TaskState {
-    holder: Option<Claim>,
+    /// Boxed: most tasks are not held at any one time, and a history has
+    /// many tasks.
+    holder: Option<Box<Claim>>,
     /// The event that last ended a claim.
     ended_seq: Option<u64>,
 }
@@ -166,6 +168,10 @@ struct Checker {
     streams: HashMap<String, StreamState>,
     first: HashMap<Invariant, Break>,
 }
+
+/// Tasks and streams the checker's maps are sized for at most before it
+/// starts.
+const MAX_PRESIZED: usize = 1 << 21;
 
 fn witness(seqs: impl IntoIterator<Item = Option<u64>>, seq: u64) -> Vec<u64> {
     let mut all: Vec<u64> = seqs.into_iter().flatten().filter(|s| *s < seq).collect();
@@ -305,8 +311,12 @@ impl Checker {
         let seq = event.seq;
         let task = task_entry(&mut self.tasks, task_id);
         let holding = task.holder.as_ref().map(|h| (h.seq, h.agent_id.clone()));
-        task.holder =
-            Some(Claim { seq, agent_id: agent_id.to_owned(), session_id: session_id.to_owned(), lease_until_ts });
+        task.holder = Some(Box::new(Claim {
+            seq,
+            agent_id: agent_id.to_owned(),
+            session_id: session_id.to_owned(),
+            lease_until_ts,
+        }));
         if let Some((held_seq, holder)) = holding {
             let detail =
                 format!("task {task_id} claimed by {agent_id} while {holder} held it (claim at seq {held_seq})");
@@ -451,7 +461,17 @@ pub fn check(history: &History, progress: &mut dyn FnMut(u64, u64)) -> Result<Re
         return Err(Error::NotFromStart { first: history.first_seq() });
     }
     let head = history.head()?.last_seq;
-    let mut checker = Checker::default();
+    // Sized for the history up front (a history has at most an entity or
+    // a stream an event, and most have fewer): growing them doubling
+    // rehashes them and touches fresh memory again at each step, the most
+    // of what a check of a large world cost. Only the tables' control
+    // bytes are written now; the rest is touched as entries arrive.
+    let expected = usize::try_from(head).unwrap_or(usize::MAX).min(MAX_PRESIZED);
+    let mut checker = Checker {
+        tasks: HashMap::with_capacity_and_hasher(expected, Default::default()),
+        streams: HashMap::with_capacity_and_hasher(expected, Default::default()),
+        ..Checker::default()
+    };
     let mut events = 0;
     std::thread::scope(|scope| {
         let (pages, checking) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
