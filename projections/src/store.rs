@@ -466,6 +466,40 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_world_knows_which_sessions_are_live_and_flags_an_event_after_one_ended() {
+        use agentlog_core::schema::{SessionClosed, SessionHeartbeat, SessionOpened};
+        let session = "0190b5a8-1c2d-7000-8000-00000000beef";
+        let bytes = uuid::Uuid::parse_str(session).unwrap().as_bytes().to_vec();
+        let event = |seq: u64, version: u64, body: Body| Envelope {
+            seq,
+            stream: format!("session/{session}"),
+            stream_version: version,
+            session_id: bytes.clone(),
+            body: Some(body),
+            hash: vec![u8::try_from(seq).unwrap()],
+            ..Default::default()
+        };
+        let opened = SessionOpened { session_id: session.into(), agent_id: "a1".into(), heartbeat_timeout_ms: 60_000 };
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProjectionStore::open(dir.path()).unwrap();
+        let mut world = Live::<WorldModel>::new();
+        world.apply(&event(1, 1, Body::SessionOpened(opened)));
+        store.save(&mut [&mut world]).unwrap();
+        let mut loaded: Live<WorldModel> = store.load().unwrap();
+        assert_eq!(loaded.state, world.state, "the live sessions' index, rebuilt by the load");
+        let closed = SessionClosed { session_id: session.into(), reason: String::new() };
+        let beat = SessionHeartbeat { session_id: session.into() };
+        for live in [&mut world, &mut loaded] {
+            live.apply(&event(2, 2, Body::SessionHeartbeat(beat.clone())));
+            live.apply(&event(3, 3, Body::SessionClosed(closed.clone())));
+            live.apply(&event(4, 4, Body::SessionHeartbeat(beat.clone())));
+        }
+        let flagged = |world: &WorldModel| world.violations().map(|v| (v.seq, v.kind)).collect::<Vec<_>>();
+        assert_eq!(flagged(&loaded.state), [(4, crate::world::ViolationKind::AfterSessionEnd)]);
+        assert_eq!(loaded.state, world.state);
+    }
+
+    #[test]
     fn a_checkpoint_an_older_version_wrote_is_read_as_none_and_the_view_folds_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = ProjectionStore::open(dir.path()).unwrap();

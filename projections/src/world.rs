@@ -145,7 +145,8 @@ pub enum ViolationKind {
     /// since two nodes' clocks may interleave across streams).
     TimeWentBack,
     /// An event sent in a session (the envelope's) that had closed or
-    /// expired (`replay check`'s `nothing_after_session_end`).
+    /// expired (`replay check`'s `nothing_after_session_end`; sessions are
+    /// found by their lowercase hyphenated id, as the handler names them).
     AfterSessionEnd,
 }
 
@@ -229,6 +230,10 @@ struct Deadlines {
     /// Each indexed session's deadline. (The hash maps here are only ever
     /// looked up, never iterated: no order can leak from them.)
     session_at: HashMap<Arc<str>, u64>,
+    /// The indexed sessions whose ids are UUIDs, as the 16 bytes an
+    /// envelope names its session by: is an event's session live, without
+    /// formatting its id.
+    live_uuids: std::collections::HashSet<u128, foldhash::fast::FixedState>,
     /// Claimed tasks by the end of their lease.
     leases: BTreeSet<(u64, String)>,
     /// Each indexed claim's lease end and holder session.
@@ -529,6 +534,15 @@ impl WorldModel {
             d.sessions.insert((session.deadline_ts(), name.clone()));
             d.session_at.insert(name, session.deadline_ts());
         }
+        if was_live != live.is_some()
+            && let Ok(uuid) = uuid::Uuid::parse_str(session_id)
+        {
+            if live.is_some() {
+                d.live_uuids.insert(uuid.as_u128());
+            } else {
+                d.live_uuids.remove(&uuid.as_u128());
+            }
+        }
         if was_live == live.is_some() {
             return; // a heartbeat: whether its claims are orphans did not change
         }
@@ -728,6 +742,11 @@ impl WorldModel {
     /// An event sent in a session (the envelope's) comes while it is live.
     fn check_session_live(&mut self, event: &Envelope) {
         let Ok(id) = uuid::Uuid::from_slice(&event.session_id) else { return };
+        // Most events come in a live session, which the deadline index
+        // holds; only the rest read the session.
+        if self.deadlines.live_uuids.contains(&id.as_u128()) {
+            return;
+        }
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = id.hyphenated().encode_lower(&mut text);
         let status = match self.sessions.get(&*id) {
