@@ -5,7 +5,7 @@
 # would, so an optional backend turned on by default shows up here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-forbidden='^(librocksdb-sys|rocksdb|async-nats|zstd-sys) '
+forbidden='^(librocksdb-sys|rocksdb|async-nats|zstd-sys|wasmtime) '
 status=0
 for package in agentlog-core agentlog-commands agentlog-projections; do
   found=$(cargo tree -p "$package" -e normal,build --prefix none | grep -E "$forbidden" | sort -u || true)
@@ -22,5 +22,5 @@ if [ -n "$leaked" ]; then
   echo "$leaked" | sed 's/^/  /' >&2
   status=1
 fi
-[ "$status" -eq 0 ] && echo "layering: agentlog-core, agentlog-commands and agentlog-projections build without rocksdb, async-nats or zstd-sys; the binary without test-only checks"
+[ "$status" -eq 0 ] && echo "layering: agentlog-core, agentlog-commands and agentlog-projections build without rocksdb, async-nats, zstd-sys or wasmtime; the binary without test-only checks"
 exit "$status"
