@@ -244,10 +244,15 @@ impl Sandbox {
         store.set_epoch_deadline(self.limits.deadline_ticks);
         store.epoch_deadline_trap();
         let ended = |store: &Store<Limiter>, error: wasmtime::Error| ended(store, fuel, &error);
+        // Instantiation (data segments, a start function) has the same
+        // fuel, but what it uses is not the run's: the fuel a result
+        // records is the run's alone, so a change in how an engine charges
+        // instantiation cannot change it.
         let instance = match Instance::new(&mut store, &module, &[]) {
             Ok(instance) => instance,
             Err(e) => return Ok(ended(&store, e)),
         };
+        store.set_fuel(fuel).map_err(Error::engine("setting the fuel"))?;
         let memory = instance.get_memory(&mut store, "memory").expect("validated: it exports `memory`");
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "alloc")

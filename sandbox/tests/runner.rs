@@ -60,6 +60,28 @@ fn a_run_returns_its_output_and_the_same_fuel_every_time() {
 }
 
 #[test]
+fn the_fuel_a_run_records_leaves_out_instantiation() {
+    let burn = r#"(func $burn (local $i i32)
+          (loop $again
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $again (i32.lt_u (local.get $i) (i32.const 1000)))))
+        (start $burn)"#;
+    let echo_body =
+        "(i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))";
+    let sandbox = sandbox();
+    let plain = sandbox.run(&echo(), b"input", 1_000_000).unwrap();
+    let started = sandbox.run(&module(echo_body, burn), b"input", 1_000_000).unwrap();
+    assert!(matches!(plain, Outcome::Completed { .. }), "{plain:?}");
+    assert_eq!(started, plain, "a start function's work is not the run's");
+    // A start function past the fuel is the run's trap.
+    let spin = module(echo_body, "(func $spin (loop $forever (br $forever))) (start $spin)");
+    assert_eq!(
+        sandbox.run(&spin, b"input", 10_000).unwrap(),
+        Outcome::Trapped { trap: TrapKind::OutOfFuel, fuel_used: 10_000 }
+    );
+}
+
+#[test]
 fn a_loop_runs_out_of_fuel_at_exactly_its_limit() {
     let spin = module("(loop $forever (br $forever)) (i64.const 0)", "");
     let sandbox = sandbox();
