@@ -7,20 +7,10 @@ use std::process::{Command, Output};
 use agentlog_log::chain::to_hex;
 use agentlog_log::wal::Store;
 use agentlog_tests::incident::file_hashes;
+use agentlog_tests::output::{failed, ok};
 
 fn agentlog(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
-}
-
-fn ok(output: Output) -> String {
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "stdout: {out}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
-    out
-}
-
-fn failed(output: Output) -> String {
-    assert!(!output.status.success(), "expected a failure, got: {}", String::from_utf8_lossy(&output.stdout));
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn json(output: Output) -> serde_json::Value {

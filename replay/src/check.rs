@@ -10,10 +10,8 @@ use agentlog_core::schema::Body;
 use agentlog_core::{Envelope, Error as LogError, EventSource};
 
 use crate::error::{Error, Result};
-use crate::source::History;
+use crate::source::{History, PAGE};
 
-/// Events read per page.
-const PAGE: usize = 4096;
 /// Pages read ahead of the checks.
 const PAGES_AHEAD: usize = 4;
 

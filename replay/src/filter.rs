@@ -4,15 +4,13 @@
 //! correlation id, a causation chain (an event and everything it caused,
 //! transitively), an event type, an actor, a seq range and a time range.
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 use agentlog_core::schema::TYPE_NAMES;
 use agentlog_core::{Envelope, EventSource, SessionId, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::source::History;
-
-/// Events read per page.
-const PAGE: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -107,12 +105,7 @@ pub fn events(history: &History, filter: &Filter, f: &mut dyn FnMut(&Envelope) -
     let session_bytes =
         filter.session.as_deref().and_then(|id| id.parse::<SessionId>().ok()).map(|s| s.as_bytes().to_vec());
     let mut matched = 0;
-    let mut next = from;
-    while next <= to {
-        let want = usize::try_from(to - next + 1).unwrap_or(PAGE).min(PAGE);
-        let page = history.read(next, want)?;
-        let Some(last) = page.last() else { break };
-        next = last.seq + 1;
+    history.pages(from, to, &mut |page| {
         for event in &page {
             if let Some(root) = &filter.caused_by {
                 let in_chain = event.event_id == *root || chain.contains(&event.causation_id);
@@ -124,10 +117,11 @@ pub fn events(history: &History, filter: &Filter, f: &mut dyn FnMut(&Envelope) -
             if filter.plain_match(event, session_bytes.as_deref()) {
                 matched += 1;
                 if !f(event) {
-                    return Ok(matched);
+                    return Ok(ControlFlow::Break(()));
                 }
             }
         }
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(matched)
 }

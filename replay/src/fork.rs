@@ -5,6 +5,7 @@
 //! that point's event time, and the fork's views are compared with the
 //! original's at the same moment (its last event at or before the fork's
 //! clock when the last command ran). The original is only read.
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,6 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::source::History;
 use crate::trace::{EntityChange, compare_ends};
-
-/// Events copied per write.
-const PAGE: usize = 4096;
 
 /// One line of a commands file.
 #[derive(Clone, Debug, Deserialize)]
@@ -114,14 +112,11 @@ pub struct Forked {
 fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let store = Arc::new(Store::open(out, StoreOptions::default())?);
     let mut follower = Follower::new(store.clone(), false)?;
-    let mut next = 1;
     // An append's idempotency key is on its first event; the append is the
     // run of events after it on the same stream with the same correlation.
     let mut open_key: Option<(String, Appended, String, Vec<u8>)> = None;
-    while next <= at {
-        let page = history.read(next, usize::try_from(at - next + 1).unwrap_or(PAGE).min(PAGE))?;
-        let Some(last) = page.last() else { break };
-        next = last.seq + 1;
+    history.pages(1, at, &mut |page| {
+        let last = page.last().map_or(at, |e| e.seq);
         let mut keys = Vec::new();
         let mut events = Vec::with_capacity(page.len());
         for mut event in page {
@@ -152,8 +147,9 @@ fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u6
             events.push(Ordered { seq: event.seq, envelope: event });
         }
         follower.apply(events, keys)?;
-        progress(next - 1, at);
-    }
+        progress(last, at);
+        Ok(ControlFlow::Continue(()))
+    })?;
     if let Some((key, appended, ..)) = open_key {
         follower.apply(Vec::new(), vec![(key, appended)])?;
     }

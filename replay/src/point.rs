@@ -2,6 +2,7 @@
 //! event at or before it) and the views as they were just after it
 //! ([`state_at`], [`State`]): both views folded from seq 1 in memory, so
 //! the same events give the same state hash as the live views.
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use agentlog_core::{EventSource, Timestamp};
@@ -34,9 +35,6 @@ impl FromStr for Point {
     }
 }
 
-/// Events read per page while looking for a time.
-const PAGE: usize = 4096;
-
 impl Point {
     /// The seq this point names in `history`. A time is resolved by reading
     /// the events' times (they need not be in seq order across streams:
@@ -52,18 +50,15 @@ impl Point {
             Point::Seq(seq) => Ok(seq),
             Point::Time(at) => {
                 let (mut found, mut first_ts) = (None, None);
-                let mut next = history.first_seq();
-                while next <= head {
-                    let page = history.read(next, PAGE)?;
-                    let Some(last) = page.last() else { break };
-                    next = last.seq + 1;
+                history.pages(history.first_seq(), head, &mut |page| {
                     for event in &page {
                         first_ts.get_or_insert(event.ts);
                         if event.ts <= at.as_nanos() {
                             found = Some(event.seq);
                         }
                     }
-                }
+                    Ok(ControlFlow::Continue(()))
+                })?;
                 found.ok_or_else(|| Error::BeforeFirst {
                     at: at.to_string(),
                     first: history.first_seq(),

@@ -9,6 +9,7 @@
 //! its seq, so snapshots of another log, or of a history changed since,
 //! are never used (both keep their own). The source is never written; the
 //! cache is.
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use agentlog_core::EventSource;
@@ -21,8 +22,6 @@ use crate::source::History;
 
 /// Events between two snapshots, unless told otherwise.
 pub const DEFAULT_INTERVAL: u64 = 25_000;
-/// Events read per page.
-const PAGE: usize = 4096;
 
 /// The snapshots of one log.
 #[derive(Debug)]
@@ -135,13 +134,7 @@ impl Snapshots {
         while next <= seq {
             let boundary = (next - 1) / self.interval * self.interval + self.interval;
             let upto = seq.min(boundary);
-            while next <= upto {
-                let want = usize::try_from(upto - next + 1).unwrap_or(PAGE).min(PAGE);
-                let page = history.read(next, want)?;
-                let Some(last) = page.last() else {
-                    return Err(Error::Seam { seq: next, reason: "the history ends before its head".into() });
-                };
-                next = last.seq + 1;
+            history.pages(next, upto, &mut |page| {
                 for event in &page {
                     world.apply(event);
                     reputation.apply(event);
@@ -149,8 +142,10 @@ impl Snapshots {
                 if world.largest_in_memory().max(reputation.largest_in_memory()) > store.cache_entities() {
                     store.save(&mut [&mut world, &mut reputation])?;
                 }
-                progress(next - 1, seq);
-            }
+                progress(page.last().map_or(upto, |e| e.seq), seq);
+                Ok(ControlFlow::Continue(()))
+            })?;
+            next = upto + 1;
             let there = self.dir(boundary, &hash_at(history, boundary.min(head))?);
             if upto == boundary && !there.exists() {
                 store.save(&mut [&mut world, &mut reputation])?;

@@ -10,15 +10,19 @@
 //! naming the seq, never skipped. Works from the archive alone, from the
 //! WAL alone (then the history starts where the WAL was pruned, if it
 //! was), and from both after a prune.
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use agentlog_archive::{Filter as ArchiveFilter, Manifest, Scan};
 use agentlog_core::chain::{self, GENESIS, Hash};
-use agentlog_core::{Error as LogError, EventSource, Head, Pruned, Result as LogResult};
+use agentlog_core::{Envelope, Error as LogError, EventSource, Head, Pruned, Result as LogResult};
 use agentlog_log::wal::Store;
 
 use crate::error::{Error, Result};
+
+/// Events read per page.
+pub(crate) const PAGE: usize = 4096;
 
 /// The archive's part: seqs `1..=last_seq`.
 struct Archived {
@@ -202,6 +206,30 @@ impl History {
     /// what it dropped).
     pub fn first_seq(&self) -> u64 {
         self.first
+    }
+
+    /// Reads events `from..=through` page by page, in order, handing each
+    /// page (never empty) to `each`, which may stop the reading. A history
+    /// that ends before `through` is [`Error::Seam`].
+    pub(crate) fn pages(
+        &self,
+        from: u64,
+        through: u64,
+        each: &mut dyn FnMut(Vec<Envelope>) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let mut next = from;
+        while next <= through {
+            let want = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
+            let page = self.read(next, want)?;
+            let Some(last) = page.last() else {
+                return Err(Error::Seam { seq: next, reason: format!("the history ends before seq {through}") });
+            };
+            next = last.seq + 1;
+            if each(page)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The chain hash of the event before `seq`: known when `seq` is the

@@ -5,6 +5,7 @@
 //! command). Both fold the history with the projections' own folds and
 //! look at the entities an event touches before and after it.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::ControlFlow;
 
 use agentlog_core::{Envelope, EventSource};
 use agentlog_projections::{Live, Reputation, Runner, WorldModel};
@@ -14,8 +15,6 @@ use crate::error::{Error, Result};
 use crate::point::Entity;
 use crate::source::History;
 
-/// Events read per page.
-const PAGE: usize = 4096;
 /// Causation links followed back from one event at most.
 const MAX_CHAIN: usize = 64;
 
@@ -144,22 +143,15 @@ fn fold(
     each: &mut dyn FnMut(&Envelope, &Views, Step),
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    let mut next = from;
-    while next <= through {
-        let want = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
-        let page = history.read(next, want)?;
-        let Some(last) = page.last() else {
-            return Err(Error::Seam { seq: next, reason: "the history ends before the point asked for".into() });
-        };
-        next = last.seq + 1;
+    history.pages(from, through, &mut |page| {
         for event in &page {
             each(event, views, Step::Before);
             views.apply(event);
             each(event, views, Step::After);
         }
-        progress(next - 1, through);
-    }
-    Ok(())
+        progress(page.last().map_or(through, |e| e.seq), through);
+        Ok(ControlFlow::Continue(()))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

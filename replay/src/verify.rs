@@ -21,11 +21,9 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::point::Entity;
-use crate::source::History;
+use crate::source::{History, PAGE};
 use crate::trace::{EntityChange, FieldChange, field_changes, flatten, touched};
 
-/// Events compared per page.
-const PAGE: usize = 4096;
 /// Differing entities listed per view at most.
 const MAX_LISTED: usize = 20;
 
@@ -146,12 +144,7 @@ fn last_setters<P: Projection>(
         changes.iter().map(|c| (c.entity.clone(), c.fields.iter().map(|f| f.path.clone()).collect())).collect();
     let mut set_by: BTreeMap<Entity, BTreeMap<String, u64>> = BTreeMap::new();
     let mut live = Live::<P>::new();
-    let mut next = 1;
-    while next <= position {
-        let want = usize::try_from(position - next + 1).unwrap_or(PAGE).min(PAGE);
-        let page = history.read(next, want)?;
-        let Some(last) = page.last() else { break };
-        next = last.seq + 1;
+    history.pages(1, position, &mut |page| {
         for event in &page {
             let touching: Vec<(&Entity, &BTreeSet<String>)> =
                 touched(event).iter().filter_map(|e| watched.get_key_value(e)).collect();
@@ -173,7 +166,8 @@ fn last_setters<P: Projection>(
                 }
             }
         }
-    }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     for change in changes.iter_mut() {
         let seqs: BTreeSet<u64> = set_by.get(&change.entity).into_iter().flat_map(|s| s.values().copied()).collect();
         change.events = seqs.into_iter().collect();

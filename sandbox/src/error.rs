@@ -10,9 +10,6 @@ pub enum Error {
     #[error("module refused: {reason}")]
     Refused { reason: String },
 
-    #[error("no module {hash} is registered with this sandbox; register it first")]
-    UnknownModule { hash: String },
-
     #[error("the WASM engine failed while {operation}: {reason}")]
     Engine { operation: &'static str, reason: String },
 }
@@ -20,7 +17,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Refused { .. } | Error::UnknownModule { .. } => Kind::Invalid,
+            Error::Refused { .. } => Kind::Invalid,
             Error::Engine { .. } => Kind::Platform,
         }
     }

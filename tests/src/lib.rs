@@ -1,8 +1,10 @@
 //! Shared helpers for agentlog's end-to-end tests: a world of registered
 //! agents with open sessions on a fresh embedded log, a real nats-server,
-//! and incidents planted into a log.
+//! incidents planted into a log, and what a test asserts of a process it
+//! ran.
 pub mod incident;
 pub mod nats;
+pub mod output;
 
 use std::path::Path;
 use std::sync::Arc;
