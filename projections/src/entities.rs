@@ -20,8 +20,8 @@
 //! detects accidental differences, like any checksum: it is not a defence
 //! against someone choosing entities to collide.
 use std::borrow::{Borrow, Cow};
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -199,6 +199,11 @@ enum Removed {
     Deleting,
 }
 
+/// Entities by key: looked up by hash (a fold's many reads and changes
+/// each cost one hash and one comparison, not a search through a tree),
+/// with the keys also kept in order for iteration, ranges and settles.
+type ByKey<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// A family of entities kept in key order. Every mutable access marks the
 /// entity changed, so nothing a fold does can be missed by a checkpoint.
 ///
@@ -220,7 +225,9 @@ pub struct Entities<K, V> {
     /// Changes are tracked (entities are marked `dirty` one by one);
     /// otherwise every slot stays dirty and the next settle takes all.
     tracking: bool,
-    map: BTreeMap<K, Slot<V>>,
+    map: ByKey<K, Slot<V>>,
+    /// The keys of `map`, in order.
+    order: BTreeSet<K>,
     /// Keys changed since the last settle, each once.
     changed: Vec<K>,
     /// Entities not to be read from the store. (Only looked up, never
@@ -275,7 +282,8 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
         Entities {
             kind,
             tracking: false,
-            map: BTreeMap::new(),
+            map: ByKey::default(),
+            order: BTreeSet::new(),
             changed: Vec::new(),
             removed: HashMap::new(),
             settled: Sum::ZERO,
@@ -327,7 +335,9 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
         let Some((key_bytes, bytes)) = self.stored(key) else { return false };
         let value = self.decode(&key_bytes, &bytes);
         let settled = entity_hash(self.kind, &key_bytes, &bytes);
-        self.map.insert(key.to_owned(), Slot { value, settled, dirty: false, generation: self.generation });
+        let key = key.to_owned();
+        self.order.insert(key.clone());
+        self.map.insert(key, Slot { value, settled, dirty: false, generation: self.generation });
         true
     }
 
@@ -406,6 +416,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
                     entry.key(),
                     value,
                 );
+                self.order.insert(entry.key().clone());
                 entry.insert(slot);
                 None
             }
@@ -425,12 +436,14 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
                 entry.key(),
                 make(),
             );
+            self.order.insert(entry.key().clone());
             entry.insert(slot);
         }
     }
 
     fn insert_new(&mut self, key: K, value: V) -> &mut Slot<V> {
         let slot = Self::new_slot(&mut self.removed, &mut self.changed, self.tracking, self.generation, &key, value);
+        self.order.insert(key.clone());
         self.map.entry(key).or_insert(slot)
     }
 
@@ -468,6 +481,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
     {
         self.resident_or_read(key);
         let slot = self.map.remove(key)?;
+        self.order.remove(key);
         if !self.tracking {
             return Some(slot.value);
         }
@@ -537,7 +551,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
             };
             backing.scan(self.kind, bound)
         });
-        Merged { family: self, memory: self.map.range((from, Bound::Unbounded)).peekable(), stored, stored_head: None }
+        Merged { family: self, memory: self.order.range((from, Bound::Unbounded)).peekable(), stored, stored_head: None }
     }
 
     fn value_bytes(value: &V) -> Vec<u8> {
@@ -553,7 +567,8 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
 /// in the store (read as they come, never all at once).
 pub struct Merged<'a, K, V> {
     family: &'a Entities<K, V>,
-    memory: std::iter::Peekable<std::collections::btree_map::Range<'a, K, Slot<V>>>,
+    /// The keys in memory, from the first asked for.
+    memory: std::iter::Peekable<std::collections::btree_set::Range<'a, K>>,
     stored: Option<Stored<'a>>,
     /// The next stored entity, its key parsed.
     stored_head: Option<(K, Vec<u8>, Vec<u8>)>,
@@ -585,7 +600,7 @@ impl<'a, K: EntityKey, V: Value> Iterator for Merged<'a, K, V> {
                 (None, None) => return None,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some((in_memory, _)), Some((stored, _, _))) => match (*in_memory).cmp(stored) {
+                (Some(in_memory), Some((stored, _, _))) => match (*in_memory).cmp(stored) {
                     std::cmp::Ordering::Less => true,
                     // In memory, the stored copy is older.
                     std::cmp::Ordering::Equal => {
@@ -596,7 +611,8 @@ impl<'a, K: EntityKey, V: Value> Iterator for Merged<'a, K, V> {
                 },
             };
             if from_memory {
-                let (key, slot) = self.memory.next()?;
+                let key = self.memory.next()?;
+                let slot = self.family.map.get(key).expect("every key in order is in the map");
                 return Some((Cow::Borrowed(key), Cow::Borrowed(&slot.value)));
             }
             let (key, key_bytes, bytes) = self.stored_head.take()?;
@@ -647,7 +663,8 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
             // The first settle: every entity, replacing what the store held.
             self.settled = Sum::ZERO;
             let mut stored_keys = StoredKeys::default();
-            for (key, slot) in &mut self.map {
+            for key in &self.order {
+                let slot = self.map.get_mut(key).expect("every key in order is in the map");
                 let (key_bytes, bytes) = (key.to_bytes(), Self::value_bytes(&slot.value));
                 let hash = entity_hash(self.kind, &key_bytes, &bytes);
                 self.settled = self.settled + hash;
@@ -701,6 +718,7 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
             .map_err(|e| format!("{} {:?}: {e}", self.kind, String::from_utf8_lossy(key)))?;
         let hash = entity_hash(self.kind, key, value);
         let slot = Slot { value: parsed_value, settled: hash, dirty: false, generation: self.generation };
+        self.order.insert(parsed.clone());
         if let Some(old) = self.map.insert(parsed, slot) {
             self.settled = self.settled - old.settled;
         }
@@ -736,6 +754,7 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
         let evict: Vec<K> = settled[..n].iter().map(|(_, key)| (*key).clone()).collect();
         for key in &evict {
             self.map.remove(key);
+            self.order.remove(key);
         }
         evict.len()
     }
