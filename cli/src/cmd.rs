@@ -1,6 +1,7 @@
-//! `agentlog cmd`: one command against the embedded log, with the
-//! production clock and random ids.
+//! `agentlog cmd`: one command against the embedded log (with the
+//! production clock, random ids and the WASM sandbox), or over NATS.
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ pub struct Args {
     /// The command: open_session, heartbeat, close_session, expire_session,
     /// register_agent, create_task, claim_task, release_task, complete_task,
     /// fail_task, expire_lease, allocate_budget, debit_budget,
-    /// refund_budget, record_action.
+    /// refund_budget, record_action, register_module, run_module.
     command: String,
     /// Its fields as a JSON object; read from stdin when absent or `-`.
     body: Option<String>,
@@ -52,16 +53,32 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(command) => command,
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
-    let outcome = match &args.nats {
+    let to = Target { data: &args.data.data, nats: args.nats.as_deref(), actor: &args.actor, json: args.json };
+    send(&to, command, args.idempotency_key).await
+}
+
+/// Where a command goes and how its answer is shown.
+pub struct Target<'a> {
+    pub data: &'a Path,
+    pub nats: Option<&'a str>,
+    pub actor: &'a str,
+    pub json: bool,
+}
+
+/// Sends `command` to the command service over NATS, or decides it on the
+/// embedded log (with the WASM sandbox wired in, as `serve` has it), and
+/// prints the answer.
+pub async fn send(to: &Target<'_>, command: Command, idempotency_key: Option<String>) -> anyhow::Result<ExitCode> {
+    let outcome = match to.nats {
         Some(url) => {
             let nats = agentlog_log::jetstream::connect(url)
                 .await
                 .with_context(|| format!("cannot connect to NATS at {url}"))?;
-            let client = agentlog_commands::wire::Client::new(nats, args.actor.clone());
-            client.execute(&command, args.idempotency_key.as_deref()).await
+            let client = agentlog_commands::wire::Client::new(nats, to.actor);
+            client.execute(&command, idempotency_key.as_deref()).await
         }
         None => {
-            let log = Arc::new(EmbeddedLog::open(&args.data.data, Options::default())?);
+            let log = Arc::new(EmbeddedLog::open(to.data, Options::default())?);
             // Decisions never go back in time, even if the system clock went
             // back since the last event was written.
             let clock = HybridClock::system();
@@ -69,14 +86,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(last) = log.read(last_seq, 1).await?.first() {
                 clock.observe(Timestamp::from_nanos(last.ts));
             }
-            let handler = Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new()));
-            let mut request = Request::new(command, args.actor);
-            request.idempotency_key = args.idempotency_key;
+            let sandbox = agentlog_sandbox::Sandbox::new(agentlog_sandbox::Limits::default())?;
+            let handler =
+                Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new())).with_modules(Arc::new(sandbox));
+            let mut request = Request::new(command, to.actor);
+            request.idempotency_key = idempotency_key;
             handler.execute(request).await
         }
     };
     match outcome {
-        Ok(accepted) if args.json => println!("{}", serde_json::to_string(&accepted)?),
+        Ok(accepted) if to.json => println!("{}", serde_json::to_string(&accepted)?),
         Ok(a) => {
             let duplicate = if a.duplicate { " (duplicate: first result)" } else { "" };
             println!(
@@ -91,8 +110,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(session) = &a.session_id {
                 println!("session_id {session}");
             }
+            if let Some(run) = &a.run {
+                println!("fuel_used {}", run.fuel_used);
+                println!("output_hash {}", run.output_hash);
+                match std::str::from_utf8(&run.output) {
+                    Ok(text) => println!("output {text}"),
+                    Err(_) => {
+                        use base64::Engine as _;
+                        println!("output_base64 {}", base64::engine::general_purpose::STANDARD.encode(&run.output));
+                    }
+                }
+            }
         }
-        Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
+        Err(rejection) => return Ok(print_rejection(&rejection, to.json)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,7 @@ mod progress;
 mod projections;
 mod query;
 mod replay;
+mod sandbox;
 mod serve;
 mod verify;
 
@@ -89,6 +90,9 @@ enum Command {
     /// Incident replay over the archive and the WAL: the events, and the
     /// views as they were at any point. Never writes to what it reads.
     Replay(replay::Args),
+    /// WASM modules: register, run (an action module, for an agent), list,
+    /// inspect.
+    Sandbox(sandbox::Args),
 }
 
 /// Set once stdout's reader has gone: nothing more is written.
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => backup::restore(args),
             Command::Mirror(args) => mirror::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Sandbox(args) => sandbox::run(args).await,
         }
     });
     match result {

@@ -14,7 +14,7 @@ use crate::DataArg;
 #[derive(clap::Args)]
 pub struct Args {
     /// tasks, task ID, ready, sessions, agents, agent ID, budgets,
-    /// violations, reputation, match TASK.
+    /// modules, module HASH, violations, reputation, match TASK.
     what: String,
     /// The id the query needs.
     id: Option<String>,
@@ -49,24 +49,36 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let page = Page { limit: args.limit, after: args.after.clone(), state: args.state.clone() };
     let query = Query::parse(&args.what, args.id.as_deref(), page)?;
-    let answer = match &args.nats {
-        Some(url) => ask_nats(url, &query, args.wait_for, args.timeout_ms).await?,
-        None => {
-            let wal = Store::open_read_only(&args.data.data)?;
-            let views = match ProjectionStore::open_read_only(&store::dir(&args.data.data))? {
-                Some(saved) => Views::load(&saved, &wal)?,
-                None => Views::default(),
-            };
-            views.catch_up(&wal)?;
-            query::answer(&views, &query)?
-        }
-    };
+    let answer = ask(&args.data.data, args.nats.as_deref(), &query, args.wait_for, args.timeout_ms).await?;
     if args.json {
         println!("{}", serde_json::to_string(&answer)?);
     } else {
         print_table(&query, &answer);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks `agentlog serve` over NATS when `nats` is given, else the saved
+/// views of `data` caught up with its log.
+pub async fn ask(
+    data: &std::path::Path,
+    nats: Option<&str>,
+    query: &Query,
+    wait_for: Option<u64>,
+    timeout_ms: u64,
+) -> anyhow::Result<Answer> {
+    Ok(match nats {
+        Some(url) => ask_nats(url, query, wait_for, timeout_ms).await?,
+        None => {
+            let wal = Store::open_read_only(data)?;
+            let views = match ProjectionStore::open_read_only(&store::dir(data))? {
+                Some(saved) => Views::load(&saved, &wal)?,
+                None => Views::default(),
+            };
+            views.catch_up(&wal)?;
+            query::answer(&views, query)?
+        }
+    })
 }
 
 async fn ask_nats(url: &str, query: &Query, wait_for: Option<u64>, timeout_ms: u64) -> anyhow::Result<Answer> {
@@ -100,7 +112,7 @@ fn cell(value: &serde_json::Value) -> String {
 
 /// A table of the answer's rows; the columns are each row's fields, the
 /// nested ones (reputation details) left to --json.
-fn print_table(query: &Query, answer: &Answer) {
+pub fn print_table(query: &Query, answer: &Answer) {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "{} (as of log seq {})", query.name(), answer.seq);
@@ -119,7 +131,11 @@ fn print_table(query: &Query, answer: &Answer) {
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0).min(40))
+        .map(|(i, c)| {
+            // A hash is shown whole: it is what the next command names.
+            let cap = if c.ends_with("_hash") { 64 } else { 40 };
+            cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0).min(cap)
+        })
         .collect();
     let mut line = |values: Vec<String>| {
         let parts: Vec<String> = values

@@ -241,7 +241,9 @@ enum Sub {
     /// Fold the history and compare it with the views' checkpoints in
     /// `<data>/projections` (entity by entity where they differ), and the
     /// archive with the WAL where both hold events (the first seq that
-    /// differs, field by field). Exits non-zero on any difference.
+    /// differs, field by field), and run every recorded sandbox run again
+    /// (the first whose output, fuel or trap differs, by seq). Exits
+    /// non-zero on any difference.
     Verify {
         #[command(flatten)]
         source: SourceArgs,
@@ -552,6 +554,23 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
             bar.set_position(done);
         })?;
     bar.finish_and_clear();
+    // Every recorded sandbox run, executed again from the history alone.
+    let history = source.open()?;
+    let head = agentlog_log::EventSource::head(&history)?.last_seq;
+    let sandbox = agentlog_sandbox::Sandbox::new(agentlog_sandbox::Limits::default())?;
+    let bar = progress::bar(0, "re-running sandbox runs", json);
+    let rerun = agentlog_sandbox::rerun(&history, history.first_seq(), head, &sandbox, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let ok = verification.ok() && rerun.ok();
+    let rerun_json = serde_json::json!({
+        "modules": rerun.modules, "compared": rerun.compared, "aborted_not_compared": rerun.aborted, "ok": rerun.ok(),
+        "first_divergence": rerun.divergence.as_ref().map(|d| serde_json::json!({
+            "seq": d.seq, "module_hash": d.module_hash, "what": d.what,
+        })),
+    });
     let views: Vec<serde_json::Value> = verification
         .views
         .iter()
@@ -581,8 +600,8 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({
-                "ok": verification.ok(), "views": views, "views_skipped": verification.views_skipped,
-                "archive_against_wal": sources,
+                "ok": ok, "views": views, "views_skipped": verification.views_skipped,
+                "archive_against_wal": sources, "sandbox_runs": rerun_json,
             })
         );
     } else {
@@ -638,7 +657,22 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
             },
         }
     }
-    Ok(if verification.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if !json {
+        match &rerun.divergence {
+            None => println!(
+                "sandbox runs: {} re-executed from the history alone, each as recorded ({} aborted at their deadline, not compared; {} modules)",
+                rerun.compared, rerun.aborted, rerun.modules
+            ),
+            Some(d) => println!(
+                "sandbox runs: the run at seq {} (module {}) DIFFERS: {} ({} runs before it matched)",
+                d.seq,
+                d.module_hash,
+                d.what,
+                rerun.compared.saturating_sub(1)
+            ),
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn report(

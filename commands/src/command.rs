@@ -9,6 +9,7 @@ use agentlog_core::schema as pb;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::module::{RegisterModule, RunModule};
 use crate::rejection::{Code, Rejection, Result};
 
 /// Longest id (task, agent, budget, session) a command may name.
@@ -41,7 +42,7 @@ pub trait Spec: Sized + Serialize + DeserializeOwned + Into<Command> {
     fn from_proto(message: Self::Proto) -> Result<Self>;
 }
 
-fn id(what: &str, value: &str) -> Result<()> {
+pub(crate) fn id(what: &str, value: &str) -> Result<()> {
     if value.len() > MAX_ID_BYTES || !agentlog_core::api::is_valid_id(value) {
         return Err(Rejection::invalid(format!(
             "{what} must be 1 to {MAX_ID_BYTES} ASCII letters, digits, '_', '-', ':' or '@', got {value:?}"
@@ -77,7 +78,7 @@ fn positive_amount(value: u64) -> Result<()> {
     Ok(())
 }
 
-fn positive(what: &str, value: u64) -> Result<()> {
+pub(crate) fn positive(what: &str, value: u64) -> Result<()> {
     if value == 0 {
         return Err(Rejection::invalid(format!("{what} must be positive")));
     }
@@ -686,6 +687,8 @@ commands!(
     DebitBudget,
     RefundBudget,
     RecordAction,
+    RegisterModule,
+    RunModule,
 );
 
 fn unknown(name: &str) -> Rejection {
@@ -756,7 +759,7 @@ mod tests {
                 Err(rejection) => assert_eq!(rejection.code, Code::InvalidCommand, "{name}: {rejection}"),
             }
         }
-        assert_eq!(Command::NAMES.len(), 15);
+        assert_eq!(Command::NAMES.len(), 17);
     }
 
     #[test]

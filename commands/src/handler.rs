@@ -23,11 +23,13 @@ use agentlog_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{self, Agent, Budget, Decision, Policy, Refused, Session, State, Task};
+use crate::aggregate::{self, Agent, Budget, Decision, Module, Policy, Refused, Session, State, Task};
 use crate::command::{
     AllocateBudget, ClaimTask, CloseSession, Command, CompleteTask, CreateTask, DebitBudget, ExpireLease,
-    ExpireSession, FailTask, Heartbeat, OpenSession, RecordAction, RefundBudget, RegisterAgent, ReleaseTask,
+    ExpireSession, FailTask, Heartbeat, OpenSession, RecordAction, RefundBudget, RegisterAgent, RegisterModule,
+    ReleaseTask,
 };
+use crate::module::{ModuleHost, RunOutcome, RunResult};
 use crate::rejection::{Code, Rejection, Result};
 
 /// How many times a decision is retried after losing a race.
@@ -82,6 +84,17 @@ pub struct Accepted {
     /// The session an `open_session` opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// What a `run_module` gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunResult>,
+}
+
+/// What a command needs done before it is decided, once whatever the
+/// retries: a `run_module`'s run (deterministic, so deciding again after a
+/// conflict records the same outcome).
+struct Prepared {
+    run: RunOutcome,
+    engine_hash: String,
 }
 
 /// An aggregate as far as the handler has it: its version, its state, and
@@ -101,6 +114,8 @@ pub struct Handler<L: Log> {
     policy: Policy,
     max_retries: u32,
     cache: Mutex<HashMap<String, Loaded>>,
+    /// The WASM sandbox, when the node wires one in.
+    modules: Option<Arc<dyn ModuleHost>>,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -118,7 +133,15 @@ impl<L: Log> Handler<L> {
             policy: Policy::default(),
             max_retries: DEFAULT_MAX_RETRIES,
             cache: Mutex::new(HashMap::new()),
+            modules: None,
         }
+    }
+
+    /// Runs `register_module` and `run_module` on this sandbox; without
+    /// one they are refused as `unavailable`.
+    pub fn with_modules(mut self, modules: Arc<dyn ModuleHost>) -> Self {
+        self.modules = Some(modules);
+        self
     }
 
     pub fn with_policy(mut self, policy: Policy) -> Self {
@@ -143,6 +166,7 @@ impl<L: Log> Handler<L> {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
+        let prepared = self.prepare(&command).await?;
         // The first decision is on what this node already has of the
         // aggregate (no round trip to other nodes): an acceptance is checked
         // by the append's expected version anyway, and a refusal is only
@@ -166,7 +190,7 @@ impl<L: Log> Handler<L> {
             {
                 return self.replayed(&request.command, first).await;
             }
-            let (bodies, refusal) = match self.decide(&command, &state, now).await? {
+            let (bodies, refusal) = match self.decide(&command, &state, now, prepared.as_ref()).await? {
                 Ok(bodies) => (bodies, None),
                 Err(Refused { rejection, record }) if record.is_empty() => {
                     if fresh {
@@ -211,8 +235,9 @@ impl<L: Log> Handler<L> {
                         last_seq: appended.last_seq,
                         stream_version: appended.stream_version,
                         duplicate: appended.duplicate,
-                        events: types,
                         session_id: opened_session(&command),
+                        run: run_result(&events),
+                        events: types,
                     });
                 }
                 Err(LogError::Conflict { expected, actual, .. }) => {
@@ -235,6 +260,17 @@ impl<L: Log> Handler<L> {
     async fn replayed(&self, command: &Command, first: Appended) -> Result<Accepted> {
         let count = usize::try_from(first.last_seq - first.first_seq + 1).unwrap_or(usize::MAX);
         let events = self.log.read(first.first_seq, count).await?;
+        if let Some(trapped) = events.iter().find_map(|e| match &e.body {
+            Some(Body::SandboxRunTrapped(trapped)) => Some(trapped),
+            _ => None,
+        }) {
+            let rejection =
+                crate::module::trapped(&trapped.module_hash, &trapped.trap, trapped.fuel_used, trapped.fuel_limit);
+            return Err(Rejection::new(
+                rejection.code,
+                format!("{} (the first result of this idempotency key, seq {})", rejection.message, first.first_seq),
+            ));
+        }
         if let Some(refused) = events.iter().find_map(|e| match &e.body {
             Some(Body::BudgetDebitRefused(refused)) => Some(refused),
             _ => None,
@@ -260,7 +296,44 @@ impl<L: Log> Handler<L> {
             duplicate: true,
             events: events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect(),
             session_id,
+            run: run_result(&events),
         })
+    }
+
+    fn modules(&self) -> Result<&Arc<dyn ModuleHost>> {
+        self.modules.as_ref().ok_or_else(|| {
+            Rejection::new(
+                Code::Unavailable,
+                "this node runs no WASM sandbox; send sandbox commands to a node that does (`agentlog serve`)",
+            )
+        })
+    }
+
+    /// What must happen once before deciding: a module to register is
+    /// checked by the sandbox (refused as `invalid_module`, naming why); a
+    /// run is made, after the checks that need no run (the module is a
+    /// registered action, the agent's session is live).
+    async fn prepare(&self, command: &Command) -> Result<Option<Prepared>> {
+        match command {
+            Command::RegisterModule(RegisterModule { module, .. }) => {
+                self.modules()?.check(module).map_err(|reason| {
+                    Rejection::new(Code::InvalidModule, format!("the module is refused: {reason}"))
+                })?;
+                Ok(None)
+            }
+            Command::RunModule(run) => {
+                let host = self.modules()?.clone();
+                let module = self.module(&run.module_hash).await?;
+                let registered = aggregate::module::runnable(&module, &run.module_hash)?;
+                let session = self.session(&run.session_id).await?;
+                session.check_live_for(&run.session_id, &run.agent_id, self.clock.now())?;
+                let outcome = host
+                    .run(&run.module_hash, &registered.module, &run.input, run.fuel)
+                    .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
+                Ok(Some(Prepared { run: outcome, engine_hash: host.engine_hash() }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The stream's state and version, caught up with the log.
@@ -340,6 +413,13 @@ impl<L: Log> Handler<L> {
         }
     }
 
+    async fn module(&self, module_hash: &str) -> Result<Module> {
+        match self.load(&format!("module/{module_hash}")).await?.1 {
+            State::Module(m) => Ok(m),
+            _ => unreachable!("module streams hold modules"),
+        }
+    }
+
     async fn tasks(&self, task_ids: &[String]) -> Result<BTreeMap<String, Task>> {
         let mut tasks = BTreeMap::new();
         for id in task_ids {
@@ -351,8 +431,14 @@ impl<L: Log> Handler<L> {
     }
 
     /// Gathers what the decision reads and calls the pure decide function.
-    async fn decide(&self, command: &Command, state: &State, now: Timestamp) -> Result<Decision> {
-        use aggregate::{agent, budget, session, task};
+    async fn decide(
+        &self,
+        command: &Command,
+        state: &State,
+        now: Timestamp,
+        prepared: Option<&Prepared>,
+    ) -> Result<Decision> {
+        use aggregate::{agent, budget, module, session, task};
         Ok(match (command, state) {
             (Command::OpenSession(OpenSession { agent_id, session_id, heartbeat_timeout_ms }), State::Session(s)) => {
                 let agent = self.agent(agent_id).await?;
@@ -450,6 +536,14 @@ impl<L: Log> Handler<L> {
             (Command::RefundBudget(RefundBudget { budget_id, amount, reason }), State::Budget(b)) => {
                 budget::refund(b, budget_id, *amount, reason)
             }
+            (Command::RegisterModule(RegisterModule { name, kind, module: bytes }), State::Module(m)) => {
+                module::register(m, name, *kind, bytes)
+            }
+            (Command::RunModule(run), State::Agent(a)) => {
+                let session = self.session(&run.session_id).await?;
+                let prepared = prepared.expect("a run is made before it is decided");
+                module::record_run(a, &session, run, &prepared.run, &prepared.engine_hash, now)
+            }
             (command, _) => unreachable!("{} decides on {}, whose state matches", command.name(), command.stream()),
         })
     }
@@ -491,6 +585,19 @@ impl<L: Log> Handler<L> {
             _ => unreachable!("budget streams hold budgets"),
         }
     }
+}
+
+/// What a completed run gave, from the events recording it.
+fn run_result(events: &[Envelope]) -> Option<RunResult> {
+    events.iter().find_map(|e| match &e.body {
+        Some(Body::SandboxRunCompleted(run)) => Some(RunResult {
+            module_hash: run.module_hash.clone(),
+            output: run.output.clone(),
+            output_hash: run.output_hash.clone(),
+            fuel_used: run.fuel_used,
+        }),
+        _ => None,
+    })
 }
 
 fn opened_session(command: &Command) -> Option<String> {

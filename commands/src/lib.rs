@@ -1,7 +1,8 @@
 //! agentlog-commands: the commands producers send, the pure `decide`
 //! functions over aggregate state, and the handler that appends their events
 //! to a [`agentlog_core::Log`] with optimistic concurrency, and the
-//! [`Executor`] trait that code sending commands names.
+//! [`Executor`] trait that code sending commands names. The sandbox's
+//! commands reach a WASM engine through [`ModuleHost`] only.
 //!
 //! Also the seeded simulation behind `agentlog demo` (`sim`), which drives
 //! the real handler so the demo exercises the real command path.
@@ -9,6 +10,7 @@ pub mod aggregate;
 pub mod command;
 pub mod executor;
 pub mod handler;
+pub mod module;
 pub mod rejection;
 pub mod sim;
 #[cfg(feature = "nats")]
@@ -18,4 +20,5 @@ pub use aggregate::Policy;
 pub use command::{ActionKind, ActionOutcome, Command, Spec};
 pub use executor::Executor;
 pub use handler::{Accepted, Handler, Request};
+pub use module::{ModuleHost, ModuleKind, RunOutcome, RunResult};
 pub use rejection::{Code, Rejection};

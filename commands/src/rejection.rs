@@ -28,12 +28,16 @@ pub enum Code {
     InsufficientBudget,
     CircuitOpen,
     RefundExceedsSpent,
+    WrongModuleKind,
     // conflict
     RetriesExhausted,
     // invalid
     InvalidCommand,
     InvalidAmount,
     TooLarge,
+    InvalidModule,
+    // agent: the agent's own code failed
+    ModuleTrapped,
     // platform
     Storage,
     Unavailable,
@@ -62,6 +66,9 @@ impl Code {
             Code::InsufficientBudget => "insufficient_budget",
             Code::CircuitOpen => "circuit_open",
             Code::RefundExceedsSpent => "refund_exceeds_spent",
+            Code::WrongModuleKind => "wrong_module_kind",
+            Code::InvalidModule => "invalid_module",
+            Code::ModuleTrapped => "module_trapped",
             Code::RetriesExhausted => "retries_exhausted",
             Code::InvalidCommand => "invalid_command",
             Code::InvalidAmount => "invalid_amount",
@@ -72,7 +79,7 @@ impl Code {
     }
 
     /// Every code, for parsing replies.
-    pub const ALL: [Code; 26] = [
+    pub const ALL: [Code; 29] = [
         Code::AlreadyExists,
         Code::NotFound,
         Code::UnknownAgent,
@@ -93,10 +100,13 @@ impl Code {
         Code::InsufficientBudget,
         Code::CircuitOpen,
         Code::RefundExceedsSpent,
+        Code::WrongModuleKind,
         Code::RetriesExhausted,
         Code::InvalidCommand,
         Code::InvalidAmount,
         Code::TooLarge,
+        Code::InvalidModule,
+        Code::ModuleTrapped,
         Code::Storage,
         Code::Unavailable,
     ];
@@ -129,9 +139,11 @@ impl Code {
             | Code::MissingCapabilities
             | Code::InsufficientBudget
             | Code::CircuitOpen
-            | Code::RefundExceedsSpent => Kind::Domain,
+            | Code::RefundExceedsSpent
+            | Code::WrongModuleKind => Kind::Domain,
             Code::RetriesExhausted => Kind::Conflict,
-            Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge => Kind::Invalid,
+            Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge | Code::InvalidModule => Kind::Invalid,
+            Code::ModuleTrapped => Kind::Agent,
             Code::Storage | Code::Unavailable => Kind::Platform,
         }
     }

@@ -186,6 +186,12 @@ fn protobuf_reply(reply: Reply) -> agentlog_core::schema::CommandReply {
             duplicate: a.duplicate,
             events: a.events,
             session_id: a.session_id.unwrap_or_default(),
+            run: a.run.map(|r| agentlog_core::schema::RunResult {
+                module_hash: r.module_hash,
+                output: r.output,
+                output_hash: r.output_hash,
+                fuel_used: r.fuel_used,
+            }),
         }),
         Reply::Rejected(r) => Outcome::Rejected(CommandRejected { kind: r.kind, code: r.code, message: r.message }),
     };

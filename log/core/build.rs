@@ -28,5 +28,21 @@ fn main() -> Result<()> {
     ] {
         config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::outcome\")]");
     }
+    // Bytes print as base64 (standard alphabet, padded), not as arrays of
+    // numbers.
+    for field in [
+        ".agentlog.v1.SandboxModuleRegistered.module",
+        ".agentlog.v1.SandboxRunCompleted.input",
+        ".agentlog.v1.SandboxRunCompleted.output",
+        ".agentlog.v1.SandboxRunTrapped.input",
+        ".agentlog.v1.RegisterModule.module",
+        ".agentlog.v1.RunModule.input",
+        ".agentlog.v1.RunResult.output",
+    ] {
+        config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::base64\")]");
+    }
+    for field in [".agentlog.v1.SandboxModuleRegistered.kind", ".agentlog.v1.RegisterModule.kind"] {
+        config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::module_kind\")]");
+    }
     config.compile_fds(descriptors)
 }

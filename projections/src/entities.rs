@@ -551,7 +551,12 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
             };
             backing.scan(self.kind, bound)
         });
-        Merged { family: self, memory: self.order.range((from, Bound::Unbounded)).peekable(), stored, stored_head: None }
+        Merged {
+            family: self,
+            memory: self.order.range((from, Bound::Unbounded)).peekable(),
+            stored,
+            stored_head: None,
+        }
     }
 
     fn value_bytes(value: &V) -> Vec<u8> {

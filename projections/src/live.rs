@@ -18,7 +18,7 @@ use crate::projection::Projection;
 /// store had of it. Any change to what a fold makes of the same events
 /// (a field, a violation it flags) bumps it, so no node and no replay
 /// snapshot goes on from a state an older fold made.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 /// Where a projection is: written with its state in one RocksDB write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

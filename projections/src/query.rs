@@ -50,6 +50,8 @@ pub enum Query {
     Agents { page: Page },
     Agent { id: String },
     Budgets { page: Page },
+    Modules { page: Page },
+    Module { id: String },
     Violations { page: Page },
     Reputation { page: Page },
     Match { task_id: String },
@@ -66,6 +68,8 @@ impl Query {
             Query::Agents { .. } => "agents",
             Query::Agent { .. } => "agent",
             Query::Budgets { .. } => "budgets",
+            Query::Modules { .. } => "modules",
+            Query::Module { .. } => "module",
             Query::Violations { .. } => "violations",
             Query::Reputation { .. } => "reputation",
             Query::Match { .. } => "match",
@@ -80,9 +84,10 @@ impl Query {
             | Query::Sessions { page }
             | Query::Agents { page }
             | Query::Budgets { page }
+            | Query::Modules { page }
             | Query::Violations { page }
             | Query::Reputation { page } => Some(page),
-            Query::Task { .. } | Query::Agent { .. } | Query::Match { .. } => None,
+            Query::Task { .. } | Query::Agent { .. } | Query::Module { .. } | Query::Match { .. } => None,
         }
     }
 
@@ -118,13 +123,15 @@ impl Query {
             "agents" => Query::Agents { page },
             "agent" => Query::Agent { id: id("an agent id")? },
             "budgets" => Query::Budgets { page },
+            "modules" => Query::Modules { page },
+            "module" => Query::Module { id: id("a module hash")? },
             "violations" => Query::Violations { page },
             "reputation" => Query::Reputation { page },
             "match" => Query::Match { task_id: id("a task id")? },
             other => {
                 return Err(Error::BadQuery {
                     reason: format!(
-                        "no query {other:?}: ask tasks, task ID, ready, sessions, agents, agent ID, budgets, violations, reputation or match TASK"
+                        "no query {other:?}: ask tasks, task ID, ready, sessions, agents, agent ID, budgets, modules, module HASH, violations, reputation or match TASK"
                     ),
                 });
             }
@@ -202,6 +209,10 @@ pub fn answer(views: &Views, query: &Query) -> Result<Answer> {
         Query::Budgets { page } => {
             paged(world.state.budgets_after(after(page).as_deref()), page, |b| b.budget_id.clone())
         }
+        Query::Modules { page } => {
+            paged(world.state.modules_after(after(page).as_deref()), page, |m| m.module_hash.clone())
+        }
+        Query::Module { id } => (json(world.state.module(id).ok_or_else(|| no_such("module", id))?), None),
         Query::Violations { page } => {
             let after = page.after.as_deref().and_then(violation_place);
             let rows =

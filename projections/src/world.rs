@@ -115,6 +115,23 @@ pub struct BudgetView {
     pub refused_debits: u64,
 }
 
+/// A WASM module registered with the sandbox, and what its runs came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleView {
+    pub module_hash: String,
+    pub name: String,
+    /// `action` or `policy`.
+    pub kind: String,
+    pub size_bytes: u64,
+    pub registered_seq: u64,
+    pub registered_ts: u64,
+    /// Runs recorded: completed, and trapped (a deadline included).
+    pub runs_completed: u64,
+    pub runs_trapped: u64,
+    pub fuel_used: u64,
+    pub last_run_seq: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViolationKind {
@@ -183,6 +200,7 @@ pub struct WorldModel {
     sessions: Entities<String, SessionView>,
     agents: Entities<String, AgentView>,
     budgets: Entities<String, BudgetView>,
+    modules: Entities<String, ModuleView>,
     violations: Entities<(u64, u32), Violation>,
     versions: Entities<String, StreamMark>,
     /// Open tasks whose dependencies are all completed, in claim order
@@ -207,6 +225,7 @@ impl Default for WorldModel {
             sessions: Entities::new("session"),
             agents: Entities::new("agent"),
             budgets: Entities::new("budget"),
+            modules: Entities::new("module"),
             violations: Entities::new("violation"),
             versions: Entities::new("version"),
             ready: Index::new("ready"),
@@ -267,6 +286,7 @@ impl Projection for WorldModel {
             &self.sessions,
             &self.agents,
             &self.budgets,
+            &self.modules,
             &self.violations,
             &self.versions,
             &self.ready,
@@ -282,6 +302,7 @@ impl Projection for WorldModel {
             &mut self.sessions,
             &mut self.agents,
             &mut self.budgets,
+            &mut self.modules,
             &mut self.violations,
             &mut self.versions,
             &mut self.ready,
@@ -486,10 +507,26 @@ impl WorldModel {
             Body::BudgetDebitRefused(e) => self.budget_mut(&e.budget_id).refused_debits += 1,
             Body::BudgetCircuitOpened(e) => self.budget_mut(&e.budget_id).circuit_open_until_ts = Some(e.open_until_ts),
             Body::BudgetCircuitClosed(e) => self.budget_mut(&e.budget_id).circuit_open_until_ts = None,
-            Body::SandboxModuleRegistered(_)
-            | Body::SandboxRunCompleted(_)
-            | Body::SandboxRunTrapped(_)
-            | Body::ChainCheckpoint(_) => {}
+            Body::SandboxModuleRegistered(e) => {
+                let kind = match agentlog_core::schema::ModuleKind::try_from(e.kind) {
+                    Ok(agentlog_core::schema::ModuleKind::Action) => "action",
+                    Ok(agentlog_core::schema::ModuleKind::Policy) => "policy",
+                    _ => "unknown",
+                };
+                let module = ModuleView {
+                    module_hash: e.module_hash.clone(),
+                    name: e.name.clone(),
+                    kind: kind.to_owned(),
+                    size_bytes: e.size_bytes,
+                    registered_seq: event.seq,
+                    registered_ts: event.ts,
+                    ..ModuleView::default()
+                };
+                self.modules.insert(e.module_hash.clone(), module);
+            }
+            Body::SandboxRunCompleted(e) => self.module_ran(event.seq, &e.module_hash, e.fuel_used, false),
+            Body::SandboxRunTrapped(e) => self.module_ran(event.seq, &e.module_hash, e.fuel_used, true),
+            Body::ChainCheckpoint(_) => {}
         }
     }
 
@@ -691,6 +728,14 @@ impl WorldModel {
         self.agents.values()
     }
 
+    pub fn modules_after(&self, after: Option<&str>) -> impl Iterator<Item = Cow<'_, ModuleView>> {
+        self.modules.values_after(after)
+    }
+
+    pub fn module(&self, module_hash: &str) -> Option<Cow<'_, ModuleView>> {
+        self.modules.get(module_hash)
+    }
+
     pub fn budget(&self, id: &str) -> Option<Cow<'_, BudgetView>> {
         self.budgets.get(id)
     }
@@ -771,6 +816,22 @@ impl WorldModel {
 
     fn agent_mut(&mut self, id: &str) -> &mut AgentView {
         self.agents.get_or_insert_with(id, || AgentView { agent_id: id.to_owned(), ..AgentView::default() })
+    }
+
+    /// Counts a run of a module (one the log never registered is counted
+    /// under its hash all the same).
+    fn module_ran(&mut self, seq: u64, module_hash: &str, fuel_used: u64, trapped: bool) {
+        let module = self.modules.get_or_insert_with(module_hash, || ModuleView {
+            module_hash: module_hash.to_owned(),
+            ..ModuleView::default()
+        });
+        if trapped {
+            module.runs_trapped += 1;
+        } else {
+            module.runs_completed += 1;
+        }
+        module.fuel_used = module.fuel_used.saturating_add(fuel_used);
+        module.last_run_seq = Some(seq);
     }
 
     fn budget_mut(&mut self, id: &str) -> &mut BudgetView {

@@ -17,11 +17,22 @@
 //! i32` (where the host writes the input) and `run(ptr: i32, len: i32) ->
 //! i64`, which returns the output's place as `(ptr << 32) | len`.
 pub mod error;
+pub mod host;
 pub mod limits;
+pub mod rerun;
 pub mod sandbox;
 pub mod validate;
 
 pub use error::{Error, Result};
 pub use limits::Limits;
+pub use rerun::{Rerun, rerun};
 pub use sandbox::{Outcome, Sandbox, TrapKind};
 pub use validate::Validated;
+
+/// A module file's bytes as WASM: a binary module as it is, WAT text
+/// compiled to one (`wat`), or why it is neither.
+pub fn module_from_file(bytes: &[u8]) -> Result<Vec<u8>> {
+    wat::parse_bytes(bytes)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| Error::refused(format!("it is neither a WASM binary nor WAT text: {e}")))
+}

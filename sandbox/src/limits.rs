@@ -28,10 +28,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_module_bytes: 768 * 1024,
+            max_module_bytes: agentlog_commands::module::MAX_MODULE_BYTES,
             max_memory_pages: 256, // 16 MiB
             max_table_elements: 10_000,
-            max_io_bytes: 256 * 1024,
+            max_io_bytes: agentlog_commands::module::MAX_IO_BYTES,
             max_stack_bytes: 512 * 1024,
             deadline_ticks: 100,
             tick_ms: 10,

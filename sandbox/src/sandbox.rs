@@ -74,8 +74,11 @@ pub enum Outcome {
         fuel_used: u64,
     },
     /// Aborted at its wall-clock deadline: no result, and nothing about
-    /// it is deterministic but that it was aborted.
-    DeadlineExceeded,
+    /// it is deterministic but that it was aborted (not even the fuel it
+    /// had used by then).
+    DeadlineExceeded {
+        fuel_used: u64,
+    },
 }
 
 /// The store's limits; remembers whether a growth was refused, so the
@@ -196,14 +199,14 @@ impl Sandbox {
     /// Accepts `bytes` as a module or refuses it, naming why
     /// ([`crate::validate`]); an accepted one is compiled and cached.
     pub fn validate(&self, bytes: &[u8]) -> Result<Validated> {
-        self.module(bytes).map(|(_, validated)| validated)
+        self.module(blake3::hash(bytes).to_hex().as_ref(), bytes).map(|(_, validated)| validated)
     }
 
-    fn module(&self, bytes: &[u8]) -> Result<(Module, Validated)> {
+    /// The compiled module `bytes`, whose blake3 is `hash`.
+    fn module(&self, hash: &str, bytes: &[u8]) -> Result<(Module, Validated)> {
         validate::size(bytes, &self.limits)?;
-        let hash = blake3::hash(bytes).to_hex().to_string();
         let cached = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = cached().modules.get(&hash) {
+        if let Some(found) = cached().modules.get(hash) {
             return Ok(found.clone());
         }
         let module = Module::from_binary(&self.engine, bytes)
@@ -211,13 +214,13 @@ impl Sandbox {
         self.compiled.fetch_add(1, Ordering::Relaxed);
         let validated = validate::check(&module, bytes, &self.limits)?;
         let mut cache = cached();
-        if !cache.modules.contains_key(&hash) {
+        if !cache.modules.contains_key(hash) {
             while cache.order.len() >= self.limits.cached_modules.max(1) {
                 let oldest = cache.order.pop_front().expect("not empty");
                 cache.modules.remove(&oldest);
             }
-            cache.order.push_back(hash.clone());
-            cache.modules.insert(hash, (module.clone(), validated.clone()));
+            cache.order.push_back(hash.to_owned());
+            cache.modules.insert(hash.to_owned(), (module.clone(), validated.clone()));
         }
         Ok((module, validated))
     }
@@ -225,6 +228,12 @@ impl Sandbox {
     /// Runs `module` (its bytes; compiled once, by content hash) on
     /// `input` with at most `fuel` units of fuel.
     pub fn run(&self, module: &[u8], input: &[u8], fuel: u64) -> Result<Outcome> {
+        self.run_hashed(blake3::hash(module).to_hex().as_ref(), module, input, fuel)
+    }
+
+    /// [`Sandbox::run`] on a module whose blake3 (hex) the caller knows,
+    /// as a registered module's is: the bytes are not hashed again.
+    pub fn run_hashed(&self, module_hash: &str, module: &[u8], input: &[u8], fuel: u64) -> Result<Outcome> {
         if input.len() > self.limits.max_io_bytes {
             return Err(Error::refused(format!(
                 "the input is {} bytes, more than the {} a run takes",
@@ -232,7 +241,7 @@ impl Sandbox {
                 self.limits.max_io_bytes
             )));
         }
-        let (module, _) = self.module(module)?;
+        let (module, _) = self.module(module_hash, module)?;
         let limiter = Limiter {
             max_memory_bytes: usize::try_from(self.limits.max_memory_pages * PAGE_BYTES).unwrap_or(usize::MAX),
             max_table_elements: self.limits.max_table_elements,
@@ -297,7 +306,7 @@ fn ended(store: &Store<Limiter>, fuel: u64, error: &wasmtime::Error) -> Outcome 
         return Outcome::Trapped { trap: TrapKind::ResourceLimit, fuel_used };
     }
     let trap = match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return Outcome::DeadlineExceeded,
+        Some(Trap::Interrupt) => return Outcome::DeadlineExceeded { fuel_used },
         Some(Trap::OutOfFuel) => TrapKind::OutOfFuel,
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,
         Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,

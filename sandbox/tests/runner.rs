@@ -94,7 +94,7 @@ fn a_loop_runs_out_of_fuel_at_exactly_its_limit() {
 fn a_run_past_its_deadline_is_aborted_with_no_result() {
     let spin = module("(loop $forever (br $forever)) (i64.const 0)", "");
     let sandbox = Sandbox::new(Limits { deadline_ticks: 3, tick_ms: 10, ..Limits::default() }).unwrap();
-    assert_eq!(sandbox.run(&spin, b"", u64::MAX / 2).unwrap(), Outcome::DeadlineExceeded);
+    assert!(matches!(sandbox.run(&spin, b"", u64::MAX / 2).unwrap(), Outcome::DeadlineExceeded { .. }));
 }
 
 #[test]

@@ -14,6 +14,9 @@ pub enum Error {
     #[error(transparent)]
     Projections(#[from] agentlog_projections::Error),
 
+    #[error(transparent)]
+    Sandbox(#[from] agentlog_sandbox::Error),
+
     #[error(
         "cannot subscribe the {service} service on NATS: {message}; check that nats-server is reachable and the node may subscribe there"
     )]
@@ -63,6 +66,7 @@ impl Error {
             Error::Config { .. } | Error::RestoreTarget { .. } => Kind::Invalid,
             Error::Log(e) => e.kind(),
             Error::Projections(e) => e.kind(),
+            Error::Sandbox(e) => e.kind(),
             Error::Subscribe { .. }
             | Error::Listen { .. }
             | Error::Control { .. }

@@ -197,7 +197,8 @@ impl Node {
             clock.observe(Timestamp::from_nanos(last.ts));
         }
         let clock: Arc<dyn Clock> = clock;
-        let handler = Arc::new(Handler::new(log.clone(), clock.clone(), ids));
+        let sandbox = agentlog_sandbox::Sandbox::new(agentlog_sandbox::Limits::default())?;
+        let handler = Arc::new(Handler::new(log.clone(), clock.clone(), ids).with_modules(Arc::new(sandbox)));
         let projections = Arc::new(
             ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?
                 .with_cache_entities(config.projections.cache_entities),

@@ -6,6 +6,7 @@
 //! No I/O, no clock, no randomness: the same inputs give the same events.
 pub mod agent;
 pub mod budget;
+pub mod module;
 pub mod session;
 pub mod task;
 
@@ -15,6 +16,7 @@ use crate::rejection::Rejection;
 
 pub use agent::Agent;
 pub use budget::{Budget, Policy};
+pub use module::Module;
 pub use session::Session;
 pub use task::Task;
 
@@ -43,6 +45,7 @@ pub enum State {
     Agent(Agent),
     Task(Task),
     Budget(Budget),
+    Module(Module),
 }
 
 impl State {
@@ -53,6 +56,7 @@ impl State {
             "agent" => Some(State::Agent(Agent::default())),
             "task" => Some(State::Task(Task::default())),
             "budget" => Some(State::Budget(Budget::default())),
+            "module" => Some(State::Module(Module::default())),
             _ => None,
         }
     }
@@ -63,6 +67,7 @@ impl State {
             State::Agent(a) => a.apply(event),
             State::Task(t) => t.apply(event),
             State::Budget(b) => b.apply(event),
+            State::Module(m) => m.apply(event),
         }
     }
 }

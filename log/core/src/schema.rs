@@ -105,11 +105,11 @@ impl Body {
             Body::BudgetDebitRefused(b) => {
                 Refs { amount: Some(b.amount), ..work(&b.task_id, &b.agent_id, &b.session_id) }
             }
+            Body::SandboxRunCompleted(b) => work(&b.task_id, &b.agent_id, &b.session_id),
+            Body::SandboxRunTrapped(b) => work(&b.task_id, &b.agent_id, &b.session_id),
             Body::BudgetCircuitOpened(_)
             | Body::BudgetCircuitClosed(_)
             | Body::SandboxModuleRegistered(_)
-            | Body::SandboxRunCompleted(_)
-            | Body::SandboxRunTrapped(_)
             | Body::ChainCheckpoint(_) => Refs::default(),
         }
     }
@@ -148,6 +148,19 @@ pub(crate) mod json {
             Ok(kind) => s.serialize_str(kind.short_name()),
             Err(_) => s.serialize_i32(*value),
         }
+    }
+
+    pub fn module_kind<S: Serializer>(value: &i32, s: S) -> Result<S::Ok, S::Error> {
+        match super::ModuleKind::try_from(*value) {
+            Ok(super::ModuleKind::Action) => s.serialize_str("action"),
+            Ok(super::ModuleKind::Policy) => s.serialize_str("policy"),
+            _ => s.serialize_i32(*value),
+        }
+    }
+
+    pub fn base64<S: Serializer>(value: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(value))
     }
 
     pub fn outcome<S: Serializer>(value: &i32, s: S) -> Result<S::Ok, S::Error> {
