@@ -113,6 +113,9 @@ pub async fn send(to: &Target<'_>, command: Command, idempotency_key: Option<Str
             if let Some(run) = &a.run {
                 println!("fuel_used {}", run.fuel_used);
                 println!("output_hash {}", run.output_hash);
+                if let Some(charge) = &run.charge {
+                    println!("charged {} to budget {} (seq {})", charge.amount, charge.budget_id, charge.seq);
+                }
                 match std::str::from_utf8(&run.output) {
                     Ok(text) => println!("output {text}"),
                     Err(_) => {

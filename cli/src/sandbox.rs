@@ -72,6 +72,11 @@ enum Sub {
         /// The most fuel the run may use.
         #[arg(long, default_value_t = 10_000_000)]
         fuel: u64,
+        /// Charge the fuel used to this budget (one unit per 1,000 fuel,
+        /// rounded up); the run is refused unless the budget holds what
+        /// the whole --fuel would cost.
+        #[arg(long, default_value = "")]
+        budget: String,
         /// Repeating a key returns the first result and runs nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -115,7 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
             send(&target, RegisterModule { name, kind, module }.into(), None).await
         }
-        Sub::Run { module_hash, agent, session, task, input, input_text, fuel, idempotency_key, actor, to } => {
+        Sub::Run { module_hash, agent, session, task, input, input_text, fuel, budget, idempotency_key, actor, to } => {
             let input = match (input, input_text) {
                 (Some(path), _) if path.as_os_str() == "-" => {
                     let mut bytes = Vec::new();
@@ -128,8 +133,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 (None, Some(text)) => text.into_bytes(),
                 (None, None) => Vec::new(),
             };
-            let command =
-                RunModule { module_hash, agent_id: agent, session_id: session, task_id: task, input, fuel }.into();
+            let command = RunModule {
+                module_hash,
+                agent_id: agent,
+                session_id: session,
+                task_id: task,
+                input,
+                fuel,
+                budget_id: budget,
+            }
+            .into();
             let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
             send(&target, command, idempotency_key).await
         }

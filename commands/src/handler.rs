@@ -159,7 +159,7 @@ impl<L: Log> Handler<L> {
         if let Some(key) = &request.idempotency_key
             && let Some(first) = self.log.idempotent_result(key).await?
         {
-            return self.replayed(&request.command, first).await;
+            return self.replayed(&request, first).await;
         }
         let mut command = request.command.clone();
         if let Command::OpenSession(OpenSession { session_id: id @ None, .. }) = &mut command {
@@ -188,7 +188,7 @@ impl<L: Log> Handler<L> {
             if let Some(key) = &request.idempotency_key
                 && let Some(first) = self.log.idempotent_result(key).await?
             {
-                return self.replayed(&request.command, first).await;
+                return self.replayed(&request, first).await;
             }
             let (bodies, refusal) = match self.decide(&command, &state, now, prepared.as_ref()).await? {
                 Ok(bodies) => (bodies, None),
@@ -221,24 +221,25 @@ impl<L: Log> Handler<L> {
                 Ok(appended) if appended.duplicate => {
                     // The same key won a race with this attempt: its result
                     // stands, not this attempt's (which wrote nothing).
-                    return self.replayed(&request.command, appended).await;
+                    return self.replayed(&request, appended).await;
                 }
                 Ok(appended) => {
                     self.remember(&stream, version, state, &events, &appended);
-                    if let Some(rejection) = refusal {
-                        return Err(rejection);
-                    }
-                    return Ok(Accepted {
-                        command: command.name().to_owned(),
-                        stream,
-                        first_seq: appended.first_seq,
-                        last_seq: appended.last_seq,
-                        stream_version: appended.stream_version,
-                        duplicate: appended.duplicate,
-                        session_id: opened_session(&command),
-                        run: run_result(&events),
-                        events: types,
-                    });
+                    let result = match refusal {
+                        Some(rejection) => Err(rejection),
+                        None => Ok(Accepted {
+                            command: command.name().to_owned(),
+                            stream,
+                            first_seq: appended.first_seq,
+                            last_seq: appended.last_seq,
+                            stream_version: appended.stream_version,
+                            duplicate: appended.duplicate,
+                            session_id: opened_session(&command),
+                            run: run_result(&events),
+                            events: types,
+                        }),
+                    };
+                    return self.charge_run(&request, &events, appended.first_seq, result).await;
                 }
                 Err(LogError::Conflict { expected, actual, .. }) => {
                     tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
@@ -257,9 +258,18 @@ impl<L: Log> Handler<L> {
 
     /// The result of an idempotency key used before, rebuilt from the log:
     /// what was accepted then, or the refusal that was recorded then.
-    async fn replayed(&self, command: &Command, first: Appended) -> Result<Accepted> {
+    async fn replayed(&self, request: &Request, first: Appended) -> Result<Accepted> {
+        let command = &request.command;
         let count = usize::try_from(first.last_seq - first.first_seq + 1).unwrap_or(usize::MAX);
         let events = self.log.read(first.first_seq, count).await?;
+        let result = self.replayed_result(command, &first, &events);
+        // A run's charge is settled by its first attempt, or by this one
+        // if that attempt stopped before it (the charge's own key makes it
+        // happen once).
+        self.charge_run(request, &events, first.first_seq, result).await
+    }
+
+    fn replayed_result(&self, command: &Command, first: &Appended, events: &[Envelope]) -> Result<Accepted> {
         if let Some(trapped) = events.iter().find_map(|e| match &e.body {
             Some(Body::SandboxRunTrapped(trapped)) => Some(trapped),
             _ => None,
@@ -296,8 +306,83 @@ impl<L: Log> Handler<L> {
             duplicate: true,
             events: events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect(),
             session_id,
-            run: run_result(&events),
+            run: run_result(events),
         })
+    }
+
+    /// The second step of a run charged to a budget (a saga): a debit of
+    /// the fuel it used, keyed by the run's event, so the run's first
+    /// attempt or any retry of it (same idempotency key) makes the debit
+    /// happen exactly once. A refused debit leaves the run recorded and
+    /// says so; the refusal is recorded as every refused debit is.
+    async fn charge_run(
+        &self,
+        request: &Request,
+        events: &[Envelope],
+        first_seq: u64,
+        result: Result<Accepted>,
+    ) -> Result<Accepted> {
+        let Command::RunModule(run) = &request.command else { return result };
+        if run.budget_id.is_empty() {
+            return result;
+        }
+        let Some((at, event, fuel_used, trapped)) = events.iter().enumerate().find_map(|(i, e)| match &e.body {
+            Some(Body::SandboxRunCompleted(r)) => Some((i, e, r.fuel_used, false)),
+            Some(Body::SandboxRunTrapped(r)) => Some((i, e, r.fuel_used, true)),
+            _ => None,
+        }) else {
+            return result;
+        };
+        let amount = crate::module::charge_for(fuel_used);
+        if amount == 0 {
+            return result;
+        }
+        let seq = first_seq + at as u64;
+        let debit = DebitBudget {
+            budget_id: run.budget_id.clone(),
+            amount,
+            agent_id: run.agent_id.clone(),
+            session_id: run.session_id.clone(),
+            task_id: run.task_id.clone(),
+            reason: format!("sandbox run of module {} (seq {seq})", run.module_hash),
+            failed: trapped,
+        };
+        let event_id = EventId::from_slice(&event.event_id);
+        let charge = Request {
+            command: debit.into(),
+            actor: request.actor.clone(),
+            idempotency_key: Some(format!("sandbox-charge:{}", event_id.map(|id| id.to_string()).unwrap_or_default())),
+            correlation_id: CorrelationId::from_slice(&event.correlation_id),
+            causation_id: event_id,
+            saga_id: None,
+        };
+        match Box::pin(self.execute(charge)).await {
+            Ok(charged) => {
+                let charge = crate::module::Charge { budget_id: run.budget_id.clone(), amount, seq: charged.first_seq };
+                match result {
+                    Ok(mut accepted) => {
+                        if let Some(run) = &mut accepted.run {
+                            run.charge = Some(charge);
+                        }
+                        Ok(accepted)
+                    }
+                    Err(rejection) => Err(Rejection::new(
+                        rejection.code,
+                        format!(
+                            "{}; its {amount} was charged to budget {} (seq {})",
+                            rejection.message, charge.budget_id, charge.seq
+                        ),
+                    )),
+                }
+            }
+            Err(refused) => Err(Rejection::new(
+                refused.code,
+                format!(
+                    "the run at seq {seq} is recorded, but its charge of {amount} to budget {} was refused: {}",
+                    run.budget_id, refused.message
+                ),
+            )),
+        }
     }
 
     fn modules(&self) -> Result<&Arc<dyn ModuleHost>> {
@@ -327,6 +412,10 @@ impl<L: Log> Handler<L> {
                 let registered = aggregate::module::runnable(&module, &run.module_hash)?;
                 let session = self.session(&run.session_id).await?;
                 session.check_live_for(&run.session_id, &run.agent_id, self.clock.now())?;
+                if !run.budget_id.is_empty() {
+                    let budget = self.budget(&run.budget_id).await?;
+                    aggregate::module::can_charge(&budget, run, self.clock.now())?;
+                }
                 let outcome = host
                     .run(&run.module_hash, &registered.module, &run.input, run.fuel)
                     .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
@@ -595,6 +684,7 @@ fn run_result(events: &[Envelope]) -> Option<RunResult> {
             output: run.output.clone(),
             output_hash: run.output_hash.clone(),
             fuel_used: run.fuel_used,
+            charge: None,
         }),
         _ => None,
     })

@@ -20,6 +20,15 @@ pub const MAX_IO_BYTES: usize = 256 * 1024;
 /// The most fuel one run may be given (the wall-clock deadline bounds a
 /// run as well).
 pub const MAX_FUEL: u64 = 10_000_000_000;
+/// Fuel per unit of budget: a run charged to a budget is debited its fuel
+/// used divided by this, rounded up.
+pub const FUEL_PER_BUDGET_UNIT: u64 = 1_000;
+
+/// What a run that used `fuel_used` is charged.
+pub fn charge_for(fuel_used: u64) -> u64 {
+    fuel_used.div_ceil(FUEL_PER_BUDGET_UNIT)
+}
+
 /// The trap a run aborted at its wall-clock deadline is recorded with. It
 /// is the one outcome that depends on the machine: replay never compares it.
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
@@ -161,6 +170,10 @@ pub struct RunModule {
     #[serde(default, with = "base64_bytes")]
     pub input: Vec<u8>,
     pub fuel: u64,
+    /// The budget the run's fuel is charged to (empty: none). The run is
+    /// refused unless it holds enough for the whole fuel limit.
+    #[serde(default)]
+    pub budget_id: String,
 }
 
 impl Spec for RunModule {
@@ -178,6 +191,9 @@ impl Spec for RunModule {
         id("session_id", &self.session_id)?;
         if !self.task_id.is_empty() {
             id("task_id", &self.task_id)?;
+        }
+        if !self.budget_id.is_empty() {
+            id("budget_id", &self.budget_id)?;
         }
         if self.input.len() > MAX_IO_BYTES {
             return Err(Rejection::new(
@@ -211,6 +227,7 @@ impl Spec for RunModule {
             task_id: m.task_id,
             input: m.input,
             fuel: m.fuel,
+            budget_id: m.budget_id,
         })
     }
 }
@@ -223,6 +240,18 @@ pub struct RunResult {
     pub output: Vec<u8>,
     pub output_hash: String,
     pub fuel_used: u64,
+    /// The debit of its fuel, when it was charged to a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<Charge>,
+}
+
+/// A run's fuel, debited from a budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub budget_id: String,
+    pub amount: u64,
+    /// The debit's seq.
+    pub seq: u64,
 }
 
 /// The rejection a trapped run answers with (kind `agent`: the module

@@ -23,6 +23,9 @@ pub struct Limits {
     pub tick_ms: u64,
     /// Compiled modules kept in memory.
     pub cached_modules: usize,
+    /// Runs at once; more wait their turn. With the memory cap, what bounds
+    /// the memory runs take however many are asked for at once.
+    pub max_running: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +39,7 @@ impl Default for Limits {
             deadline_ticks: 100,
             tick_ms: 10,
             cached_modules: 64,
+            max_running: 8,
         }
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, Instance, Module, ResourceLimiter, Store, Trap};
@@ -126,10 +126,40 @@ struct Cache {
     order: VecDeque<String>,
 }
 
+/// How many runs are under way, and the most there ever were at once.
+#[derive(Default)]
+struct Running {
+    now: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+/// A turn to run, given back when dropped.
+struct Turn<'a>(&'a Running);
+
+impl Running {
+    fn take(&self, max: usize) -> Turn<'_> {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        while now.0 >= max.max(1) {
+            now = self.freed.wait(now).unwrap_or_else(PoisonError::into_inner);
+        }
+        now.0 += 1;
+        now.1 = now.1.max(now.0);
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.now.lock().unwrap_or_else(PoisonError::into_inner).0 -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub struct Sandbox {
     engine: Engine,
     limits: Limits,
     cache: Mutex<Cache>,
+    running: Running,
     compiled: AtomicU64,
     stop: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
@@ -175,7 +205,15 @@ impl Sandbox {
                 }
             })
             .map_err(|e| Error::Engine { operation: "starting the epoch thread", reason: e.to_string() })?;
-        Ok(Sandbox { engine, limits, cache: Mutex::default(), compiled: AtomicU64::new(0), stop, ticker: Some(ticker) })
+        Ok(Sandbox {
+            engine,
+            limits,
+            cache: Mutex::default(),
+            running: Running::default(),
+            compiled: AtomicU64::new(0),
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -189,6 +227,12 @@ impl Sandbox {
         let mut hasher = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         format!("{:016x}", hasher.finish())
+    }
+
+    /// The most runs there were at once so far (at most
+    /// [`Limits::max_running`]).
+    pub fn peak_running(&self) -> usize {
+        self.running.now.lock().unwrap_or_else(PoisonError::into_inner).1
     }
 
     /// Modules compiled so far (cache misses).
@@ -242,6 +286,8 @@ impl Sandbox {
             )));
         }
         let (module, _) = self.module(module_hash, module)?;
+        // The deadline counts from here: waiting for a turn is not running.
+        let _turn = self.running.take(self.limits.max_running);
         let limiter = Limiter {
             max_memory_bytes: usize::try_from(self.limits.max_memory_pages * PAGE_BYTES).unwrap_or(usize::MAX),
             max_table_elements: self.limits.max_table_elements,

@@ -81,6 +81,7 @@ fn run(world: &World, module_hash: &str, input: &[u8], fuel: u64) -> Request {
         task_id: "task-1".into(),
         input: input.to_vec(),
         fuel,
+        budget_id: String::new(),
     });
     Request::new(command, "test")
 }
@@ -268,4 +269,65 @@ async fn a_run_is_refused_once_its_session_is_closed() {
     agentlog_tests::send(&world.handler, close.into()).await;
     let refused = world.handler.execute(run(&world, &hash, b"x", 1_000)).await.unwrap_err();
     assert_eq!(refused.code, Code::SessionNotLive, "{refused}");
+}
+
+fn charged_to(mut request: Request, budget: &str) -> Request {
+    if let Command::RunModule(run) = &mut request.command {
+        run.budget_id = budget.into();
+    }
+    request
+}
+
+async fn balance(world: &World, budget: &str) -> u64 {
+    world.handler.budget(budget).await.unwrap().balance
+}
+
+#[tokio::test]
+async fn a_run_charged_to_a_budget_is_debited_its_fuel_once_whatever_the_retries() {
+    let world = world().await;
+    let echo = register(&world, "echo", ModuleKind::Action, ECHO).await.unwrap();
+    let spin = register(&world, "spin", ModuleKind::Action, SPIN).await.unwrap();
+    let allocate = agentlog_commands::command::AllocateBudget { budget_id: "b1".into(), amount: 100 };
+    agentlog_tests::send(&world.handler, allocate.into()).await;
+
+    // More than the budget could pay for: refused before it runs.
+    let before = head(&world).await;
+    let refused = world.handler.execute(charged_to(run(&world, &echo, b"x", 200_000), "b1")).await.unwrap_err();
+    assert_eq!(refused.code, Code::InsufficientBudget, "{refused}");
+    assert_eq!(head(&world).await, before, "nothing ran, nothing is recorded");
+
+    let request = charged_to(run(&world, &echo, b"hello", 10_000), "b1").with_idempotency_key("paid-1");
+    let accepted = world.handler.execute(request.clone()).await.unwrap();
+    let result = accepted.run.clone().unwrap();
+    let charge = result.charge.clone().expect("the run was charged");
+    assert_eq!((charge.budget_id.as_str(), charge.amount), ("b1", result.fuel_used.div_ceil(1_000)));
+    assert_eq!(balance(&world, "b1").await, 100 - charge.amount);
+    let debit = &world.log.read(charge.seq, 1).await.unwrap()[0];
+    let run_event = &world.log.read(accepted.first_seq, 1).await.unwrap()[0];
+    let Some(Body::BudgetDebited(debited)) = &debit.body else { panic!("{debit:?}") };
+    assert_eq!(debited.amount, charge.amount);
+    assert_eq!(debit.causation_id, run_event.event_id, "the debit names the run that caused it");
+    assert_eq!(debit.correlation_id, run_event.correlation_id);
+
+    let retry = world.handler.execute(request).await.unwrap();
+    assert_eq!(retry.run, Some(result), "a retry gives the first result, its charge included");
+    assert_eq!(balance(&world, "b1").await, 100 - charge.amount, "and debits nothing more");
+
+    // A run recorded without its debit (its first attempt stopped after
+    // the run): the retry charges it, once.
+    let first = world.handler.execute(run(&world, &echo, b"later", 10_000).with_idempotency_key("paid-2")).await;
+    assert!(first.unwrap().run.unwrap().charge.is_none());
+    let settle = charged_to(run(&world, &echo, b"later", 10_000), "b1").with_idempotency_key("paid-2");
+    let settled = world.handler.execute(settle.clone()).await.unwrap();
+    let second_charge = settled.run.unwrap().charge.expect("charged by the retry");
+    world.handler.execute(settle).await.unwrap();
+    assert_eq!(balance(&world, "b1").await, 100 - charge.amount - second_charge.amount);
+
+    // A trapped run is charged too, as failed work.
+    let trapped = world.handler.execute(charged_to(run(&world, &spin, b"", 5_000), "b1")).await.unwrap_err();
+    assert_eq!(trapped.code, Code::ModuleTrapped, "{trapped}");
+    assert!(trapped.message.contains("5 was charged to budget b1"), "{trapped}");
+    let last = &world.log.read(head(&world).await, 1).await.unwrap()[0];
+    let Some(Body::BudgetDebited(debited)) = &last.body else { panic!("{last:?}") };
+    assert_eq!((debited.amount, debited.outcome), (5, agentlog_core::schema::Outcome::Failed as i32));
 }

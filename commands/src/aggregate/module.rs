@@ -6,8 +6,8 @@ use std::sync::Arc;
 use agentlog_core::schema::{SandboxModuleRegistered, SandboxRunCompleted, SandboxRunTrapped};
 use agentlog_core::{Body, Envelope, Timestamp};
 
-use super::{Agent, Decision, Refused, Session};
-use crate::module::{ModuleKind, RunModule, RunOutcome, content_hash, trapped};
+use super::{Agent, Budget, Decision, Refused, Session};
+use crate::module::{ModuleKind, RunModule, RunOutcome, charge_for, content_hash, trapped};
 use crate::rejection::{Code, Rejection};
 
 /// A module as registered.
@@ -67,6 +67,32 @@ pub fn runnable<'a>(module: &'a Module, module_hash: &str) -> Result<&'a Registe
         )),
         Some(registered) => Ok(registered),
     }
+}
+
+/// Whether a run may be charged to `budget`: it exists, its circuit is
+/// closed, and it holds what the whole fuel limit would cost (checked
+/// before running; the debit after it is the guard).
+pub fn can_charge(budget: &Budget, run: &RunModule, now: Timestamp) -> Result<(), Rejection> {
+    if !budget.exists {
+        return Err(Rejection::new(Code::NotFound, format!("no budget {}; allocate one first", run.budget_id)));
+    }
+    if budget.circuit_open_until_ts.is_some_and(|until| now.as_nanos() < until) {
+        return Err(Rejection::new(
+            Code::CircuitOpen,
+            format!("budget {}'s circuit is open; nothing is charged to it until it closes", run.budget_id),
+        ));
+    }
+    let most = charge_for(run.fuel);
+    if budget.balance < most {
+        return Err(Rejection::new(
+            Code::InsufficientBudget,
+            format!(
+                "budget {} has {} left and a run of {} fuel may cost {most}; give less fuel or allocate more",
+                run.budget_id, budget.balance, run.fuel
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Records a run the sandbox made: its output, or its trap (then the
