@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, Instance, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, Instance, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
 
 use crate::error::{Error, Result};
 use crate::limits::{Limits, PAGE_BYTES};
@@ -126,6 +128,10 @@ struct Cache {
     order: VecDeque<String>,
 }
 
+/// The most a module's instance state (its globals, function references
+/// and the like, not its memory) may take in a pool slot.
+const MAX_INSTANCE_BYTES: usize = 4 << 20;
+
 /// How many runs are under way, and the most there ever were at once.
 #[derive(Default)]
 struct Running {
@@ -191,6 +197,19 @@ impl Sandbox {
             .wasm_multi_memory(false)
             .wasm_memory64(false)
             .max_wasm_stack(limits.max_stack_bytes);
+        // One preallocated slot per run allowed at once (`max_running`):
+        // instantiating takes a slot instead of mapping fresh memory.
+        let slots = u32::try_from(limits.max_running.max(1)).unwrap_or(u32::MAX);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_core_instance_size(MAX_INSTANCE_BYTES)
+            .max_memory_size(usize::try_from(limits.max_memory_pages * PAGE_BYTES).unwrap_or(usize::MAX))
+            .table_elements(limits.max_table_elements);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(Error::engine("configuring the engine"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = std::thread::Builder::new()
@@ -253,6 +272,7 @@ impl Sandbox {
         if let Some(found) = cached().modules.get(hash) {
             return Ok(found.clone());
         }
+        validate::declared(bytes, &self.limits)?;
         let module = Module::from_binary(&self.engine, bytes)
             .map_err(|e| Error::refused(format!("it is not a valid WASM module this sandbox runs: {e:#}")))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);

@@ -47,29 +47,60 @@ fn names(types: &[ValType]) -> String {
     types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// The checks of a compiled module (its size was checked before).
-pub(crate) fn check(module: &Module, bytes: &[u8], limits: &Limits) -> Result<Validated> {
-    if let Some(import) = module.imports().next() {
-        return Err(Error::refused(format!(
-            "it imports `{}`.`{}`, and the sandbox offers no host functions: a module computes on its input alone",
-            import.module(),
-            import.name()
-        )));
+/// The checks made before compiling, from the module's sections: no
+/// import, and each memory 32-bit, unshared and declared within the cap.
+/// (A module refused here costs no compilation; the pooling allocator
+/// would refuse such a memory with its own words.) Malformed sections are
+/// left to the compiler, which names what is wrong.
+pub(crate) fn declared(bytes: &[u8], limits: &Limits) -> Result<()> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::ImportSection(imports)) => {
+                if let Some(Ok(import)) = imports.into_imports().next() {
+                    return Err(no_imports(import.module, import.name));
+                }
+            }
+            Ok(wasmparser::Payload::MemorySection(memories)) => {
+                for memory in memories.into_iter().flatten() {
+                    memory_within(memory.memory64 || memory.shared, memory.initial, limits)?;
+                }
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
-    let Some(ExternType::Memory(memory)) = module.get_export("memory") else {
-        return Err(Error::refused("it does not export a memory named `memory`"));
-    };
-    if memory.is_64() || memory.is_shared() {
+    Ok(())
+}
+
+fn no_imports(module: &str, name: &str) -> Error {
+    Error::refused(format!(
+        "it imports `{module}`.`{name}`, and the sandbox offers no host functions: a module computes on its input alone"
+    ))
+}
+
+fn memory_within(wide_or_shared: bool, pages: u64, limits: &Limits) -> Result<()> {
+    if wide_or_shared {
         return Err(Error::refused("its memory is 64-bit or shared; only a 32-bit unshared memory is allowed"));
     }
-    if memory.minimum() > limits.max_memory_pages {
+    if pages > limits.max_memory_pages {
         return Err(Error::refused(format!(
-            "its memory starts at {} pages, more than the {} pages ({} MiB) a module may use",
-            memory.minimum(),
+            "its memory starts at {pages} pages, more than the {} pages ({} MiB) a module may use",
             limits.max_memory_pages,
             limits.max_memory_pages * crate::limits::PAGE_BYTES / (1024 * 1024)
         )));
     }
+    Ok(())
+}
+
+/// The checks of a compiled module (its size was checked before).
+pub(crate) fn check(module: &Module, bytes: &[u8], limits: &Limits) -> Result<Validated> {
+    if let Some(import) = module.imports().next() {
+        return Err(no_imports(import.module(), import.name()));
+    }
+    let Some(ExternType::Memory(memory)) = module.get_export("memory") else {
+        return Err(Error::refused("it does not export a memory named `memory`"));
+    };
+    memory_within(memory.is_64() || memory.is_shared(), memory.minimum(), limits)?;
     func_type(module, "alloc", &[ValType::I32], &[ValType::I32])?;
     func_type(module, "run", &[ValType::I32, ValType::I32], &[ValType::I64])?;
     Ok(Validated { hash: blake3::hash(bytes).to_hex().to_string(), bytes: bytes.len(), memory_pages: memory.minimum() })

@@ -6,14 +6,15 @@
 //! throughput with 1, 8 and 64 producers, sync on and off; the claim
 //! command's latency; and, in the same run on the same disk, raw RocksDB
 //! `WriteBatch` throughput with the same event bytes, so the log's overhead
-//! is a ratio. `distributed`, `projections`, `archive`, `recovery`, `scale`
-//! and `replay` are the others.
+//! is a ratio. `distributed`, `projections`, `archive`, `recovery`, `scale`,
+//! `replay` and `sandbox` are the others.
 #![allow(clippy::disallowed_methods)] // benchmarks time things with the wall clock
 mod archive;
 mod distributed;
 mod projections;
 mod recovery;
 mod replay;
+mod sandbox;
 mod scale;
 
 use std::path::Path;
@@ -95,6 +96,13 @@ pub struct Args {
     /// The simulation log --replay measures (events, about).
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
+    /// Measure the WASM sandbox instead: compile time of a first-seen
+    /// module, warm runs of a small one, run_module commands.
+    #[arg(long, conflicts_with_all = ["projections", "distributed", "archive", "recovery", "scale", "replay"])]
+    sandbox: bool,
+    /// Warm runs --sandbox makes (a quarter as many commands).
+    #[arg(long, default_value_t = 20_000)]
+    sandbox_runs: u64,
     /// The largest log --recovery measures.
     #[arg(long, default_value_t = 1_000_000)]
     recovery_events: u64,
@@ -335,6 +343,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..agentlog_projections::Cadence::default()
         };
         crate::scale::run(args.scale_tasks, cadence, args.scale_cache_entities, args.dir.as_deref(), args.json).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.sandbox {
+        crate::sandbox::run(args.sandbox_runs, args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.replay {
