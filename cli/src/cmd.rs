@@ -18,7 +18,8 @@ pub struct Args {
     /// The command: open_session, heartbeat, close_session, expire_session,
     /// register_agent, create_task, claim_task, release_task, complete_task,
     /// fail_task, expire_lease, allocate_budget, debit_budget,
-    /// refund_budget, record_action, register_module, run_module.
+    /// refund_budget, record_action, register_module, run_module,
+    /// bind_policy.
     command: String,
     /// Its fields as a JSON object; read from stdin when absent or `-`.
     body: Option<String>,

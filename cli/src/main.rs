@@ -90,8 +90,8 @@ enum Command {
     /// Incident replay over the archive and the WAL: the events, and the
     /// views as they were at any point. Never writes to what it reads.
     Replay(replay::Args),
-    /// WASM modules: register, run (an action module, for an agent), list,
-    /// inspect.
+    /// WASM modules: register, run (an action module, for an agent), bind
+    /// and unbind (a policy module, to a command type), list, inspect.
     Sandbox(sandbox::Args),
 }
 

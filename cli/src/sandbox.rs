@@ -1,13 +1,15 @@
 //! `agentlog sandbox`: WASM modules — register one (a binary or WAT text
-//! file), run an action module for an agent, list the registered modules
-//! and inspect one — on the embedded log or through `agentlog serve` over
-//! NATS. Register and run are the `register_module` and `run_module`
-//! commands (`agentlog cmd` sends the same); list and inspect ask the world
-//! view (`agentlog query modules`, `module HASH`).
+//! file), run an action module for an agent, bind a policy module to a
+//! command type (or unbind it), list the registered modules and inspect
+//! one — on the embedded log or through `agentlog serve` over NATS.
+//! Register, run and bind are the `register_module`, `run_module` and
+//! `bind_policy` commands (`agentlog cmd` sends the same); list and inspect
+//! ask the world view (`agentlog query modules`, `module HASH`).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentlog_commands::module::{ModuleKind, RegisterModule, RunModule};
+use agentlog_commands::policy::BindPolicy;
 use agentlog_projections::query::{Page, Query};
 use anyhow::Context;
 
@@ -85,7 +87,27 @@ enum Sub {
         #[command(flatten)]
         to: To,
     },
-    /// The registered modules, with their runs.
+    /// Bind a registered policy module to a command type: every such
+    /// command is put to it first.
+    Bind {
+        /// The command type (`debit_budget`, `claim_task`, …).
+        command: String,
+        module_hash: String,
+        #[arg(long, default_value = "cli")]
+        actor: String,
+        #[command(flatten)]
+        to: To,
+    },
+    /// Take the policy off a command type.
+    Unbind {
+        command: String,
+        #[arg(long, default_value = "cli")]
+        actor: String,
+        #[command(flatten)]
+        to: To,
+    },
+    /// The registered modules, with their runs and what each policy is
+    /// bound to.
     List {
         #[arg(long)]
         limit: Option<usize>,
@@ -145,6 +167,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .into();
             let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
             send(&target, command, idempotency_key).await
+        }
+        Sub::Bind { command, module_hash, actor, to } => {
+            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            send(&target, BindPolicy { command, module_hash }.into(), None).await
+        }
+        Sub::Unbind { command, actor, to } => {
+            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            send(&target, BindPolicy { command, module_hash: String::new() }.into(), None).await
         }
         Sub::List { limit, after, to } => show(&to, &Query::Modules { page: Page { limit, after, state: None } }).await,
         Sub::Inspect { module_hash, to } => show(&to, &Query::Module { id: module_hash }).await,

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use crate::module::{RegisterModule, RunModule};
+pub use crate::policy::BindPolicy;
 use crate::rejection::{Code, Rejection, Result};
 
 /// Longest id (task, agent, budget, session) a command may name.
@@ -598,6 +599,15 @@ macro_rules! commands {
             $($name($name),)*
         }
 
+        /// Its fields, as its JSON body has them.
+        impl Serialize for Command {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                match self {
+                    $(Command::$name(c) => c.serialize(serializer),)*
+                }
+            }
+        }
+
         $(impl From<$name> for Command {
             fn from(command: $name) -> Command {
                 Command::$name(command)
@@ -689,6 +699,7 @@ commands!(
     RecordAction,
     RegisterModule,
     RunModule,
+    BindPolicy,
 );
 
 fn unknown(name: &str) -> Rejection {
@@ -759,7 +770,7 @@ mod tests {
                 Err(rejection) => assert_eq!(rejection.code, Code::InvalidCommand, "{name}: {rejection}"),
             }
         }
-        assert_eq!(Command::NAMES.len(), 17);
+        assert_eq!(Command::NAMES.len(), 18);
     }
 
     #[test]

@@ -190,6 +190,9 @@ impl<L: Log> Handler<L> {
             {
                 return self.replayed(&request, first).await;
             }
+            // The policy bound to this command type, if any, is asked
+            // first, on the state the decision is made on.
+            self.police(&request, &command, &stream, &state, now).await?;
             let (bodies, refusal) = match self.decide(&command, &state, now, prepared.as_ref()).await? {
                 Ok(bodies) => (bodies, None),
                 Err(Refused { rejection, record }) if record.is_empty() => {
@@ -502,6 +505,68 @@ impl<L: Log> Handler<L> {
         }
     }
 
+    /// Asks the policy bound to the command's type, if any: `allow` goes
+    /// on; a denial, or a policy that fails to answer, refuses the command
+    /// (policies fail closed). Nothing is appended either way; decisions
+    /// are counted (`agentlog_policy_decisions_total`) and denials logged.
+    async fn police(
+        &self,
+        request: &Request,
+        command: &Command,
+        stream: &str,
+        state: &State,
+        now: Timestamp,
+    ) -> Result<()> {
+        use crate::policy::{POLICY_FUEL, Verdict, denied, failed, input, verdict};
+        if matches!(command, Command::BindPolicy(_)) {
+            return Ok(());
+        }
+        let name = command.name();
+        let binding = match self.load_as(&format!("policy/{name}"), false).await?.state {
+            State::Policy(binding) => binding,
+            _ => unreachable!("policy streams hold bindings"),
+        };
+        let Some(module_hash) = binding.module_hash else { return Ok(()) };
+        let Some(host) = &self.modules else {
+            return Err(Rejection::new(
+                Code::Unavailable,
+                format!(
+                    "{name} has policy {module_hash}, and this node runs no sandbox to ask it; send it to one that does"
+                ),
+            ));
+        };
+        let module = self.module(&module_hash).await?;
+        let Some(registered) = &module.registered else {
+            return Err(failed(name, "?", &module_hash, "is bound but not registered"));
+        };
+        let asked = input(command, &request.actor, now.as_nanos(), stream, state);
+        let outcome = host
+            .run(&module_hash, &registered.module, &asked, POLICY_FUEL)
+            .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
+        let refusal = match outcome {
+            RunOutcome::Completed { output, .. } => match verdict(&output) {
+                Some(Verdict::Allow) => {
+                    count_policy("allowed");
+                    return Ok(());
+                }
+                Some(Verdict::Deny(reason)) => {
+                    count_policy("denied");
+                    denied(name, &registered.name, &module_hash, &reason)
+                }
+                None => {
+                    count_policy("failed");
+                    failed(name, &registered.name, &module_hash, "answered neither `allow` nor `deny <reason>`")
+                }
+            },
+            RunOutcome::Trapped { trap, fuel_used } => {
+                count_policy("failed");
+                failed(name, &registered.name, &module_hash, &format!("trapped ({trap}) after {fuel_used} fuel"))
+            }
+        };
+        tracing::info!(message = "policy refused a command", command = name, actor = %request.actor, code = %refusal.code, reason = %refusal.message);
+        Err(refusal)
+    }
+
     async fn module(&self, module_hash: &str) -> Result<Module> {
         match self.load(&format!("module/{module_hash}")).await?.1 {
             State::Module(m) => Ok(m),
@@ -628,6 +693,11 @@ impl<L: Log> Handler<L> {
             (Command::RegisterModule(RegisterModule { name, kind, module: bytes }), State::Module(m)) => {
                 module::register(m, name, *kind, bytes)
             }
+            (Command::BindPolicy(bind), State::Policy(binding)) => {
+                let module =
+                    if bind.module_hash.is_empty() { None } else { Some(self.module(&bind.module_hash).await?) };
+                aggregate::policy::bind(binding, &bind.command, &bind.module_hash, module.as_ref())
+            }
             (Command::RunModule(run), State::Agent(a)) => {
                 let session = self.session(&run.session_id).await?;
                 let prepared = prepared.expect("a run is made before it is decided");
@@ -674,6 +744,14 @@ impl<L: Log> Handler<L> {
             _ => unreachable!("budget streams hold budgets"),
         }
     }
+}
+
+/// Counts a policy's decision (`allowed`, `denied`, `failed`).
+fn count_policy(result: &'static str) {
+    #[cfg(feature = "nats")]
+    metrics::counter!("agentlog_policy_decisions_total", "result" => result).increment(1);
+    #[cfg(not(feature = "nats"))]
+    let _ = result;
 }
 
 /// What a completed run gave, from the events recording it.

@@ -11,6 +11,7 @@ pub mod command;
 pub mod executor;
 pub mod handler;
 pub mod module;
+pub mod policy;
 pub mod rejection;
 pub mod sim;
 #[cfg(feature = "nats")]

@@ -29,6 +29,7 @@ pub enum Code {
     CircuitOpen,
     RefundExceedsSpent,
     WrongModuleKind,
+    PolicyDenied,
     // conflict
     RetriesExhausted,
     // invalid
@@ -38,6 +39,7 @@ pub enum Code {
     InvalidModule,
     // agent: the agent's own code failed
     ModuleTrapped,
+    PolicyFailed,
     // platform
     Storage,
     Unavailable,
@@ -69,6 +71,8 @@ impl Code {
             Code::WrongModuleKind => "wrong_module_kind",
             Code::InvalidModule => "invalid_module",
             Code::ModuleTrapped => "module_trapped",
+            Code::PolicyDenied => "policy_denied",
+            Code::PolicyFailed => "policy_failed",
             Code::RetriesExhausted => "retries_exhausted",
             Code::InvalidCommand => "invalid_command",
             Code::InvalidAmount => "invalid_amount",
@@ -79,7 +83,7 @@ impl Code {
     }
 
     /// Every code, for parsing replies.
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 31] = [
         Code::AlreadyExists,
         Code::NotFound,
         Code::UnknownAgent,
@@ -101,12 +105,14 @@ impl Code {
         Code::CircuitOpen,
         Code::RefundExceedsSpent,
         Code::WrongModuleKind,
+        Code::PolicyDenied,
         Code::RetriesExhausted,
         Code::InvalidCommand,
         Code::InvalidAmount,
         Code::TooLarge,
         Code::InvalidModule,
         Code::ModuleTrapped,
+        Code::PolicyFailed,
         Code::Storage,
         Code::Unavailable,
     ];
@@ -140,10 +146,11 @@ impl Code {
             | Code::InsufficientBudget
             | Code::CircuitOpen
             | Code::RefundExceedsSpent
-            | Code::WrongModuleKind => Kind::Domain,
+            | Code::WrongModuleKind
+            | Code::PolicyDenied => Kind::Domain,
             Code::RetriesExhausted => Kind::Conflict,
             Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge | Code::InvalidModule => Kind::Invalid,
-            Code::ModuleTrapped => Kind::Agent,
+            Code::ModuleTrapped | Code::PolicyFailed => Kind::Agent,
             Code::Storage | Code::Unavailable => Kind::Platform,
         }
     }

@@ -130,6 +130,8 @@ pub struct ModuleView {
     pub runs_trapped: u64,
     pub fuel_used: u64,
     pub last_run_seq: Option<u64>,
+    /// The command types this policy is bound to, sorted.
+    pub bound_to: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -526,6 +528,20 @@ impl WorldModel {
             }
             Body::SandboxRunCompleted(e) => self.module_ran(event.seq, &e.module_hash, e.fuel_used, false),
             Body::SandboxRunTrapped(e) => self.module_ran(event.seq, &e.module_hash, e.fuel_used, true),
+            Body::SandboxPolicyBound(e) => {
+                if let Some(previous) = self.modules.get_mut(&e.previous_module_hash) {
+                    previous.bound_to.retain(|c| *c != e.command);
+                }
+                if !e.module_hash.is_empty() {
+                    let module = self.modules.get_or_insert_with(&e.module_hash, || ModuleView {
+                        module_hash: e.module_hash.clone(),
+                        ..ModuleView::default()
+                    });
+                    if let Err(at) = module.bound_to.binary_search(&e.command) {
+                        module.bound_to.insert(at, e.command.clone());
+                    }
+                }
+            }
             Body::ChainCheckpoint(_) => {}
         }
     }

@@ -132,6 +132,9 @@ struct Cache {
 /// and the like, not its memory) may take in a pool slot.
 const MAX_INSTANCE_BYTES: usize = 4 << 20;
 
+/// Bytes of a slot's memory (and table) kept mapped between runs.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
 /// How many runs are under way, and the most there ever were at once.
 #[derive(Default)]
 struct Running {
@@ -208,7 +211,12 @@ impl Sandbox {
             .max_tables_per_module(1)
             .max_core_instance_size(MAX_INSTANCE_BYTES)
             .max_memory_size(usize::try_from(limits.max_memory_pages * PAGE_BYTES).unwrap_or(usize::MAX))
-            .table_elements(limits.max_table_elements);
+            .table_elements(limits.max_table_elements)
+            // A small module's memory and table are zeroed in place after a
+            // run rather than handed back to the kernel and faulted in
+            // again by the next.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(Error::engine("configuring the engine"))?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -8,7 +8,7 @@ use super::{Decision, Session, canonical};
 use crate::command::{ActionKind, ActionOutcome};
 use crate::rejection::{Code, Rejection};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Agent {
     pub registered: bool,
     pub name: String,

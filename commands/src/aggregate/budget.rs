@@ -24,7 +24,7 @@ impl Default for Policy {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Budget {
     pub exists: bool,
     pub allocated: u64,

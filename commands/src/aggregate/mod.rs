@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod budget;
 pub mod module;
+pub mod policy;
 pub mod session;
 pub mod task;
 
@@ -17,6 +18,7 @@ use crate::rejection::Rejection;
 pub use agent::Agent;
 pub use budget::{Budget, Policy};
 pub use module::Module;
+pub use policy::Binding;
 pub use session::Session;
 pub use task::Task;
 
@@ -38,14 +40,17 @@ impl From<Rejection> for Refused {
 /// What a decision gives: the events to append, or a refusal.
 pub type Decision = Result<Vec<Body>, Refused>;
 
-/// The state of any one aggregate, folded from its stream.
-#[derive(Clone, Debug, PartialEq)]
+/// The state of any one aggregate, folded from its stream. As JSON (what
+/// a policy is shown), the aggregate's fields under its kind's name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     Session(Session),
     Agent(Agent),
     Task(Task),
     Budget(Budget),
     Module(Module),
+    Policy(Binding),
 }
 
 impl State {
@@ -57,6 +62,7 @@ impl State {
             "task" => Some(State::Task(Task::default())),
             "budget" => Some(State::Budget(Budget::default())),
             "module" => Some(State::Module(Module::default())),
+            "policy" => Some(State::Policy(Binding::default())),
             _ => None,
         }
     }
@@ -68,6 +74,7 @@ impl State {
             State::Task(t) => t.apply(event),
             State::Budget(b) => b.apply(event),
             State::Module(m) => m.apply(event),
+            State::Policy(p) => p.apply(event),
         }
     }
 }

@@ -11,15 +11,16 @@ use crate::module::{ModuleKind, RunModule, RunOutcome, charge_for, content_hash,
 use crate::rejection::{Code, Rejection};
 
 /// A module as registered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Registered {
     pub name: String,
     pub kind: ModuleKind,
     /// Shared: a decision clones the state, not the module.
+    #[serde(skip)]
     pub module: Arc<[u8]>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Module {
     pub registered: Option<Registered>,
 }

@@ -6,7 +6,8 @@ use agentlog_core::{Body, Envelope, Timestamp};
 use super::{Agent, Decision, ms_to_nanos};
 use crate::rejection::{Code, Rejection};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     #[default]
     Unknown,
@@ -15,7 +16,7 @@ pub enum Status {
     Expired,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Session {
     pub status: Status,
     pub agent_id: String,

@@ -9,7 +9,8 @@ use agentlog_core::{Body, Envelope, Timestamp};
 use super::{Agent, Decision, Session, canonical, ms_to_nanos};
 use crate::rejection::{Code, Rejection};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     #[default]
     Unknown,
@@ -24,7 +25,7 @@ pub enum Status {
     Failed,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Task {
     pub status: Status,
     pub priority: i32,

@@ -14,7 +14,7 @@ pub use generated::*;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Every event type's [`Body::type_name`], in the schema's order.
-pub const TYPE_NAMES: [&str; 22] = [
+pub const TYPE_NAMES: [&str; 23] = [
     "session_opened",
     "session_heartbeat",
     "session_closed",
@@ -36,6 +36,7 @@ pub const TYPE_NAMES: [&str; 22] = [
     "sandbox_module_registered",
     "sandbox_run_completed",
     "sandbox_run_trapped",
+    "sandbox_policy_bound",
     "chain_checkpoint",
 ];
 
@@ -65,6 +66,7 @@ impl Body {
             Body::SandboxModuleRegistered(_) => "sandbox_module_registered",
             Body::SandboxRunCompleted(_) => "sandbox_run_completed",
             Body::SandboxRunTrapped(_) => "sandbox_run_trapped",
+            Body::SandboxPolicyBound(_) => "sandbox_policy_bound",
             Body::ChainCheckpoint(_) => "chain_checkpoint",
         }
     }
@@ -110,6 +112,7 @@ impl Body {
             Body::BudgetCircuitOpened(_)
             | Body::BudgetCircuitClosed(_)
             | Body::SandboxModuleRegistered(_)
+            | Body::SandboxPolicyBound(_)
             | Body::ChainCheckpoint(_) => Refs::default(),
         }
     }
@@ -199,6 +202,7 @@ mod tests {
             Body::SandboxModuleRegistered(Default::default()),
             Body::SandboxRunCompleted(Default::default()),
             Body::SandboxRunTrapped(Default::default()),
+            Body::SandboxPolicyBound(Default::default()),
             Body::ChainCheckpoint(Default::default()),
         ];
         let names: Vec<&str> = bodies.iter().map(Body::type_name).collect();

@@ -1,15 +1,17 @@
 //! `agentlog bench --sandbox`: the WASM sandbox's costs. The compile time
 //! of a first-seen module (a small one, and one near the size limit); runs
 //! of a small action module on a warm (compiled, cached) module, one thread
-//! (latency) and as many threads as cores (throughput); and `run_module`
+//! (latency) and as many threads as cores (throughput); `run_module`
 //! commands through the handler on the embedded log, sync off, so the
-//! figure is the command path's and not the disk's. Prints figures;
-//! asserts nothing.
+//! figure is the command path's and not the disk's; and `debit_budget`
+//! without a policy and with one bound, which is what a policy check adds
+//! to a command. Prints figures; asserts nothing.
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentlog_commands::command::{OpenSession, RegisterAgent};
+use agentlog_commands::command::{AllocateBudget, DebitBudget, OpenSession, RegisterAgent};
 use agentlog_commands::module::{ModuleKind, RegisterModule, RunModule};
+use agentlog_commands::policy::BindPolicy;
 use agentlog_commands::{Command, Handler, Request};
 use agentlog_log::{EmbeddedLog, HybridClock, Options, RandomIdGen};
 use agentlog_sandbox::{Limits, Sandbox};
@@ -17,6 +19,9 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::Latency;
+
+/// The per-debit limit of docs/SANDBOX.md.
+const DEBIT_LIMIT: &str = include_str!("../../../docs/policies/debit-limit.wat");
 
 /// The echo module of docs/SANDBOX.md.
 const ECHO: &str = r#"(module
@@ -120,6 +125,39 @@ pub async fn run(runs: u64, json_out: bool) -> anyhow::Result<()> {
     let command_rate = commands as f64 / started.elapsed().as_secs_f64();
     let command_latency = Latency::from(&command_histogram);
 
+    // A policy check: debit_budget without a policy, then with
+    // docs/policies/debit-limit.wat bound to it (warm: compiled, cached).
+    exec(AllocateBudget { budget_id: "b".into(), amount: u64::MAX / 2 }.into()).await?;
+    let debit = || DebitBudget {
+        budget_id: "b".into(),
+        amount: 1,
+        agent_id: "a".into(),
+        session_id: session.clone(),
+        task_id: String::new(),
+        reason: String::new(),
+        failed: false,
+    };
+    let debits = |label: &'static str| {
+        let exec = &exec;
+        let debit = &debit;
+        async move {
+            let mut histogram = Histogram::<u64>::new(3)?;
+            for _ in 0..commands {
+                let t = Instant::now();
+                exec(debit().into()).await.map_err(|r| anyhow::anyhow!("{label}: {r}"))?;
+                histogram.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
+            }
+            anyhow::Ok(Latency::from(&histogram))
+        }
+    };
+    let unpoliced = debits("without a policy").await?;
+    let limit = agentlog_sandbox::module_from_file(DEBIT_LIMIT.as_bytes())?;
+    let registered =
+        exec(RegisterModule { name: "debit-limit".into(), kind: ModuleKind::Policy, module: limit }.into()).await?;
+    let policy_hash = registered.stream.trim_start_matches("module/").to_owned();
+    exec(BindPolicy { command: "debit_budget".into(), module_hash: policy_hash }.into()).await?;
+    let policed = debits("with a policy").await?;
+
     if json_out {
         println!(
             "{}",
@@ -131,6 +169,8 @@ pub async fn run(runs: u64, json_out: bool) -> anyhow::Result<()> {
                 "warm_runs_per_second_all_cores": all_cores, "cores": cores,
                 "run_module_commands_per_second": command_rate,
                 "run_module_p50_us": command_latency.p50_us, "run_module_p99_us": command_latency.p99_us,
+                "debit_p50_us": unpoliced.p50_us, "debit_p99_us": unpoliced.p99_us,
+                "debit_with_policy_p50_us": policed.p50_us, "debit_with_policy_p99_us": policed.p99_us,
             })
         );
     } else {
@@ -145,6 +185,14 @@ pub async fn run(runs: u64, json_out: bool) -> anyhow::Result<()> {
         println!(
             "  run_module commands        {command_rate:>10.0} /s (p50 {:.1} µs, p99 {:.1} µs; embedded log, sync off)",
             command_latency.p50_us, command_latency.p99_us
+        );
+        println!("  debit_budget, no policy    p50 {:>7.1} µs, p99 {:>7.1} µs", unpoliced.p50_us, unpoliced.p99_us);
+        println!(
+            "  debit_budget, a policy     p50 {:>7.1} µs, p99 {:>7.1} µs (docs/policies/debit-limit.wat; adds {:.1} µs p50, {:.1} µs p99)",
+            policed.p50_us,
+            policed.p99_us,
+            policed.p50_us - unpoliced.p50_us,
+            policed.p99_us - unpoliced.p99_us
         );
     }
     Ok(())
