@@ -191,7 +191,8 @@ fn ready_key(task: &TaskView) -> Vec<u8> {
 
 /// The world model's state: its entities, each its own key in the
 /// projection store (families `task`, `session`, `agent`, `budget`,
-/// `violation` by seq, and `version`: each stream's last version and
+/// `module` (WASM modules, their runs and bindings), `violation` by seq,
+/// and `version`: each stream's last version and
 /// latest time, for gaps and time going back); the indexes the queries page through, which grow with the
 /// world, kept in the store the same way (`ready`, `dependent`, `status`,
 /// `live-session`); and indexes of live work only, in memory, rebuilt when
