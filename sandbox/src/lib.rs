@@ -17,6 +17,7 @@
 //! i32` (where the host writes the input) and `run(ptr: i32, len: i32) ->
 //! i64`, which returns the output's place as `(ptr << 32) | len`.
 pub mod error;
+pub mod examples;
 pub mod host;
 pub mod limits;
 pub mod rerun;

@@ -14,22 +14,7 @@ use agentlog_core::{AppendRequest, Body, ExpectedVersion, Kind, Log};
 use agentlog_log::{EmbeddedLog, EventSource, ManualClock};
 use agentlog_sandbox::{Limits, Sandbox};
 
-const ECHO: &str = r#"(module
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "alloc") (param $len i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $len)))
-    (local.get $p))
-  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
-            (i64.extend_i32_u (local.get $len)))))"#;
-
-const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "run") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))"#;
+use agentlog_sandbox::examples::{ECHO, SPIN};
 
 const WASI: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))

@@ -16,10 +16,7 @@ use agentlog_sandbox::{Limits, Sandbox};
 
 const DEBIT_LIMIT: &str = include_str!("../../docs/policies/debit-limit.wat");
 const PROD_CLAIMS: &str = include_str!("../../docs/policies/prod-claims.wat");
-const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "run") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))"#;
+use agentlog_sandbox::examples::SPIN;
 
 struct World {
     handler: Arc<Handler<EmbeddedLog>>,

@@ -23,18 +23,7 @@ use crate::Latency;
 /// The per-debit limit of docs/SANDBOX.md.
 const DEBIT_LIMIT: &str = include_str!("../../../docs/policies/debit-limit.wat");
 
-/// The echo module of docs/SANDBOX.md.
-const ECHO: &str = r#"(module
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "alloc") (param $len i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $len)))
-    (local.get $p))
-  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
-            (i64.extend_i32_u (local.get $len)))))"#;
+use agentlog_sandbox::examples::ECHO;
 
 /// A module of `functions` small functions beside echo's exports: what a
 /// compiler makes of a larger program, near the size limit.
