@@ -137,8 +137,8 @@ impl<L: Log> Handler<L> {
         }
     }
 
-    /// Runs `register_module` and `run_module` on this sandbox; without
-    /// one they are refused as `unavailable`.
+    /// Runs `register_module` and `run_module`, and asks bound policies,
+    /// on this sandbox; without one they are refused as `unavailable`.
     pub fn with_modules(mut self, modules: Arc<dyn ModuleHost>) -> Self {
         self.modules = Some(modules);
         self
