@@ -2,14 +2,17 @@
 //! log: register a module from WAT text (a WASI import is refused, naming
 //! it), run it for an agent in its session, list it, and then, in another
 //! process, `agentlog replay verify` runs every recorded run again from the
-//! log alone and finds each as recorded.
+//! log alone and finds each as recorded. And the same commands over NATS
+//! through `agentlog serve`, a policy among them.
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use agentlog_tests::output::ok;
 use serde_json::Value;
 
-fn agentlog(args: &[&str]) -> Output {
+fn agentlog<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentlog")).args(args).output().expect("run agentlog")
 }
 
@@ -76,4 +79,56 @@ fn a_module_registered_and_run_from_the_cli_runs_again_the_same_in_another_proce
     assert_eq!((runs["compared"].as_u64(), runs["modules"].as_u64()), (Some(2), Some(1)), "{verified}");
     assert_eq!(runs["ok"], true, "{verified}");
     assert_eq!(verified["ok"], true, "{verified}");
+}
+
+#[test]
+fn the_sandbox_commands_over_nats_run_and_police_through_serve() {
+    let server = agentlog_tests::nats::NatsServer::start();
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = common::start(&server, data.path());
+    let url = server.url();
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter().copied().chain(["--nats", url.as_str(), "--json"]).map(str::to_owned).collect()
+    };
+    let echo = write(dir.path(), "echo.wat", ECHO);
+    let limit = dir.path().join("debit-limit.wat");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policies/debit-limit.wat"), &limit).unwrap();
+
+    let registered = json(&ok(agentlog(&with(&["sandbox", "register", &echo, "--name", "echo"]))));
+    let hash = registered["stream"].as_str().unwrap().strip_prefix("module/").unwrap().to_owned();
+    ok(agentlog(&with(&["cmd", "register_agent", r#"{"agent_id":"a1","name":"A","capabilities":[]}"#])));
+    let opened = json(&ok(agentlog(&with(&["cmd", "open_session", r#"{"agent_id":"a1"}"#]))));
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let ran = json(&ok(agentlog(&with(&[
+        "sandbox",
+        "run",
+        &hash,
+        "--agent",
+        "a1",
+        "--session",
+        &session,
+        "--input-text",
+        "over nats",
+    ]))));
+    assert_eq!(ran["run"]["output"], "b3ZlciBuYXRz", "{ran}");
+
+    let policy = json(&ok(agentlog(&with(&[
+        "sandbox",
+        "register",
+        limit.to_str().unwrap(),
+        "--name",
+        "debit-limit",
+        "--kind",
+        "policy",
+    ]))));
+    let policy_hash = policy["stream"].as_str().unwrap().strip_prefix("module/").unwrap().to_owned();
+    ok(agentlog(&with(&["sandbox", "bind", "debit_budget", &policy_hash])));
+    ok(agentlog(&with(&["cmd", "allocate_budget", r#"{"budget_id":"b1","amount":1000}"#])));
+    let debit = format!(r#"{{"budget_id":"b1","amount":600,"agent_id":"a1","session_id":"{session}"}}"#);
+    let denied = rejected(agentlog(&with(&["cmd", "debit_budget", &debit])));
+    assert_eq!((denied["kind"].as_str(), denied["code"].as_str()), (Some("domain"), Some("policy_denied")));
+    assert!(denied["message"].as_str().unwrap().contains("needs the finance role"), "{denied}");
+    ok(agentlog(&with(&["cmd", "debit_budget", &debit, "--actor", "finance"])));
+    assert_eq!(common::metric(&node, "agentlog_policy_decisions_total{result=\"denied\"}"), 1);
+    assert_eq!(common::metric(&node, "agentlog_policy_decisions_total{result=\"allowed\"}"), 1);
 }
