@@ -419,8 +419,7 @@ impl<L: Log> Handler<L> {
                     let budget = self.budget(&run.budget_id).await?;
                     aggregate::module::can_charge(&budget, run, self.clock.now())?;
                 }
-                let outcome = host
-                    .run(&run.module_hash, &registered.module, &run.input, run.fuel)
+                let outcome = off_the_runtime(|| host.run(&run.module_hash, &registered.module, &run.input, run.fuel))
                     .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
                 Ok(Some(Prepared { run: outcome, engine_hash: host.engine_hash() }))
             }
@@ -540,8 +539,7 @@ impl<L: Log> Handler<L> {
             return Err(failed(name, "?", &module_hash, "is bound but not registered"));
         };
         let asked = input(command, &request.actor, now.as_nanos(), stream, state);
-        let outcome = host
-            .run(&module_hash, &registered.module, &asked, POLICY_FUEL)
+        let outcome = off_the_runtime(|| host.run(&module_hash, &registered.module, &asked, POLICY_FUEL))
             .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
         let refusal = match outcome {
             RunOutcome::Completed { output, .. } => match verdict(&output) {
@@ -751,6 +749,21 @@ impl<L: Log> Handler<L> {
             _ => unreachable!("budget streams hold budgets"),
         }
     }
+}
+
+/// Runs `work` (a module run: CPU for up to the sandbox's deadline) so
+/// that it does not hold up the async tasks of the thread it is called
+/// on: on tokio's multi-threaded runtime the thread hands its other tasks
+/// over first (`block_in_place`), costing nothing when none wait.
+/// Elsewhere (a single-threaded runtime, no runtime) it just runs.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "nats")]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(work);
+    }
+    work()
 }
 
 /// Counts a policy's decision (`allowed`, `denied`, `failed`).

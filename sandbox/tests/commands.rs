@@ -316,3 +316,40 @@ async fn a_run_charged_to_a_budget_is_debited_its_fuel_once_whatever_the_retries
     let Some(Body::BudgetDebited(debited)) = &last.body else { panic!("{last:?}") };
     assert_eq!((debited.amount, debited.outcome), (5, agentlog_core::schema::Outcome::Failed as i32));
 }
+
+/// A run takes CPU for up to its deadline; meanwhile the node's other
+/// commands go on: on one async worker, a heartbeat sent while a module
+/// loops until its deadline is answered before the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_long_run_does_not_hold_up_other_commands() {
+    let world = Arc::new(world().await);
+    let spin = register(&world, "spin", ModuleKind::Action, SPIN).await.unwrap();
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let running = {
+        let (world, done) = (world.clone(), done.clone());
+        tokio::spawn(async move {
+            let outcome = world.handler.execute(run(&world, &spin, b"", agentlog_commands::module::MAX_FUEL)).await;
+            done.send("the run").unwrap();
+            outcome
+        })
+    };
+    // Started: the sandbox counts it among the runs under way.
+    let started = std::time::Instant::now();
+    while world.sandbox.peak_running() == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the run never started");
+        tokio::task::yield_now().await;
+    }
+    let heartbeat = {
+        let world = world.clone();
+        tokio::spawn(async move {
+            let beat = agentlog_commands::command::Heartbeat { session_id: world.session.clone() };
+            let outcome = world.handler.execute(Request::new(beat.into(), "test")).await;
+            done.send("the heartbeat").unwrap();
+            outcome
+        })
+    };
+    assert_eq!(finished.recv().await, Some("the heartbeat"), "answered while the module still ran");
+    heartbeat.await.unwrap().unwrap();
+    let aborted = running.await.unwrap().unwrap_err();
+    assert!(aborted.message.contains("deadline"), "{aborted}");
+}
