@@ -1,19 +1,9 @@
 //! Modules in WAT that the tests, the benchmark and the CLI's tests run
-//! (docs/SANDBOX.md shows the echo module; the policies are files in
-//! docs/policies/).
+//! (the echo module is docs/modules/echo.wat, which README's tour
+//! registers; the policies are files in docs/policies/).
 
 /// Echoes its input: the smallest module the ABI allows.
-pub const ECHO: &str = r#"(module
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "alloc") (param $len i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $len)))
-    (local.get $p))
-  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
-            (i64.extend_i32_u (local.get $len)))))"#;
+pub const ECHO: &str = include_str!("../../docs/modules/echo.wat");
 
 /// Loops for ever: it runs out of fuel (or past its deadline).
 pub const SPIN: &str = r#"(module

@@ -28,7 +28,7 @@ use agentlog_sandbox::examples::ECHO;
 /// A module of `functions` small functions beside echo's exports: what a
 /// compiler makes of a larger program, near the size limit.
 fn large(functions: usize) -> String {
-    let mut text = ECHO.strip_suffix(')').expect("a module ends with )").to_owned();
+    let mut text = ECHO.trim_end().strip_suffix(')').expect("a module ends with )").to_owned();
     for i in 0..functions {
         text.push_str(&format!(
             "\n  (func $f{i} (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const {i})) (i32.const 7)))"
