@@ -566,7 +566,8 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let ok = verification.ok() && rerun.ok();
     let rerun_json = serde_json::json!({
-        "modules": rerun.modules, "compared": rerun.compared, "aborted_not_compared": rerun.aborted, "ok": rerun.ok(),
+        "modules": rerun.modules, "compared": rerun.compared, "aborted_not_compared": rerun.aborted,
+        "module_before_history_not_compared": rerun.module_before_history, "ok": rerun.ok(),
         "first_divergence": rerun.divergence.as_ref().map(|d| serde_json::json!({
             "seq": d.seq, "module_hash": d.module_hash, "what": d.what,
         })),
@@ -660,8 +661,8 @@ fn verify(source: &SourceArgs, json: bool) -> anyhow::Result<ExitCode> {
     if !json {
         match &rerun.divergence {
             None => println!(
-                "sandbox runs: {} re-executed from the history alone, each as recorded ({} aborted at their deadline, not compared; {} modules)",
-                rerun.compared, rerun.aborted, rerun.modules
+                "sandbox runs: {} re-executed from the history alone, each as recorded ({} aborted at their deadline and {} of modules registered before the history kept begins, not compared; {} modules)",
+                rerun.compared, rerun.aborted, rerun.module_before_history, rerun.modules
             ),
             Some(d) => println!(
                 "sandbox runs: the run at seq {} (module {}) DIFFERS: {} ({} runs before it matched)",

@@ -25,6 +25,9 @@ pub struct Rerun {
     pub compared: u64,
     /// Runs recorded as aborted at their deadline: not compared.
     pub aborted: u64,
+    /// Runs of modules registered before the history read begins (a WAL
+    /// pruned with no archive before it): not compared.
+    pub module_before_history: u64,
     /// The first run whose outcome differs, if any.
     pub divergence: Option<Divergence>,
 }
@@ -50,9 +53,11 @@ enum Recorded {
     Trapped { trap: String, fuel_used: u64 },
 }
 
-/// Runs again every recorded run of `source`'s events `from..=through`
-/// (the modules they run must be registered within that range), stopping
-/// at the first that differs. `progress(done, total)` after each page.
+/// Runs again every recorded run of `source`'s events `from..=through`,
+/// stopping at the first that differs. From seq 1, a run of a module the
+/// history never registered is a difference; from later (a pruned WAL),
+/// such a run is counted as not compared. `progress(done, total)` after
+/// each page.
 pub fn rerun(
     source: &dyn EventSource,
     from: u64,
@@ -101,6 +106,10 @@ pub fn rerun(
             };
             let diverged = |what: String| Divergence { seq: event.seq, module_hash: module_hash.clone(), what };
             let Some(module) = modules.get(module_hash) else {
+                if from > 1 {
+                    found.module_before_history += 1;
+                    continue;
+                }
                 found.divergence =
                     Some(diverged(format!("module {module_hash} is not registered before this run in the history")));
                 return Ok(found);

@@ -201,6 +201,12 @@ async fn every_recorded_run_runs_again_the_same_and_a_forged_one_is_named_by_its
     let rerun = agentlog_sandbox::rerun(&**world.log.store(), 1, head_seq, &fresh, &mut |_, _| {}).unwrap();
     assert_eq!((rerun.modules, rerun.compared, rerun.aborted), (2, 21, 0));
     assert!(rerun.ok(), "{rerun:?}");
+    // A history that begins after the registrations (a pruned WAL): the
+    // runs are counted as not compared, not as differences.
+    let first_run = head_seq - 20;
+    let later = agentlog_sandbox::rerun(&**world.log.store(), first_run, head_seq, &fresh, &mut |_, _| {}).unwrap();
+    assert_eq!((later.modules, later.compared, later.module_before_history), (0, 0, 21));
+    assert!(later.ok(), "{later:?}");
 
     // A run its module would not give, appended past the handler.
     let mut forged = SandboxRunCompleted {
