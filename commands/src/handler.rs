@@ -536,7 +536,7 @@ impl<L: Log> Handler<L> {
         };
         let module = self.module(&module_hash).await?;
         let Some(registered) = &module.registered else {
-            return Err(failed(name, "?", &module_hash, "is bound but not registered"));
+            return Err(failed(name, "(unregistered)", &module_hash, "is bound but was never registered"));
         };
         let asked = input(command, &request.actor, now.as_nanos(), stream, state);
         let outcome = off_the_runtime(|| host.run(&module_hash, &registered.module, &asked, POLICY_FUEL))
@@ -569,14 +569,14 @@ impl<L: Log> Handler<L> {
     /// node has is read first; the log is asked only when that is nothing.
     async fn module(&self, module_hash: &str) -> Result<Module> {
         let stream = format!("module/{module_hash}");
-        for fresh in [false, true] {
-            match self.load_as(&stream, fresh).await?.state {
-                State::Module(m) if m.registered.is_some() || fresh => return Ok(m),
-                State::Module(_) => {}
-                _ => unreachable!("module streams hold modules"),
-            }
+        let mut loaded = self.load_as(&stream, false).await?;
+        if !matches!(&loaded.state, State::Module(m) if m.registered.is_some()) {
+            loaded = self.load_as(&stream, true).await?;
         }
-        unreachable!("the second load is fresh")
+        match loaded.state {
+            State::Module(m) => Ok(m),
+            _ => unreachable!("module streams hold modules"),
+        }
     }
 
     async fn tasks(&self, task_ids: &[String]) -> Result<BTreeMap<String, Task>> {

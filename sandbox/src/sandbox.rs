@@ -284,7 +284,7 @@ impl Sandbox {
         let module = Module::from_binary(&self.engine, bytes)
             .map_err(|e| Error::refused(format!("it is not a valid WASM module this sandbox runs: {e:#}")))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        let validated = validate::check(&module, bytes, &self.limits)?;
+        let validated = validate::check(&module, hash, bytes)?;
         let mut cache = cached();
         if !cache.modules.contains_key(hash) {
             while cache.order.len() >= self.limits.cached_modules.max(1) {

@@ -92,16 +92,14 @@ fn memory_within(wide_or_shared: bool, pages: u64, limits: &Limits) -> Result<()
     Ok(())
 }
 
-/// The checks of a compiled module (its size was checked before).
-pub(crate) fn check(module: &Module, bytes: &[u8], limits: &Limits) -> Result<Validated> {
-    if let Some(import) = module.imports().next() {
-        return Err(no_imports(import.module(), import.name()));
-    }
+/// The checks of a compiled module: the ABI's exports with their types
+/// (its size, imports and memories were checked before it was compiled,
+/// by [`declared`]; `hash` is its blake3, known to the caller).
+pub(crate) fn check(module: &Module, hash: &str, bytes: &[u8]) -> Result<Validated> {
     let Some(ExternType::Memory(memory)) = module.get_export("memory") else {
         return Err(Error::refused("it does not export a memory named `memory`"));
     };
-    memory_within(memory.is_64() || memory.is_shared(), memory.minimum(), limits)?;
     func_type(module, "alloc", &[ValType::I32], &[ValType::I32])?;
     func_type(module, "run", &[ValType::I32, ValType::I32], &[ValType::I64])?;
-    Ok(Validated { hash: blake3::hash(bytes).to_hex().to_string(), bytes: bytes.len(), memory_pages: memory.minimum() })
+    Ok(Validated { hash: hash.to_owned(), bytes: bytes.len(), memory_pages: memory.minimum() })
 }
