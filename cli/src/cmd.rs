@@ -1,7 +1,7 @@
 //! `agentlog cmd`: one command against the embedded log (with the
 //! production clock, random ids and the WASM sandbox), or over NATS.
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -26,9 +26,14 @@ pub struct Args {
     /// Repeating a key returns the first result and appends nothing.
     #[arg(long)]
     idempotency_key: Option<String>,
-    /// Who sends it.
+    /// Who sends it: recorded as the actor on the embedded log and on a
+    /// node in open mode (a signed command's actor is its key id).
     #[arg(long, default_value = "cli")]
     actor: String,
+    /// Sign it with this key file (`agentlog keygen`), as a node in signed
+    /// mode requires; only with --nats.
+    #[arg(long, env = "AGENTLOG_KEY", requires = "nats")]
+    key: Option<PathBuf>,
     /// Print the result or the rejection as JSON.
     #[arg(long)]
     json: bool,
@@ -54,7 +59,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(command) => command,
         Err(rejection) => return Ok(print_rejection(&rejection, args.json)),
     };
-    let to = Target { data: &args.data.data, nats: args.nats.as_deref(), actor: &args.actor, json: args.json };
+    let to = Target {
+        data: &args.data.data,
+        nats: args.nats.as_deref(),
+        key: args.key.as_deref(),
+        actor: &args.actor,
+        json: args.json,
+    };
     send(&to, command, args.idempotency_key).await
 }
 
@@ -62,6 +73,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub struct Target<'a> {
     pub data: &'a Path,
     pub nats: Option<&'a str>,
+    /// The key file signing what goes over NATS.
+    pub key: Option<&'a Path>,
     pub actor: &'a str,
     pub json: bool,
 }
@@ -75,7 +88,10 @@ pub async fn send(to: &Target<'_>, command: Command, idempotency_key: Option<Str
             let nats = agentlog_log::jetstream::connect(url)
                 .await
                 .with_context(|| format!("cannot connect to NATS at {url}"))?;
-            let client = agentlog_commands::wire::Client::new(nats, to.actor);
+            let mut client = agentlog_commands::wire::Client::new(nats, to.actor);
+            if let Some(key) = to.key {
+                client = client.with_signer(crate::keys::load(key)?);
+            }
             client.execute(&command, idempotency_key.as_deref()).await
         }
         None => {
@@ -88,6 +104,8 @@ pub async fn send(to: &Target<'_>, command: Command, idempotency_key: Option<Str
                 clock.observe(Timestamp::from_nanos(last.ts));
             }
             let sandbox = agentlog_sandbox::Sandbox::new(agentlog_sandbox::Limits::default())?;
+            // Whoever holds the files holds the ledger: the embedded log's
+            // user is its administrator, unchecked (docs/PROTOCOL.md).
             let handler =
                 Handler::new(log, Arc::new(clock), Arc::new(RandomIdGen::new())).with_modules(Arc::new(sandbox));
             let mut request = Request::new(command, to.actor);

@@ -22,6 +22,7 @@ mod backup;
 mod cmd;
 mod demo;
 mod inspect;
+mod keys;
 mod mirror;
 mod progress;
 mod projections;
@@ -64,6 +65,9 @@ enum Command {
     Tail(inspect::TailArgs),
     /// Send one command: `agentlog cmd claim_task '{"task_id":"t1",...}'`.
     Cmd(cmd::Args),
+    /// Make an ed25519 key for signing commands (`cmd --key`), and print
+    /// the public key an admin registers.
+    Keygen(keys::Args),
     /// Count what the log holds.
     Stats(inspect::StatsArgs),
     /// Check sequence continuity, stream versions and the hash chain; with
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                 None => inspect::tail(args),
             },
             Command::Cmd(args) => cmd::run(args).await,
+            Command::Keygen(args) => keys::keygen(args),
             Command::Stats(args) => inspect::stats(args),
             Command::Verify(args) => verify::verify(args),
             Command::Bench(args) => agentlog_bench::run(args).await,

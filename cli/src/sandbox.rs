@@ -31,6 +31,9 @@ struct To {
     /// embedded log in --data.
     #[arg(long, env = "AGENTLOG_NATS_URL")]
     nats: Option<String>,
+    /// Sign what goes over NATS with this key file (`agentlog keygen`).
+    #[arg(long, env = "AGENTLOG_KEY", requires = "nats")]
+    key: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -139,7 +142,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !to.json {
                 println!("module_hash {}", agentlog_commands::module::content_hash(&module));
             }
-            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            let target = Target {
+                data: &to.data.data,
+                nats: to.nats.as_deref(),
+                key: to.key.as_deref(),
+                actor: &actor,
+                json: to.json,
+            };
             send(&target, RegisterModule { name, kind, module }.into(), None).await
         }
         Sub::Run { module_hash, agent, session, task, input, input_text, fuel, budget, idempotency_key, actor, to } => {
@@ -165,15 +174,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 budget_id: budget,
             }
             .into();
-            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            let target = Target {
+                data: &to.data.data,
+                nats: to.nats.as_deref(),
+                key: to.key.as_deref(),
+                actor: &actor,
+                json: to.json,
+            };
             send(&target, command, idempotency_key).await
         }
         Sub::Bind { command, module_hash, actor, to } => {
-            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            let target = Target {
+                data: &to.data.data,
+                nats: to.nats.as_deref(),
+                key: to.key.as_deref(),
+                actor: &actor,
+                json: to.json,
+            };
             send(&target, BindPolicy { command, module_hash }.into(), None).await
         }
         Sub::Unbind { command, actor, to } => {
-            let target = Target { data: &to.data.data, nats: to.nats.as_deref(), actor: &actor, json: to.json };
+            let target = Target {
+                data: &to.data.data,
+                nats: to.nats.as_deref(),
+                key: to.key.as_deref(),
+                actor: &actor,
+                json: to.json,
+            };
             send(&target, BindPolicy { command, module_hash: String::new() }.into(), None).await
         }
         Sub::List { limit, after, to } => show(&to, &Query::Modules { page: Page { limit, after, state: None } }).await,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::module::{RegisterModule, RunModule};
 pub use crate::policy::BindPolicy;
+pub use crate::principal::{RegisterPrincipal, RevokePrincipal};
 use crate::rejection::{Code, Rejection, Result};
 
 /// Longest id (task, agent, budget, session) a command may name.
@@ -52,7 +53,7 @@ pub(crate) fn id(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn text(what: &str, value: &str) -> Result<()> {
+pub(crate) fn text(what: &str, value: &str) -> Result<()> {
     if value.len() > MAX_TEXT_BYTES {
         return Err(Rejection::new(
             Code::TooLarge,
@@ -62,7 +63,7 @@ fn text(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn list(what: &str, values: &[String]) -> Result<()> {
+pub(crate) fn list(what: &str, values: &[String]) -> Result<()> {
     if values.len() > MAX_LIST_ITEMS {
         return Err(Rejection::new(
             Code::TooLarge,
@@ -700,6 +701,8 @@ commands!(
     RegisterModule,
     RunModule,
     BindPolicy,
+    RegisterPrincipal,
+    RevokePrincipal,
 );
 
 fn unknown(name: &str) -> Rejection {
@@ -770,7 +773,7 @@ mod tests {
                 Err(rejection) => assert_eq!(rejection.code, Code::InvalidCommand, "{name}: {rejection}"),
             }
         }
-        assert_eq!(Command::NAMES.len(), 18);
+        assert_eq!(Command::NAMES.len(), 20);
     }
 
     #[test]

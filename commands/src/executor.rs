@@ -4,6 +4,7 @@
 //! names this trait, so it runs against either.
 use agentlog_core::Log;
 
+use crate::auth::Principal;
 use crate::handler::{Accepted, Handler, Request};
 use crate::rejection::Rejection;
 
@@ -15,5 +16,19 @@ pub trait Executor: Sync {
 impl<L: Log> Executor for Handler<L> {
     async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
         Handler::execute(self, request).await
+    }
+}
+
+/// An executor whose every request is sent as `principal` (its roles
+/// checked): serve's ticker acts as [`Principal::ticker`] this way.
+#[derive(Debug)]
+pub struct AsPrincipal<'a, E> {
+    pub executor: &'a E,
+    pub principal: Principal,
+}
+
+impl<E: Executor> Executor for AsPrincipal<'_, E> {
+    async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
+        self.executor.execute(request.as_principal(self.principal.clone())).await
     }
 }

@@ -24,6 +24,8 @@ use agentlog_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{self, Agent, Budget, Decision, Module, Policy, Refused, Session, State, Task};
+use crate::auth::roles::{self, Rule};
+use crate::auth::{Auth, Credential, Principal};
 use crate::command::{
     AllocateBudget, ClaimTask, CloseSession, Command, CompleteTask, CreateTask, DebitBudget, ExpireLease,
     ExpireSession, FailTask, Heartbeat, OpenSession, RecordAction, RefundBudget, RegisterAgent, RegisterModule,
@@ -49,6 +51,10 @@ pub struct Request {
     pub correlation_id: Option<CorrelationId>,
     pub causation_id: Option<EventId>,
     pub saga_id: Option<SagaId>,
+    /// How the sender is known: trusted in process by default; a signed
+    /// request from the wire is verified, and a principal's command is put
+    /// to the role table, before anything else.
+    pub credential: Credential,
 }
 
 impl Request {
@@ -60,7 +66,14 @@ impl Request {
             correlation_id: None,
             causation_id: None,
             saga_id: None,
+            credential: Credential::Trusted,
         }
+    }
+
+    /// The same request, sent as `principal` (its roles checked).
+    pub fn as_principal(mut self, principal: Principal) -> Self {
+        self.credential = Credential::Principal(principal);
+        self
     }
 
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
@@ -116,6 +129,8 @@ pub struct Handler<L: Log> {
     cache: Mutex<HashMap<String, Loaded>>,
     /// The WASM sandbox, when the node wires one in.
     modules: Option<Arc<dyn ModuleHost>>,
+    /// Signing required of requests from the wire; `None`: open mode.
+    auth: Option<Arc<Auth>>,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -134,7 +149,16 @@ impl<L: Log> Handler<L> {
             max_retries: DEFAULT_MAX_RETRIES,
             cache: Mutex::new(HashMap::new()),
             modules: None,
+            auth: None,
         }
+    }
+
+    /// Requires requests from the wire to be signed by a known principal
+    /// (serve's `auth.mode = "signed"`); without it, the node is open:
+    /// requests act as the actor they name.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Runs `register_module` and `run_module`, and asks bound policies,
@@ -156,6 +180,7 @@ impl<L: Log> Handler<L> {
     /// Runs one command to its end: accepted, or rejected with a reason.
     pub async fn execute(&self, request: Request) -> Result<Accepted> {
         request.command.validate()?;
+        let (request, nonce) = self.authenticate(request).await?;
         if let Some(key) = &request.idempotency_key
             && let Some(first) = self.log.idempotent_result(key).await?
         {
@@ -184,7 +209,10 @@ impl<L: Log> Handler<L> {
             let now = self.clock.now().max(Timestamp::from_nanos(last_ts));
             // Again after loading: on a log whose reads catch up per stream
             // (a JetStream mirror just restarted), the key's first append on
-            // this stream may only be seen now.
+            // this stream may only be seen now; so may the nonce's.
+            if let Some(nonce) = &nonce {
+                self.refuse_seen_nonce(nonce).await?;
+            }
             if let Some(key) = &request.idempotency_key
                 && let Some(first) = self.log.idempotent_result(key).await?
             {
@@ -209,7 +237,10 @@ impl<L: Log> Handler<L> {
                 }
                 Err(Refused { rejection, record }) => (record, Some(rejection)),
             };
-            let events = self.envelopes(&request, &command, bodies, now);
+            let mut events = self.envelopes(&request, &command, bodies, now);
+            if let (Some(first), Some(nonce)) = (events.first_mut(), &nonce) {
+                first.nonce.clone_from(nonce);
+            }
             let types: Vec<String> =
                 events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect();
             let append = AppendRequest {
@@ -223,7 +254,11 @@ impl<L: Log> Handler<L> {
             match self.log.append(append).await {
                 Ok(appended) if appended.duplicate => {
                     // The same key won a race with this attempt: its result
-                    // stands, not this attempt's (which wrote nothing).
+                    // stands, not this attempt's (which wrote nothing). Or
+                    // the same nonce did: this is a replay of it.
+                    if let Some(nonce) = &nonce {
+                        self.refuse_seen_nonce(nonce).await?;
+                    }
                     return self.replayed(&request, appended).await;
                 }
                 Ok(appended) => {
@@ -358,6 +393,7 @@ impl<L: Log> Handler<L> {
             correlation_id: CorrelationId::from_slice(&event.correlation_id),
             causation_id: event_id,
             saga_id: None,
+            credential: request.credential.clone(),
         };
         match Box::pin(self.execute(charge)).await {
             Ok(charged) => {
@@ -386,6 +422,113 @@ impl<L: Log> Handler<L> {
                 ),
             )),
         }
+    }
+
+    /// Establishes who sent the request and holds them to the role table
+    /// (`auth::roles`), before anything is read for the decision. A
+    /// verified or known principal becomes the request's actor (and its
+    /// credential, for the steps a saga takes after it); a signed
+    /// request's nonce is returned, for its first event to carry.
+    async fn authenticate(&self, mut request: Request) -> Result<(Request, Option<String>)> {
+        let (principal, nonce) = match std::mem::take(&mut request.credential) {
+            Credential::Trusted => return Ok((request, None)),
+            // Open mode: requests act as the actor they name.
+            Credential::Unsigned | Credential::Signed(_) if self.auth.is_none() => return Ok((request, None)),
+            Credential::Unsigned => {
+                return Err(crate::auth::unauthenticated(
+                    "this node requires signed commands (auth.mode = \"signed\"): sign the request with a registered key (docs/PROTOCOL.md, \"Signed commands\")",
+                ));
+            }
+            Credential::Signed(signed) => {
+                let auth = self.auth.as_ref().expect("open mode returned above");
+                let principal = self.principal(auth, &signed.key_id).await?;
+                signed.verify(&principal.public_key)?;
+                let now = self.clock.now().as_nanos();
+                if now.abs_diff(signed.timestamp_nanos) > auth.skew_nanos {
+                    let (ahead, by) = if signed.timestamp_nanos > now {
+                        ("ahead of", signed.timestamp_nanos - now)
+                    } else {
+                        ("behind", now - signed.timestamp_nanos)
+                    };
+                    return Err(Rejection::new(
+                        Code::StaleTimestamp,
+                        format!(
+                            "the request's timestamp is {:.1} s {ahead} this node's clock; the window is {} s either way: sign it again now (and check the producer's clock)",
+                            by as f64 / 1e9,
+                            auth.skew_nanos / 1_000_000_000
+                        ),
+                    ));
+                }
+                let nonce = signed.recorded_nonce();
+                self.refuse_seen_nonce(&nonce).await?;
+                (principal, Some(nonce))
+            }
+            Credential::Principal(principal) => (principal, None),
+        };
+        let owner = match roles::rule(&request.command) {
+            Rule::SessionOwner(session_id) => self.session_owner(session_id).await?,
+            _ => None,
+        };
+        roles::check(&principal, &request.command, owner.as_deref())?;
+        request.actor.clone_from(&principal.id);
+        request.credential = Credential::Principal(principal);
+        Ok((request, nonce))
+    }
+
+    /// The principal behind a key id: a bootstrap admin from the
+    /// configuration, or one registered on `principal/<id>` and not
+    /// revoked. Read from what this node has (a registration made on
+    /// another node is read from the log when this one has none yet).
+    async fn principal(&self, auth: &Auth, key_id: &str) -> Result<Principal> {
+        if let Some(admin) = auth.admins.get(key_id) {
+            return Ok(admin.clone());
+        }
+        let stream = format!("principal/{key_id}");
+        let mut loaded = self.load_as(&stream, false).await?;
+        if !matches!(&loaded.state, State::Principal(p) if p.registered) {
+            loaded = self.load_as(&stream, true).await?;
+        }
+        let State::Principal(state) = loaded.state else { unreachable!("principal streams hold principals") };
+        if let Some(seq) = state.revoked_at {
+            return Err(crate::auth::unauthenticated(format!(
+                "the key of principal {key_id} was revoked (seq {seq}); register a new principal"
+            )));
+        }
+        state.identity(key_id).ok_or_else(|| {
+            crate::auth::unauthenticated(format!(
+                "no principal {key_id} is registered (Agentlog-Key-Id); an admin registers it with register_principal"
+            ))
+        })
+    }
+
+    /// The agent whose session this is (`None`: no such session), from
+    /// what this node has, or from the log when that is nothing: a
+    /// session's agent never changes once opened.
+    async fn session_owner(&self, session_id: &str) -> Result<Option<String>> {
+        let stream = format!("session/{session_id}");
+        let owner = |loaded: &Loaded| match &loaded.state {
+            State::Session(s) => Some(s.agent_id.clone()).filter(|a| !a.is_empty()),
+            _ => None,
+        };
+        if let Some(owner) = owner(&self.load_as(&stream, false).await?) {
+            return Ok(Some(owner));
+        }
+        Ok(owner(&self.load_as(&stream, true).await?))
+    }
+
+    /// Refuses a nonce the log has recorded: a signed request is accepted
+    /// once, ever, whichever node it reaches.
+    async fn refuse_seen_nonce(&self, nonce: &str) -> Result<()> {
+        if let Some(first) = self.log.idempotent_result(&agentlog_core::api::nonce_key(nonce)).await? {
+            return Err(Rejection::new(
+                Code::ReplayedNonce,
+                format!(
+                    "nonce {nonce} was used by the request that appended seq {}: a signed request is accepted once; a retry is signed again with a fresh nonce and the same idempotency key",
+                    first.first_seq
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn modules(&self) -> Result<&Arc<dyn ModuleHost>> {
@@ -707,6 +850,10 @@ impl<L: Log> Handler<L> {
                 let session = self.session(&run.session_id).await?;
                 let prepared = prepared.expect("a run is made before it is decided");
                 module::record_run(a, &session, run, &prepared.run, &prepared.engine_hash, now)
+            }
+            (Command::RegisterPrincipal(register), State::Principal(p)) => aggregate::principal::register(p, register),
+            (Command::RevokePrincipal(revoke), State::Principal(p)) => {
+                aggregate::principal::revoke(p, &revoke.principal_id, &revoke.reason)
             }
             (command, _) => unreachable!("{} decides on {}, whose state matches", command.name(), command.stream()),
         })

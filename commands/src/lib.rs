@@ -7,17 +7,20 @@
 //! Also the seeded simulation behind `agentlog demo` (`sim`), which drives
 //! the real handler so the demo exercises the real command path.
 pub mod aggregate;
+pub mod auth;
 pub mod command;
 pub mod executor;
 pub mod handler;
 pub mod module;
 pub mod policy;
+pub mod principal;
 pub mod rejection;
 pub mod sim;
 #[cfg(feature = "nats")]
 pub mod wire;
 
 pub use aggregate::Policy;
+pub use auth::{Auth, Credential, Principal, Role, Signer};
 pub use command::{ActionKind, ActionOutcome, Command, Spec};
 pub use executor::Executor;
 pub use handler::{Accepted, Handler, Request};

@@ -30,6 +30,7 @@ pub enum Code {
     RefundExceedsSpent,
     WrongModuleKind,
     PolicyDenied,
+    Forbidden,
     // conflict
     RetriesExhausted,
     // invalid
@@ -37,6 +38,10 @@ pub enum Code {
     InvalidAmount,
     TooLarge,
     InvalidModule,
+    Unauthenticated,
+    BadSignature,
+    StaleTimestamp,
+    ReplayedNonce,
     // agent: the agent's own code failed
     ModuleTrapped,
     PolicyFailed,
@@ -72,6 +77,11 @@ impl Code {
             Code::InvalidModule => "invalid_module",
             Code::ModuleTrapped => "module_trapped",
             Code::PolicyDenied => "policy_denied",
+            Code::Forbidden => "forbidden",
+            Code::Unauthenticated => "unauthenticated",
+            Code::BadSignature => "bad_signature",
+            Code::StaleTimestamp => "stale_timestamp",
+            Code::ReplayedNonce => "replayed_nonce",
             Code::PolicyFailed => "policy_failed",
             Code::RetriesExhausted => "retries_exhausted",
             Code::InvalidCommand => "invalid_command",
@@ -83,7 +93,7 @@ impl Code {
     }
 
     /// Every code, for parsing replies.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 36] = [
         Code::AlreadyExists,
         Code::NotFound,
         Code::UnknownAgent,
@@ -106,11 +116,16 @@ impl Code {
         Code::RefundExceedsSpent,
         Code::WrongModuleKind,
         Code::PolicyDenied,
+        Code::Forbidden,
         Code::RetriesExhausted,
         Code::InvalidCommand,
         Code::InvalidAmount,
         Code::TooLarge,
         Code::InvalidModule,
+        Code::Unauthenticated,
+        Code::BadSignature,
+        Code::StaleTimestamp,
+        Code::ReplayedNonce,
         Code::ModuleTrapped,
         Code::PolicyFailed,
         Code::Storage,
@@ -147,9 +162,17 @@ impl Code {
             | Code::CircuitOpen
             | Code::RefundExceedsSpent
             | Code::WrongModuleKind
-            | Code::PolicyDenied => Kind::Domain,
+            | Code::PolicyDenied
+            | Code::Forbidden => Kind::Domain,
             Code::RetriesExhausted => Kind::Conflict,
-            Code::InvalidCommand | Code::InvalidAmount | Code::TooLarge | Code::InvalidModule => Kind::Invalid,
+            Code::InvalidCommand
+            | Code::InvalidAmount
+            | Code::TooLarge
+            | Code::InvalidModule
+            | Code::Unauthenticated
+            | Code::BadSignature
+            | Code::StaleTimestamp
+            | Code::ReplayedNonce => Kind::Invalid,
             Code::ModuleTrapped | Code::PolicyFailed => Kind::Agent,
             Code::Storage | Code::Unavailable => Kind::Platform,
         }

@@ -17,15 +17,19 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
+use crate::auth::{Credential, Signed, Signer};
 use crate::command::Command;
 use crate::handler::{Accepted, Handler, Request};
 use crate::rejection::{Code, Rejection};
 
 pub const SUBJECT_PREFIX: &str = "agentlog.cmd";
 pub const QUEUE_GROUP: &str = "agentlog-commands";
-pub const HEADER_IDEMPOTENCY_KEY: &str = "Agentlog-Idempotency-Key";
+pub use crate::auth::signing::{
+    HEADER_CORRELATION_ID, HEADER_IDEMPOTENCY_KEY, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+};
+/// Who is sending, on a node in open mode only (`auth.mode = "open"`):
+/// where signing is required the verified principal is the actor.
 pub const HEADER_ACTOR: &str = "Agentlog-Actor";
-pub const HEADER_CORRELATION_ID: &str = "Agentlog-Correlation-Id";
 /// Most commands one service instance runs at once; beyond it requests wait
 /// in NATS (and time out at the producer, who retries with the same key).
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -84,6 +88,10 @@ fn parse(message: &async_nats::Message, encoding: Encoding) -> Result<Request, R
         Encoding::Protobuf => Command::from_protobuf(name, &message.payload)?,
     };
     let mut request = Request::new(command, header(HEADER_ACTOR).unwrap_or_else(|| "anonymous".into()));
+    request.credential = match Signed::from_headers(header, message.subject.as_str(), &message.payload)? {
+        Some(signed) => Credential::Signed(signed),
+        None => Credential::Unsigned,
+    };
     request.idempotency_key = header(HEADER_IDEMPOTENCY_KEY);
     if let Some(id) = header(HEADER_CORRELATION_ID) {
         let id =
@@ -207,6 +215,7 @@ pub struct Client {
     nats: async_nats::Client,
     actor: String,
     timeout: Duration,
+    signer: Option<Signer>,
 }
 
 impl crate::Executor for Client {
@@ -217,7 +226,15 @@ impl crate::Executor for Client {
 
 impl Client {
     pub fn new(nats: async_nats::Client, actor: impl Into<String>) -> Self {
-        Client { nats, actor: actor.into(), timeout: Duration::from_secs(10) }
+        Client { nats, actor: actor.into(), timeout: Duration::from_secs(10), signer: None }
+    }
+
+    /// Signs every request with `signer` (a node in signed mode requires
+    /// it); the actor is then the signer's key id.
+    pub fn with_signer(mut self, signer: Signer) -> Self {
+        self.actor = signer.key_id().to_owned();
+        self.signer = Some(signer);
+        self
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -248,6 +265,15 @@ impl Client {
         }
         let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
         let payload = serde_json::to_vec(&body).expect("commands serialise");
+        if let Some(signer) = &self.signer {
+            let correlation = request.correlation_id.map(|id| id.to_string()).unwrap_or_default();
+            let key = request.idempotency_key.as_deref().unwrap_or_default();
+            let signed = signer.sign(&subject, "application/json", key, &correlation, &payload);
+            headers.insert(HEADER_KEY_ID, signed.key_id.as_str());
+            headers.insert(HEADER_NONCE, signed.nonce.as_str());
+            headers.insert(HEADER_TIMESTAMP, signed.timestamp.as_str());
+            headers.insert(HEADER_SIGNATURE, signed.signature.as_str());
+        }
         let request = async_nats::Request::new().headers(headers).payload(payload.into()).timeout(Some(self.timeout));
         let reply = self
             .nats

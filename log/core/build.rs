@@ -38,6 +38,8 @@ fn main() -> Result<()> {
         ".agentlog.v1.RegisterModule.module",
         ".agentlog.v1.RunModule.input",
         ".agentlog.v1.RunResult.output",
+        ".agentlog.v1.PrincipalRegistered.public_key",
+        ".agentlog.v1.RegisterPrincipal.public_key",
     ] {
         config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::base64\")]");
     }

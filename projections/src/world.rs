@@ -543,7 +543,9 @@ impl WorldModel {
                     }
                 }
             }
-            Body::ChainCheckpoint(_) => {}
+            // Principals are the command path's business (docs/PROTOCOL.md);
+            // the world view does not show them yet.
+            Body::ChainCheckpoint(_) | Body::PrincipalRegistered(_) | Body::PrincipalRevoked(_) => {}
         }
     }
 

@@ -108,13 +108,13 @@ pub struct Forked {
 }
 
 /// Copies events `1..=at` of `history` into a new WAL at `out`, with the
-/// idempotency keys their appends recorded; checks the copy's head.
+/// idempotency keys and nonces their appends recorded; checks the copy's head.
 fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let store = Arc::new(Store::open(out, StoreOptions::default())?);
     let mut follower = Follower::new(store.clone(), false)?;
     // An append's idempotency key is on its first event; the append is the
     // run of events after it on the same stream with the same correlation.
-    let mut open_key: Option<(String, Appended, String, Vec<u8>)> = None;
+    let mut open_key: Option<(Vec<String>, Appended, String, Vec<u8>)> = None;
     history.pages(1, at, &mut |page| {
         let last = page.last().map_or(at, |e| e.seq);
         let mut keys = Vec::new();
@@ -126,13 +126,13 @@ fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u6
                     appended.last_seq = event.seq;
                     appended.stream_version = event.stream_version;
                 } else {
-                    keys.push((std::mem::take(key), *appended));
+                    keys.extend(std::mem::take(key).into_iter().map(|key| (key, *appended)));
                     open_key = None;
                 }
             }
-            if !event.idempotency_key.is_empty() {
+            if !event.idempotency_key.is_empty() || !event.nonce.is_empty() {
                 if let Some((key, appended, ..)) = open_key.take() {
-                    keys.push((key, appended));
+                    keys.extend(key.into_iter().map(|key| (key, appended)));
                 }
                 let appended = Appended {
                     first_seq: event.seq,
@@ -140,8 +140,8 @@ fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u6
                     stream_version: event.stream_version,
                     duplicate: false,
                 };
-                open_key =
-                    Some((event.idempotency_key.clone(), appended, event.stream.clone(), event.correlation_id.clone()));
+                let dedupe = agentlog_core::api::dedupe_keys(&event).collect();
+                open_key = Some((dedupe, appended, event.stream.clone(), event.correlation_id.clone()));
             }
             event.hash.clear();
             events.push(Ordered { seq: event.seq, envelope: event });
@@ -151,7 +151,7 @@ fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u6
         Ok(ControlFlow::Continue(()))
     })?;
     if let Some((key, appended, ..)) = open_key {
-        follower.apply(Vec::new(), vec![(key, appended)])?;
+        follower.apply(Vec::new(), key.into_iter().map(|key| (key, appended)).collect())?;
     }
     let copied = follower.head();
     let original = history.read(at, 1)?.pop().map(|e| e.hash);

@@ -22,6 +22,71 @@ pub struct Config {
     pub ticker: Ticker,
     pub archive: Archive,
     pub shutdown: Shutdown,
+    pub auth: Auth,
+}
+
+/// Who may send commands (docs/PROTOCOL.md, "Signed commands").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Auth {
+    /// `signed` (the default): every command must be signed by a known
+    /// principal and is held to its roles. `open`: for development only;
+    /// commands act as the `Agentlog-Actor` they name, unchecked.
+    pub mode: AuthMode,
+    /// How far a request's timestamp may be from this node's clock, either
+    /// way. `stream.duplicate-window-seconds` must be at least twice it.
+    pub skew_seconds: u64,
+    /// The bootstrap admins: known without an event, they register the
+    /// other principals. Not settable from the environment.
+    pub admins: Vec<Admin>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    Signed,
+    Open,
+}
+
+/// One bootstrap admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Admin {
+    /// Its key id (a principal id).
+    pub id: String,
+    /// Its ed25519 public key, base64, as `agentlog keygen` prints it.
+    pub public_key: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { mode: AuthMode::Signed, skew_seconds: agentlog_commands::auth::DEFAULT_SKEW_SECONDS, admins: Vec::new() }
+    }
+}
+
+impl Auth {
+    /// What the handler requires, `None` in open mode; a bad admin entry is
+    /// named.
+    pub fn required(&self) -> Result<Option<agentlog_commands::Auth>> {
+        if self.mode == AuthMode::Open {
+            return Ok(None);
+        }
+        let mut admins = Vec::new();
+        for admin in &self.admins {
+            let bad = |reason: String| Error::Config { reason: format!("auth.admins {:?}: {reason}", admin.id) };
+            if !agentlog_log::api::is_valid_id(&admin.id) {
+                return Err(bad("the id must be 1 to 128 ASCII letters, digits, '_', '-', ':' or '@'".into()));
+            }
+            let key = agentlog_commands::auth::public_key_from_base64("public-key", &admin.public_key)
+                .map_err(|e| bad(e.message))?;
+            let roles = [agentlog_commands::Role::Admin];
+            admins.push(agentlog_commands::Principal {
+                public_key: key,
+                ..agentlog_commands::Principal::in_process(&admin.id, &roles)
+            });
+        }
+        Ok(Some(agentlog_commands::Auth::new(admins, self.skew_seconds)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +231,7 @@ impl Default for Config {
             ticker: Ticker::default(),
             archive: Archive::default(),
             shutdown: Shutdown::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -201,7 +267,7 @@ impl Default for Mirror {
 
 /// Every key, dotted; its environment variable is `AGENTLOG_` and the key
 /// in upper case with `.` and `-` as `_` (`nats.url` → `AGENTLOG_NATS_URL`).
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 27] = [
     "data",
     "http",
     "nats.url",
@@ -227,6 +293,8 @@ pub const KEYS: [&str; 25] = [
     "archive.dir",
     "archive.at",
     "shutdown.drain-timeout-seconds",
+    "auth.mode",
+    "auth.skew-seconds",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -286,6 +354,18 @@ impl Config {
         config.archive.at.parse::<agentlog_archive::AtTime>().map_err(|e| bad(format!("archive.at: {e}")))?;
         if !matches!(config.stream.replicas, 1 | 3) {
             return Err(bad(format!("stream.replicas is {}; use 1, or 3 on a NATS cluster", config.stream.replicas)));
+        }
+        if config.auth.mode == AuthMode::Signed {
+            if config.auth.skew_seconds == 0 {
+                return Err(bad("auth.skew-seconds must be at least 1".into()));
+            }
+            if config.stream.duplicate_window_seconds < config.auth.skew_seconds.saturating_mul(2) {
+                return Err(bad(format!(
+                    "stream.duplicate-window-seconds ({}) must be at least twice auth.skew-seconds ({}): JetStream's dedupe window is what refuses a nonce two nodes race on",
+                    config.stream.duplicate_window_seconds, config.auth.skew_seconds
+                )));
+            }
+            config.auth.required()?;
         }
         if config.shutdown.drain_timeout_seconds == 0 {
             return Err(bad("shutdown.drain-timeout-seconds must be at least 1".into()));

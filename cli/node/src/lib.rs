@@ -198,7 +198,21 @@ impl Node {
         }
         let clock: Arc<dyn Clock> = clock;
         let sandbox = agentlog_sandbox::Sandbox::new(agentlog_sandbox::Limits::default())?;
-        let handler = Arc::new(Handler::new(log.clone(), clock.clone(), ids).with_modules(Arc::new(sandbox)));
+        let mut handler = Handler::new(log.clone(), clock.clone(), ids).with_modules(Arc::new(sandbox));
+        match config.auth.required()? {
+            Some(auth) => {
+                tracing::info!(
+                    message = "commands must be signed",
+                    bootstrap_admins = auth.admins.len(),
+                    skew_seconds = config.auth.skew_seconds
+                );
+                handler = handler.with_auth(Arc::new(auth));
+            }
+            None => tracing::warn!(
+                message = "auth.mode = open: commands are NOT authenticated and act as whatever Agentlog-Actor they name; for development only"
+            ),
+        }
+        let handler = Arc::new(handler);
         let projections = Arc::new(
             ProjectionStore::open(&agentlog_projections::store::dir(&config.data))?
                 .with_cache_entities(config.projections.cache_entities),
@@ -341,7 +355,12 @@ impl Node {
                     }
                     Err(e) => tracing::warn!(message = "the ticker will try again", error = %e),
                 };
-                ticker::run(&*handler, &views, &*clock, every, stopped, report).await;
+                // The ticker acts as the `ticker` principal: expiries only.
+                let as_ticker = agentlog_commands::executor::AsPrincipal {
+                    executor: &*handler,
+                    principal: agentlog_commands::Principal::ticker(),
+                };
+                ticker::run(&as_ticker, &views, &*clock, every, stopped, report).await;
                 Ok(())
             });
         }

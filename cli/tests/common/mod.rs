@@ -85,10 +85,14 @@ pub fn start_with(url: &str, data: &Path, extra: &[&str]) -> Node {
 }
 
 /// [`start_with`], with environment variables (`AGENTLOG_*` configuration).
+/// Unless they set `AGENTLOG_AUTH_MODE`, the node runs in open mode: these
+/// tests are about other things than signing (tests/signed.rs is about it).
 pub fn start_with_env(url: &str, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
+    let open = (!env.iter().any(|(name, _)| *name == "AGENTLOG_AUTH_MODE")).then_some(("AGENTLOG_AUTH_MODE", "open"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentlog"))
         .args(["serve", "--nats", url, "--http", "127.0.0.1:0"])
         .args(extra)
+        .envs(open)
         .envs(env.iter().copied())
         .arg("--data")
         .arg(data)

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod budget;
 pub mod module;
 pub mod policy;
+pub mod principal;
 pub mod session;
 pub mod task;
 
@@ -19,6 +20,7 @@ pub use agent::Agent;
 pub use budget::{Budget, Policy};
 pub use module::Module;
 pub use policy::Binding;
+pub use principal::Principal;
 pub use session::Session;
 pub use task::Task;
 
@@ -51,6 +53,7 @@ pub enum State {
     Budget(Budget),
     Module(Module),
     Policy(Binding),
+    Principal(Principal),
 }
 
 impl State {
@@ -63,6 +66,7 @@ impl State {
             "budget" => Some(State::Budget(Budget::default())),
             "module" => Some(State::Module(Module::default())),
             "policy" => Some(State::Policy(Binding::default())),
+            "principal" => Some(State::Principal(Principal::default())),
             _ => None,
         }
     }
@@ -75,6 +79,7 @@ impl State {
             State::Budget(b) => b.apply(event),
             State::Module(m) => m.apply(event),
             State::Policy(p) => p.apply(event),
+            State::Principal(p) => p.apply(event),
         }
     }
 }

@@ -17,6 +17,26 @@ pub const MAX_STREAM_BYTES: usize = 256;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
+/// Longest nonce an envelope may carry (`<key id>/<nonce>`), in bytes.
+pub const MAX_NONCE_BYTES: usize = 200;
+/// What the idempotency table files a nonce under: `nonce/<key id>/<nonce>`.
+/// No idempotency key may begin with it, so the two never meet.
+pub const NONCE_KEY_PREFIX: &str = "nonce/";
+
+/// The idempotency-table key of an envelope's nonce.
+pub fn nonce_key(nonce: &str) -> String {
+    format!("{NONCE_KEY_PREFIX}{nonce}")
+}
+
+/// The keys an append records in the idempotency table, from its first
+/// event: its idempotency key and, for a signed command, its nonce. Either
+/// seen again returns the first append's result and appends nothing.
+pub fn dedupe_keys(first: &Envelope) -> impl Iterator<Item = String> + '_ {
+    let key = (!first.idempotency_key.is_empty()).then(|| first.idempotency_key.clone());
+    let nonce = (!first.nonce.is_empty()).then(|| nonce_key(&first.nonce));
+    key.into_iter().chain(nonce)
+}
+
 /// Whether `id` can name an aggregate: 1 to 128 bytes of ASCII letters,
 /// digits, `_`, `-`, `:` and `@`. The same rule holds on every backend, so
 /// an id is always one NATS subject token (`agentlog.evt.<kind>.<id>`).
@@ -63,6 +83,8 @@ impl fmt::Display for ExpectedVersion {
 /// The producer fills in each envelope's `event_id`, `ts`, tracing ids,
 /// `actor`, `schema_version` and `body`; the log assigns `stream`,
 /// `stream_version`, `seq`, `hash`, and `idempotency_key` on the first event.
+/// A signed command's first event also carries its `nonce`, which the log
+/// records like a second idempotency key ([`dedupe_keys`]).
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     pub stream: String,
@@ -72,6 +94,13 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
+    /// The keys this append records in the idempotency table: its
+    /// idempotency key, then its first event's nonce ([`nonce_key`]).
+    pub fn dedupe_keys(&self) -> Vec<String> {
+        let nonce = self.events.first().filter(|e| !e.nonce.is_empty()).map(|e| nonce_key(&e.nonce));
+        self.idempotency_key.iter().cloned().chain(nonce).collect()
+    }
+
     /// Checks everything that does not depend on the log's state, so a bad
     /// request is refused before it reaches the writer.
     pub fn validate(&self) -> Result<()> {
@@ -96,7 +125,20 @@ impl AppendRequest {
                 key.len()
             ));
         }
+        if let Some(key) = &self.idempotency_key
+            && key.starts_with(NONCE_KEY_PREFIX)
+        {
+            return invalid(format!(
+                "idempotency keys beginning with {NONCE_KEY_PREFIX:?} are reserved for signed commands' nonces; choose another key"
+            ));
+        }
         for (i, event) in self.events.iter().enumerate() {
+            if i > 0 && !event.nonce.is_empty() {
+                return invalid(format!("event {i} carries a nonce: only an append's first event may"));
+            }
+            if event.nonce.len() > MAX_NONCE_BYTES {
+                return invalid(format!("the nonce is {} bytes; the limit is {MAX_NONCE_BYTES}", event.nonce.len()));
+            }
             if event.body.is_none() {
                 return invalid(format!("event {i} has no body"));
             }
@@ -200,7 +242,8 @@ pub trait Log: Send + Sync + 'static {
         None
     }
 
-    /// The result recorded for an idempotency key, if any.
+    /// The result recorded for an idempotency key (or a nonce, under
+    /// [`nonce_key`]), if any.
     fn idempotent_result(&self, key: &str) -> impl Future<Output = Result<Option<Appended>>> + Send;
 
     fn head(&self) -> impl Future<Output = Result<Head>> + Send;

@@ -20,6 +20,7 @@ macro_rules! log_conformance_tests {
             appends_get_consecutive_seqs_versions_and_a_chain,
             a_wrong_expected_version_conflicts_and_writes_nothing,
             an_idempotency_key_returns_the_first_result,
+            a_nonce_is_recorded_once_like_a_key,
             reads_by_range_and_by_stream,
             a_subscription_delivers_old_then_new_events_in_order,
             racing_appends_on_one_version_have_one_winner,
@@ -111,6 +112,45 @@ pub async fn an_idempotency_key_returns_the_first_result<L: Log>(log: Arc<L>) {
     let events = log.read(1, 10).await.unwrap();
     assert_eq!(events[0].idempotency_key, "open-s");
     assert_eq!(events[1].idempotency_key, "");
+}
+
+/// A signed command's nonce rides on its first event and is recorded as
+/// `nonce/<nonce>` in the idempotency table: the same nonce again (on any
+/// stream, with any events, with or without a key) appends nothing and
+/// returns the first result; a key and a nonce on one append are both
+/// recorded.
+pub async fn a_nonce_is_recorded_once_like_a_key<L: Log>(log: Arc<L>) {
+    let mut first = request("agent/n", ExpectedVersion::Exact(0), 1, 1);
+    first.events[0].nonce = "alice/0123456789abcdef".into();
+    let appended = log.append(first).await.unwrap();
+    assert!(!appended.duplicate);
+    let mut replayed = request("agent/other", ExpectedVersion::Exact(0), 1, 2);
+    replayed.events[0].nonce = "alice/0123456789abcdef".into();
+    let again = log.append(replayed).await.unwrap();
+    assert_eq!(again, crate::Appended { duplicate: true, ..appended });
+    assert_eq!(log.stream_version("agent/other").await.unwrap(), 0, "the repeated nonce appended nothing");
+    let key = crate::api::nonce_key("alice/0123456789abcdef");
+    assert_eq!(log.idempotent_result(&key).await.unwrap(), Some(again));
+
+    let mut both = request("agent/n", ExpectedVersion::Exact(1), 2, 3);
+    both.idempotency_key = Some("both".into());
+    both.events[0].nonce = "alice/fedcba9876543210".into();
+    let appended = log.append(both).await.unwrap();
+    let recorded = Some(crate::Appended { duplicate: true, ..appended });
+    assert_eq!(log.idempotent_result("both").await.unwrap(), recorded);
+    assert_eq!(log.idempotent_result(&crate::api::nonce_key("alice/fedcba9876543210")).await.unwrap(), recorded);
+    let events = log.read(1, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.nonce.as_str()).collect::<Vec<_>>(),
+        ["alice/0123456789abcdef", "alice/fedcba9876543210", ""]
+    );
+
+    let mut second_event = request("agent/m", ExpectedVersion::Any, 2, 4);
+    second_event.events[1].nonce = "alice/late".into();
+    assert!(matches!(log.append(second_event).await, Err(Error::InvalidAppend { .. })));
+    let mut reserved = request("agent/m", ExpectedVersion::Any, 1, 5);
+    reserved.idempotency_key = Some(key);
+    assert!(matches!(log.append(reserved).await, Err(Error::InvalidAppend { .. })));
 }
 
 pub async fn reads_by_range_and_by_stream<L: Log>(log: Arc<L>) {

@@ -14,7 +14,7 @@ pub use generated::*;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Every event type's [`Body::type_name`], in the schema's order.
-pub const TYPE_NAMES: [&str; 23] = [
+pub const TYPE_NAMES: [&str; 25] = [
     "session_opened",
     "session_heartbeat",
     "session_closed",
@@ -38,6 +38,8 @@ pub const TYPE_NAMES: [&str; 23] = [
     "sandbox_run_trapped",
     "sandbox_policy_bound",
     "chain_checkpoint",
+    "principal_registered",
+    "principal_revoked",
 ];
 
 impl Body {
@@ -68,6 +70,8 @@ impl Body {
             Body::SandboxRunTrapped(_) => "sandbox_run_trapped",
             Body::SandboxPolicyBound(_) => "sandbox_policy_bound",
             Body::ChainCheckpoint(_) => "chain_checkpoint",
+            Body::PrincipalRegistered(_) => "principal_registered",
+            Body::PrincipalRevoked(_) => "principal_revoked",
         }
     }
 }
@@ -94,6 +98,7 @@ impl Body {
             Body::SessionClosed(b) => session(&b.session_id),
             Body::SessionExpired(b) => session(&b.session_id),
             Body::AgentRegistered(b) => Refs { agent_id: &b.agent_id, ..Default::default() },
+            Body::PrincipalRegistered(b) => Refs { agent_id: &b.agent_id, ..Default::default() },
             Body::ActionRecorded(b) => work(&b.task_id, &b.agent_id, &b.session_id),
             Body::TaskCreated(b) => Refs { task_id: &b.task_id, ..Default::default() },
             Body::TaskClaimed(b) => work(&b.task_id, &b.agent_id, &b.session_id),
@@ -113,7 +118,8 @@ impl Body {
             | Body::BudgetCircuitClosed(_)
             | Body::SandboxModuleRegistered(_)
             | Body::SandboxPolicyBound(_)
-            | Body::ChainCheckpoint(_) => Refs::default(),
+            | Body::ChainCheckpoint(_)
+            | Body::PrincipalRevoked(_) => Refs::default(),
         }
     }
 }
@@ -204,6 +210,8 @@ mod tests {
             Body::SandboxRunTrapped(Default::default()),
             Body::SandboxPolicyBound(Default::default()),
             Body::ChainCheckpoint(Default::default()),
+            Body::PrincipalRegistered(Default::default()),
+            Body::PrincipalRevoked(Default::default()),
         ];
         let names: Vec<&str> = bodies.iter().map(Body::type_name).collect();
         assert_eq!(names, TYPE_NAMES);

@@ -20,6 +20,7 @@ pub fn sample_envelope(n: u64) -> Envelope {
         saga_id: Vec::new(),
         actor: "tester".into(),
         idempotency_key: String::new(),
+        nonce: String::new(),
         schema_version: schema::SCHEMA_VERSION,
         hash: Vec::new(),
         body: Some(Body::ActionRecorded(schema::ActionRecorded {

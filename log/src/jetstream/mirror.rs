@@ -1,7 +1,7 @@
 //! The mirror: follows the JetStream stream in order (an ordered consumer
 //! starting after the WAL's head) and writes what it reads into the WAL with
 //! the `Follower`. An atomic batch is written whole or not at all, and the
-//! idempotency key of an append is recorded once the append is complete.
+//! idempotency key (and nonce) of an append is recorded once the append is complete.
 //! A NATS failure (the server restarting, a network cut) only pauses it: it
 //! follows again from the WAL's head once NATS answers. A consumer that
 //! stops delivering while the stream grows (its server died, and the client
@@ -58,8 +58,9 @@ pub(super) async fn run(stream: Stream, mut follower: Follower, durable: Arc<Dur
 struct Pending {
     events: Vec<Ordered>,
     keys: Vec<(String, Appended)>,
-    /// An append with an idempotency key under way: (key, first seq).
-    open_key: Option<(String, u64)>,
+    /// An append with an idempotency key or a nonce under way: (its
+    /// idempotency-table keys, first seq).
+    open_key: Option<(Vec<String>, u64)>,
     /// Inside an atomic batch that has not committed yet.
     in_batch: bool,
 }
@@ -70,17 +71,17 @@ impl Pending {
         let seq = info.stream_sequence;
         let envelope = codec::decode(&message.payload).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
         let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).is_some();
-        if !envelope.idempotency_key.is_empty() {
-            self.open_key = Some((envelope.idempotency_key.clone(), seq));
+        if !envelope.idempotency_key.is_empty() || !envelope.nonce.is_empty() {
+            self.open_key = Some((crate::api::dedupe_keys(&envelope).collect(), seq));
         }
         self.in_batch = header("Nats-Batch-Id") && !header("Nats-Batch-Commit");
         let version = envelope.stream_version;
         self.events.push(Ordered { seq, envelope });
         if !self.in_batch
-            && let Some((key, first_seq)) = self.open_key.take()
+            && let Some((keys, first_seq)) = self.open_key.take()
         {
             let appended = Appended { first_seq, last_seq: seq, stream_version: version, duplicate: true };
-            self.keys.push((key, appended));
+            self.keys.extend(keys.into_iter().map(|key| (key, appended)));
         }
         Ok(())
     }

@@ -68,8 +68,12 @@ impl JetStreamLog {
     pub(super) async fn append_published(&self, request: AppendRequest) -> Result<Appended> {
         request.validate()?;
         self.check_poison()?;
-        let key = request.idempotency_key.as_deref();
-        if let Some(first) = self.idempotent(key)? {
+        // `Nats-Msg-Id` is the idempotency key, or else the nonce's entry:
+        // within the dedupe window JetStream itself refuses the second
+        // publish of either, whichever node sends it.
+        let keys = request.dedupe_keys();
+        let key = keys.first().map(String::as_str);
+        if let Some(first) = self.recorded(&keys)? {
             return Ok(first);
         }
         let subject = subject(&request.stream);
@@ -133,13 +137,24 @@ impl JetStreamLog {
         key.map_or(Ok(None), |key| self.store.idempotent_result(key))
     }
 
+    /// The first result of whichever of an append's keys the mirror has
+    /// recorded (its idempotency key, its nonce).
+    fn recorded(&self, keys: &[String]) -> Result<Option<Appended>> {
+        for key in keys {
+            if let Some(first) = self.store.idempotent_result(key)? {
+                return Ok(Some(first));
+            }
+        }
+        Ok(None)
+    }
+
     /// The stream moved on. Before saying so, let the mirror catch up with
     /// what was seen, so that the caller's reload sees it too; and if this
     /// request's own key is what moved it (a retry whose first try landed),
     /// answer with that.
     async fn conflict(&self, request: &AppendRequest, actual: u64, subject_seq: u64) -> Result<Appended> {
         self.caught_up(subject_seq).await?;
-        if let Some(first) = self.idempotent(request.idempotency_key.as_deref())? {
+        if let Some(first) = self.recorded(&request.dedupe_keys())? {
             return Ok(first);
         }
         Err(Error::Conflict { stream: request.stream.clone(), expected: request.expected, actual })

@@ -244,7 +244,10 @@ impl Writer {
     /// Checks one request against the log as the group has left it, and adds
     /// its events to the batch.
     fn stage(&mut self, group: &mut Group, request: AppendRequest) -> Result<Appended> {
-        if let Some(key) = &request.idempotency_key {
+        // The idempotency key, and a signed command's nonce: either seen
+        // before gives the first result.
+        let keys = request.dedupe_keys();
+        for key in &keys {
             if let Some(first) = group.keys.get(key) {
                 return Ok(*first);
             }
@@ -273,7 +276,7 @@ impl Writer {
         }
         let appended =
             Appended { first_seq, last_seq: group.staged.head().last_seq, stream_version: version, duplicate: false };
-        if let Some(key) = request.idempotency_key {
+        for key in keys {
             group.staged.idempotency_key(&key, &appended);
             group.keys.insert(key, Appended { duplicate: true, ..appended });
         }
