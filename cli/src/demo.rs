@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentlog_commands::wire::Client;
-use agentlog_commands::{Accepted, Code, Executor, Rejection, Request, sim};
+use agentlog_commands::{Accepted, Code, Command, Executor, Rejection, Request, sim};
 use agentlog_log::chain::to_hex;
 use agentlog_log::jetstream::StreamReader;
 use agentlog_log::{EmbeddedLog, Envelope, Log, ManualClock, Options};
 use agentlog_projections::{ProjectionStore, Views, ticker};
 use anyhow::{Context, bail};
 
+use crate::principals::Principals;
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -45,17 +46,30 @@ pub struct Args {
     /// workload sends no expiry commands; the log is not reproducible.
     #[arg(long, env = "AGENTLOG_NATS_URL", conflicts_with_all = ["data", "sync"])]
     nats: Option<String>,
+    /// An admin's key file (`agentlog keygen`), for a node in signed mode:
+    /// it registers an orchestrator and one principal per agent for this
+    /// run, and each command is signed by the principal it needs. Not used
+    /// on the embedded log.
+    #[arg(long, env = "AGENTLOG_KEY")]
+    key: Option<PathBuf>,
 }
 
 /// The command service as the workload's target.
 struct Service {
     client: Client,
+    /// On a node in signed mode, who signs what.
+    principals: Option<Principals>,
     reader: StreamReader,
 }
 
 impl Executor for Service {
     async fn execute(&self, request: Request) -> Result<Accepted, Rejection> {
-        self.client.send(&request).await
+        let Some(principals) = &self.principals else { return self.client.send(&request).await };
+        let accepted = principals.client_for(&request).await?.send(&request).await?;
+        if let (Command::OpenSession(open), Some(session_id)) = (&request.command, &accepted.session_id) {
+            principals.opened(session_id, &open.agent_id);
+        }
+        Ok(accepted)
     }
 }
 
@@ -72,7 +86,12 @@ async fn run_nats(args: &Args, url: &str) -> anyhow::Result<ExitCode> {
     let nats =
         agentlog_log::jetstream::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
     let reader = StreamReader::open(url, "AGENTLOG").await?;
-    let service = Service { client: Client::new(nats, "demo"), reader };
+    let client = Client::new(nats, "demo");
+    let principals = match &args.key {
+        Some(key) => Some(Principals::new(client.clone().with_signer(crate::keys::load(key)?))?),
+        None => None,
+    };
+    let service = Service { client, principals, reader };
     if !args.json {
         eprintln!("sending the demo workload to the command service at {url}");
     }

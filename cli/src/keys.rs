@@ -36,8 +36,7 @@ pub fn keygen(args: Args) -> anyhow::Result<ExitCode> {
     if !agentlog_log::api::is_valid_id(&args.id) {
         bail!("--id {:?} must be 1 to 128 ASCII letters, digits, '_', '-', ':' or '@'", args.id);
     }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    let seed = random()?;
     let signer = signer(&args.id, seed);
     let file = KeyFile {
         key_id: args.id.clone(),
@@ -65,7 +64,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn signer(key_id: &str, seed: [u8; 32]) -> Signer {
+/// Bytes from the operating system's random source (a key's seed).
+pub fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    Ok(bytes)
+}
+
+/// A signer for `key_id` with the secret key `seed`, on the system clock.
+pub fn signer(key_id: &str, seed: [u8; 32]) -> Signer {
     Signer::new(key_id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
 }
 

@@ -24,6 +24,7 @@ mod demo;
 mod inspect;
 mod keys;
 mod mirror;
+mod principals;
 mod progress;
 mod projections;
 mod query;

@@ -31,8 +31,9 @@ struct To {
     /// embedded log in --data.
     #[arg(long, env = "AGENTLOG_NATS_URL")]
     nats: Option<String>,
-    /// Sign what goes over NATS with this key file (`agentlog keygen`).
-    #[arg(long, env = "AGENTLOG_KEY", requires = "nats")]
+    /// Sign what goes over NATS with this key file (`agentlog keygen`);
+    /// not used on the embedded log.
+    #[arg(long, env = "AGENTLOG_KEY")]
     key: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]

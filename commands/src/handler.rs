@@ -184,7 +184,7 @@ impl<L: Log> Handler<L> {
         if let Some(key) = &request.idempotency_key
             && let Some(first) = self.log.idempotent_result(key).await?
         {
-            return self.replayed(&request, first).await;
+            return self.first_result(&request, nonce.as_deref(), first).await;
         }
         let mut command = request.command.clone();
         if let Command::OpenSession(OpenSession { session_id: id @ None, .. }) = &mut command {
@@ -216,7 +216,7 @@ impl<L: Log> Handler<L> {
             if let Some(key) = &request.idempotency_key
                 && let Some(first) = self.log.idempotent_result(key).await?
             {
-                return self.replayed(&request, first).await;
+                return self.first_result(&request, nonce.as_deref(), first).await;
             }
             // The policy bound to this command type, if any, is asked
             // first, on the state the decision is made on.
@@ -256,12 +256,15 @@ impl<L: Log> Handler<L> {
                     // The same key won a race with this attempt: its result
                     // stands, not this attempt's (which wrote nothing). Or
                     // the same nonce did: this is a replay of it.
-                    if let Some(nonce) = &nonce {
-                        self.refuse_seen_nonce(nonce).await?;
-                    }
-                    return self.replayed(&request, appended).await;
+                    return self.first_result(&request, nonce.as_deref(), appended).await;
                 }
                 Ok(appended) => {
+                    // As the log stamped them, so what is folded from them
+                    // (a revocation's seq, say) is what a reload would give.
+                    for (event, seq) in events.iter_mut().zip(appended.first_seq..) {
+                        event.seq = seq;
+                        event.stream_version = version + 1 + (seq - appended.first_seq);
+                    }
                     self.remember(&stream, version, state, &events, &appended);
                     let result = match refusal {
                         Some(rejection) => Err(rejection),
@@ -292,6 +295,16 @@ impl<L: Log> Handler<L> {
             Code::RetriesExhausted,
             format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),
         ))
+    }
+
+    /// The first result of the request's idempotency key; unless the
+    /// request's own nonce was recorded meanwhile (a copy of it raced this
+    /// one and won): then this is a replay of a captured request.
+    async fn first_result(&self, request: &Request, nonce: Option<&str>, first: Appended) -> Result<Accepted> {
+        if let Some(nonce) = nonce {
+            self.refuse_seen_nonce(nonce).await?;
+        }
+        self.replayed(request, first).await
     }
 
     /// The result of an idempotency key used before, rebuilt from the log:

@@ -66,29 +66,34 @@ enum Encoding {
     Json,
 }
 
-fn encoding(message: &async_nats::Message) -> Encoding {
-    let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
-    match content_type.as_deref() {
+fn encoding(headers: Option<&async_nats::HeaderMap>) -> Encoding {
+    match headers.and_then(|h| h.get("Content-Type")).map(|v| v.as_str()) {
         Some("application/json") => Encoding::Json,
         _ => Encoding::Protobuf,
     }
 }
 
-/// Parses one request into a handler request, or the rejection to reply.
-fn parse(message: &async_nats::Message, encoding: Encoding) -> Result<Request, Rejection> {
-    let name = message.subject.as_str().strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("");
-    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    let command = match encoding {
+/// Parses one request as the service receives it (its subject, headers and
+/// body) into a handler request, or the rejection to reply. Never panics,
+/// whatever the bytes.
+pub fn parse_request(
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Result<Request, Rejection> {
+    let name = subject.strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("");
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let command = match encoding(headers) {
         Encoding::Json => {
-            let fields: serde_json::Value = serde_json::from_slice(&message.payload).map_err(|e| {
+            let fields: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
                 Rejection::invalid(format!("the body is not JSON (Content-Type: application/json): {e}"))
             })?;
             Command::from_json(name, fields)?
         }
-        Encoding::Protobuf => Command::from_protobuf(name, &message.payload)?,
+        Encoding::Protobuf => Command::from_protobuf(name, payload)?,
     };
     let mut request = Request::new(command, header(HEADER_ACTOR).unwrap_or_else(|| "anonymous".into()));
-    request.credential = match Signed::from_headers(header, message.subject.as_str(), &message.payload)? {
+    request.credential = match Signed::from_headers(header, subject, payload)? {
         Some(signed) => Credential::Signed(signed),
         None => Credential::Unsigned,
     };
@@ -150,8 +155,9 @@ impl<L: Log> Service<L> {
             let (client, handler) = (client.clone(), handler.clone());
             metrics::gauge!(METRIC_IN_FLIGHT).increment(1);
             tokio::spawn(async move {
-                let encoding = encoding(&message);
-                let outcome = match parse(&message, encoding) {
+                let encoding = encoding(message.headers.as_ref());
+                let outcome = match parse_request(message.subject.as_str(), message.headers.as_ref(), &message.payload)
+                {
                     Ok(request) => handler.execute(request).await,
                     Err(rejection) => Err(rejection),
                 };
@@ -209,6 +215,48 @@ fn protobuf_reply(reply: Reply) -> agentlog_core::schema::CommandReply {
     agentlog_core::schema::CommandReply { result: Some(result) }
 }
 
+/// A request as the client sends it: JSON, with its actor, idempotency key
+/// and correlation id as headers, and signed when there is a signer (a
+/// fresh nonce and the signer's time each time one is made).
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    pub fn new(request: &Request, signer: Option<&Signer>) -> Message {
+        let command = &request.command;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/json");
+        headers.insert(HEADER_ACTOR, request.actor.as_str());
+        if let Some(key) = &request.idempotency_key {
+            headers.insert(HEADER_IDEMPOTENCY_KEY, key.as_str());
+        }
+        let correlation = request.correlation_id.map(|id| id.to_string()).unwrap_or_default();
+        if !correlation.is_empty() {
+            headers.insert(HEADER_CORRELATION_ID, correlation.as_str());
+        }
+        let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
+        let payload = serde_json::to_vec(&command.to_json()).expect("commands serialise");
+        if let Some(signer) = signer {
+            let key = request.idempotency_key.as_deref().unwrap_or_default();
+            let signed = signer.sign(&subject, "application/json", key, &correlation, &payload);
+            headers.insert(HEADER_KEY_ID, signed.key_id.as_str());
+            headers.insert(HEADER_NONCE, signed.nonce.as_str());
+            headers.insert(HEADER_TIMESTAMP, signed.timestamp.as_str());
+            headers.insert(HEADER_SIGNATURE, signed.signature.as_str());
+        }
+        Message { subject, headers, payload }
+    }
+
+    /// The request the service makes of it.
+    pub fn parse(&self) -> Result<Request, Rejection> {
+        parse_request(&self.subject, Some(&self.headers), &self.payload)
+    }
+}
+
 /// The Rust client of the command service.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -252,28 +300,7 @@ impl Client {
 
     /// Sends one request with its own actor, key and correlation id.
     pub async fn send(&self, request: &Request) -> Result<Accepted, Rejection> {
-        let command = &request.command;
-        let body = command.to_json();
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Content-Type", "application/json");
-        headers.insert(HEADER_ACTOR, request.actor.as_str());
-        if let Some(key) = &request.idempotency_key {
-            headers.insert(HEADER_IDEMPOTENCY_KEY, key.as_str());
-        }
-        if let Some(id) = request.correlation_id {
-            headers.insert(HEADER_CORRELATION_ID, id.to_string().as_str());
-        }
-        let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
-        let payload = serde_json::to_vec(&body).expect("commands serialise");
-        if let Some(signer) = &self.signer {
-            let correlation = request.correlation_id.map(|id| id.to_string()).unwrap_or_default();
-            let key = request.idempotency_key.as_deref().unwrap_or_default();
-            let signed = signer.sign(&subject, "application/json", key, &correlation, &payload);
-            headers.insert(HEADER_KEY_ID, signed.key_id.as_str());
-            headers.insert(HEADER_NONCE, signed.nonce.as_str());
-            headers.insert(HEADER_TIMESTAMP, signed.timestamp.as_str());
-            headers.insert(HEADER_SIGNATURE, signed.signature.as_str());
-        }
+        let Message { subject, headers, payload } = Message::new(request, self.signer.as_ref());
         let request = async_nats::Request::new().headers(headers).payload(payload.into()).timeout(Some(self.timeout));
         let reply = self
             .nats

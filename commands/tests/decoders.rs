@@ -201,3 +201,129 @@ proptest! {
         refused_as_invalid(&Command::from_json(&name, serde_json::json!({})).unwrap_err());
     }
 }
+
+/// The signature headers of a request, each present or not.
+#[derive(Clone, Debug)]
+struct SignatureHeaders {
+    key_id: Option<String>,
+    nonce: Option<String>,
+    timestamp: Option<String>,
+    signature: Option<String>,
+}
+
+impl SignatureHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        use agentlog_commands::auth::signing::*;
+        match name {
+            HEADER_KEY_ID => self.key_id.clone(),
+            HEADER_NONCE => self.nonce.clone(),
+            HEADER_TIMESTAMP => self.timestamp.clone(),
+            HEADER_SIGNATURE => self.signature.clone(),
+            "Content-Type" => Some("application/json".into()),
+            _ => None,
+        }
+    }
+}
+
+/// A header value: anything, or something close to a valid one.
+fn header_value() -> impl Strategy<Value = Option<String>> {
+    proptest::option::weighted(
+        0.9,
+        prop_oneof![
+            ".{0,100}",
+            "[A-Za-z0-9_-]{14,66}",
+            "[0-9]{0,22}",
+            "[A-Za-z0-9+/]{84,90}={0,2}",
+            "[a-z@:_-]{0,130}",
+        ],
+    )
+}
+
+fn signer() -> agentlog_commands::Signer {
+    use std::sync::Arc;
+    let clock = Arc::new(agentlog_core::ManualClock::new(agentlog_core::Timestamp::from_nanos(1_767_225_600)));
+    agentlog_commands::Signer::new("alice", [7; 32], clock, Arc::new(agentlog_core::SeededIdGen::new(1)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    /// Any signature headers: none at all is an unsigned request; anything
+    /// else is a signed request to verify, or an `invalid` rejection
+    /// (unauthenticated, bad_signature, stale_timestamp), never a panic;
+    /// and whatever parses does not verify as alice's.
+    #[test]
+    fn any_signature_headers_are_a_request_to_verify_or_invalid(
+        headers in (header_value(), header_value(), header_value(), header_value()),
+        subject in ".{0,60}",
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+    ) {
+        use agentlog_commands::auth::Signed;
+        let (key_id, nonce, timestamp, signature) = headers;
+        let headers = SignatureHeaders { key_id, nonce, timestamp, signature };
+        let absent = headers.key_id.is_none() && headers.nonce.is_none()
+            && headers.timestamp.is_none() && headers.signature.is_none();
+        match Signed::from_headers(|name| headers.get(name), &subject, &body) {
+            Ok(None) => prop_assert!(absent),
+            Ok(Some(signed)) => {
+                let err = signed.verify(&signer().public_key()).unwrap_err();
+                prop_assert_eq!(err.code, Code::BadSignature);
+            }
+            Err(rejection) => {
+                prop_assert_eq!(rejection.kind, Kind::Invalid);
+                prop_assert!(
+                    matches!(rejection.code, Code::Unauthenticated | Code::BadSignature | Code::StaleTimestamp),
+                    "{}", rejection
+                );
+            }
+        }
+    }
+
+    /// A genuine signature with any one of its signed parts changed (a
+    /// header, the subject or the body) never verifies: refused at parsing,
+    /// or by the signature.
+    #[test]
+    fn a_signed_request_with_anything_changed_does_not_verify(
+        part in 0..6usize,
+        flip in any::<prop::sample::Index>(),
+        xor in 1..=255u8,
+    ) {
+        use agentlog_commands::auth::Signed;
+        let signer = signer();
+        let (subject, mut body) = ("agentlog.cmd.heartbeat".to_owned(), br#"{"session_id":"s1"}"#.to_vec());
+        let sent = signer.sign(&subject, "application/json", "", "", &body);
+        let mut headers = SignatureHeaders {
+            key_id: Some(sent.key_id),
+            nonce: Some(sent.nonce),
+            timestamp: Some(sent.timestamp),
+            signature: Some(sent.signature),
+        };
+        let genuine = Signed::from_headers(|name| headers.get(name), &subject, &body).unwrap().unwrap();
+        genuine.verify(&signer.public_key()).unwrap();
+        let damage = |text: &mut String| {
+            let mut bytes = std::mem::take(text).into_bytes();
+            let i = flip.index(bytes.len());
+            bytes[i] ^= xor;
+            *text = String::from_utf8_lossy(&bytes).into_owned();
+        };
+        let mut subject = subject;
+        match part {
+            0 => damage(headers.key_id.as_mut().unwrap()),
+            1 => damage(headers.nonce.as_mut().unwrap()),
+            2 => damage(headers.timestamp.as_mut().unwrap()),
+            3 => damage(headers.signature.as_mut().unwrap()),
+            4 => damage(&mut subject),
+            _ => { let i = flip.index(body.len()); body[i] ^= xor; }
+        }
+        match Signed::from_headers(|name| headers.get(name), &subject, &body) {
+            Ok(Some(signed)) => {
+                // A key id changed names another principal: its key is not
+                // alice's either.
+                let err = signed.verify(&signer.public_key()).unwrap_err();
+                prop_assert_eq!(err.code, Code::BadSignature);
+            }
+            Ok(None) => prop_assert!(false, "the headers are still there"),
+            Err(rejection) => prop_assert_eq!(rejection.kind, Kind::Invalid),
+        }
+    }
+}

@@ -201,6 +201,11 @@ impl Node {
         let mut handler = Handler::new(log.clone(), clock.clone(), ids).with_modules(Arc::new(sandbox));
         match config.auth.required()? {
             Some(auth) => {
+                if auth.admins.is_empty() {
+                    tracing::warn!(
+                        message = "auth.mode = signed with no auth.admins: only principals already registered in the log can send commands; name a bootstrap admin (docs/CONFIG.md) to register the first"
+                    );
+                }
                 tracing::info!(
                     message = "commands must be signed",
                     bootstrap_admins = auth.admins.len(),

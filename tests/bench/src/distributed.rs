@@ -3,13 +3,18 @@
 //! Raw pipelined JetStream publishes are the baseline; then appends through
 //! the `Log` trait, commands through the service, claim latency through the
 //! service, and how long a second node's mirror takes to have an event while
-//! the first appends at about half its peak rate. Prints; asserts nothing.
+//! the first appends at about half its peak rate. The commands and the claim
+//! latency are measured twice: on a node in open mode, and on one that
+//! requires signed commands (each request signed by its principal and
+//! verified, its nonce checked), with what signing and verifying cost
+//! alone. Prints; asserts nothing.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, OpenSession, RegisterAgent};
-use agentlog_commands::wire::{self, Client};
-use agentlog_commands::{Command as Cmd, Handler};
+use agentlog_commands::principal::RegisterPrincipal;
+use agentlog_commands::wire::{self, Client, Message};
+use agentlog_commands::{Auth, Command as Cmd, Handler, Principal, Request, Role, Signer};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{AppendRequest, ExpectedVersion, HybridClock, Log, RandomIdGen};
 use agentlog_tests::nats::NatsServer;
@@ -91,19 +96,26 @@ async fn service_commands(client: &Client, commands: u64, producers: u64) -> any
     Ok((commands / producers * producers) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn claim_latency(client: &Client, claims: u64) -> anyhow::Result<Latency> {
-    client
-        .execute(
-            &Cmd::RegisterAgent(RegisterAgent { agent_id: "a".into(), name: String::new(), capabilities: vec![] }),
-            None,
-        )
-        .await?;
+/// Who sends what: one client in open mode; in signed mode the admin, an
+/// orchestrator and agent `agent`'s principal, each with its own key.
+struct Senders {
+    admin: Client,
+    orchestrator: Client,
+    agent: Client,
+    /// The agent whose claims are measured.
+    agent_id: String,
+}
+
+async fn claim_latency(senders: &Senders, claims: u64) -> anyhow::Result<Latency> {
+    let Senders { admin, orchestrator, agent, agent_id } = senders;
+    let register = RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities: vec![] };
+    admin.execute(&register.into(), None).await?;
     let open =
-        Cmd::OpenSession(OpenSession { agent_id: "a".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 });
-    let session = client.execute(&open, None).await?.session_id.context("a session id")?;
+        Cmd::OpenSession(OpenSession { agent_id: agent_id.clone(), session_id: None, heartbeat_timeout_ms: 3_600_000 });
+    let session = agent.execute(&open, None).await?.session_id.context("a session id")?;
     let mut histogram = Histogram::<u64>::new(3)?;
     for t in 0..claims {
-        let task_id = format!("lt{t}");
+        let task_id = format!("lt-{agent_id}-{t}");
         let create = Cmd::CreateTask(CreateTask {
             task_id: task_id.clone(),
             title: String::new(),
@@ -112,11 +124,15 @@ async fn claim_latency(client: &Client, claims: u64) -> anyhow::Result<Latency> 
             dependencies: vec![],
             max_attempts: 3,
         });
-        client.execute(&create, None).await?;
-        let claim =
-            Cmd::ClaimTask(ClaimTask { task_id, agent_id: "a".into(), session_id: session.clone(), lease_ms: 60_000 });
+        orchestrator.execute(&create, None).await?;
+        let claim = Cmd::ClaimTask(ClaimTask {
+            task_id,
+            agent_id: agent_id.clone(),
+            session_id: session.clone(),
+            lease_ms: 60_000,
+        });
         let started = Instant::now();
-        client.execute(&claim, None).await?;
+        agent.execute(&claim, None).await?;
         histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
     }
     Ok(Latency::from(&histogram))
@@ -154,6 +170,92 @@ async fn mirror_lag(a: &Arc<JetStreamLog>, b: &Arc<JetStreamLog>, rate: f64, sec
     Ok(Latency::from(&histogram))
 }
 
+fn signer(id: &str, seed: u8) -> Signer {
+    Signer::new(id, [seed; 32], Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
+}
+
+/// The admin of the signed node's configuration, and the orchestrator and
+/// agent principals it registers.
+async fn signed_senders(nats: &async_nats::Client, admin: Signer) -> anyhow::Result<Senders> {
+    let admin = Client::new(nats.clone(), "bench").with_signer(admin);
+    let principal = |id: &str, seed: u8, role: Role, agent_id: &str| {
+        let signer = signer(id, seed);
+        let register = RegisterPrincipal {
+            principal_id: id.into(),
+            public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
+            roles: vec![role],
+            agent_id: agent_id.into(),
+        };
+        let admin = admin.clone();
+        async move {
+            admin.execute(&register.into(), None).await?;
+            Ok::<_, agentlog_commands::Rejection>(admin.clone().with_signer(signer))
+        }
+    };
+    let orchestrator = principal("bench-orchestrator", 2, Role::Orchestrator, "").await?;
+    let agent = principal("bench-agent", 3, Role::Agent, "signed").await?;
+    Ok(Senders { admin, orchestrator, agent, agent_id: "signed".into() })
+}
+
+/// What signing a request (the producer) and verifying it (the node)
+/// cost in process, per command: (sign µs, verify µs), medians of `n`.
+fn signature_cost(n: u32) -> anyhow::Result<(f64, f64)> {
+    let signer = signer("bench", 4);
+    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: "bench-0".into(), amount: 1 });
+    let request = Request::new(command, "bench");
+    let (mut sign, mut verify) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    for _ in 0..n {
+        let started = Instant::now();
+        let message = Message::new(&request, Some(&signer));
+        sign.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
+        let started = Instant::now();
+        let agentlog_commands::Credential::Signed(signed) = message.parse()?.credential else {
+            anyhow::bail!("the request parsed as unsigned");
+        };
+        signed.verify(&signer.public_key())?;
+        verify.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
+    }
+    Ok((sign.value_at_quantile(0.5) as f64 / 1e3, verify.value_at_quantile(0.5) as f64 / 1e3))
+}
+
+/// The commands and claim figures through a service on `log`: in open
+/// mode, or (with `auth`) requiring signatures.
+async fn through_the_service(
+    url: &str,
+    log: &Arc<JetStreamLog>,
+    auth: Option<(Auth, Signer)>,
+    commands: u64,
+    claims: u64,
+) -> anyhow::Result<(f64, Latency)> {
+    let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+    let nats = async_nats::connect(url).await?;
+    let (senders, admin) = match auth {
+        Some((auth, admin)) => {
+            handler = handler.with_auth(Arc::new(auth));
+            (None, Some(admin))
+        }
+        None => {
+            let client = Client::new(nats.clone(), "bench");
+            let senders =
+                Senders { admin: client.clone(), orchestrator: client.clone(), agent: client, agent_id: "open".into() };
+            (Some(senders), None)
+        }
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let service = wire::Service::bind(async_nats::connect(url).await?, Arc::new(handler)).await?;
+    let service = tokio::spawn(service.run(stop));
+    let senders = match (senders, admin) {
+        (Some(senders), _) => senders,
+        (None, Some(admin)) => signed_senders(&nats, admin).await?,
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    let throughput = service_commands(&senders.admin, commands, 64).await?;
+    let claim = claim_latency(&senders, claims).await?;
+    let _ = stop_tx.send(true);
+    let _ = service.await;
+    Ok((throughput, claim))
+}
+
 pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
     let say = |what: &str| {
         if !json {
@@ -168,22 +270,23 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
     let a = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.0.path())).await?);
     say("appends through the Log trait (64 producers)");
     let appends = log_appends(&a, events, 64).await?;
-    let handler = Arc::new(Handler::new(a.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = wire::Service::bind(async_nats::connect(&url).await?, handler).await?;
-    let service = tokio::spawn(service.run(stop));
-    let client = Client::new(async_nats::connect(&url).await?, "bench");
-    say("commands through the service (64 producers)");
-    let commands = service_commands(&client, events / 2, 64).await?;
-    say("claim latency through the service");
-    let claim = claim_latency(&client, claims).await?;
+    say("commands (64 producers) and claim latency through the service, open mode");
+    let (commands, claim) = through_the_service(&url, &a, None, events / 2, claims).await?;
+    say("the same with signed commands");
+    let admin = signer("bench-admin", 1);
+    let auth = Auth::new(
+        [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
+        agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
+    );
+    let (signed_commands, signed_claim) =
+        through_the_service(&url, &a, Some((auth, admin)), events / 2, claims).await?;
+    say("signing and verifying alone");
+    let (sign_us, verify_us) = signature_cost(20_000)?;
     say("a second node's mirror lag at half the peak append rate");
     // Opened only now, so that the throughput figures are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
     b.caught_up(a.head().await?.last_seq).await?;
     let lag = mirror_lag(&a, &b, appends / 2.0, 5).await?;
-    let _ = stop_tx.send(true);
-    let _ = service.await;
 
     let figures = serde_json::json!({
         "raw_jetstream_pipelined_publish_per_s": raw.round(),
@@ -193,6 +296,12 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "service_vs_raw_ratio": (commands / raw * 1000.0).round() / 1000.0,
         "service_claim_p50_us": (claim.p50_us * 10.0).round() / 10.0,
         "service_claim_p99_us": (claim.p99_us * 10.0).round() / 10.0,
+        "signed_service_commands_p64_per_s": signed_commands.round(),
+        "signed_service_vs_raw_ratio": (signed_commands / raw * 1000.0).round() / 1000.0,
+        "signed_service_claim_p50_us": (signed_claim.p50_us * 10.0).round() / 10.0,
+        "signed_service_claim_p99_us": (signed_claim.p99_us * 10.0).round() / 10.0,
+        "sign_p50_us": (sign_us * 100.0).round() / 100.0,
+        "verify_p50_us": (verify_us * 100.0).round() / 100.0,
         "mirror_lag_at_half_peak_p50_us": (lag.p50_us * 10.0).round() / 10.0,
         "mirror_lag_at_half_peak_p99_us": (lag.p99_us * 10.0).round() / 10.0,
     });
@@ -214,6 +323,18 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "  claim through the service: p50 {:.1} us, p99 {:.1} us (target p99 < 5000 us)",
         claim.p50_us, claim.p99_us
     );
+    println!(
+        "  signed: commands through the service, 64 producers          {signed_commands:>10.0} commands/s ({:.2} of raw, {:.2} of open)",
+        signed_commands / raw,
+        signed_commands / commands
+    );
+    println!(
+        "  signed: claim through the service: p50 {:.1} us, p99 {:.1} us ({:+.1} us p99 against open; target < +100 us)",
+        signed_claim.p50_us,
+        signed_claim.p99_us,
+        signed_claim.p99_us - claim.p99_us
+    );
+    println!("  signing a request {sign_us:.1} us, verifying it {verify_us:.1} us (p50, in process)");
     println!(
         "  second node's mirror lag at {:.0} appends/s: p50 {:.1} us, p99 {:.1} us (target p99 < 100000 us)",
         appends / 2.0,
