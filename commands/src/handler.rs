@@ -33,6 +33,7 @@ use crate::command::{
 };
 use crate::module::{ModuleHost, RunOutcome, RunResult};
 use crate::rejection::{Code, Rejection, Result};
+use crate::turns::Turns;
 
 /// How many times a decision is retried after losing a race.
 pub const DEFAULT_MAX_RETRIES: u32 = 32;
@@ -131,6 +132,8 @@ pub struct Handler<L: Log> {
     modules: Option<Arc<dyn ModuleHost>>,
     /// Signing required of requests from the wire; `None`: open mode.
     auth: Option<Arc<Auth>>,
+    /// Whose turn it is on each aggregate with commands in flight.
+    turns: Turns,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -150,6 +153,7 @@ impl<L: Log> Handler<L> {
             cache: Mutex::new(HashMap::new()),
             modules: None,
             auth: None,
+            turns: Turns::default(),
         }
     }
 
@@ -192,6 +196,10 @@ impl<L: Log> Handler<L> {
         }
         let stream = command.stream();
         let prepared = self.prepare(&command).await?;
+        // Commands on this aggregate that this node runs at once take turns:
+        // each decides on what the one before appended, so they never race
+        // each other through the CAS. Released before any saga step.
+        let turn = self.turns.take(&stream).await;
         // The first decision is on what this node already has of the
         // aggregate (no round trip to other nodes): an acceptance is checked
         // by the append's expected version anyway, and a refusal is only
@@ -216,6 +224,7 @@ impl<L: Log> Handler<L> {
             if let Some(key) = &request.idempotency_key
                 && let Some(first) = self.log.idempotent_result(key).await?
             {
+                drop(turn);
                 return self.first_result(&request, nonce.as_deref(), first).await;
             }
             // The policy bound to this command type, if any, is asked
@@ -256,6 +265,7 @@ impl<L: Log> Handler<L> {
                     // The same key won a race with this attempt: its result
                     // stands, not this attempt's (which wrote nothing). Or
                     // the same nonce did: this is a replay of it.
+                    drop(turn);
                     return self.first_result(&request, nonce.as_deref(), appended).await;
                 }
                 Ok(appended) => {
@@ -280,6 +290,7 @@ impl<L: Log> Handler<L> {
                             events: types,
                         }),
                     };
+                    drop(turn);
                     return self.charge_run(&request, &events, appended.first_seq, result).await;
                 }
                 Err(LogError::Conflict { expected, actual, .. }) => {

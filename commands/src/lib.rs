@@ -16,6 +16,7 @@ pub mod policy;
 pub mod principal;
 pub mod rejection;
 pub mod sim;
+pub mod turns;
 #[cfg(feature = "nats")]
 pub mod wire;
 

@@ -57,6 +57,11 @@ impl From<&Rejection> for RejectedReply {
 
 /// Commands answered, by result (`accepted`, `rejected`).
 pub const METRIC_COMMANDS: &str = "agentlog_commands_total";
+/// Commands refused `retries_exhausted`: their aggregate kept changing
+/// under every attempt. This node's own commands take turns on an
+/// aggregate, so only other nodes (or processes) can cause it: worth an
+/// alert when it grows.
+pub const METRIC_RETRIES_EXHAUSTED: &str = "agentlog_commands_retries_exhausted_total";
 /// Commands being decided right now.
 pub const METRIC_IN_FLIGHT: &str = "agentlog_commands_in_flight";
 
@@ -135,6 +140,7 @@ impl<L: Log> Service<L> {
             .map_err(|e| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e))?;
         metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(0);
         metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(0);
+        metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(0);
         Ok(Service { client, requests, handler })
     }
 
@@ -168,6 +174,9 @@ impl<L: Log> Service<L> {
                     }
                     Err(rejection) => {
                         metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(1);
+                        if rejection.code == Code::RetriesExhausted {
+                            metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(1);
+                        }
                         tracing::debug!(message = "command rejected", kind = %rejection.kind, code = %rejection.code);
                         Reply::Rejected((&rejection).into())
                     }
