@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentlog_commands::Signer;
-use agentlog_commands::auth::signing::{self, Parts, Signed};
+use agentlog_commands::auth::signing::{self, Signed};
 use agentlog_commands::command::AllocateBudget;
 use agentlog_commands::wire::Message;
 use agentlog_commands::{Command as Cmd, Request};
@@ -160,23 +160,14 @@ async fn the_cli_and_a_python_producer_sign_what_the_node_verifies() {
     let field = |name: &str| {
         vector.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).unwrap_or_else(|| panic!("{vector}"))
     };
-    let (nonce, timestamp) = ("00112233445566778899aabbccddeeff", "1767225600000000000");
-    let parts = Parts {
-        subject: "agentlog.cmd.heartbeat",
-        content_type: "application/json",
-        idempotency_key: "hb-1",
-        correlation_id: "",
-        key_id: "alice",
-        nonce,
-        timestamp,
-    };
-    let bytes = signing::message(&parts, br#"{"session_id":"s1"}"#);
+    let vector = signing::TEST_VECTOR;
+    let bytes = signing::message(&vector, signing::TEST_VECTOR_BODY);
     assert_eq!(field("message"), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let signature = STANDARD.decode(field("signature")).unwrap().try_into().expect("64 bytes");
     let signed = Signed {
-        key_id: "alice".into(),
-        nonce: nonce.into(),
-        timestamp_nanos: 1_767_225_600_000_000_000,
+        key_id: vector.key_id.into(),
+        nonce: vector.nonce.into(),
+        timestamp_nanos: vector.timestamp.parse().unwrap(),
         signature,
         message: bytes,
     };

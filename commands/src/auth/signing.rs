@@ -41,6 +41,20 @@ pub struct Parts<'a> {
     pub timestamp: &'a str,
 }
 
+/// docs/PROTOCOL.md's test vector: the parts and body signed there (with
+/// the ed25519 seed of 32 bytes of 7), for producers in other languages to
+/// check their signing against.
+pub const TEST_VECTOR: Parts<'static> = Parts {
+    subject: "agentlog.cmd.heartbeat",
+    content_type: "application/json",
+    idempotency_key: "hb-1",
+    correlation_id: "",
+    key_id: "alice",
+    nonce: "00112233445566778899aabbccddeeff",
+    timestamp: "1767225600000000000",
+};
+pub const TEST_VECTOR_BODY: &[u8] = br#"{"session_id":"s1"}"#;
+
 /// The bytes a producer signs: [`DOMAIN`], then each of subject, content
 /// type, idempotency key, correlation id, key id, nonce, timestamp and body
 /// as a 4-byte big-endian length followed by its bytes.
@@ -244,17 +258,7 @@ mod tests {
     /// bytes and this signature (ed25519 is deterministic).
     #[test]
     fn the_documented_test_vector() {
-        let parts = Parts {
-            subject: "agentlog.cmd.heartbeat",
-            content_type: "application/json",
-            idempotency_key: "hb-1",
-            correlation_id: "",
-            key_id: "alice",
-            nonce: "00112233445566778899aabbccddeeff",
-            timestamp: "1767225600000000000",
-        };
-        let body = br#"{"session_id":"s1"}"#;
-        let bytes = message(&parts, body);
+        let bytes = message(&TEST_VECTOR, TEST_VECTOR_BODY);
         assert_eq!(
             hex(&bytes),
             "6167656e746c6f672d636f6d6d616e642d76310a\
