@@ -95,3 +95,102 @@ async fn debits_at_once_on_one_budget_through_one_jetstream_node() {
     let handler = Handler::new(log, clock, Arc::new(SeededIdGen::new(1))).with_policy(policy());
     hot_budget(Arc::new(handler)).await;
 }
+
+/// Two nodes on one budget: across nodes the CAS still decides, and with
+/// each node taking turns only two commands race at a time, so none is
+/// refused `retries_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debits_at_once_on_one_budget_through_two_jetstream_nodes() {
+    let server = NatsServer::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut nodes = Vec::new();
+    for (seed, dir) in (1..).zip(&dirs) {
+        let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir.path())).await.expect("open a node"));
+        nodes.push(Arc::new(Handler::new(log, clock.clone(), Arc::new(SeededIdGen::new(seed))).with_policy(policy())));
+    }
+    send(&nodes[0], RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] }).await;
+    let open = OpenSession { agent_id: "a1".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
+    let session = send(&nodes[0], open).await.session_id.unwrap();
+    send(&nodes[0], AllocateBudget { budget_id: "team".into(), amount: ALLOCATED }).await;
+    let debits: Vec<_> = (0..DEBITS)
+        .map(|i| {
+            let node = nodes[usize::try_from(i % 2).unwrap()].clone();
+            let debit = DebitBudget {
+                budget_id: "team".into(),
+                amount: 1,
+                agent_id: "a1".into(),
+                session_id: session.clone(),
+                task_id: String::new(),
+                reason: String::new(),
+                failed: false,
+            };
+            tokio::spawn(async move { node.execute(Request::new(debit.into(), "test")).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for debit in debits {
+        match debit.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(r) => assert_eq!(r.code, Code::InsufficientBudget, "only domain refusals across two nodes: {r}"),
+        }
+    }
+    assert_eq!(accepted, ALLOCATED);
+    for node in &nodes {
+        let budget = node.budget("team").await.unwrap();
+        assert_eq!((budget.spent, budget.balance), (ALLOCATED, 0));
+    }
+}
+
+/// A producer that gave up on a queued command (its request timed out)
+/// and sends it again with the same idempotency key: decided once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_command_whose_producer_gave_up_is_decided_once_when_retried() {
+    use agentlog_commands::wire::{Client, Service};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir.path())).await.expect("open a node"));
+    let clock = Arc::new(ManualClock::new(T0));
+    let handler = Arc::new(Handler::new(log, clock, Arc::new(SeededIdGen::new(1))).with_policy(policy()));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let service = Service::bind(async_nats::connect(server.url()).await.unwrap(), handler.clone()).await.unwrap();
+    let service = tokio::spawn(service.run(stop));
+    let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
+    client.execute(&AllocateBudget { budget_id: "team".into(), amount: 10_000 }.into(), None).await.unwrap();
+    let debit = |amount| -> Command {
+        DebitBudget {
+            budget_id: "team".into(),
+            amount,
+            agent_id: String::new(),
+            session_id: String::new(),
+            task_id: String::new(),
+            reason: String::new(),
+            failed: false,
+        }
+        .into()
+    };
+    // A queue on the budget, and in it a keyed debit whose producer waits
+    // only a millisecond.
+    let crowd: Vec<_> = (0..DEBITS)
+        .map(|_| {
+            let (client, debit) = (client.clone(), debit(1));
+            tokio::spawn(async move { client.execute(&debit, None).await })
+        })
+        .collect();
+    let impatient = client.clone().with_timeout(std::time::Duration::from_millis(1));
+    // Behind the crowd it times out (were it decided within the
+    // millisecond, the retry below must still find it decided once).
+    if let Err(gave_up) = impatient.execute(&debit(100), Some("the-big-one")).await {
+        assert_eq!(gave_up.code, Code::Unavailable, "the producer gave up waiting: {gave_up}");
+    }
+    for debit in crowd {
+        debit.await.unwrap().unwrap();
+    }
+    let retried = client.execute(&debit(100), Some("the-big-one")).await.unwrap();
+    let again = client.execute(&debit(100), Some("the-big-one")).await.unwrap();
+    assert_eq!((again.first_seq, again.duplicate), (retried.first_seq, true));
+    let budget = handler.budget("team").await.unwrap();
+    assert_eq!(budget.spent, DEBITS + 100, "the keyed debit counted once");
+    let _ = stop_tx.send(true);
+    service.await.unwrap();
+}
