@@ -93,6 +93,11 @@ impl NatsServer {
         self.wait_until_listening();
     }
 
+    /// The server's process id (for reading its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -8,6 +8,7 @@
 //! requires signed commands (each request signed by its principal and
 //! verified, its nonce checked), with what signing and verifying cost
 //! alone. Prints; asserts nothing.
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,89 @@ async fn raw_publish(url: &str, events: u64) -> anyhow::Result<f64> {
         ack.await?;
     }
     Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// CPU time a process has used so far (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: the first is field 3 (state); utime and stime are 14, 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("a /proc stat line")?.1.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // /proc counts in USER_HZ, 100 a second on Linux whatever the kernel's HZ.
+    Ok(ticks as f64 / 100.0)
+}
+
+/// CPU per operation of this process (producers and the service or the
+/// responder, all in it) and of nats-server, in µs, over `work`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    process_us: f64,
+    nats_us: f64,
+}
+
+async fn measure_cpu<T>(
+    nats_pid: u32,
+    operations: u64,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Cpu)> {
+    let me = std::process::id();
+    let before = (cpu_seconds(me)?, cpu_seconds(nats_pid)?);
+    let out = work.await?;
+    let after = (cpu_seconds(me)?, cpu_seconds(nats_pid)?);
+    let per = |spent: f64| spent * 1e6 / operations.max(1) as f64;
+    Ok((out, Cpu { process_us: per(after.0 - before.0), nats_us: per(after.1 - before.1) }))
+}
+
+/// The least a command path can cost on this machine: a responder in Rust
+/// that makes one JetStream publish per request (awaiting its ack) and
+/// answers, with 64 producers sending requests the size of a command.
+async fn request_publish_baseline(url: &str, requests: u64, producers: u64) -> anyhow::Result<f64> {
+    use futures_util::StreamExt as _;
+    let responder = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(responder.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BASELINE".into(),
+        subjects: vec!["baseline.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let mut incoming = responder.subscribe("bench.baseline").await?;
+    responder.flush().await?;
+    let answering = tokio::spawn(async move {
+        while let Some(request) = incoming.next().await {
+            let (js, responder) = (js.clone(), responder.clone());
+            tokio::spawn(async move {
+                let Some(reply) = request.reply else { return };
+                let stored = match js.publish("baseline.events", request.payload).await {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                };
+                let _ = responder.publish(reply, if stored { "ok" } else { "failed" }.into()).await;
+            });
+        }
+    });
+    let body: bytes::Bytes = serde_json::to_vec(&AllocateBudget { budget_id: "bench-0".into(), amount: 1 })?.into();
+    let client = async_nats::connect(url).await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|_| {
+            let (client, body) = (client.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..requests / producers {
+                    let reply = client.request("bench.baseline", body.clone()).await?;
+                    anyhow::ensure!(&reply.payload[..] == b"ok", "the responder could not publish");
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (requests / producers * producers) as f64 / started.elapsed().as_secs_f64();
+    answering.abort();
+    Ok(rate)
 }
 
 async fn log_appends(log: &Arc<JetStreamLog>, events: u64, producers: u64) -> anyhow::Result<f64> {
@@ -294,7 +378,8 @@ async fn through_the_service(
     auth: Option<(Auth, Signer)>,
     commands: u64,
     claims: u64,
-) -> anyhow::Result<(f64, Latency)> {
+    nats_pid: u32,
+) -> anyhow::Result<(f64, Cpu, Latency)> {
     let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
     let nats = async_nats::connect(url).await?;
     let (senders, admin) = match auth {
@@ -317,11 +402,11 @@ async fn through_the_service(
         (None, Some(admin)) => signed_senders(&nats, admin).await?,
         (None, None) => unreachable!("one of the two is set"),
     };
-    let throughput = service_commands(&senders.admin, commands, 64).await?;
+    let (throughput, cpu) = measure_cpu(nats_pid, commands, service_commands(&senders.admin, commands, 64)).await?;
     let claim = claim_latency(&senders, claims).await?;
     let _ = stop_tx.send(true);
     let _ = service.await;
-    Ok((throughput, claim))
+    Ok((throughput, cpu, claim))
 }
 
 pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
@@ -339,15 +424,18 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
     say("appends through the Log trait (64 producers)");
     let appends = log_appends(&a, events, 64).await?;
     say("commands (64 producers) and claim latency through the service, open mode");
-    let (commands, claim) = through_the_service(&url, &a, None, events / 2, claims).await?;
+    say("the request/reply + publish baseline (64 producers)");
+    let (baseline, baseline_cpu) =
+        measure_cpu(server.pid(), events / 2, request_publish_baseline(&url, events / 2, 64)).await?;
+    let (commands, cpu, claim) = through_the_service(&url, &a, None, events / 2, claims, server.pid()).await?;
     say("the same with signed commands");
     let admin = signer("bench-admin", 1);
     let auth = Auth::new(
         [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
         agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
     );
-    let (signed_commands, signed_claim) =
-        through_the_service(&url, &a, Some((auth, admin)), events / 2, claims).await?;
+    let (signed_commands, signed_cpu, signed_claim) =
+        through_the_service(&url, &a, Some((auth, admin)), events / 2, claims, server.pid()).await?;
     say("signing and verifying alone");
     let (sign_us, verify_us) = signature_cost(20_000)?;
     say("one budget debited by 1, 16 and 64 producers through the service");
@@ -366,6 +454,13 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "service_vs_raw_ratio": (commands / raw * 1000.0).round() / 1000.0,
         "service_claim_p50_us": (claim.p50_us * 10.0).round() / 10.0,
         "service_claim_p99_us": (claim.p99_us * 10.0).round() / 10.0,
+        "baseline_request_publish_p64_per_s": baseline.round(),
+        "service_vs_baseline_ratio": (commands / baseline * 1000.0).round() / 1000.0,
+        "cpu_us_per_command": {
+            "baseline": {"process": baseline_cpu.process_us.round(), "nats_server": baseline_cpu.nats_us.round()},
+            "open": {"process": cpu.process_us.round(), "nats_server": cpu.nats_us.round()},
+            "signed": {"process": signed_cpu.process_us.round(), "nats_server": signed_cpu.nats_us.round()},
+        },
         "signed_service_commands_p64_per_s": signed_commands.round(),
         "signed_service_vs_raw_ratio": (signed_commands / raw * 1000.0).round() / 1000.0,
         "signed_service_claim_p50_us": (signed_claim.p50_us * 10.0).round() / 10.0,
@@ -392,6 +487,16 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "  commands through the service, 64 producers                  {commands:>10.0} commands/s ({:.2} of raw; target >= 0.40)",
         commands / raw
     );
+    println!(
+        "  request/reply + one publish, Rust responder, 64 producers {baseline:>10.0} requests/s (the baseline; service {:.2} of it, target >= 0.60)",
+        commands / baseline
+    );
+    for (what, cpu) in [("baseline", baseline_cpu), ("open", cpu), ("signed", signed_cpu)] {
+        println!(
+            "  CPU per command, {what:<8}: this process (producers and service) {:>6.1} us, nats-server {:>6.1} us",
+            cpu.process_us, cpu.nats_us
+        );
+    }
     println!(
         "  claim through the service: p50 {:.1} us, p99 {:.1} us (target p99 < 5000 us)",
         claim.p50_us, claim.p99_us
