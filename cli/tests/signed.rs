@@ -3,8 +3,9 @@
 //! signed, stale and future-dated requests refused; a captured request
 //! refused when sent again, also after serve and nats-server restart and on
 //! a node whose mirror was rebuilt from the stream; copies of one request
-//! racing through two nodes accepted once; and docs/examples/sign_command.py
-//! (Python, `cryptography` and `nats-py`) signing what the node verifies.
+//! racing through two nodes accepted once; `demo --nats --key`; and
+//! docs/examples/sign_command.py (Python, `cryptography` and `nats-py`)
+//! signing what the node verifies.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -193,6 +194,18 @@ async fn the_cli_and_a_python_producer_sign_what_the_node_verifies() {
     assert_eq!(replies.len(), 2, "{out}");
     assert_eq!(replies[0]["accepted"]["events"][0], "session_heartbeat", "{out}");
     assert_eq!(replies[1]["rejected"]["code"], "replayed_nonce", "{out}");
+    // The demo workload, each command signed by the principal its role
+    // needs (registered for the run by the admin's key): nothing refused
+    // for who sent it.
+    let demo = ok(agentlog(&[
+        "demo", "--nats", &url, "--key", ops_key, "--agents", "3", "--tasks", "20", "--days", "1", "--json",
+    ]));
+    let demo: Value = serde_json::from_str(&demo).unwrap();
+    assert!(demo["summary"]["accepted"].as_u64().unwrap() > 100, "{demo}");
+    for code in ["unauthenticated", "forbidden", "bad_signature", "stale_timestamp", "replayed_nonce"] {
+        assert!(demo["summary"]["rejected"].get(code).is_none(), "{code}: {demo}");
+    }
+
     // Python acting for another agent: refused.
     let out = python(&["--nats", &url, "--key", bob_key, "open_session", r#"{"agent_id": "a2"}"#]);
     assert_eq!(out.status.code(), Some(1));
