@@ -76,12 +76,70 @@ async fn measure_cpu<T>(
     operations: u64,
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<(T, Cpu)> {
-    let me = std::process::id();
-    let before = (cpu_seconds(me)?, cpu_seconds(nats_pid)?);
+    measure_cpu_of(std::process::id(), nats_pid, operations, work).await
+}
+
+/// [`measure_cpu`] of another agentlog process (a `serve`).
+async fn measure_cpu_of<T>(
+    agentlog_pid: u32,
+    nats_pid: u32,
+    operations: u64,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Cpu)> {
+    let before = (cpu_seconds(agentlog_pid)?, cpu_seconds(nats_pid)?);
     let out = work.await?;
-    let after = (cpu_seconds(me)?, cpu_seconds(nats_pid)?);
+    let after = (cpu_seconds(agentlog_pid)?, cpu_seconds(nats_pid)?);
     let per = |spent: f64| spent * 1e6 / operations.max(1) as f64;
     Ok((out, Cpu { process_us: per(after.0 - before.0), nats_us: per(after.1 - before.1) }))
+}
+
+/// `agentlog serve` as operators run it (this binary, open mode, no ticker
+/// or archive), so its CPU per command is its own, apart from the
+/// producers'. Killed when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    _data: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts it and waits (at most 60 s) for its own word that it is ready.
+    fn start(url: &str) -> anyhow::Result<ServeProcess> {
+        use std::io::BufRead as _;
+        let data = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--nats", url, "--http", "off", "--data"])
+            .arg(data.path())
+            .envs([
+                ("AGENTLOG_AUTH_MODE", "open"),
+                ("AGENTLOG_TICKER_INTERVAL_MS", "0"),
+                ("AGENTLOG_ARCHIVE_ENABLED", "false"),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("start agentlog serve")?;
+        let stderr = child.stderr.take().context("serve's stderr")?;
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        // Reads serve's log to its end, so the pipe never fills.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(r#""message":"ready""#) {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        let serve = ServeProcess { child, _data: data };
+        is_ready
+            .recv_timeout(Duration::from_secs(60))
+            .context("agentlog serve did not say it was ready within 60 s")?;
+        Ok(serve)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The least a command path can cost on this machine: a responder in Rust
@@ -440,6 +498,12 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
     let (sign_us, verify_us) = signature_cost(20_000)?;
     say("one budget debited by 1, 16 and 64 producers through the service");
     let hot = hot_budgets(&url, &a, (events / 8).max(640)).await?;
+    say("commands through agentlog serve as its own process (64 producers)");
+    let serve = ServeProcess::start(&url)?;
+    let client = Client::new(async_nats::connect(&url).await?, "bench");
+    let (serve_commands, serve_cpu) =
+        measure_cpu_of(serve.child.id(), server.pid(), events / 2, service_commands(&client, events / 2, 64)).await?;
+    drop(serve);
     say("a second node's mirror lag at half the peak append rate");
     // Opened only now, so that the throughput figures are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
@@ -455,11 +519,13 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "service_claim_p50_us": (claim.p50_us * 10.0).round() / 10.0,
         "service_claim_p99_us": (claim.p99_us * 10.0).round() / 10.0,
         "baseline_request_publish_p64_per_s": baseline.round(),
+        "serve_process_commands_p64_per_s": serve_commands.round(),
         "service_vs_baseline_ratio": (commands / baseline * 1000.0).round() / 1000.0,
         "cpu_us_per_command": {
             "baseline": {"process": baseline_cpu.process_us.round(), "nats_server": baseline_cpu.nats_us.round()},
             "open": {"process": cpu.process_us.round(), "nats_server": cpu.nats_us.round()},
             "signed": {"process": signed_cpu.process_us.round(), "nats_server": signed_cpu.nats_us.round()},
+            "serve_process": {"serve": serve_cpu.process_us.round(), "nats_server": serve_cpu.nats_us.round()},
         },
         "signed_service_commands_p64_per_s": signed_commands.round(),
         "signed_service_vs_raw_ratio": (signed_commands / raw * 1000.0).round() / 1000.0,
@@ -497,6 +563,12 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
             cpu.process_us, cpu.nats_us
         );
     }
+    println!(
+        "  commands through agentlog serve (its own process), 64 producers {serve_commands:>6.0} commands/s ({:.2} of the baseline); CPU per command: serve {:.1} us (target <= 40), nats-server {:.1} us",
+        serve_commands / baseline,
+        serve_cpu.process_us,
+        serve_cpu.nats_us
+    );
     println!(
         "  claim through the service: p50 {:.1} us, p99 {:.1} us (target p99 < 5000 us)",
         claim.p50_us, claim.p99_us
