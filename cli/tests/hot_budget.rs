@@ -11,11 +11,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentlog_commands::command::{AllocateBudget, DebitBudget, OpenSession, RegisterAgent};
+use agentlog_commands::command::{AllocateBudget, OpenSession, RegisterAgent};
 use agentlog_commands::wire::Client;
 use agentlog_commands::{Code, Command as Cmd};
 use agentlog_log::jetstream::StreamReader;
 use agentlog_log::{Body, Kind};
+use agentlog_tests::debit;
 use agentlog_tests::nats::NatsServer;
 use common::{start, within};
 
@@ -49,16 +50,7 @@ async fn debits_on_one_budget_through_two_nodes_one_killed_are_each_taken_once()
                 let (mut taken, mut refused, mut retries) = (BTreeSet::new(), 0u64, 0u64);
                 for i in 0..PER_PRODUCER {
                     let key = format!("p{p}-{i}");
-                    let debit: Cmd = DebitBudget {
-                        budget_id: "team".into(),
-                        amount: 1,
-                        agent_id: "a1".into(),
-                        session_id: session.clone(),
-                        task_id: String::new(),
-                        reason: String::new(),
-                        failed: false,
-                    }
-                    .into();
+                    let debit: Cmd = debit("team", 1, "a1", &session).into();
                     loop {
                         match client.execute(&debit, Some(&key)).await {
                             Ok(_) => {

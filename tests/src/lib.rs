@@ -9,7 +9,7 @@ pub mod output;
 use std::path::Path;
 use std::sync::Arc;
 
-use agentlog_commands::command::{OpenSession, RegisterAgent};
+use agentlog_commands::command::{DebitBudget, OpenSession, RegisterAgent};
 use agentlog_commands::{Command, Handler, Policy, Request};
 use agentlog_log::{EmbeddedLog, ManualClock, Options, SeededIdGen, Timestamp};
 
@@ -22,6 +22,20 @@ pub fn open_log(dir: &Path) -> Arc<EmbeddedLog> {
 
 pub fn handler(log: Arc<EmbeddedLog>, clock: Arc<ManualClock>, seed: u64, policy: Policy) -> Arc<Handler<EmbeddedLog>> {
     Arc::new(Handler::new(log, clock, Arc::new(SeededIdGen::new(seed))).with_policy(policy))
+}
+
+/// A debit of `amount` from `budget_id` by `agent_id` in `session_id`
+/// (either may be "": then the debit names no agent or session).
+pub fn debit(budget_id: &str, amount: u64, agent_id: &str, session_id: &str) -> DebitBudget {
+    DebitBudget {
+        budget_id: budget_id.into(),
+        amount,
+        agent_id: agent_id.into(),
+        session_id: session_id.into(),
+        task_id: String::new(),
+        reason: String::new(),
+        failed: false,
+    }
 }
 
 pub async fn send(handler: &Handler<EmbeddedLog>, command: Command) -> agentlog_commands::Accepted {

@@ -5,12 +5,12 @@
 //! a domain code, the sum is exact and the balance never goes below zero.
 use std::sync::Arc;
 
-use agentlog_commands::command::{AllocateBudget, DebitBudget, OpenSession, RegisterAgent};
+use agentlog_commands::command::{AllocateBudget, OpenSession, RegisterAgent};
 use agentlog_commands::{Code, Command, Handler, Policy, Request};
 use agentlog_log::jetstream::{JetStreamLog, Options};
 use agentlog_log::{Body, Log, ManualClock, SeededIdGen};
 use agentlog_tests::nats::NatsServer;
-use agentlog_tests::{T0, open_log};
+use agentlog_tests::{T0, debit, open_log};
 
 /// Debits at once, and what the budget holds: the last quarter are refused.
 const DEBITS: u64 = 256;
@@ -33,15 +33,7 @@ async fn hot_budget<L: Log>(handler: Arc<Handler<L>>) {
     let debits: Vec<_> = (0..DEBITS)
         .map(|_| {
             let handler = handler.clone();
-            let debit = DebitBudget {
-                budget_id: "team".into(),
-                amount: 1,
-                agent_id: "a1".into(),
-                session_id: session.clone(),
-                task_id: String::new(),
-                reason: String::new(),
-                failed: false,
-            };
+            let debit = debit("team", 1, "a1", &session);
             tokio::spawn(async move { handler.execute(Request::new(debit.into(), "test")).await })
         })
         .collect();
@@ -116,15 +108,7 @@ async fn debits_at_once_on_one_budget_through_two_jetstream_nodes() {
     let debits: Vec<_> = (0..DEBITS)
         .map(|i| {
             let node = nodes[usize::try_from(i % 2).unwrap()].clone();
-            let debit = DebitBudget {
-                budget_id: "team".into(),
-                amount: 1,
-                agent_id: "a1".into(),
-                session_id: session.clone(),
-                task_id: String::new(),
-                reason: String::new(),
-                failed: false,
-            };
+            let debit = debit("team", 1, "a1", &session);
             tokio::spawn(async move { node.execute(Request::new(debit.into(), "test")).await })
         })
         .collect();
@@ -157,37 +141,26 @@ async fn a_queued_command_whose_producer_gave_up_is_decided_once_when_retried() 
     let service = tokio::spawn(service.run(stop));
     let client = Client::new(async_nats::connect(server.url()).await.unwrap(), "test");
     client.execute(&AllocateBudget { budget_id: "team".into(), amount: 10_000 }.into(), None).await.unwrap();
-    let debit = |amount| -> Command {
-        DebitBudget {
-            budget_id: "team".into(),
-            amount,
-            agent_id: String::new(),
-            session_id: String::new(),
-            task_id: String::new(),
-            reason: String::new(),
-            failed: false,
-        }
-        .into()
-    };
+    let team_debit = |amount| -> Command { debit("team", amount, "", "").into() };
     // A queue on the budget, and in it a keyed debit whose producer waits
     // only a millisecond.
     let crowd: Vec<_> = (0..DEBITS)
         .map(|_| {
-            let (client, debit) = (client.clone(), debit(1));
+            let (client, debit) = (client.clone(), team_debit(1));
             tokio::spawn(async move { client.execute(&debit, None).await })
         })
         .collect();
     let impatient = client.clone().with_timeout(std::time::Duration::from_millis(1));
     // Behind the crowd it times out (were it decided within the
     // millisecond, the retry below must still find it decided once).
-    if let Err(gave_up) = impatient.execute(&debit(100), Some("the-big-one")).await {
+    if let Err(gave_up) = impatient.execute(&team_debit(100), Some("the-big-one")).await {
         assert_eq!(gave_up.code, Code::Unavailable, "the producer gave up waiting: {gave_up}");
     }
     for debit in crowd {
         debit.await.unwrap().unwrap();
     }
-    let retried = client.execute(&debit(100), Some("the-big-one")).await.unwrap();
-    let again = client.execute(&debit(100), Some("the-big-one")).await.unwrap();
+    let retried = client.execute(&team_debit(100), Some("the-big-one")).await.unwrap();
+    let again = client.execute(&team_debit(100), Some("the-big-one")).await.unwrap();
     assert_eq!((again.first_seq, again.duplicate), (retried.first_seq, true));
     let budget = handler.budget("team").await.unwrap();
     assert_eq!(budget.spent, DEBITS + 100, "the keyed debit counted once");
