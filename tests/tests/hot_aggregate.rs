@@ -1,8 +1,9 @@
-//! A hot aggregate on one node (issue 16): 256 debits at once on one budget
-//! through one handler, on the embedded log and on a JetStream node. The
-//! node's own commands take turns on the budget, so none is refused for
-//! racing another (`retries_exhausted`): each is accepted or refused with
-//! a domain code, the sum is exact and the balance never goes below zero.
+//! A hot aggregate (issue 16): 256 debits at once on one budget through one
+//! handler, on the embedded log and on a JetStream node, and through two
+//! JetStream nodes. A node's own commands take turns on the budget, so none
+//! is refused for racing another (`retries_exhausted`): each is accepted or
+//! refused with a domain code, the sum is exact and the balance never goes
+//! below zero.
 use std::sync::Arc;
 
 use agentlog_commands::command::{AllocateBudget, OpenSession, RegisterAgent};
@@ -23,18 +24,20 @@ async fn send<L: Log>(handler: &Handler<L>, command: impl Into<Command>) -> agen
 }
 
 /// Allocates [`ALLOCATED`] to one budget and debits 1 from it [`DEBITS`]
-/// times at once, each debit by a live session's agent; checks every
-/// outcome, the budget, and every balance the log ever recorded.
-async fn hot_budget<L: Log>(handler: Arc<Handler<L>>) {
-    send(&handler, RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] }).await;
+/// times at once, each debit by a live session's agent, the debits spread
+/// over `nodes`; checks every outcome, the budget as each node sees it, and
+/// every balance the log ever recorded.
+async fn hot_budget<L: Log>(nodes: &[Arc<Handler<L>>]) {
+    let first = &nodes[0];
+    send(first, RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] }).await;
     let open = OpenSession { agent_id: "a1".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
-    let session = send(&handler, open).await.session_id.unwrap();
-    send(&handler, AllocateBudget { budget_id: "team".into(), amount: ALLOCATED }).await;
+    let session = send(first, open).await.session_id.unwrap();
+    send(first, AllocateBudget { budget_id: "team".into(), amount: ALLOCATED }).await;
     let debits: Vec<_> = (0..DEBITS)
-        .map(|_| {
-            let handler = handler.clone();
+        .map(|i| {
+            let node = nodes[usize::try_from(i).unwrap() % nodes.len()].clone();
             let debit = debit("team", 1, "a1", &session);
-            tokio::spawn(async move { handler.execute(Request::new(debit.into(), "test")).await })
+            tokio::spawn(async move { node.execute(Request::new(debit.into(), "test")).await })
         })
         .collect();
     let (mut accepted, mut refused) = (0, 0);
@@ -48,11 +51,13 @@ async fn hot_budget<L: Log>(handler: Arc<Handler<L>>) {
         }
     }
     assert_eq!((accepted, refused), (ALLOCATED, DEBITS - ALLOCATED));
-    let budget = handler.budget("team").await.unwrap();
-    assert_eq!((budget.allocated, budget.spent, budget.balance), (ALLOCATED, ALLOCATED, 0));
+    for node in nodes {
+        let budget = node.budget("team").await.unwrap();
+        assert_eq!((budget.allocated, budget.spent, budget.balance), (ALLOCATED, ALLOCATED, 0));
+    }
     // Every debit the log recorded left a balance of zero or more, and the
     // refusals were recorded once each.
-    let events = handler.log().read_stream("budget/team", 1, 1_000).await.unwrap();
+    let events = first.log().read_stream("budget/team", 1, 1_000).await.unwrap();
     let debited: Vec<u64> = events
         .iter()
         .filter_map(|e| match &e.body {
@@ -70,22 +75,26 @@ fn policy() -> Policy {
     Policy { circuit_threshold: u32::MAX, ..Policy::default() }
 }
 
+/// A JetStream node's handler: its own mirror in `dir`, ids from `seed`.
+async fn jetstream_node(server: &NatsServer, dir: &std::path::Path, seed: u64) -> Arc<Handler<JetStreamLog>> {
+    let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir)).await.expect("open a node"));
+    let clock = Arc::new(ManualClock::new(T0));
+    Arc::new(Handler::new(log, clock, Arc::new(SeededIdGen::new(seed))).with_policy(policy()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn debits_at_once_on_one_budget_on_the_embedded_log() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let handler = Handler::new(open_log(dir.path()), clock, Arc::new(SeededIdGen::new(1))).with_policy(policy());
-    hot_budget(Arc::new(handler)).await;
+    hot_budget(&[Arc::new(handler)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn debits_at_once_on_one_budget_through_one_jetstream_node() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir.path())).await.expect("open a node"));
-    let clock = Arc::new(ManualClock::new(T0));
-    let handler = Handler::new(log, clock, Arc::new(SeededIdGen::new(1))).with_policy(policy());
-    hot_budget(Arc::new(handler)).await;
+    hot_budget(&[jetstream_node(&server, dir.path(), 1).await]).await;
 }
 
 /// Two nodes on one budget: across nodes the CAS still decides, and with
@@ -95,35 +104,8 @@ async fn debits_at_once_on_one_budget_through_one_jetstream_node() {
 async fn debits_at_once_on_one_budget_through_two_jetstream_nodes() {
     let server = NatsServer::start();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let clock = Arc::new(ManualClock::new(T0));
-    let mut nodes = Vec::new();
-    for (seed, dir) in (1..).zip(&dirs) {
-        let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir.path())).await.expect("open a node"));
-        nodes.push(Arc::new(Handler::new(log, clock.clone(), Arc::new(SeededIdGen::new(seed))).with_policy(policy())));
-    }
-    send(&nodes[0], RegisterAgent { agent_id: "a1".into(), name: String::new(), capabilities: vec![] }).await;
-    let open = OpenSession { agent_id: "a1".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
-    let session = send(&nodes[0], open).await.session_id.unwrap();
-    send(&nodes[0], AllocateBudget { budget_id: "team".into(), amount: ALLOCATED }).await;
-    let debits: Vec<_> = (0..DEBITS)
-        .map(|i| {
-            let node = nodes[usize::try_from(i % 2).unwrap()].clone();
-            let debit = debit("team", 1, "a1", &session);
-            tokio::spawn(async move { node.execute(Request::new(debit.into(), "test")).await })
-        })
-        .collect();
-    let mut accepted = 0;
-    for debit in debits {
-        match debit.await.unwrap() {
-            Ok(_) => accepted += 1,
-            Err(r) => assert_eq!(r.code, Code::InsufficientBudget, "only domain refusals across two nodes: {r}"),
-        }
-    }
-    assert_eq!(accepted, ALLOCATED);
-    for node in &nodes {
-        let budget = node.budget("team").await.unwrap();
-        assert_eq!((budget.spent, budget.balance), (ALLOCATED, 0));
-    }
+    hot_budget(&[jetstream_node(&server, dirs[0].path(), 1).await, jetstream_node(&server, dirs[1].path(), 2).await])
+        .await;
 }
 
 /// A producer that gave up on a queued command (its request timed out)
@@ -133,9 +115,7 @@ async fn a_queued_command_whose_producer_gave_up_is_decided_once_when_retried() 
     use agentlog_commands::wire::{Client, Service};
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(JetStreamLog::open(Options::new(server.url(), dir.path())).await.expect("open a node"));
-    let clock = Arc::new(ManualClock::new(T0));
-    let handler = Arc::new(Handler::new(log, clock, Arc::new(SeededIdGen::new(1))).with_policy(policy()));
+    let handler = jetstream_node(&server, dir.path(), 1).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let service = Service::bind(async_nats::connect(server.url()).await.unwrap(), handler.clone()).await.unwrap();
     let service = tokio::spawn(service.run(stop));
