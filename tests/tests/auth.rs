@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentlog_commands::command::{
-    AllocateBudget, ClaimTask, CreateTask, DebitBudget, ExpireSession, Heartbeat, OpenSession, RegisterAgent,
+    AllocateBudget, ClaimTask, CreateTask, ExpireSession, Heartbeat, OpenSession, RegisterAgent,
 };
 use agentlog_commands::principal::{RegisterPrincipal, RevokePrincipal};
 use agentlog_commands::wire::Message;
 use agentlog_commands::{Accepted, Auth, Code, Command, Handler, Principal, Rejection, Request, Role, Signer};
 use agentlog_log::{EmbeddedLog, Log, ManualClock, RandomIdGen, SeededIdGen};
-use agentlog_tests::{T0, open_log};
+use agentlog_tests::{T0, debit, open_log};
 use base64::Engine as _;
 
 const SKEW_SECONDS: u64 = 60;
@@ -182,15 +182,7 @@ async fn a_nonce_is_accepted_once_ever_and_a_retry_is_signed_again() {
         captured_allocation = signed(&ops, AllocateBudget { budget_id: "b1".into(), amount: 100 }, None);
         accepted(&handler, &captured_allocation).await;
         let session = accepted(&handler, &signed(&bob, open_session("a1"), None)).await.session_id.unwrap();
-        let debit = DebitBudget {
-            budget_id: "b1".into(),
-            amount: 10,
-            agent_id: "a1".into(),
-            session_id: session,
-            task_id: String::new(),
-            reason: String::new(),
-            failed: false,
-        };
+        let debit = debit("b1", 10, "a1", &session);
         captured_debit = signed(&bob, debit.clone(), Some("debit-1"));
         first = accepted(&handler, &captured_debit).await;
 
@@ -309,18 +301,11 @@ async fn principals_are_held_to_the_role_table() {
     };
     refused(&handler, &signed(&bob, escalate, None), Code::Forbidden).await;
     accepted(&handler, &signed(&ops, AllocateBudget { budget_id: "b".into(), amount: 5 }, None)).await;
-    let debit = |agent: &str| DebitBudget {
-        budget_id: "b".into(),
-        amount: 1,
-        agent_id: agent.into(),
-        session_id: bobs.session_id.clone().unwrap(),
-        task_id: String::new(),
-        reason: String::new(),
-        failed: false,
-    };
-    refused(&handler, &signed(&bob, debit(""), None), Code::Forbidden).await;
-    refused(&handler, &signed(&bob, debit("a2"), None), Code::Forbidden).await;
-    accepted(&handler, &signed(&bob, debit("a1"), None)).await;
+    let bobs_session = bobs.session_id.clone().unwrap();
+    let debit_as = |agent: &str| debit("b", 1, agent, &bobs_session);
+    refused(&handler, &signed(&bob, debit_as(""), None), Code::Forbidden).await;
+    refused(&handler, &signed(&bob, debit_as("a2"), None), Code::Forbidden).await;
+    accepted(&handler, &signed(&bob, debit_as("a1"), None)).await;
 
     // Expiries are the ticker's.
     let expire = ExpireSession { session_id: carols };
