@@ -16,8 +16,8 @@ use std::time::Duration;
 use agentlog_commands::Signer;
 use agentlog_commands::auth::signing::{self, Signed};
 use agentlog_commands::command::AllocateBudget;
-use agentlog_commands::wire::Message;
-use agentlog_commands::{Command as Cmd, Request};
+use agentlog_commands::wire::{Message, Reply};
+use agentlog_commands::{Accepted, Command as Cmd, Request};
 use agentlog_log::{Clock, HybridClock, ManualClock, RandomIdGen, Timestamp};
 use agentlog_tests::nats::NatsServer;
 use agentlog_tests::output::{failed, ok};
@@ -88,7 +88,7 @@ fn serve(server: &NatsServer, data: &Path, config: &Path) -> Node {
 
 /// Sends one message as it is, and gives the reply: `Ok(accepted)` or
 /// `Err((code, message))`.
-async fn send(nats: &async_nats::Client, message: &Message) -> Result<Value, (String, String)> {
+async fn send(nats: &async_nats::Client, message: &Message) -> Result<Accepted, (String, String)> {
     let reply = within(
         Duration::from_secs(30),
         "a reply",
@@ -96,11 +96,10 @@ async fn send(nats: &async_nats::Client, message: &Message) -> Result<Value, (St
     )
     .await
     .expect("the service answers");
-    let reply: Value = serde_json::from_slice(&reply.payload).expect("a JSON reply");
-    match (reply.get("accepted"), reply.get("rejected")) {
-        (Some(accepted), None) => Ok(accepted.clone()),
-        (None, Some(r)) => Err((r["code"].as_str().unwrap().to_owned(), r["message"].as_str().unwrap().to_owned())),
-        _ => panic!("neither accepted nor rejected: {reply}"),
+    match Reply::decode(message.encoding(), &reply.payload) {
+        Ok(Reply::Accepted(accepted)) => Ok(accepted),
+        Ok(Reply::Rejected(r)) => Err((r.code, r.message)),
+        Err(unreadable) => panic!("{unreadable}"),
     }
 }
 
@@ -114,9 +113,9 @@ fn allocate(budget: &str) -> AllocateBudget {
     AllocateBudget { budget_id: budget.into(), amount: 10 }
 }
 
-fn code(outcome: Result<Value, (String, String)>) -> String {
+fn code(outcome: Result<Accepted, (String, String)>) -> String {
     match outcome {
-        Ok(accepted) => panic!("accepted: {accepted}"),
+        Ok(accepted) => panic!("accepted: {accepted:?}"),
         Err((code, _)) => code,
     }
 }
@@ -224,7 +223,7 @@ async fn a_captured_command_is_refused_ever_after_restarts_and_a_rebuilt_mirror(
     // Unsigned, wrongly signed, stale and future-dated: refused.
     assert_eq!(code(send(&nats, &message(None, allocate("b0"), None)).await), "unauthenticated");
     let mut tampered = message(Some(&ops(now())), allocate("b0"), None);
-    tampered.payload = br#"{"budget_id":"b0","amount":1000000}"#.to_vec();
+    tampered.payload = Cmd::from(AllocateBudget { budget_id: "b0".into(), amount: 1_000_000 }).to_protobuf();
     assert_eq!(code(send(&nats, &tampered).await), "bad_signature");
     let at = |offset_seconds: i64| -> Arc<dyn Clock> {
         let now = now().now().as_nanos();
@@ -237,7 +236,7 @@ async fn a_captured_command_is_refused_ever_after_restarts_and_a_rebuilt_mirror(
     // Accepted once; sent again word for word: refused.
     let captured = message(Some(&ops(now())), allocate("b1"), None);
     let first = send(&nats, &captured).await.expect("accepted");
-    let last_seq = first["last_seq"].as_u64().unwrap();
+    let last_seq = first.last_seq;
     assert_eq!(code(send(&nats, &captured).await), "replayed_nonce");
 
     // serve and nats-server restart: still refused.
@@ -255,7 +254,7 @@ async fn a_captured_command_is_refused_ever_after_restarts_and_a_rebuilt_mirror(
     // Nothing was appended by any refusal: the next command follows the
     // captured one directly.
     let next = send(&nats, &message(Some(&ops(now())), allocate("b2"), None)).await.expect("accepted");
-    assert_eq!(next["first_seq"].as_u64(), Some(last_seq + 1), "{next}");
+    assert_eq!(next.first_seq, last_seq + 1, "{next:?}");
     drop(fresh);
 }
 
@@ -280,7 +279,7 @@ async fn copies_of_one_signed_command_racing_through_two_nodes_are_accepted_once
         for copy in copies {
             match copy.await.unwrap() {
                 Ok(reply) => {
-                    assert_eq!(reply["duplicate"], false, "{reply}");
+                    assert!(!reply.duplicate, "{reply:?}");
                     accepted += 1;
                 }
                 Err((code, message)) => {

@@ -7,13 +7,16 @@
 //! decision, so the cache is never trusted beyond the version it knows. The
 //! catch-up is skipped when the log knows the stream's version without a
 //! read (`Log::known_version`, the embedded log's writer) and the cache is
-//! at it. The first decision uses what this node already has of the
+//! at it; so is the first decision's local read when this node's copy
+//! holds nothing past the cache (`Log::local_version`, a mirror's follower). The first decision uses what this node already has of the
 //! aggregate; the append's expected version makes that safe, and a refusal
 //! is only given on state caught up with the whole log. A decision's time is
 //! never before the time of its aggregate's last event: on a stream, time
 //! does not go backwards, whichever node's clock wrote the event before.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agentlog_core::ids::{CorrelationId, SagaId};
 use agentlog_core::schema::SCHEMA_VERSION;
@@ -37,6 +40,12 @@ use crate::turns::Turns;
 
 /// How many times a decision is retried after losing a race.
 pub const DEFAULT_MAX_RETRIES: u32 = 32;
+/// The bound of the wait before the second retry after lost races; it
+/// doubles with each retry after that, up to [`BACKOFF_MAX_US`].
+const BACKOFF_FIRST_US: u64 = 200;
+/// The largest bound of a wait between retries: 32 retries wait about
+/// half a second in all at worst, well inside a producer's timeout.
+const BACKOFF_MAX_US: u64 = 20_000;
 /// Streams whose state the handler keeps; beyond it the cache starts over.
 const CACHE_ENTRIES: usize = 100_000;
 /// Events read per page while catching a state up.
@@ -134,6 +143,8 @@ pub struct Handler<L: Log> {
     auth: Option<Arc<Auth>>,
     /// Whose turn it is on each aggregate with commands in flight.
     turns: Turns,
+    /// Appends that lost a race to another writer (see [`Handler::races_lost`]).
+    races_lost: AtomicU64,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -154,7 +165,16 @@ impl<L: Log> Handler<L> {
             modules: None,
             auth: None,
             turns: Turns::default(),
+            races_lost: AtomicU64::new(0),
         }
+    }
+
+    /// Appends this handler made that lost a race to another writer (the
+    /// aggregate had moved on: another node, or another process on the same
+    /// log) and were decided again. This node's own commands take turns, so
+    /// they never count here.
+    pub fn races_lost(&self) -> u64 {
+        self.races_lost.load(Ordering::Relaxed)
     }
 
     /// Requires requests from the wire to be signed by a known principal
@@ -295,8 +315,15 @@ impl<L: Log> Handler<L> {
                 }
                 Err(LogError::Conflict { expected, actual, .. }) => {
                     tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
+                    self.races_lost.fetch_add(1, Ordering::Relaxed);
                     fresh = true;
                     attempt += 1;
+                    // Writers that keep colliding on one aggregate fall out
+                    // of step: each waits a random part of a growing bound.
+                    let wait = backoff(attempt, self.ids.next_u128());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -606,6 +633,11 @@ impl<L: Log> Handler<L> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
         let Loaded { mut version, mut state, mut last_ts } = match cached {
             Some(cached) if self.log.known_version(stream) == Some(cached.version) => return Ok(cached),
+            // Nothing past the cache in this node's log: a local read would
+            // find nothing (the cache may be ahead, by this node's appends).
+            Some(cached) if !fresh && self.log.local_version(stream).is_some_and(|v| v <= cached.version) => {
+                return Ok(cached);
+            }
             Some(cached) => cached,
             None => Loaded {
                 version: 0,
@@ -963,5 +995,45 @@ fn opened_session(command: &Command) -> Option<String> {
     match command {
         Command::OpenSession(OpenSession { session_id, .. }) => session_id.clone(),
         _ => None,
+    }
+}
+
+/// The wait before retry `attempt` (1 is the first) after lost races: none
+/// before the first, which decides on state just caught up; then a part
+/// chosen by `draw` (random bits) of a bound that doubles from
+/// [`BACKOFF_FIRST_US`] up to [`BACKOFF_MAX_US`] (full jitter), so two
+/// nodes' retries on one aggregate do not collide in step again.
+fn backoff(attempt: u32, draw: u128) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    let bound = BACKOFF_FIRST_US.saturating_mul(1 << (attempt - 2).min(16)).min(BACKOFF_MAX_US);
+    let part = draw % u128::from(bound + 1);
+    Duration::from_micros(u64::try_from(part).expect("at most the bound"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_retry_waits_nothing_and_later_ones_a_random_part_of_a_doubling_capped_bound() {
+        assert_eq!(backoff(1, u128::MAX), Duration::ZERO);
+        let cap = |attempt: u32| (BACKOFF_FIRST_US << (attempt - 2).min(16)).min(BACKOFF_MAX_US);
+        assert_eq!((cap(2), cap(3), cap(DEFAULT_MAX_RETRIES)), (200, 400, 20_000));
+        let draws = [0, 1, 12_345, 987_654_321, u128::from(u64::MAX), u128::MAX];
+        for attempt in 2..=DEFAULT_MAX_RETRIES {
+            for draw in draws {
+                assert!(backoff(attempt, draw) <= Duration::from_micros(cap(attempt)), "attempt {attempt}");
+            }
+            // The least draw waits nothing; the draw equal to the bound, all of it.
+            assert_eq!(backoff(attempt, 0), Duration::ZERO);
+            assert_eq!(backoff(attempt, u128::from(cap(attempt))), Duration::from_micros(cap(attempt)));
+        }
+        // Different draws give different waits: the jitter.
+        assert_ne!(backoff(6, 12_345), backoff(6, 987_654_321));
+        // A whole run of retries waits about half a second at most.
+        let worst: Duration = (2..=DEFAULT_MAX_RETRIES).map(|a| backoff(a, u128::from(cap(a)))).sum();
+        assert_eq!(worst, Duration::from_micros(505_400));
     }
 }

@@ -154,6 +154,10 @@ impl Spec for RegisterModule {
             .ok_or_else(|| Rejection::invalid(format!("register_module: kind {} is not action or policy", m.kind)))?;
         Ok(RegisterModule { name: m.name, kind, module: m.module })
     }
+
+    fn to_proto(&self) -> pb::RegisterModule {
+        pb::RegisterModule { name: self.name.clone(), kind: self.kind.to_proto() as i32, module: self.module.clone() }
+    }
 }
 
 /// Runs a registered action module for an agent in its live session. The
@@ -229,6 +233,18 @@ impl Spec for RunModule {
             fuel: m.fuel,
             budget_id: m.budget_id,
         })
+    }
+
+    fn to_proto(&self) -> pb::RunModule {
+        pb::RunModule {
+            module_hash: self.module_hash.clone(),
+            agent_id: self.agent_id.clone(),
+            session_id: self.session_id.clone(),
+            task_id: self.task_id.clone(),
+            input: self.input.clone(),
+            fuel: self.fuel,
+            budget_id: self.budget_id.clone(),
+        }
     }
 }
 

@@ -50,6 +50,10 @@ impl Spec for BindPolicy {
     fn from_proto(m: pb::BindPolicy) -> Result<Self> {
         Ok(BindPolicy { command: m.command, module_hash: m.module_hash })
     }
+
+    fn to_proto(&self) -> pb::BindPolicy {
+        pb::BindPolicy { command: self.command.clone(), module_hash: self.module_hash.clone() }
+    }
 }
 
 /// What a policy is asked: the command (its wire name and its fields, as

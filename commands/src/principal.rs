@@ -54,6 +54,18 @@ impl Spec for RegisterPrincipal {
             agent_id: m.agent_id,
         })
     }
+
+    /// The key's bytes as validation reads them (whitespace around the
+    /// base64 trimmed, so such a key reads back without it); text that is
+    /// no base64 is sent as no key, which the node refuses.
+    fn to_proto(&self) -> pb::RegisterPrincipal {
+        pb::RegisterPrincipal {
+            principal_id: self.principal_id.clone(),
+            public_key: base64::engine::general_purpose::STANDARD.decode(self.public_key.trim()).unwrap_or_default(),
+            roles: self.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            agent_id: self.agent_id.clone(),
+        }
+    }
 }
 
 /// Revokes a principal's key.
@@ -80,5 +92,9 @@ impl Spec for RevokePrincipal {
 
     fn from_proto(m: pb::RevokePrincipal) -> Result<Self> {
         Ok(RevokePrincipal { principal_id: m.principal_id, reason: m.reason })
+    }
+
+    fn to_proto(&self) -> pb::RevokePrincipal {
+        pb::RevokePrincipal { principal_id: self.principal_id.clone(), reason: self.reason.clone() }
     }
 }

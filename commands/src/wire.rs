@@ -7,7 +7,8 @@
 //! `Content-Type: application/json`; the service instances share the subject
 //! in one queue group. The reply comes in the request's encoding: a
 //! `CommandReply`, or JSON `{"accepted": {...}}` /
-//! `{"rejected": {"kind", "code", "message"}}`.
+//! `{"rejected": {"kind", "code", "message"}}`. The client sends protobuf,
+//! and JSON only for a command that fails validation (see [`Message::new`]).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::auth::{Credential, Signed, Signer};
 use crate::command::Command;
 use crate::handler::{Accepted, Handler, Request};
+use crate::module::{Charge, RunResult};
 use crate::rejection::{Code, Rejection};
 
 pub const SUBJECT_PREFIX: &str = "agentlog.cmd";
@@ -35,7 +37,7 @@ pub const HEADER_ACTOR: &str = "Agentlog-Actor";
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// The reply body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Accepted(Accepted),
@@ -65,16 +67,119 @@ pub const METRIC_RETRIES_EXHAUSTED: &str = "agentlog_commands_retries_exhausted_
 /// Commands being decided right now.
 pub const METRIC_IN_FLIGHT: &str = "agentlog_commands_in_flight";
 
+/// How a request's body is encoded, and so its reply's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Encoding {
+pub enum Encoding {
+    /// The command's protobuf message; the reply a `CommandReply`. The
+    /// default: a request without `Content-Type`.
     Protobuf,
+    /// The command's fields as a JSON object; the reply JSON. A request
+    /// with `Content-Type: application/json`.
     Json,
 }
 
-fn encoding(headers: Option<&async_nats::HeaderMap>) -> Encoding {
-    match headers.and_then(|h| h.get("Content-Type")).map(|v| v.as_str()) {
-        Some("application/json") => Encoding::Json,
-        _ => Encoding::Protobuf,
+impl Encoding {
+    /// The encoding a request with these headers is in.
+    pub fn of(headers: Option<&async_nats::HeaderMap>) -> Encoding {
+        match headers.and_then(|h| h.get("Content-Type")).map(|v| v.as_str()) {
+            Some("application/json") => Encoding::Json,
+            _ => Encoding::Protobuf,
+        }
+    }
+
+    /// The `Content-Type` a request in this encoding carries, as signed
+    /// ("" for none).
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+impl Reply {
+    /// The reply's body in `encoding`.
+    pub fn encode(self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            Encoding::Json => serde_json::to_vec(&self).expect("replies serialise"),
+            Encoding::Protobuf => prost::Message::encode_to_vec(&self.into_protobuf()),
+        }
+    }
+
+    /// Reads a reply's body in `encoding`. One that does not decode, or
+    /// names no result, is an `unavailable` rejection saying so: the
+    /// command's outcome is unknown.
+    pub fn decode(encoding: Encoding, body: &[u8]) -> Result<Reply, Rejection> {
+        let unreadable = |why: String| {
+            Rejection::new(Code::Unavailable, format!("an unreadable reply from the command service: {why}"))
+        };
+        match encoding {
+            Encoding::Json => serde_json::from_slice(body).map_err(|e| unreadable(format!("not a JSON reply: {e}"))),
+            Encoding::Protobuf => {
+                let reply = <agentlog_core::schema::CommandReply as prost::Message>::decode(body)
+                    .map_err(|e| unreadable(format!("not a protobuf CommandReply: {e}")))?;
+                Reply::from_protobuf(reply).ok_or_else(|| unreadable("a CommandReply with no result".into()))
+            }
+        }
+    }
+
+    /// As a protobuf `CommandReply`.
+    pub fn into_protobuf(self) -> agentlog_core::schema::CommandReply {
+        use agentlog_core::schema::{CommandAccepted, CommandRejected, command_reply::Result as Outcome};
+        let result = match self {
+            Reply::Accepted(a) => Outcome::Accepted(CommandAccepted {
+                command: a.command,
+                stream: a.stream,
+                first_seq: a.first_seq,
+                last_seq: a.last_seq,
+                stream_version: a.stream_version,
+                duplicate: a.duplicate,
+                events: a.events,
+                session_id: a.session_id.unwrap_or_default(),
+                run: a.run.map(|r| agentlog_core::schema::RunResult {
+                    module_hash: r.module_hash,
+                    output: r.output,
+                    output_hash: r.output_hash,
+                    fuel_used: r.fuel_used,
+                    charge_budget_id: r.charge.as_ref().map(|c| c.budget_id.clone()).unwrap_or_default(),
+                    charged: r.charge.as_ref().map_or(0, |c| c.amount),
+                    charge_seq: r.charge.as_ref().map_or(0, |c| c.seq),
+                }),
+            }),
+            Reply::Rejected(r) => Outcome::Rejected(CommandRejected { kind: r.kind, code: r.code, message: r.message }),
+        };
+        agentlog_core::schema::CommandReply { result: Some(result) }
+    }
+
+    /// From a protobuf `CommandReply`, the inverse of
+    /// [`Reply::into_protobuf`] (a `session_id` or `charge_budget_id` of ""
+    /// is none); `None` when it names no result.
+    pub fn from_protobuf(reply: agentlog_core::schema::CommandReply) -> Option<Reply> {
+        use agentlog_core::schema::command_reply::Result as Outcome;
+        Some(match reply.result? {
+            Outcome::Accepted(a) => Reply::Accepted(Accepted {
+                command: a.command,
+                stream: a.stream,
+                first_seq: a.first_seq,
+                last_seq: a.last_seq,
+                stream_version: a.stream_version,
+                duplicate: a.duplicate,
+                events: a.events,
+                session_id: Some(a.session_id).filter(|s| !s.is_empty()),
+                run: a.run.map(|r| RunResult {
+                    module_hash: r.module_hash,
+                    output: r.output,
+                    output_hash: r.output_hash,
+                    fuel_used: r.fuel_used,
+                    charge: Some(r.charge_budget_id).filter(|b| !b.is_empty()).map(|budget_id| Charge {
+                        budget_id,
+                        amount: r.charged,
+                        seq: r.charge_seq,
+                    }),
+                }),
+            }),
+            Outcome::Rejected(r) => Reply::Rejected(RejectedReply { kind: r.kind, code: r.code, message: r.message }),
+        })
     }
 }
 
@@ -88,7 +193,7 @@ pub fn parse_request(
 ) -> Result<Request, Rejection> {
     let name = subject.strip_prefix(SUBJECT_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("");
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    let command = match encoding(headers) {
+    let command = match Encoding::of(headers) {
         Encoding::Json => {
             let fields: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
                 Rejection::invalid(format!("the body is not JSON (Content-Type: application/json): {e}"))
@@ -161,7 +266,7 @@ impl<L: Log> Service<L> {
             let (client, handler) = (client.clone(), handler.clone());
             metrics::gauge!(METRIC_IN_FLIGHT).increment(1);
             tokio::spawn(async move {
-                let encoding = encoding(message.headers.as_ref());
+                let encoding = Encoding::of(message.headers.as_ref());
                 let outcome = match parse_request(message.subject.as_str(), message.headers.as_ref(), &message.payload)
                 {
                     Ok(request) => handler.execute(request).await,
@@ -181,11 +286,7 @@ impl<L: Log> Service<L> {
                         Reply::Rejected((&rejection).into())
                     }
                 };
-                let body = match encoding {
-                    Encoding::Json => serde_json::to_vec(&reply).expect("replies serialise"),
-                    Encoding::Protobuf => prost::Message::encode_to_vec(&protobuf_reply(reply)),
-                };
-                let _ = client.publish(reply_to, body.into()).await;
+                let _ = client.publish(reply_to, reply.encode(encoding).into()).await;
                 metrics::gauge!(METRIC_IN_FLIGHT).decrement(1);
                 drop(permit);
             });
@@ -197,36 +298,9 @@ impl<L: Log> Service<L> {
     }
 }
 
-fn protobuf_reply(reply: Reply) -> agentlog_core::schema::CommandReply {
-    use agentlog_core::schema::{CommandAccepted, CommandRejected, command_reply::Result as Outcome};
-    let result = match reply {
-        Reply::Accepted(a) => Outcome::Accepted(CommandAccepted {
-            command: a.command,
-            stream: a.stream,
-            first_seq: a.first_seq,
-            last_seq: a.last_seq,
-            stream_version: a.stream_version,
-            duplicate: a.duplicate,
-            events: a.events,
-            session_id: a.session_id.unwrap_or_default(),
-            run: a.run.map(|r| agentlog_core::schema::RunResult {
-                module_hash: r.module_hash,
-                output: r.output,
-                output_hash: r.output_hash,
-                fuel_used: r.fuel_used,
-                charge_budget_id: r.charge.as_ref().map(|c| c.budget_id.clone()).unwrap_or_default(),
-                charged: r.charge.as_ref().map_or(0, |c| c.amount),
-                charge_seq: r.charge.as_ref().map_or(0, |c| c.seq),
-            }),
-        }),
-        Reply::Rejected(r) => Outcome::Rejected(CommandRejected { kind: r.kind, code: r.code, message: r.message }),
-    };
-    agentlog_core::schema::CommandReply { result: Some(result) }
-}
-
-/// A request as the client sends it: JSON, with its actor, idempotency key
-/// and correlation id as headers, and signed when there is a signer (a
-/// fresh nonce and the signer's time each time one is made).
+/// A request as the client sends it: its command's body, with its actor,
+/// idempotency key and correlation id as headers, and signed when there is
+/// a signer (a fresh nonce and the signer's time each time one is made).
 #[derive(Clone, Debug)]
 pub struct Message {
     pub subject: String,
@@ -235,10 +309,32 @@ pub struct Message {
 }
 
 impl Message {
+    /// The request in protobuf, the default. A command that fails
+    /// validation goes as JSON instead: protobuf cannot carry it as it is
+    /// (a zero that means "the default" there, an empty optional id), and
+    /// sent as protobuf it could arrive as another, valid command; as JSON
+    /// the service refuses it as written.
     pub fn new(request: &Request, signer: Option<&Signer>) -> Message {
+        let encoding = match request.command.validate() {
+            Ok(()) => Encoding::Protobuf,
+            Err(_) => Encoding::Json,
+        };
+        Message::encoded(request, signer, encoding)
+    }
+
+    /// The request as JSON, with `Content-Type: application/json`.
+    pub fn json(request: &Request, signer: Option<&Signer>) -> Message {
+        Message::encoded(request, signer, Encoding::Json)
+    }
+
+    /// The request in `encoding`, whatever its command.
+    pub fn encoded(request: &Request, signer: Option<&Signer>, encoding: Encoding) -> Message {
         let command = &request.command;
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Content-Type", "application/json");
+        let content_type = encoding.content_type();
+        if !content_type.is_empty() {
+            headers.insert("Content-Type", content_type);
+        }
         headers.insert(HEADER_ACTOR, request.actor.as_str());
         if let Some(key) = &request.idempotency_key {
             headers.insert(HEADER_IDEMPOTENCY_KEY, key.as_str());
@@ -248,10 +344,13 @@ impl Message {
             headers.insert(HEADER_CORRELATION_ID, correlation.as_str());
         }
         let subject = format!("{SUBJECT_PREFIX}.{}", command.name());
-        let payload = serde_json::to_vec(&command.to_json()).expect("commands serialise");
+        let payload = match encoding {
+            Encoding::Protobuf => command.to_protobuf(),
+            Encoding::Json => serde_json::to_vec(&command.to_json()).expect("commands serialise"),
+        };
         if let Some(signer) = signer {
             let key = request.idempotency_key.as_deref().unwrap_or_default();
-            let signed = signer.sign(&subject, "application/json", key, &correlation, &payload);
+            let signed = signer.sign(&subject, content_type, key, &correlation, &payload);
             headers.insert(HEADER_KEY_ID, signed.key_id.as_str());
             headers.insert(HEADER_NONCE, signed.nonce.as_str());
             headers.insert(HEADER_TIMESTAMP, signed.timestamp.as_str());
@@ -263,6 +362,11 @@ impl Message {
     /// The request the service makes of it.
     pub fn parse(&self) -> Result<Request, Rejection> {
         parse_request(&self.subject, Some(&self.headers), &self.payload)
+    }
+
+    /// The encoding its body is in, and its reply will be.
+    pub fn encoding(&self) -> Encoding {
+        Encoding::of(Some(&self.headers))
     }
 }
 
@@ -309,19 +413,18 @@ impl Client {
 
     /// Sends one request with its own actor, key and correlation id.
     pub async fn send(&self, request: &Request) -> Result<Accepted, Rejection> {
-        let Message { subject, headers, payload } = Message::new(request, self.signer.as_ref());
+        let message = Message::new(request, self.signer.as_ref());
+        let encoding = message.encoding();
+        let Message { subject, headers, payload } = message;
         let request = async_nats::Request::new().headers(headers).payload(payload.into()).timeout(Some(self.timeout));
         let reply = self
             .nats
             .send_request(subject, request)
             .await
             .map_err(|e| Rejection::new(Code::Unavailable, format!("no answer from the command service: {e}")))?;
-        match serde_json::from_slice::<Reply>(&reply.payload) {
-            Ok(Reply::Accepted(accepted)) => Ok(accepted),
-            Ok(Reply::Rejected(r)) => Err(rejection_from(&r)),
-            Err(e) => {
-                Err(Rejection::new(Code::Unavailable, format!("an unreadable reply from the command service: {e}")))
-            }
+        match Reply::decode(encoding, &reply.payload)? {
+            Reply::Accepted(accepted) => Ok(accepted),
+            Reply::Rejected(r) => Err(rejection_from(&r)),
         }
     }
 }
@@ -331,4 +434,123 @@ fn rejection_from(r: &RejectedReply) -> Rejection {
     // unavailable, with the server's message.
     let code = Code::parse(&r.code).unwrap_or(Code::Unavailable);
     Rejection::new(code, r.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agentlog_core::{ManualClock, SeededIdGen, Timestamp};
+
+    use super::*;
+    use crate::command::{AllocateBudget, OpenSession};
+
+    fn accepted(session_id: Option<&str>, run: Option<RunResult>) -> Reply {
+        Reply::Accepted(Accepted {
+            command: "run_module".into(),
+            stream: "agent/a1".into(),
+            first_seq: 41,
+            last_seq: 42,
+            stream_version: 7,
+            duplicate: true,
+            events: vec!["sandbox_run_completed".into(), "budget_debited".into()],
+            session_id: session_id.map(str::to_owned),
+            run,
+        })
+    }
+
+    fn run(charge: Option<Charge>) -> RunResult {
+        RunResult {
+            module_hash: "ab".repeat(32),
+            output: b"\0hello\xff".to_vec(),
+            output_hash: "cd".repeat(32),
+            fuel_used: 16_384,
+            charge,
+        }
+    }
+
+    /// Each reply the service gives reads back as itself, from protobuf
+    /// and from JSON.
+    #[test]
+    fn replies_read_back_as_themselves_in_either_encoding() {
+        let charge = Charge { budget_id: "b1".into(), amount: 17, seq: 43 };
+        let replies = [
+            accepted(Some("s1"), Some(run(Some(charge.clone())))),
+            accepted(None, Some(run(None))),
+            accepted(Some("s1"), None),
+            accepted(None, None),
+            Reply::Rejected(RejectedReply {
+                kind: "domain".into(),
+                code: "already_claimed".into(),
+                message: "task t1 is already claimed by a2".into(),
+            }),
+        ];
+        for reply in replies {
+            assert_eq!(Reply::from_protobuf(reply.clone().into_protobuf()).as_ref(), Some(&reply));
+            for encoding in [Encoding::Protobuf, Encoding::Json] {
+                let body = reply.clone().encode(encoding);
+                assert_eq!(Reply::decode(encoding, &body).as_ref(), Ok(&reply), "{encoding:?}");
+            }
+        }
+        // The charge's fields on the wire are the ones docs/PROTOCOL.md names.
+        let charged = accepted(None, Some(run(Some(charge))));
+        let Some(agentlog_core::schema::command_reply::Result::Accepted(a)) = charged.into_protobuf().result else {
+            panic!("an accepted reply");
+        };
+        let run = a.run.expect("a run");
+        assert_eq!((run.charge_budget_id.as_str(), run.charged, run.charge_seq), ("b1", 17, 43));
+    }
+
+    #[test]
+    fn a_reply_that_does_not_read_is_unavailable_and_says_why() {
+        let unreadable = |encoding, body: &[u8]| {
+            let rejection = Reply::decode(encoding, body).unwrap_err();
+            assert_eq!(rejection.code, Code::Unavailable, "{rejection}");
+            rejection.message
+        };
+        let empty = prost::Message::encode_to_vec(&agentlog_core::schema::CommandReply { result: None });
+        assert!(unreadable(Encoding::Protobuf, &empty).contains("no result"));
+        assert!(unreadable(Encoding::Protobuf, b"\xff\xff\xff").contains("not a protobuf CommandReply"));
+        assert!(unreadable(Encoding::Json, b"\x0a\x00").contains("not a JSON reply"));
+    }
+
+    fn signer() -> Signer {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_767_225_600_000_000_000)));
+        Signer::new("ops", [1; 32], clock, Arc::new(SeededIdGen::new(1)))
+    }
+
+    /// What the service makes of `message`: the command, and a signature
+    /// that verifies as the signer's.
+    fn received(message: &Message) -> Command {
+        let request = message.parse().unwrap_or_else(|r| panic!("{}: {r}", message.subject));
+        let Credential::Signed(signed) = &request.credential else { panic!("{}: unsigned", message.subject) };
+        signed.verify(&signer().public_key()).expect("the signature verifies");
+        request.command
+    }
+
+    #[test]
+    fn the_client_sends_protobuf_and_json_only_what_protobuf_would_change() {
+        let allocate = Command::from(AllocateBudget { budget_id: "b1".into(), amount: 10 });
+        let request = Request::new(allocate.clone(), "ops").with_idempotency_key("k1");
+        let message = Message::new(&request, Some(&signer()));
+        assert_eq!(message.encoding(), Encoding::Protobuf);
+        assert!(message.headers.get("Content-Type").is_none(), "protobuf goes without a Content-Type");
+        assert_eq!(message.payload, allocate.to_protobuf());
+        assert_eq!(received(&message), allocate);
+
+        let message = Message::json(&request, Some(&signer()));
+        assert_eq!(message.headers.get("Content-Type").map(|v| v.as_str()), Some("application/json"));
+        assert_eq!(received(&message), allocate);
+
+        // A heartbeat timeout of 0 is refused as written; in protobuf 0
+        // would mean the default, and the command would be accepted.
+        let zero = Command::from(OpenSession { agent_id: "a1".into(), session_id: None, heartbeat_timeout_ms: 0 });
+        assert!(zero.validate().is_err());
+        let request = Request::new(zero.clone(), "ops");
+        let message = Message::new(&request, Some(&signer()));
+        assert_eq!(message.encoding(), Encoding::Json);
+        assert_eq!(received(&message), zero);
+        let as_protobuf = Message::encoded(&request, Some(&signer()), Encoding::Protobuf);
+        assert_ne!(received(&as_protobuf), zero);
+    }
 }

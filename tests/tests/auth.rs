@@ -109,7 +109,7 @@ async fn unsigned_unknown_and_wrongly_signed_requests_are_refused() {
     // idempotency key, the timestamp.
     let ops = key(1, &clock);
     let mut body = signed(&ops, allocate.clone(), Some("k1"));
-    body.payload = br#"{"budget_id":"b1","amount":1000}"#.to_vec();
+    body.payload = Command::from(AllocateBudget { budget_id: "b1".into(), amount: 1000 }).to_protobuf();
     refused(&handler, &body, Code::BadSignature).await;
     let mut subject = signed(&ops, allocate.clone(), Some("k1"));
     subject.subject = "agentlog.cmd.refund_budget".into();
@@ -124,7 +124,6 @@ async fn unsigned_unknown_and_wrongly_signed_requests_are_refused() {
     let mut partial = signed(&ops, allocate.clone(), None);
     partial.headers = {
         let mut kept = async_nats::HeaderMap::new();
-        kept.insert("Content-Type", "application/json");
         kept.insert("Agentlog-Key-Id", "ops");
         kept
     };

@@ -1,5 +1,6 @@
-//! The mirror resumes exactly where it stopped, and an existing stream with
-//! an unsafe configuration is reported, never silently changed.
+//! The mirror resumes exactly where it stopped (and knows how far it wrote
+//! each stream), and an existing stream with an unsafe configuration is
+//! reported, never silently changed.
 use std::time::Duration;
 
 use agentlog_log::jetstream::{JetStreamLog, Options};
@@ -22,6 +23,14 @@ async fn a_stopped_mirror_resumes_where_it_stopped_and_converges() {
         }
         let head = writer.head().await.unwrap();
         assert_eq!(reader.caught_up(head.last_seq).await.unwrap(), head, "round {round}");
+        // The follower says how far it wrote each stream, exactly (a
+        // handler's first decision reads nothing more when its cache is there).
+        for t in 0..7 {
+            let stream = format!("task/t{t}");
+            let stored = reader.store().stream_version(&stream).unwrap();
+            assert_eq!(reader.local_version(&stream), Some(stored), "round {round}, {stream}");
+        }
+        assert_eq!(reader.local_version("task/never-written"), None);
         reader.close().await;
     }
     let reader = JetStreamLog::open(Options::new(server.url(), dir_b.path())).await.unwrap();

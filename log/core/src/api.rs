@@ -242,6 +242,14 @@ pub trait Log: Send + Sync + 'static {
         None
     }
 
+    /// The stream's last version in this node's log as far as
+    /// [`Log::read_stream_local`] would find it, when this log knows it
+    /// without a read (a mirror's follower remembers what it wrote). `None`
+    /// when it does not know; by default [`Log::known_version`].
+    fn local_version(&self, stream: &str) -> Option<u64> {
+        self.known_version(stream)
+    }
+
     /// The result recorded for an idempotency key (or a nonce, under
     /// [`nonce_key`]), if any.
     fn idempotent_result(&self, key: &str) -> impl Future<Output = Result<Option<Appended>>> + Send;

@@ -23,7 +23,7 @@ use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Durable, Follower, Store, StoreOptions, WalSubscription};
+use crate::wal::{Durable, Follower, Store, StoreOptions, Versions, WalSubscription};
 
 /// Every subject of the event stream starts with this.
 pub const SUBJECT_PREFIX: &str = "agentlog.evt";
@@ -169,6 +169,8 @@ pub struct JetStreamLog {
     stream: stream::Stream,
     store: Arc<Store>,
     durable: Arc<Durable>,
+    /// The mirror's follower's stream versions ([`Log::local_version`]).
+    versions: Arc<Versions>,
     mirror: tokio::task::JoinHandle<()>,
     catch_up_timeout: Duration,
 }
@@ -254,8 +256,18 @@ impl JetStreamLog {
         let store = Arc::new(Store::open(&options.mirror_dir, StoreOptions::default())?);
         let follower = Follower::new(store.clone(), options.mirror_sync)?;
         let durable = Arc::new(Durable::new(follower.head()));
+        let versions = follower.versions();
         let mirror = tokio::spawn(mirror::run(stream.clone(), follower, durable.clone()));
-        Ok(JetStreamLog { client, js, stream, store, durable, mirror, catch_up_timeout: options.catch_up_timeout })
+        Ok(JetStreamLog {
+            client,
+            js,
+            stream,
+            store,
+            durable,
+            versions,
+            mirror,
+            catch_up_timeout: options.catch_up_timeout,
+        })
     }
 
     /// Stops the mirror and waits until it has let go of the store (its
@@ -346,6 +358,11 @@ impl Log for JetStreamLog {
     async fn read_stream_local(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
         self.check_poison()?;
         self.store.read_stream(stream, from_version, max)
+    }
+
+    /// What the mirror's follower last wrote of the stream.
+    fn local_version(&self, stream: &str) -> Option<u64> {
+        self.versions.get(stream)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64> {

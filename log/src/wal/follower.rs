@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::stage::Staged;
 use super::store::Store;
+use super::writer::Versions;
 use crate::api::{Appended, Head};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
@@ -27,14 +28,21 @@ pub struct Ordered {
 pub struct Follower {
     store: Arc<Store>,
     head: Head,
-    versions: HashMap<String, u64>,
+    /// The versions of the streams it wrote last, shared with readers.
+    versions: Arc<Versions>,
     sync: bool,
 }
 
 impl Follower {
     pub fn new(store: Arc<Store>, sync: bool) -> Result<Follower> {
         let head = store.head()?;
-        Ok(Follower { store, head, versions: HashMap::new(), sync })
+        Ok(Follower { store, head, versions: Arc::default(), sync })
+    }
+
+    /// The streams' versions as this follower last wrote them (bounded: a
+    /// stream not among them is read from the store).
+    pub(crate) fn versions(&self) -> Arc<Versions> {
+        self.versions.clone()
     }
 
     pub fn head(&self) -> Head {
@@ -57,8 +65,8 @@ impl Follower {
                     reason: format!("the source delivered seq {seq} next: a gap in the mirror"),
                 });
             }
-            let last = match touched.get(&envelope.stream).or_else(|| self.versions.get(&envelope.stream)) {
-                Some(v) => *v,
+            let last = match touched.get(&envelope.stream).copied().or_else(|| self.versions.get(&envelope.stream)) {
+                Some(v) => v,
                 None => self.store.stream_version(&envelope.stream)?,
             };
             if envelope.stream_version != last + 1 {
@@ -83,9 +91,7 @@ impl Follower {
         let head = staged.write(self.sync)?;
         metrics::histogram!(crate::metrics::MIRROR_BATCH_EVENTS).record((head.last_seq - self.head.last_seq) as f64);
         self.head = head;
-        if self.versions.len() + touched.len() > super::writer::VERSION_CACHE_ENTRIES {
-            self.versions.clear();
-        }
+        // Only once the write is done: never ahead of what a read finds.
         self.versions.extend(touched);
         Ok(head)
     }

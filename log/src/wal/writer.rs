@@ -36,7 +36,8 @@ pub(crate) const VERSION_CACHE_ENTRIES: usize = 1 << 17;
 /// ([`crate::Log::known_version`]). Only the writer sets them: a version
 /// it read from the store, or a group's once it is written and before it
 /// is acknowledged. So a version here is never behind an acknowledged
-/// append, and never ahead of what a read of the stream finds.
+/// append, and never ahead of what a read of the stream finds. A mirror's
+/// follower keeps its own the same way ([`crate::Log::local_version`]).
 #[derive(Debug, Default)]
 pub(crate) struct Versions(Mutex<HashMap<String, u64>>);
 
@@ -49,12 +50,12 @@ impl Versions {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, stream: &str, version: u64) {
+    pub(super) fn insert(&self, stream: &str, version: u64) {
         self.lock().insert(stream.to_owned(), version);
     }
 
     /// Adds a written group's versions, starting over beyond the bound.
-    fn extend(&self, written: HashMap<String, u64>) {
+    pub(super) fn extend(&self, written: HashMap<String, u64>) {
         let mut versions = self.lock();
         if versions.len() + written.len() > VERSION_CACHE_ENTRIES {
             versions.clear();

@@ -7,7 +7,8 @@
 //! latency are measured twice: on a node in open mode, and on one that
 //! requires signed commands (each request signed by its principal and
 //! verified, its nonce checked), with what signing and verifying cost
-//! alone. Prints; asserts nothing.
+//! alone. Then hot aggregates through one node and two (`hot.rs`). Prints;
+//! asserts nothing.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -312,74 +313,6 @@ async fn mirror_lag(a: &Arc<JetStreamLog>, b: &Arc<JetStreamLog>, rate: f64, sec
     Ok(Latency::from(&histogram))
 }
 
-/// One budget debited by `producers` producers at once through the
-/// service (each debit with its agent's live session), `debits` in all:
-/// the accepted debits per second, and the refusals by code (a hot
-/// aggregate should see none but domain refusals).
-async fn hot_budget(
-    client: &Client,
-    session_id: &str,
-    producers: u64,
-    debits: u64,
-) -> anyhow::Result<(f64, std::collections::BTreeMap<String, u64>)> {
-    let budget_id = format!("hot-{producers}");
-    client.execute(&Cmd::AllocateBudget(AllocateBudget { budget_id: budget_id.clone(), amount: debits }), None).await?;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..producers)
-        .map(|_| {
-            let (client, budget_id, session_id) = (client.clone(), budget_id.clone(), session_id.to_owned());
-            tokio::spawn(async move {
-                let mut outcomes = Vec::new();
-                for _ in 0..debits / producers {
-                    let debit = Cmd::DebitBudget(agentlog_commands::command::DebitBudget {
-                        budget_id: budget_id.clone(),
-                        amount: 1,
-                        agent_id: "hot".into(),
-                        session_id: session_id.clone(),
-                        task_id: String::new(),
-                        reason: String::new(),
-                        failed: false,
-                    });
-                    outcomes.push(client.execute(&debit, None).await.map(|_| ()).map_err(|r| r.code.as_str()));
-                }
-                outcomes
-            })
-        })
-        .collect();
-    let (mut accepted, mut refused) = (0u64, std::collections::BTreeMap::new());
-    for task in tasks {
-        for outcome in task.await? {
-            match outcome {
-                Ok(()) => accepted += 1,
-                Err(code) => *refused.entry(code.to_owned()).or_insert(0) += 1,
-            }
-        }
-    }
-    Ok((accepted as f64 / started.elapsed().as_secs_f64(), refused))
-}
-
-/// [`hot_budget`] with 1, 16 and 64 producers, on an open service.
-async fn hot_budgets(url: &str, log: &Arc<JetStreamLog>, debits: u64) -> anyhow::Result<Vec<(u64, f64, String)>> {
-    let handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = wire::Service::bind(async_nats::connect(url).await?, Arc::new(handler)).await?;
-    let service = tokio::spawn(service.run(stop));
-    let client = Client::new(async_nats::connect(url).await?, "bench");
-    let register = RegisterAgent { agent_id: "hot".into(), name: String::new(), capabilities: vec![] };
-    client.execute(&register.into(), None).await?;
-    let open = OpenSession { agent_id: "hot".into(), session_id: None, heartbeat_timeout_ms: 3_600_000 };
-    let session = client.execute(&open.into(), None).await?.session_id.context("a session id")?;
-    let mut rows = Vec::new();
-    for producers in [1, 16, 64] {
-        let (rate, refused) = hot_budget(&client, &session, producers, debits).await?;
-        let refused = refused.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ");
-        rows.push((producers, rate, refused));
-    }
-    let _ = stop_tx.send(true);
-    let _ = service.await;
-    Ok(rows)
-}
-
 fn signer(id: &str, seed: u8) -> Signer {
     Signer::new(id, [seed; 32], Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()))
 }
@@ -467,7 +400,13 @@ async fn through_the_service(
     Ok((throughput, cpu, claim))
 }
 
-pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    events: u64,
+    claims: u64,
+    hot_seconds: u64,
+    dir: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
     let say = |what: &str| {
         if !json {
             eprintln!("measuring {what} ...");
@@ -496,17 +435,23 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         through_the_service(&url, &a, Some((auth, admin)), events / 2, claims, server.pid()).await?;
     say("signing and verifying alone");
     let (sign_us, verify_us) = signature_cost(20_000)?;
-    say("one budget debited by 1, 16 and 64 producers through the service");
-    let hot = hot_budgets(&url, &a, (events / 8).max(640)).await?;
     say("commands through agentlog serve as its own process (64 producers)");
     let serve = ServeProcess::start(&url)?;
     let client = Client::new(async_nats::connect(&url).await?, "bench");
     let (serve_commands, serve_cpu) =
         measure_cpu_of(serve.child.id(), server.pid(), events / 2, service_commands(&client, events / 2, 64)).await?;
     drop(serve);
-    say("a second node's mirror lag at half the peak append rate");
-    // Opened only now, so that the throughput figures are one node's.
+    say("one budget and one task, 1, 16 and 64 producers, through one node");
+    let mut sessions = Vec::new();
+    let hot_commands = (events / 16).max(640);
+    let mut hot = crate::hot::run(&url, std::slice::from_ref(&a), &mut sessions, hot_commands, None).await?;
+    // Opened only now, so that the figures above are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
+    b.caught_up(a.head().await?.last_seq).await?;
+    say(&format!("the same through two nodes, then two nodes on one budget for {hot_seconds} s"));
+    let long = Some(Duration::from_secs(hot_seconds));
+    hot.extend(crate::hot::run(&url, &[a.clone(), b.clone()], &mut sessions, hot_commands, long).await?);
+    say("a second node's mirror lag at half the peak append rate");
     b.caught_up(a.head().await?.last_seq).await?;
     let lag = mirror_lag(&a, &b, appends / 2.0, 5).await?;
 
@@ -531,9 +476,7 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         "signed_service_vs_raw_ratio": (signed_commands / raw * 1000.0).round() / 1000.0,
         "signed_service_claim_p50_us": (signed_claim.p50_us * 10.0).round() / 10.0,
         "signed_service_claim_p99_us": (signed_claim.p99_us * 10.0).round() / 10.0,
-        "hot_budget": hot.iter().map(|(producers, rate, refused)| serde_json::json!({
-            "producers": producers, "accepted_debits_per_s": rate.round(), "refused": refused,
-        })).collect::<Vec<_>>(),
+        "hot_aggregates": hot.iter().map(crate::hot::Figure::json).collect::<Vec<_>>(),
         "sign_p50_us": (sign_us * 100.0).round() / 100.0,
         "verify_p50_us": (verify_us * 100.0).round() / 100.0,
         "mirror_lag_at_half_peak_p50_us": (lag.p50_us * 10.0).round() / 10.0,
@@ -585,9 +528,18 @@ pub async fn run(events: u64, claims: u64, dir: Option<&std::path::Path>, json: 
         signed_claim.p99_us - claim.p99_us
     );
     println!("  signing a request {sign_us:.1} us, verifying it {verify_us:.1} us (p50, in process)");
-    for (producers, rate, refused) in &hot {
-        let refused = if refused.is_empty() { "none" } else { refused.as_str() };
-        println!("  one budget, {producers:>2} producers debiting: {rate:>8.0} accepted debits/s; refused: {refused}");
+    for figure in &hot {
+        println!(
+            "  one {:<6} {} node(s), {:>2} producers, {:>4.0} s: {:>6.0} accepted/s, {:>6.0} decided/s; refused: {}; races lost to the other node: {}",
+            figure.aggregate.name(),
+            figure.nodes,
+            figure.producers,
+            figure.seconds,
+            figure.accepted_per_s,
+            figure.decided_per_s,
+            figure.refused_text(),
+            figure.races_lost
+        );
     }
     println!(
         "  second node's mirror lag at {:.0} appends/s: p50 {:.1} us, p99 {:.1} us (target p99 < 100000 us)",

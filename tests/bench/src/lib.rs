@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)] // benchmarks time things with the wall clock
 mod archive;
 mod distributed;
+mod hot;
 mod projections;
 mod recovery;
 mod replay;
@@ -48,6 +49,10 @@ pub struct Args {
     /// Claims to time.
     #[arg(long, default_value_t = 5_000)]
     claims: u64,
+    /// With --distributed: how long two nodes take 64 producers' debits on
+    /// one budget (the figure for `retries_exhausted` across nodes).
+    #[arg(long, default_value_t = 30)]
+    hot_seconds: u64,
     /// Where to put the temporary stores (a directory on the disk to measure).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -329,8 +334,14 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.distributed {
-        crate::distributed::run(args.events.min(100_000), args.claims.min(2_000), args.dir.as_deref(), args.json)
-            .await?;
+        crate::distributed::run(
+            args.events.min(100_000),
+            args.claims.min(2_000),
+            args.hot_seconds,
+            args.dir.as_deref(),
+            args.json,
+        )
+        .await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.archive {
