@@ -42,10 +42,11 @@ use crate::turns::Turns;
 pub const DEFAULT_MAX_RETRIES: u32 = 32;
 /// The bound of the wait before the second retry after lost races; it
 /// doubles with each retry after that, up to [`BACKOFF_MAX_US`].
-const BACKOFF_FIRST_US: u64 = 200;
-/// The largest bound of a wait between retries: 32 retries wait about
-/// half a second in all at worst, well inside a producer's timeout.
-const BACKOFF_MAX_US: u64 = 20_000;
+const BACKOFF_FIRST_US: u64 = 100;
+/// The largest bound of a wait between retries, a few appends' round trips
+/// (the other writer's append is what the wait lets through): 32 retries
+/// wait about 60 ms in all at worst, well inside a producer's timeout.
+const BACKOFF_MAX_US: u64 = 2_000;
 /// Streams whose state the handler keeps; beyond it the cache starts over.
 const CACHE_ENTRIES: usize = 100_000;
 /// Events read per page while catching a state up.
@@ -1020,7 +1021,7 @@ mod tests {
     fn the_first_retry_waits_nothing_and_later_ones_a_random_part_of_a_doubling_capped_bound() {
         assert_eq!(backoff(1, u128::MAX), Duration::ZERO);
         let cap = |attempt: u32| (BACKOFF_FIRST_US << (attempt - 2).min(16)).min(BACKOFF_MAX_US);
-        assert_eq!((cap(2), cap(3), cap(DEFAULT_MAX_RETRIES)), (200, 400, 20_000));
+        assert_eq!((cap(2), cap(3), cap(DEFAULT_MAX_RETRIES)), (100, 200, 2_000));
         let draws = [0, 1, 12_345, 987_654_321, u128::from(u64::MAX), u128::MAX];
         for attempt in 2..=DEFAULT_MAX_RETRIES {
             for draw in draws {
@@ -1032,8 +1033,8 @@ mod tests {
         }
         // Different draws give different waits: the jitter.
         assert_ne!(backoff(6, 12_345), backoff(6, 987_654_321));
-        // A whole run of retries waits about half a second at most.
+        // A whole run of retries waits about 60 ms at most.
         let worst: Duration = (2..=DEFAULT_MAX_RETRIES).map(|a| backoff(a, u128::from(cap(a)))).sum();
-        assert_eq!(worst, Duration::from_micros(505_400));
+        assert_eq!(worst, Duration::from_micros(3_100 + 26 * 2_000));
     }
 }

@@ -134,6 +134,23 @@ impl ServeProcess {
             .context("agentlog serve did not say it was ready within 60 s")?;
         Ok(serve)
     }
+
+    /// Waits (at most 60 s) until serve's views have folded the log up to
+    /// `seq`: ready means its mirror caught up, and its projection worker
+    /// would otherwise still be folding the earlier phases' events while
+    /// its CPU is measured.
+    async fn views_at(&self, url: &str, seq: u64) -> anyhow::Result<()> {
+        let nats = async_nats::connect(url).await?;
+        let body = serde_json::json!({ "wait_for": seq, "timeout_ms": 30_000, "limit": 1 });
+        let ask = async_nats::Request::new()
+            .payload(serde_json::to_vec(&body)?.into())
+            .timeout(Some(Duration::from_secs(60)));
+        let reply =
+            nats.send_request("agentlog.q.budgets", ask).await.context("serve's views did not answer within 60 s")?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        anyhow::ensure!(reply.get("error").is_none(), "serve's views did not reach seq {seq}: {reply}");
+        Ok(())
+    }
 }
 
 impl Drop for ServeProcess {
@@ -437,6 +454,7 @@ pub async fn run(
     let (sign_us, verify_us) = signature_cost(20_000)?;
     say("commands through agentlog serve as its own process (64 producers)");
     let serve = ServeProcess::start(&url)?;
+    serve.views_at(&url, a.head().await?.last_seq).await?;
     let client = Client::new(async_nats::connect(&url).await?, "bench");
     let (serve_commands, serve_cpu) =
         measure_cpu_of(serve.child.id(), server.pid(), events / 2, service_commands(&client, events / 2, 64)).await?;
