@@ -8,9 +8,12 @@
 //! catch-up is skipped when the log knows the stream's version without a
 //! read (`Log::known_version`, the embedded log's writer) and the cache is
 //! at it; so is the first decision's local read when this node's copy
-//! holds nothing past the cache (`Log::local_version`, a mirror's follower). The first decision uses what this node already has of the
+//! holds nothing past the cache (`Log::local_version`, a mirror's
+//! follower). The first decision uses what this node already has of the
 //! aggregate; the append's expected version makes that safe, and a refusal
-//! is only given on state caught up with the whole log. A decision's time is
+//! is only given on state caught up with the whole log. An append that lost
+//! a race to another writer is decided again at once, then after jittered,
+//! bounded waits (`backoff`). A decision's time is
 //! never before the time of its aggregate's last event: on a stream, time
 //! does not go backwards, whichever node's clock wrote the event before.
 use std::collections::{BTreeMap, HashMap};

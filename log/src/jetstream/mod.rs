@@ -23,7 +23,7 @@ use crate::api::{AppendRequest, Appended, Head, Log};
 use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
-use crate::wal::{Durable, Follower, Store, StoreOptions, Versions, WalSubscription};
+use crate::wal::{Durable, Follower, Last, Store, StoreOptions, Versions, WalSubscription};
 
 /// Every subject of the event stream starts with this.
 pub const SUBJECT_PREFIX: &str = "agentlog.evt";
@@ -169,8 +169,10 @@ pub struct JetStreamLog {
     stream: stream::Stream,
     store: Arc<Store>,
     durable: Arc<Durable>,
-    /// The mirror's follower's stream versions ([`Log::local_version`]).
-    versions: Arc<Versions>,
+    /// The mirror's follower's stream versions and their seqs
+    /// ([`Log::local_version`], and the expected subject sequence of an
+    /// append on a version the mirror just wrote).
+    versions: Arc<Versions<Last>>,
     mirror: tokio::task::JoinHandle<()>,
     catch_up_timeout: Duration,
 }
@@ -362,7 +364,7 @@ impl Log for JetStreamLog {
 
     /// What the mirror's follower last wrote of the stream.
     fn local_version(&self, stream: &str) -> Option<u64> {
-        self.versions.get(stream)
+        self.versions.get(stream).map(|(version, _)| version)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64> {

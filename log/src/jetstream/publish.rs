@@ -130,6 +130,15 @@ impl JetStreamLog {
         if v == 0 {
             return Ok(Some((0, 0)));
         }
+        // Usually the version the follower wrote last (this node's last
+        // append waited for it): no read.
+        if let Some((last, seq)) = self.versions.get(stream)
+            && last == v
+        {
+            #[cfg(feature = "expensive-checks")]
+            assert_eq!(self.store.indexed_seq(stream, v)?, Some(seq), "the follower's seq of {stream} v{v}");
+            return Ok(Some((v, seq)));
+        }
         Ok(self.store.indexed_seq(stream, v)?.map(|seq| (v, seq)))
     }
 

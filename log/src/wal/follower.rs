@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::stage::Staged;
 use super::store::Store;
-use super::writer::Versions;
+use super::writer::{Last, Versions};
 use crate::api::{Appended, Head};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
@@ -28,8 +28,9 @@ pub struct Ordered {
 pub struct Follower {
     store: Arc<Store>,
     head: Head,
-    /// The versions of the streams it wrote last, shared with readers.
-    versions: Arc<Versions>,
+    /// The versions of the streams it wrote last, each with its event's
+    /// seq, shared with readers.
+    versions: Arc<Versions<Last>>,
     sync: bool,
 }
 
@@ -39,9 +40,10 @@ impl Follower {
         Ok(Follower { store, head, versions: Arc::default(), sync })
     }
 
-    /// The streams' versions as this follower last wrote them (bounded: a
-    /// stream not among them is read from the store).
-    pub(crate) fn versions(&self) -> Arc<Versions> {
+    /// The streams' versions as this follower last wrote them, each with
+    /// its event's seq (bounded: a stream not among them is read from the
+    /// store).
+    pub(crate) fn versions(&self) -> Arc<Versions<Last>> {
         self.versions.clone()
     }
 
@@ -56,7 +58,7 @@ impl Follower {
     pub fn apply(&mut self, events: Vec<Ordered>, keys: Vec<(String, Appended)>) -> Result<Head> {
         let store = self.store.clone();
         let mut staged = Staged::new(&store, self.head);
-        let mut touched: HashMap<String, u64> = HashMap::new();
+        let mut touched: HashMap<String, Last> = HashMap::new();
         for Ordered { seq, mut envelope } in events {
             let expected = staged.head().last_seq + 1;
             if seq != expected {
@@ -66,7 +68,7 @@ impl Follower {
                 });
             }
             let last = match touched.get(&envelope.stream).copied().or_else(|| self.versions.get(&envelope.stream)) {
-                Some(v) => v,
+                Some((version, _)) => version,
                 None => self.store.stream_version(&envelope.stream)?,
             };
             if envelope.stream_version != last + 1 {
@@ -79,7 +81,7 @@ impl Follower {
                 });
             }
             envelope.seq = seq;
-            touched.insert(envelope.stream.clone(), envelope.stream_version);
+            touched.insert(envelope.stream.clone(), (envelope.stream_version, seq));
             staged.event(envelope).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
         }
         for (key, appended) in &keys {

@@ -27,4 +27,4 @@ pub use raw::RawWriter;
 pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
-pub(crate) use writer::{Pending, Syncer, Versions, Writer};
+pub(crate) use writer::{Last, Pending, Syncer, Versions, Writer};

@@ -37,25 +37,30 @@ pub(crate) const VERSION_CACHE_ENTRIES: usize = 1 << 17;
 /// it read from the store, or a group's once it is written and before it
 /// is acknowledged. So a version here is never behind an acknowledged
 /// append, and never ahead of what a read of the stream finds. A mirror's
-/// follower keeps its own the same way ([`crate::Log::local_version`]).
+/// follower keeps its own the same way, each version with the seq of its
+/// event (`Versions<Last>`, [`crate::Log::local_version`]).
 #[derive(Debug, Default)]
-pub(crate) struct Versions(Mutex<HashMap<String, u64>>);
+pub(crate) struct Versions<T = u64>(Mutex<HashMap<String, T>>);
 
-impl Versions {
-    pub fn get(&self, stream: &str) -> Option<u64> {
+/// A stream's last version and that event's seq, as a mirror's follower
+/// wrote them.
+pub(crate) type Last = (u64, u64);
+
+impl<T: Copy> Versions<T> {
+    pub fn get(&self, stream: &str) -> Option<T> {
         self.lock().get(stream).copied()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn insert(&self, stream: &str, version: u64) {
+    pub(super) fn insert(&self, stream: &str, version: T) {
         self.lock().insert(stream.to_owned(), version);
     }
 
     /// Adds a written group's versions, starting over beyond the bound.
-    pub(super) fn extend(&self, written: HashMap<String, u64>) {
+    pub(super) fn extend(&self, written: HashMap<String, T>) {
         let mut versions = self.lock();
         if versions.len() + written.len() > VERSION_CACHE_ENTRIES {
             versions.clear();

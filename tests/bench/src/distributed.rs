@@ -236,14 +236,17 @@ async fn log_appends(log: &Arc<JetStreamLog>, events: u64, producers: u64) -> an
     Ok((events / producers * producers) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn service_commands(client: &Client, commands: u64, producers: u64) -> anyhow::Result<f64> {
+/// `commands` budget allocations by `producers` producers, each on its own
+/// budget `<phase>-<producer>` (new in each phase, so no phase first reads
+/// what an earlier one appended to its budgets).
+async fn service_commands(client: &Client, phase: &str, commands: u64, producers: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..producers)
         .map(|p| {
-            let client = client.clone();
+            let (client, budget_id) = (client.clone(), format!("{phase}-{p}"));
             tokio::spawn(async move {
                 for _ in 0..commands / producers {
-                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: format!("bench-{p}"), amount: 1 });
+                    let command = Cmd::AllocateBudget(AllocateBudget { budget_id: budget_id.clone(), amount: 1 });
                     client.execute(&command, None).await?;
                 }
                 Ok::<_, agentlog_commands::Rejection>(())
@@ -390,6 +393,7 @@ async fn through_the_service(
 ) -> anyhow::Result<(f64, Cpu, Latency)> {
     let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
     let nats = async_nats::connect(url).await?;
+    let phase = if auth.is_some() { "signed" } else { "open" };
     let (senders, admin) = match auth {
         Some((auth, admin)) => {
             handler = handler.with_auth(Arc::new(auth));
@@ -410,7 +414,8 @@ async fn through_the_service(
         (None, Some(admin)) => signed_senders(&nats, admin).await?,
         (None, None) => unreachable!("one of the two is set"),
     };
-    let (throughput, cpu) = measure_cpu(nats_pid, commands, service_commands(&senders.admin, commands, 64)).await?;
+    let (throughput, cpu) =
+        measure_cpu(nats_pid, commands, service_commands(&senders.admin, phase, commands, 64)).await?;
     let claim = claim_latency(&senders, claims).await?;
     let _ = stop_tx.send(true);
     let _ = service.await;
@@ -457,7 +462,8 @@ pub async fn run(
     serve.views_at(&url, a.head().await?.last_seq).await?;
     let client = Client::new(async_nats::connect(&url).await?, "bench");
     let (serve_commands, serve_cpu) =
-        measure_cpu_of(serve.child.id(), server.pid(), events / 2, service_commands(&client, events / 2, 64)).await?;
+        measure_cpu_of(serve.child.id(), server.pid(), events / 2, service_commands(&client, "serve", events / 2, 64))
+            .await?;
     drop(serve);
     say("one budget and one task, 1, 16 and 64 producers, through one node");
     let mut sessions = Vec::new();
