@@ -224,6 +224,25 @@ pub struct Service<L: Log> {
     handler: Arc<Handler<L>>,
 }
 
+/// Returns once the server has read everything `client` sent before (its
+/// subscriptions above all), so that a request another connection sends
+/// from now on finds them. async-nats's `flush` only writes the socket;
+/// this is a round trip: a message to a fresh inbox of this connection,
+/// which the server delivers only after it has read what came before it
+/// (it reads each connection in order). Without it a request sent right
+/// after a service subscribed could be answered "no responders".
+pub async fn server_has_read(client: &async_nats::Client) -> Result<(), async_nats::SubscribeError> {
+    let failed = |e: String| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e);
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await.map_err(|e| failed(e.to_string()))?;
+    match tokio::time::timeout(Duration::from_secs(30), echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(failed("the connection closed before the server echoed a message".into())),
+        Err(_) => Err(failed("the server did not echo a message within 30 s".into())),
+    }
+}
+
 impl<L: Log> std::fmt::Debug for Service<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").finish_non_exhaustive()
@@ -237,12 +256,8 @@ impl<L: Log> Service<L> {
         handler: Arc<Handler<L>>,
     ) -> Result<Self, async_nats::SubscribeError> {
         let requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
-        // Once the server answers the flush it has the subscription: a
-        // request sent after `bind` returns reaches this service.
-        client
-            .flush()
-            .await
-            .map_err(|e| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e))?;
+        // A request sent after `bind` returns reaches this service.
+        server_has_read(&client).await?;
         metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(0);
         metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(0);
         metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(0);

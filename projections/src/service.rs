@@ -97,11 +97,8 @@ impl Service {
         views: Arc<Views>,
     ) -> std::result::Result<Self, async_nats::SubscribeError> {
         let requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
-        // Once the server answers the flush it has the subscription.
-        client
-            .flush()
-            .await
-            .map_err(|e| async_nats::SubscribeError::with_source(async_nats::SubscribeErrorKind::Other, e))?;
+        // A query sent after `bind` returns reaches this service.
+        agentlog_commands::wire::server_has_read(&client).await?;
         Ok(Service { client, requests, views })
     }
 

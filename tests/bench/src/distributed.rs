@@ -174,7 +174,7 @@ async fn request_publish_baseline(url: &str, requests: u64, producers: u64) -> a
     })
     .await?;
     let mut incoming = responder.subscribe("bench.baseline").await?;
-    responder.flush().await?;
+    agentlog_commands::wire::server_has_read(&responder).await?;
     let answering = tokio::spawn(async move {
         while let Some(request) = incoming.next().await {
             let (js, responder) = (js.clone(), responder.clone());
