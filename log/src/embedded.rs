@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{AppendRequest, Appended, Head, Log};
+use crate::api::{AppendRequest, Appended, GroupRequest, Head, Log};
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
 use crate::wal::{Durable, Pending, Store, StoreOptions, Syncer, Versions, WalSubscription, Writer};
@@ -92,6 +92,17 @@ impl EmbeddedLog {
     }
 }
 
+impl EmbeddedLog {
+    /// Hands a validated group to the writer thread and waits for its result.
+    async fn write(&self, request: GroupRequest) -> Result<Vec<Appended>> {
+        self.durable.check()?;
+        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        let (reply, result) = oneshot::channel();
+        queue.send(Pending { request, reply }).await.map_err(|_| Error::Closed)?;
+        result.await.map_err(|_| Error::Closed)?
+    }
+}
+
 impl Drop for EmbeddedLog {
     fn drop(&mut self) {
         // Closing the queue stops the writer, which drops the syncer's
@@ -110,11 +121,13 @@ impl Log for EmbeddedLog {
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         request.validate()?;
-        self.durable.check()?;
-        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
-        let (reply, result) = oneshot::channel();
-        queue.send(Pending { request, reply }).await.map_err(|_| Error::Closed)?;
-        result.await.map_err(|_| Error::Closed)?
+        let mut results = self.write(request.into()).await?;
+        Ok(results.pop().expect("an append is a group of one"))
+    }
+
+    async fn append_group(&self, group: GroupRequest) -> Result<Vec<Appended>> {
+        group.validate()?;
+        self.write(group).await
     }
 
     async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {

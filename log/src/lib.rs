@@ -8,9 +8,9 @@
 //! events needs one dependency. Crates that only decide or fold depend on
 //! agentlog-core alone.
 pub use agentlog_core::{
-    AppendRequest, Appended, Body, Clock, Envelope, Error, EventId, EventSource, ExpectedVersion, Head, HybridClock,
-    IdGen, Kind, Log, ManualClock, Pruned, RandomIdGen, Result, SeededIdGen, SessionId, Subscription, Timestamp, api,
-    chain, clock, codec, error, ids, json, schema, source,
+    AppendRequest, Appended, Body, Clock, Envelope, Error, EventId, EventSource, ExpectedVersion, GroupRequest, Head,
+    HybridClock, IdGen, Kind, Log, ManualClock, Part, Pruned, RandomIdGen, Result, SeededIdGen, SessionId,
+    Subscription, Timestamp, api, chain, clock, codec, error, ids, json, schema, source,
 };
 #[cfg(feature = "test-util")]
 pub use agentlog_core::{conformance, log_conformance_tests, testing};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use agentlog_commands::command::{AllocateBudget, ClaimTask, CompleteTask, CreateTask, DebitBudget, ReleaseTask};
 use agentlog_commands::{Accepted, Code, Command, Handler, Policy, Rejection, Request};
-use agentlog_log::{AppendRequest, Appended, EmbeddedLog, Envelope, Head, Log, ManualClock, Result};
+use agentlog_log::{AppendRequest, Appended, EmbeddedLog, Envelope, GroupRequest, Head, Log, ManualClock, Result};
 use agentlog_tests::{T0, agents_with_sessions, handler, open_log, send};
 
 /// A log whose local reads return nothing: the most a mirror can lag.
@@ -23,6 +23,10 @@ impl Log for Lagging {
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         self.0.append(request).await
+    }
+
+    async fn append_group(&self, group: GroupRequest) -> Result<Vec<Appended>> {
+        self.0.append_group(group).await
     }
 
     async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {

@@ -97,78 +97,159 @@ impl AppendRequest {
     /// The keys this append records in the idempotency table: its
     /// idempotency key, then its first event's nonce ([`nonce_key`]).
     pub fn dedupe_keys(&self) -> Vec<String> {
-        let nonce = self.events.first().filter(|e| !e.nonce.is_empty()).map(|e| nonce_key(&e.nonce));
-        self.idempotency_key.iter().cloned().chain(nonce).collect()
+        keys_of(&self.events, self.idempotency_key.as_deref())
     }
 
     /// Checks everything that does not depend on the log's state, so a bad
     /// request is refused before it reaches the writer.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |reason: String| Err(Error::InvalidAppend { reason });
-        if self.stream.len() > MAX_STREAM_BYTES || !is_valid_stream(&self.stream) {
-            return invalid(format!(
-                "stream name {:?} must be <kind>/<id>, each 1 to 128 ASCII letters, digits, '_', '-', ':' or '@'",
-                self.stream
-            ));
-        }
-        if self.events.is_empty() {
-            return invalid("an append needs at least one event".into());
-        }
+        check_stream(&self.stream)?;
         if self.events.len() > MAX_APPEND_EVENTS {
             return Err(Error::BatchTooLarge { events: self.events.len(), limit: MAX_APPEND_EVENTS });
         }
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
-        {
-            return invalid(format!(
-                "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, got {}",
-                key.len()
-            ));
+        check_events(&self.stream, &self.events, self.idempotency_key.as_deref())
+    }
+}
+
+/// Several commands' appends to one stream, written together or not at
+/// all: the first part on `expected`, each later part on the version the
+/// one before leaves. Each part keeps its own idempotency key and nonce,
+/// recorded with its own result, as if it had been appended alone; so a
+/// node that decided several commands on one aggregate in order pays one
+/// append for them, not one round trip each.
+#[derive(Clone, Debug)]
+pub struct GroupRequest {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub parts: Vec<Part>,
+}
+
+/// One command's events in a [`GroupRequest`].
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub events: Vec<Envelope>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Part {
+    /// The keys this part records in the idempotency table (as
+    /// [`AppendRequest::dedupe_keys`]).
+    pub fn dedupe_keys(&self) -> Vec<String> {
+        keys_of(&self.events, self.idempotency_key.as_deref())
+    }
+}
+
+fn keys_of(events: &[Envelope], idempotency_key: Option<&str>) -> Vec<String> {
+    let nonce = events.first().filter(|e| !e.nonce.is_empty()).map(|e| nonce_key(&e.nonce));
+    idempotency_key.map(str::to_owned).into_iter().chain(nonce).collect()
+}
+
+impl From<AppendRequest> for GroupRequest {
+    /// An append is a group of one part.
+    fn from(request: AppendRequest) -> Self {
+        GroupRequest {
+            stream: request.stream,
+            expected: request.expected,
+            parts: vec![Part { events: request.events, idempotency_key: request.idempotency_key }],
         }
-        if let Some(key) = &self.idempotency_key
-            && key.starts_with(NONCE_KEY_PREFIX)
-        {
-            return invalid(format!(
-                "idempotency keys beginning with {NONCE_KEY_PREFIX:?} are reserved for signed commands' nonces; choose another key"
-            ));
+    }
+}
+
+impl GroupRequest {
+    /// Every event of every part, in order.
+    pub fn event_count(&self) -> usize {
+        self.parts.iter().map(|p| p.events.len()).sum()
+    }
+
+    /// Checks each part as [`AppendRequest::validate`] would, the events
+    /// of all parts together against [`MAX_APPEND_EVENTS`], and that no
+    /// two parts share a key (the second would be a retry of the first:
+    /// it waits for the first's result instead).
+    pub fn validate(&self) -> Result<()> {
+        check_stream(&self.stream)?;
+        if self.parts.is_empty() {
+            return Err(Error::InvalidAppend { reason: "a group needs at least one part".into() });
         }
-        for (i, event) in self.events.iter().enumerate() {
-            if i > 0 && !event.nonce.is_empty() {
-                return invalid(format!("event {i} carries a nonce: only an append's first event may"));
-            }
-            if event.nonce.len() > MAX_NONCE_BYTES {
-                return invalid(format!("the nonce is {} bytes; the limit is {MAX_NONCE_BYTES}", event.nonce.len()));
-            }
-            if event.body.is_none() {
-                return invalid(format!("event {i} has no body"));
-            }
-            if event.event_id.len() != 16 {
-                return invalid(format!(
-                    "event {i} has a {}-byte event_id; it must be a 16-byte UUID",
-                    event.event_id.len()
-                ));
-            }
-            if !event.hash.is_empty() {
-                return invalid(format!(
-                    "event {i} already has a hash: it was sealed by a log before; append fresh events (the log assigns seq, version and hash)"
-                ));
-            }
-            if !event.stream.is_empty() && event.stream != self.stream {
-                return invalid(format!(
-                    "event {i} names stream {:?} inside an append to {:?}",
-                    event.stream, self.stream
-                ));
-            }
-            let size_bytes = prost::Message::encoded_len(event)
-                + self.stream.len()
-                + self.idempotency_key.as_ref().map_or(0, String::len)
-                + ASSIGNED_FIELDS_BYTES;
-            if size_bytes > MAX_EVENT_BYTES {
-                return Err(Error::TooLarge { size_bytes, limit_bytes: MAX_EVENT_BYTES });
+        let events = self.event_count();
+        if events > MAX_APPEND_EVENTS {
+            return Err(Error::BatchTooLarge { events, limit: MAX_APPEND_EVENTS });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            check_events(&self.stream, &part.events, part.idempotency_key.as_deref())?;
+            if let Some(key) = part.dedupe_keys().into_iter().find(|key| !seen.insert(key.clone())) {
+                return Err(Error::InvalidAppend {
+                    reason: format!("part {i} repeats the key {key:?} of an earlier part of the group"),
+                });
             }
         }
         Ok(())
     }
+}
+
+fn check_stream(stream: &str) -> Result<()> {
+    if stream.len() > MAX_STREAM_BYTES || !is_valid_stream(stream) {
+        return Err(Error::InvalidAppend {
+            reason: format!(
+                "stream name {stream:?} must be <kind>/<id>, each 1 to 128 ASCII letters, digits, '_', '-', ':' or '@'"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The checks of one append's events and key (the stream's name checked
+/// already).
+fn check_events(stream: &str, events: &[Envelope], idempotency_key: Option<&str>) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidAppend { reason });
+    if events.is_empty() {
+        return invalid("an append needs at least one event".into());
+    }
+    if let Some(key) = idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return invalid(format!("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, got {}", key.len()));
+    }
+    if let Some(key) = idempotency_key
+        && key.starts_with(NONCE_KEY_PREFIX)
+    {
+        return invalid(format!(
+            "idempotency keys beginning with {NONCE_KEY_PREFIX:?} are reserved for signed commands' nonces; choose another key"
+        ));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 && !event.nonce.is_empty() {
+            return invalid(format!("event {i} carries a nonce: only an append's first event may"));
+        }
+        if event.nonce.len() > MAX_NONCE_BYTES {
+            return invalid(format!("the nonce is {} bytes; the limit is {MAX_NONCE_BYTES}", event.nonce.len()));
+        }
+        if event.body.is_none() {
+            return invalid(format!("event {i} has no body"));
+        }
+        if event.event_id.len() != 16 {
+            return invalid(format!(
+                "event {i} has a {}-byte event_id; it must be a 16-byte UUID",
+                event.event_id.len()
+            ));
+        }
+        if !event.hash.is_empty() {
+            return invalid(format!(
+                "event {i} already has a hash: it was sealed by a log before; append fresh events (the log assigns seq, version and hash)"
+            ));
+        }
+        if !event.stream.is_empty() && event.stream != stream {
+            return invalid(format!("event {i} names stream {:?} inside an append to {:?}", event.stream, stream));
+        }
+        let size_bytes = prost::Message::encoded_len(event)
+            + stream.len()
+            + idempotency_key.map_or(0, str::len)
+            + ASSIGNED_FIELDS_BYTES;
+        if size_bytes > MAX_EVENT_BYTES {
+            return Err(Error::TooLarge { size_bytes, limit_bytes: MAX_EVENT_BYTES });
+        }
+    }
+    Ok(())
 }
 
 /// Where an append landed.
@@ -205,6 +286,16 @@ pub trait Log: Send + Sync + 'static {
     /// idempotency key (a known key returns the first result, appending
     /// nothing).
     fn append(&self, request: AppendRequest) -> impl Future<Output = Result<Appended>> + Send;
+
+    /// Appends every part of the group atomically, the first on its
+    /// expected version (a mismatch is [`Error::Conflict`] and writes
+    /// nothing), each part's first event carrying its key, and records each
+    /// part's keys with that part's result, which it returns in order. A
+    /// group of one is [`Log::append`]. In a group of two or more, a key
+    /// recorded already (by an earlier append, on any node) writes nothing
+    /// and is [`Error::KeyUsed`]: the caller decides again, and finds the
+    /// key's first result.
+    fn append_group(&self, group: GroupRequest) -> impl Future<Output = Result<Vec<Appended>>> + Send;
 
     /// Up to `max` events from `from_seq` on, in log order.
     fn read(&self, from_seq: u64, max: usize) -> impl Future<Output = Result<Vec<Envelope>>> + Send;

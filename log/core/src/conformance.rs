@@ -5,7 +5,7 @@
 //! Each check takes a fresh, empty log.
 use std::sync::Arc;
 
-use crate::api::{AppendRequest, ExpectedVersion, Head, Log, Subscription};
+use crate::api::{AppendRequest, Appended, ExpectedVersion, GroupRequest, Head, Log, Part, Subscription};
 use crate::chain::{self, GENESIS};
 use crate::error::Error;
 use crate::testing::request;
@@ -25,6 +25,8 @@ macro_rules! log_conformance_tests {
             a_subscription_delivers_old_then_new_events_in_order,
             racing_appends_on_one_version_have_one_winner,
             invalid_appends_are_refused_and_write_nothing,
+            a_group_appends_its_parts_in_order_each_with_its_own_key,
+            a_group_is_written_whole_or_not_at_all,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -254,4 +256,108 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
         assert_eq!(err.kind(), crate::Kind::Invalid, "{name}: {err}");
     }
     assert_eq!(log.head().await.unwrap(), Head::EMPTY);
+}
+
+/// A part of `count` fresh events for a group test.
+fn part(stream: &str, count: u64, salt: u64, key: Option<&str>) -> Part {
+    let AppendRequest { events, .. } = request(stream, ExpectedVersion::Any, count, salt);
+    Part { events, idempotency_key: key.map(str::to_owned) }
+}
+
+/// Parts follow each other on the stream; each part's first event carries
+/// its key; each key (and nonce) records its own part's result, and a
+/// later lone append with one of them gets that result.
+pub async fn a_group_appends_its_parts_in_order_each_with_its_own_key<L: Log>(log: Arc<L>) {
+    log.append(request("budget/g", ExpectedVersion::Exact(0), 1, 1)).await.unwrap();
+    let mut signed = part("budget/g", 1, 4, Some("g-3"));
+    signed.events[0].nonce = "alice/0123456789abcdef".into();
+    let group = GroupRequest {
+        stream: "budget/g".into(),
+        expected: ExpectedVersion::Exact(1),
+        parts: vec![
+            part("budget/g", 2, 2, Some("g-1")),
+            part("budget/g", 1, 3, None),
+            signed,
+            part("budget/g", 1, 5, Some("g-4")),
+        ],
+    };
+    let results = log.append_group(group).await.unwrap();
+    let placed: Vec<(u64, u64, u64, bool)> =
+        results.iter().map(|a| (a.first_seq, a.last_seq, a.stream_version, a.duplicate)).collect();
+    assert_eq!(placed, [(2, 3, 3, false), (4, 4, 4, false), (5, 5, 5, false), (6, 6, 6, false)]);
+    let recorded = |i: usize| Some(Appended { duplicate: true, ..results[i] });
+    assert_eq!(log.idempotent_result("g-1").await.unwrap(), recorded(0));
+    assert_eq!(log.idempotent_result("g-3").await.unwrap(), recorded(2));
+    assert_eq!(log.idempotent_result(&crate::api::nonce_key("alice/0123456789abcdef")).await.unwrap(), recorded(2));
+    assert_eq!(log.idempotent_result("g-4").await.unwrap(), recorded(3));
+    let events = log.read(1, 10).await.unwrap();
+    let keys: Vec<(u64, &str, &str, u64)> =
+        events.iter().map(|e| (e.seq, e.idempotency_key.as_str(), e.nonce.as_str(), e.stream_version)).collect();
+    assert_eq!(
+        keys,
+        [
+            (1, "", "", 1),
+            (2, "g-1", "", 2),
+            (3, "", "", 3),
+            (4, "", "", 4),
+            (5, "g-3", "alice/0123456789abcdef", 5),
+            (6, "g-4", "", 6)
+        ]
+    );
+    // A retry of one of the group's commands, alone, gets its own result.
+    let mut retry = request("budget/g", ExpectedVersion::Exact(1), 1, 9);
+    retry.idempotency_key = Some("g-3".into());
+    assert_eq!(Some(log.append(retry).await.unwrap()), recorded(2));
+    // A group of one is an append: a used key gives the first result.
+    let alone = GroupRequest {
+        stream: "budget/g".into(),
+        expected: ExpectedVersion::Exact(0),
+        parts: vec![part("budget/g", 1, 10, Some("g-4"))],
+    };
+    assert_eq!(log.append_group(alone).await.unwrap(), [recorded(3).unwrap()]);
+    let next = log.append(request("budget/g", ExpectedVersion::Exact(6), 1, 11)).await.unwrap();
+    assert_eq!((next.first_seq, next.stream_version), (7, 7));
+    assert_chain(&*log).await;
+}
+
+/// A group on a stale version, or with a key used before, writes nothing
+/// and records none of its keys; a malformed group is refused as invalid.
+pub async fn a_group_is_written_whole_or_not_at_all<L: Log>(log: Arc<L>) {
+    let mut used = request("task/w", ExpectedVersion::Exact(0), 1, 1);
+    used.idempotency_key = Some("used".into());
+    log.append(used).await.unwrap();
+    let before = log.head().await.unwrap();
+    let group = |expected: u64, keys: [&str; 2]| GroupRequest {
+        stream: "task/w".into(),
+        expected: ExpectedVersion::Exact(expected),
+        parts: vec![part("task/w", 1, 2, Some(keys[0])), part("task/w", 2, 3, Some(keys[1]))],
+    };
+    let stale = log.append_group(group(0, ["a", "b"])).await.unwrap_err();
+    assert!(matches!(stale, Error::Conflict { actual: 1, .. }), "{stale}");
+    let reused = log.append_group(group(1, ["c", "used"])).await.unwrap_err();
+    assert!(matches!(&reused, Error::KeyUsed { key, .. } if key == "used"), "{reused}");
+    assert_eq!(reused.kind(), crate::Kind::Conflict);
+    assert_eq!(log.head().await.unwrap(), before, "neither group wrote anything");
+    for key in ["a", "b", "c"] {
+        assert_eq!(log.idempotent_result(key).await.unwrap(), None, "{key} was not recorded");
+    }
+
+    let twice = group(1, ["same", "same"]);
+    let empty = GroupRequest { parts: Vec::new(), ..group(1, ["d", "e"]) };
+    let mut late_nonce = group(1, ["f", "g"]);
+    late_nonce.parts[1].events[1].nonce = "alice/late".into();
+    let mut too_many = group(1, ["h", "i"]);
+    too_many.parts[1] = part("task/w", crate::api::MAX_APPEND_EVENTS as u64, 4, None);
+    for (name, bad) in [
+        ("a key twice", twice),
+        ("no parts", empty),
+        ("a nonce inside a part", late_nonce),
+        ("too many events", too_many),
+    ] {
+        let err = log.append_group(bad).await.expect_err(name);
+        assert_eq!(err.kind(), crate::Kind::Invalid, "{name}: {err}");
+    }
+    assert_eq!(log.head().await.unwrap(), before);
+    let whole = log.append_group(group(1, ["j", "k"])).await.unwrap();
+    assert_eq!(whole.iter().map(|a| (a.first_seq, a.last_seq)).collect::<Vec<_>>(), [(2, 2), (3, 4)]);
 }

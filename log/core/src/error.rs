@@ -52,6 +52,11 @@ pub enum Error {
     )]
     Conflict { stream: String, expected: ExpectedVersion, actual: u64 },
 
+    #[error(
+        "the key {key:?} of a command in a group appended to {stream} was used by an earlier append; nothing was written: decide the group again (the key's command gets its first result)"
+    )]
+    KeyUsed { stream: String, key: String },
+
     #[error("event is {size_bytes} bytes, over the limit of {limit_bytes} bytes: make the body smaller")]
     TooLarge { size_bytes: usize, limit_bytes: usize },
 
@@ -127,7 +132,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Conflict { .. } => Kind::Conflict,
+            Error::Conflict { .. } | Error::KeyUsed { .. } => Kind::Conflict,
             Error::TooLarge { .. }
             | Error::BatchTooLarge { .. }
             | Error::InvalidAppend { .. }
@@ -153,7 +158,7 @@ impl Error {
     /// Whether repeating the same request (with the same idempotency key) may
     /// succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::Storage { .. } | Error::Nats { .. })
+        matches!(self, Error::Conflict { .. } | Error::KeyUsed { .. } | Error::Storage { .. } | Error::Nats { .. })
     }
 
     /// Wraps a storage engine's failure while `operation` (what the log was

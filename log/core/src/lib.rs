@@ -20,7 +20,7 @@ pub mod conformance;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use api::{AppendRequest, Appended, ExpectedVersion, Head, Log, Subscription};
+pub use api::{AppendRequest, Appended, ExpectedVersion, GroupRequest, Head, Log, Part, Subscription};
 pub use clock::{Clock, HybridClock, ManualClock, Timestamp};
 pub use error::{Error, Kind, Result};
 pub use ids::{EventId, IdGen, RandomIdGen, SeededIdGen, SessionId};

@@ -1,7 +1,8 @@
 //! The mirror: follows the JetStream stream in order (an ordered consumer
 //! starting after the WAL's head) and writes what it reads into the WAL with
 //! the `Follower`. An atomic batch is written whole or not at all, and the
-//! idempotency key (and nonce) of an append is recorded once the append is complete.
+//! idempotency key (and nonce) of an append is recorded once the append is
+//! complete, each part of a group's batch with its own result.
 //! A NATS failure (the server restarting, a network cut) only pauses it: it
 //! follows again from the WAL's head once NATS answers. A consumer that
 //! stops delivering while the stream grows (its server died, and the client
@@ -77,7 +78,9 @@ impl Pending {
         self.in_batch = header("Nats-Batch-Id") && !header("Nats-Batch-Commit");
         let version = envelope.stream_version;
         self.events.push(Ordered { seq, envelope });
-        if !self.in_batch
+        // An append's keys are recorded with its result once it is whole:
+        // a lone event, a batch's commit, or the end of a group's part.
+        if (!self.in_batch || header(super::publish::PART_END))
             && let Some((keys, first_seq)) = self.open_key.take()
         {
             let appended = Appended { first_seq, last_seq: seq, stream_version: version, duplicate: true };

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use crate::api::{AppendRequest, Appended, Head, Log};
+use crate::api::{AppendRequest, Appended, GroupRequest, Head, Log};
 use crate::codec::MAX_EVENT_BYTES;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
@@ -175,6 +175,8 @@ pub struct JetStreamLog {
     versions: Arc<Versions<Last>>,
     mirror: tokio::task::JoinHandle<()>,
     catch_up_timeout: Duration,
+    /// This node's share of the atomic batches the server holds open.
+    batches: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -269,6 +271,7 @@ impl JetStreamLog {
             versions,
             mirror,
             catch_up_timeout: options.catch_up_timeout,
+            batches: tokio::sync::Semaphore::new(publish::MAX_BATCHES_IN_FLIGHT),
         })
     }
 
@@ -342,7 +345,14 @@ impl Log for JetStreamLog {
     type Subscription = WalSubscription;
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
-        self.append_published(request).await
+        request.validate()?;
+        let mut results = self.append_published(request.into()).await?;
+        Ok(results.pop().expect("an append is a group of one"))
+    }
+
+    async fn append_group(&self, group: GroupRequest) -> Result<Vec<Appended>> {
+        group.validate()?;
+        self.append_published(group).await
     }
 
     async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {

@@ -10,11 +10,19 @@ use async_nats::jetstream::stream::DirectGetErrorKind;
 use serde::Deserialize;
 
 use super::{JetStreamLog, nats, subject};
-use crate::api::{AppendRequest, Appended, ExpectedVersion};
+use crate::api::{Appended, ExpectedVersion, GroupRequest};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::schema::Envelope;
 
+/// The header on the last message of each part of a group's batch but the
+/// last (the commit ends that one): the mirror records each part's keys
+/// with the part's own result.
+pub(super) const PART_END: &str = "Agentlog-Part-End";
+/// Atomic batches this node keeps open on the stream at once. nats-server
+/// holds at most 50 per stream (`jetstream.limits.batch.
+/// max_inflight_per_stream`), shared by every node writing to it.
+pub(super) const MAX_BATCHES_IN_FLIGHT: usize = 16;
 /// JetStream's error code for a failed expected-sequence check.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// Retries of an `ExpectedVersion::Any` append that lost a race.
@@ -65,16 +73,15 @@ impl JetStreamLog {
         }
     }
 
-    pub(super) async fn append_published(&self, request: AppendRequest) -> Result<Appended> {
-        request.validate()?;
+    pub(super) async fn append_published(&self, request: GroupRequest) -> Result<Vec<Appended>> {
         self.check_poison()?;
-        // `Nats-Msg-Id` is the idempotency key, or else the nonce's entry:
-        // within the dedupe window JetStream itself refuses the second
-        // publish of either, whichever node sends it.
-        let keys = request.dedupe_keys();
+        // `Nats-Msg-Id` is a lone event's idempotency key, or else its
+        // nonce's entry: within the dedupe window JetStream itself refuses
+        // the second publish of either, whichever node sends it.
+        let keys: Vec<String> = request.parts.iter().flat_map(|part| part.dedupe_keys()).collect();
         let key = keys.first().map(String::as_str);
-        if let Some(first) = self.recorded(&keys)? {
-            return Ok(first);
+        if let Some((key, first)) = self.recorded(&keys)? {
+            return self.key_used(&request, key, first);
         }
         let subject = subject(&request.stream);
         let mut last_seen = 0;
@@ -101,18 +108,21 @@ impl JetStreamLog {
                 return self.conflict(&request, version, subject_seq).await;
             }
             let events = stamp(&request, version);
-            let count = events.len() as u64;
             match self.publish(&subject, subject_seq, &events, key).await? {
                 Published::Stored { first_seq, last_seq } => {
+                    debug_assert_eq!(last_seq - first_seq + 1, events.len() as u64);
                     self.caught_up(last_seq).await?;
-                    return Ok(Appended { first_seq, last_seq, stream_version: version + count, duplicate: false });
+                    return Ok(placed(&request, first_seq, version));
                 }
                 Published::Duplicate { seq } => {
                     self.caught_up(seq).await?;
-                    return self.idempotent(key)?.ok_or_else(|| Error::Corrupt {
-                        seq,
-                        reason: "JetStream reports a duplicate the mirror has no idempotency entry for".into(),
-                    });
+                    return match self.recorded(&keys)? {
+                        Some((key, first)) => self.key_used(&request, key, first),
+                        None => Err(Error::Corrupt {
+                            seq,
+                            reason: "JetStream reports a duplicate the mirror has no idempotency entry for".into(),
+                        }),
+                    };
                 }
                 Published::WrongLastSequence if request.expected == ExpectedVersion::Any || known.is_some() => continue,
                 Published::WrongLastSequence => {
@@ -122,6 +132,15 @@ impl JetStreamLog {
             }
         }
         Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: last_seen })
+    }
+
+    /// A key of the request was recorded by an earlier append: a lone
+    /// append answers with its first result, a group writes nothing.
+    fn key_used(&self, request: &GroupRequest, key: String, first: Appended) -> Result<Vec<Appended>> {
+        if request.parts.len() == 1 {
+            return Ok(vec![first]);
+        }
+        Err(Error::KeyUsed { stream: request.stream.clone(), key })
     }
 
     /// The JetStream sequence of a stream's version `v`, from the mirror's
@@ -142,16 +161,12 @@ impl JetStreamLog {
         Ok(self.store.indexed_seq(stream, v)?.map(|seq| (v, seq)))
     }
 
-    fn idempotent(&self, key: Option<&str>) -> Result<Option<Appended>> {
-        key.map_or(Ok(None), |key| self.store.idempotent_result(key))
-    }
-
-    /// The first result of whichever of an append's keys the mirror has
-    /// recorded (its idempotency key, its nonce).
-    fn recorded(&self, keys: &[String]) -> Result<Option<Appended>> {
+    /// Whichever of an append's keys the mirror has recorded (idempotency
+    /// keys, nonces), with its first result.
+    fn recorded(&self, keys: &[String]) -> Result<Option<(String, Appended)>> {
         for key in keys {
             if let Some(first) = self.store.idempotent_result(key)? {
-                return Ok(Some(first));
+                return Ok(Some((key.clone(), first)));
             }
         }
         Ok(None)
@@ -161,10 +176,11 @@ impl JetStreamLog {
     /// what was seen, so that the caller's reload sees it too; and if this
     /// request's own key is what moved it (a retry whose first try landed),
     /// answer with that.
-    async fn conflict(&self, request: &AppendRequest, actual: u64, subject_seq: u64) -> Result<Appended> {
+    async fn conflict(&self, request: &GroupRequest, actual: u64, subject_seq: u64) -> Result<Vec<Appended>> {
         self.caught_up(subject_seq).await?;
-        if let Some(first) = self.recorded(&request.dedupe_keys())? {
-            return Ok(first);
+        let keys: Vec<String> = request.parts.iter().flat_map(|part| part.dedupe_keys()).collect();
+        if let Some((key, first)) = self.recorded(&keys)? {
+            return self.key_used(request, key, first);
         }
         Err(Error::Conflict { stream: request.stream.clone(), expected: request.expected, actual })
     }
@@ -173,12 +189,12 @@ impl JetStreamLog {
         &self,
         subject: &str,
         subject_seq: u64,
-        events: &[Envelope],
+        events: &[Stamped],
         key: Option<&str>,
     ) -> Result<Published> {
         let mut expected = HeaderMap::new();
         expected.insert("Nats-Expected-Last-Subject-Sequence", subject_seq.to_string().as_str());
-        if let [event] = events {
+        if let [Stamped { event, .. }] = events {
             if let Some(key) = key {
                 expected.insert("Nats-Msg-Id", key);
             }
@@ -198,14 +214,19 @@ impl JetStreamLog {
         }
         // An atomic batch. `Nats-Msg-Id` is not allowed in one: a retry is
         // caught by the expected subject sequence and the idempotency table.
-        let batch_id = crate::chain::to_hex(&events[0].event_id);
+        // The server holds a bounded number of batches open per stream,
+        // shared by every node: this node keeps to its share.
+        let _slot = self.batches.acquire().await.map_err(|_| Error::Closed)?;
+        let batch_id = crate::chain::to_hex(&events[0].event.event_id);
         let last = events.len() - 1;
-        for (i, event) in events.iter().enumerate() {
+        for (i, Stamped { event, ends_part }) in events.iter().enumerate() {
             let mut headers = if i == 0 { expected.clone() } else { HeaderMap::new() };
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
             if i == last {
                 headers.insert("Nats-Batch-Commit", "1");
+            } else if *ends_part {
+                headers.insert(PART_END, "1");
             }
             let payload: bytes::Bytes = codec::encode(event).into();
             if i == 0 || i == last {
@@ -250,24 +271,52 @@ impl JetStreamLog {
     }
 }
 
-/// The events as published: stream and versions set, the key on the first,
-/// no seq or hash (the mirror assigns those in log order).
-fn stamp(request: &AppendRequest, version: u64) -> Vec<Envelope> {
-    request
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
+/// An event as published, and whether it is the last of a group's part
+/// (its keys' result ends there).
+struct Stamped {
+    event: Envelope,
+    ends_part: bool,
+}
+
+/// The events as published: stream and versions set, each part's key on
+/// its first event, no seq or hash (the mirror assigns those in log order).
+fn stamp(request: &GroupRequest, version: u64) -> Vec<Stamped> {
+    let mut stamped = Vec::with_capacity(request.event_count());
+    for part in &request.parts {
+        let last = part.events.len() - 1;
+        for (i, event) in part.events.iter().enumerate() {
             let mut event = event.clone();
             event.stream.clone_from(&request.stream);
-            event.stream_version = version + 1 + i as u64;
+            event.stream_version = version + 1 + stamped.len() as u64;
             event.seq = 0;
             event.hash.clear();
-            event.idempotency_key = match (i, &request.idempotency_key) {
+            event.idempotency_key = match (i, &part.idempotency_key) {
                 (0, Some(key)) => key.clone(),
                 _ => String::new(),
             };
-            event
+            stamped.push(Stamped { event, ends_part: i == last });
+        }
+    }
+    stamped
+}
+
+/// Where each part of a group stored from `first_seq` on, the stream at
+/// `version` before it, landed.
+fn placed(request: &GroupRequest, first_seq: u64, version: u64) -> Vec<Appended> {
+    let mut next = 0;
+    request
+        .parts
+        .iter()
+        .map(|part| {
+            let count = part.events.len() as u64;
+            let appended = Appended {
+                first_seq: first_seq + next,
+                last_seq: first_seq + next + count - 1,
+                stream_version: version + next + count,
+                duplicate: false,
+            };
+            next += count;
+            appended
         })
         .collect()
 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::durable::Durable;
 use super::stage::Staged;
 use super::store::Store;
-use crate::api::{AppendRequest, Appended, Head};
+use crate::api::{Appended, GroupRequest, Head};
 use crate::error::{Error, Result};
 
 /// How many stream versions the writer (and a mirror's follower)
@@ -69,9 +69,10 @@ impl<T: Copy> Versions<T> {
     }
 }
 
+/// An append (a group of one part) or a group, and where its result goes.
 pub(crate) struct Pending {
-    pub request: AppendRequest,
-    pub reply: oneshot::Sender<Result<Appended>>,
+    pub request: GroupRequest,
+    pub reply: oneshot::Sender<Result<Vec<Appended>>>,
 }
 
 pub(crate) struct Writer {
@@ -84,7 +85,7 @@ pub(crate) struct Writer {
     pub syncer: Option<std::sync::mpsc::Sender<Written>>,
 }
 
-type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
+type Reply = (oneshot::Sender<Result<Vec<Appended>>>, Result<Vec<Appended>>);
 
 /// A group written to the WAL, waiting for an fsync.
 pub(crate) struct Written {
@@ -169,12 +170,12 @@ impl Writer {
         let durable = self.durable.clone();
         let _guard = PoisonOnPanic(&durable, "writer");
         while let Some(first) = queue.blocking_recv() {
-            let mut events = first.request.events.len();
+            let mut events = first.request.event_count();
             let mut group = vec![first];
             while events < self.max_group_events {
                 match queue.try_recv() {
                     Ok(next) => {
-                        events += next.request.events.len();
+                        events += next.request.event_count();
                         group.push(next);
                     }
                     Err(_) => break,
@@ -248,45 +249,56 @@ impl Writer {
     }
 
     /// Checks one request against the log as the group has left it, and adds
-    /// its events to the batch.
-    fn stage(&mut self, group: &mut Group, request: AppendRequest) -> Result<Appended> {
-        // The idempotency key, and a signed command's nonce: either seen
-        // before gives the first result.
-        let keys = request.dedupe_keys();
-        for key in &keys {
-            if let Some(first) = group.keys.get(key) {
-                return Ok(*first);
+    /// its parts' events to the batch, each part's keys with its result.
+    fn stage(&mut self, group: &mut Group, request: GroupRequest) -> Result<Vec<Appended>> {
+        // Idempotency keys, and signed commands' nonces: seen before, they
+        // give the first result (a lone append) or refuse the group.
+        let keys: Vec<Vec<String>> = request.parts.iter().map(|part| part.dedupe_keys()).collect();
+        for key in keys.iter().flatten() {
+            let Some(first) =
+                group.keys.get(key).copied().map_or_else(|| self.store.idempotent_result(key), |f| Ok(Some(f)))?
+            else {
+                continue;
+            };
+            if request.parts.len() == 1 {
+                return Ok(vec![first]);
             }
-            if let Some(first) = self.store.idempotent_result(key)? {
-                return Ok(first);
-            }
+            return Err(Error::KeyUsed { stream: request.stream, key: key.clone() });
         }
         let current = self.current_version(group, &request.stream)?;
         if !request.expected.admits(current) {
             return Err(Error::Conflict { stream: request.stream, expected: request.expected, actual: current });
         }
-        let first_seq = group.staged.head().last_seq + 1;
         let mut version = current;
-        for (i, mut event) in request.events.into_iter().enumerate() {
-            version += 1;
-            event.seq = group.staged.head().last_seq + 1;
-            event.stream_version = version;
-            event.stream.clone_from(&request.stream);
-            if i == 0
-                && let Some(key) = &request.idempotency_key
-            {
-                event.idempotency_key.clone_from(key);
+        let mut results = Vec::with_capacity(request.parts.len());
+        for (part, keys) in request.parts.into_iter().zip(keys) {
+            let first_seq = group.staged.head().last_seq + 1;
+            for (i, mut event) in part.events.into_iter().enumerate() {
+                version += 1;
+                event.seq = group.staged.head().last_seq + 1;
+                event.stream_version = version;
+                event.stream.clone_from(&request.stream);
+                if i == 0
+                    && let Some(key) = &part.idempotency_key
+                {
+                    event.idempotency_key.clone_from(key);
+                }
+                // `validate` left room for what the log assigns.
+                group.staged.event(event).expect("a validated event stays within the size limit once sealed");
             }
-            // `AppendRequest::validate` left room for what the log assigns.
-            group.staged.event(event).expect("a validated event stays within the size limit once sealed");
-        }
-        let appended =
-            Appended { first_seq, last_seq: group.staged.head().last_seq, stream_version: version, duplicate: false };
-        for key in keys {
-            group.staged.idempotency_key(&key, &appended);
-            group.keys.insert(key, Appended { duplicate: true, ..appended });
+            let appended = Appended {
+                first_seq,
+                last_seq: group.staged.head().last_seq,
+                stream_version: version,
+                duplicate: false,
+            };
+            for key in keys {
+                group.staged.idempotency_key(&key, &appended);
+                group.keys.insert(key, Appended { duplicate: true, ..appended });
+            }
+            results.push(appended);
         }
         group.versions.insert(request.stream, version);
-        Ok(appended)
+        Ok(results)
     }
 }
