@@ -23,13 +23,10 @@ use std::time::Duration;
 
 use agentlog_core::ids::{CorrelationId, SagaId};
 use agentlog_core::schema::SCHEMA_VERSION;
-use agentlog_core::{
-    AppendRequest, Appended, Body, Clock, Envelope, Error as LogError, EventId, ExpectedVersion, IdGen, Log, SessionId,
-    Timestamp,
-};
+use agentlog_core::{Appended, Body, Clock, Envelope, EventId, IdGen, Log, SessionId, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{self, Agent, Budget, Decision, Module, Policy, Refused, Session, State, Task};
+use crate::aggregate::{self, Agent, Budget, Decision, Module, Policy, Session, State, Task};
 use crate::auth::roles::{self, Rule};
 use crate::auth::{Auth, Credential, Principal};
 use crate::command::{
@@ -39,7 +36,10 @@ use crate::command::{
 };
 use crate::module::{ModuleHost, RunOutcome, RunResult};
 use crate::rejection::{Code, Rejection, Result};
-use crate::turns::Turns;
+use crate::turns::{Turns, Waited};
+
+mod group;
+use group::{Member, Outcome};
 
 /// How many times a decision is retried after losing a race.
 pub const DEFAULT_MAX_RETRIES: u32 = 32;
@@ -50,6 +50,8 @@ const BACKOFF_FIRST_US: u64 = 100;
 /// (the other writer's append is what the wait lets through): 32 retries
 /// wait about 60 ms in all at worst, well inside a producer's timeout.
 const BACKOFF_MAX_US: u64 = 2_000;
+/// Most commands one turn holder decides and appends together.
+const MAX_GROUP: usize = 128;
 /// Streams whose state the handler keeps; beyond it the cache starts over.
 const CACHE_ENTRIES: usize = 100_000;
 /// Events read per page while catching a state up.
@@ -146,7 +148,7 @@ pub struct Handler<L: Log> {
     /// Signing required of requests from the wire; `None`: open mode.
     auth: Option<Arc<Auth>>,
     /// Whose turn it is on each aggregate with commands in flight.
-    turns: Turns,
+    turns: Turns<Arc<Member>, Outcome>,
     /// Appends that lost a race to another writer (see [`Handler::races_lost`]).
     races_lost: AtomicU64,
 }
@@ -179,6 +181,12 @@ impl<L: Log> Handler<L> {
     /// they never count here.
     pub fn races_lost(&self) -> u64 {
         self.races_lost.load(Ordering::Relaxed)
+    }
+
+    /// Commands waiting for `stream`'s turn on this node: the next turn
+    /// holder decides them together.
+    pub fn waiting(&self, stream: &str) -> usize {
+        self.turns.waiting(stream)
     }
 
     /// Requires requests from the wire to be signed by a known principal
@@ -220,123 +228,26 @@ impl<L: Log> Handler<L> {
         }
         let stream = command.stream();
         let prepared = self.prepare(&command).await?;
-        // Commands on this aggregate that this node runs at once take turns:
-        // each decides on what the one before appended, so they never race
-        // each other through the CAS. Released before any saga step.
-        let turn = self.turns.take(&stream).await;
-        // The first decision is on what this node already has of the
-        // aggregate (no round trip to other nodes): an acceptance is checked
-        // by the append's expected version anyway, and a refusal is only
-        // given after deciding again on state caught up with the log.
-        let mut fresh = false;
-        let mut reloaded = None;
-        let mut attempt = 0;
-        while attempt <= self.max_retries {
-            let Loaded { version, state, last_ts } = match reloaded.take() {
-                Some(loaded) => loaded,
-                None => self.load_as(&stream, fresh).await?,
-            };
-            // Time never goes backwards on a stream, even when another
-            // node's clock wrote its last event ahead of this one's.
-            let now = self.clock.now().max(Timestamp::from_nanos(last_ts));
-            // Again after loading: on a log whose reads catch up per stream
-            // (a JetStream mirror just restarted), the key's first append on
-            // this stream may only be seen now; so may the nonce's.
-            if let Some(nonce) = &nonce {
-                self.refuse_seen_nonce(nonce).await?;
+        // Commands on this aggregate that this node runs at once queue for
+        // its turn; whoever has it decides those waiting in order, each on
+        // what the one before left, and appends them together (`group`).
+        // Released before any saga step.
+        let member = Arc::new(Member { request, command, stream, nonce, prepared });
+        let outcome = match self.turns.wait(&member.stream, member.clone()).await {
+            Waited::Decided(outcome) => outcome,
+            Waited::Lead(mut turn) => {
+                let group = turn.group(MAX_GROUP);
+                self.decide_group(&member.stream, group).await;
+                turn.own_outcome()
             }
-            if let Some(key) = &request.idempotency_key
-                && let Some(first) = self.log.idempotent_result(key).await?
-            {
-                drop(turn);
-                return self.first_result(&request, nonce.as_deref(), first).await;
-            }
-            // The policy bound to this command type, if any, is asked
-            // first, on the state the decision is made on.
-            self.police(&request, &command, &stream, &state, now).await?;
-            let (bodies, refusal) = match self.decide(&command, &state, now, prepared.as_ref()).await? {
-                Ok(bodies) => (bodies, None),
-                Err(Refused { rejection, record }) if record.is_empty() => {
-                    if fresh {
-                        return Err(rejection);
-                    }
-                    let current = self.load_as(&stream, true).await?;
-                    if current.version == version {
-                        return Err(rejection);
-                    }
-                    // The state was behind: decide again on the new one.
-                    (fresh, reloaded) = (true, Some(current));
-                    continue;
-                }
-                Err(Refused { rejection, record }) => (record, Some(rejection)),
-            };
-            let mut events = self.envelopes(&request, &command, bodies, now);
-            if let (Some(first), Some(nonce)) = (events.first_mut(), &nonce) {
-                first.nonce.clone_from(nonce);
-            }
-            let types: Vec<String> =
-                events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect();
-            let append = AppendRequest {
-                stream: stream.clone(),
-                expected: ExpectedVersion::Exact(version),
-                events: events.clone(),
-                // A recorded refusal keeps the key too: repeating the key
-                // gives the same refusal, not a second record of it.
-                idempotency_key: request.idempotency_key.clone(),
-            };
-            match self.log.append(append).await {
-                Ok(appended) if appended.duplicate => {
-                    // The same key won a race with this attempt: its result
-                    // stands, not this attempt's (which wrote nothing). Or
-                    // the same nonce did: this is a replay of it.
-                    drop(turn);
-                    return self.first_result(&request, nonce.as_deref(), appended).await;
-                }
-                Ok(appended) => {
-                    // As the log stamped them, so what is folded from them
-                    // (a revocation's seq, say) is what a reload would give.
-                    for (event, seq) in events.iter_mut().zip(appended.first_seq..) {
-                        event.seq = seq;
-                        event.stream_version = version + 1 + (seq - appended.first_seq);
-                    }
-                    self.remember(&stream, version, state, &events, &appended);
-                    let result = match refusal {
-                        Some(rejection) => Err(rejection),
-                        None => Ok(Accepted {
-                            command: command.name().to_owned(),
-                            stream,
-                            first_seq: appended.first_seq,
-                            last_seq: appended.last_seq,
-                            stream_version: appended.stream_version,
-                            duplicate: appended.duplicate,
-                            session_id: opened_session(&command),
-                            run: run_result(&events),
-                            events: types,
-                        }),
-                    };
-                    drop(turn);
-                    return self.charge_run(&request, &events, appended.first_seq, result).await;
-                }
-                Err(LogError::Conflict { expected, actual, .. }) => {
-                    tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
-                    self.races_lost.fetch_add(1, Ordering::Relaxed);
-                    fresh = true;
-                    attempt += 1;
-                    // Writers that keep colliding on one aggregate fall out
-                    // of step: each waits a random part of a growing bound.
-                    let wait = backoff(attempt, self.ids.next_u128());
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                Err(other) => return Err(other.into()),
+        };
+        match outcome {
+            Outcome::Done(result) => result,
+            Outcome::Seen(first) => self.first_result(&member.request, member.nonce.as_deref(), first).await,
+            Outcome::Appended { result, events, first_seq } => {
+                self.charge_run(&member.request, &events, first_seq, result).await
             }
         }
-        tracing::warn!(message = "retries exhausted", stream = %stream, attempts = self.max_retries + 1);
-        Err(Rejection::new(
-            Code::RetriesExhausted,
-            format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),
-        ))
     }
 
     /// The first result of the request's idempotency key; unless the

@@ -1,0 +1,329 @@
+//! Deciding a turn's group: the commands one node has waiting on one
+//! aggregate, decided in the order they came, each on the state the ones
+//! before it leave, and appended together — a group of one as a plain
+//! append, a larger one as one atomic group append ([`Log::append_group`])
+//! in which each command keeps its own idempotency key, nonce and result.
+//!
+//! A group is cut short, and the rest decided after its append, where a
+//! command cannot safely be decided on the group's state so far: a refusal
+//! on state that may be behind (refusals are only given on state caught up
+//! with the log), a key or nonce an earlier member carries, a revocation
+//! (its seq is part of the state), or the append's event limit. An append
+//! that lost a race to another writer is decided again, whole, on state
+//! caught up with the log, after the same jittered waits as before.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use agentlog_core::api::MAX_APPEND_EVENTS;
+use agentlog_core::{
+    AppendRequest, Appended, Envelope, Error as LogError, ExpectedVersion, GroupRequest, Log, Part, Timestamp,
+};
+
+use super::{Accepted, Handler, Loaded, Prepared, Request, backoff, opened_session, run_result};
+use crate::aggregate::{Refused, State};
+use crate::command::Command;
+use crate::rejection::{Code, Rejection, Result};
+use crate::turns::{Abandon, Ticket};
+
+/// A command ready to be decided: authenticated, its run (if any) made.
+pub(super) struct Member {
+    pub request: Request,
+    pub command: Command,
+    pub stream: String,
+    pub nonce: Option<String>,
+    pub prepared: Option<Prepared>,
+}
+
+/// How a member's turn ended; its own task finishes from here.
+pub(super) enum Outcome {
+    /// Refused, or failed, with nothing appended.
+    Done(Result<Accepted>),
+    /// Its idempotency key (or nonce) had been recorded: the first result.
+    Seen(Appended),
+    /// Appended: accepted, or a refusal that is recorded.
+    Appended { result: Result<Accepted>, events: Vec<Envelope>, first_seq: u64 },
+}
+
+impl Abandon for Outcome {
+    fn abandoned() -> Self {
+        Outcome::Done(Err(Rejection::new(
+            Code::Unavailable,
+            "the node stopped deciding this command midway (its caller went away); it may or may not be appended: send it again with its idempotency key",
+        )))
+    }
+}
+
+type Taken = Arc<Ticket<Arc<Member>, Outcome>>;
+
+/// A member decided for the group's append.
+struct Decided {
+    ticket: Taken,
+    events: Vec<Envelope>,
+    refusal: Option<Rejection>,
+}
+
+/// What deciding one member gave.
+enum Step {
+    /// Its key (or nonce) had been recorded.
+    Seen(Appended),
+    /// Refused with nothing to record, on the group's state.
+    Refused(Rejection),
+    Append(Vec<Envelope>, Option<Rejection>),
+}
+
+impl<L: Log> Handler<L> {
+    /// Decides `group` (the turn holder's own member first) and answers
+    /// each member.
+    pub(super) async fn decide_group(&self, stream: &str, group: Vec<Taken>) {
+        let mut pending: VecDeque<Taken> = group.into();
+        let mut fresh = false;
+        let mut reloaded: Option<Loaded> = None;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            if attempt > self.max_retries {
+                tracing::warn!(message = "retries exhausted", stream = %stream, attempts = self.max_retries + 1);
+                let exhausted = Rejection::new(
+                    Code::RetriesExhausted,
+                    format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),
+                );
+                for ticket in pending.drain(..) {
+                    ticket.resolve(Outcome::Done(Err(exhausted.clone())));
+                }
+                return;
+            }
+            let loaded = match reloaded.take() {
+                Some(loaded) => loaded,
+                None => match self.load_as(stream, fresh).await {
+                    Ok(loaded) => loaded,
+                    Err(rejection) => return fail(pending.drain(..), &rejection),
+                },
+            };
+            // Decide members in order on the state the ones before leave.
+            let mut state = loaded.state.clone();
+            let mut last_ts = loaded.last_ts;
+            let mut parts: Vec<Decided> = Vec::new();
+            let mut events_in_parts = 0;
+            let mut keys: Vec<String> = Vec::new();
+            let mut known_fresh = fresh;
+            while let Some(ticket) = pending.front().cloned() {
+                let member = &ticket.member;
+                let member_keys: Vec<String> = member
+                    .request
+                    .idempotency_key
+                    .iter()
+                    .cloned()
+                    .chain(member.nonce.as_deref().map(agentlog_core::api::nonce_key))
+                    .collect();
+                if !parts.is_empty()
+                    && (parts.len() >= super::MAX_GROUP || member_keys.iter().any(|k| keys.contains(k)))
+                {
+                    break;
+                }
+                // Time never goes backwards on a stream, even when another
+                // node's clock wrote its last event ahead of this one's.
+                let now = self.clock.now().max(Timestamp::from_nanos(last_ts));
+                let step = match self.decide_member(member, stream, &state, now).await {
+                    Ok(step) => step,
+                    Err(rejection) => {
+                        pending.pop_front();
+                        ticket.resolve(Outcome::Done(Err(rejection)));
+                        continue;
+                    }
+                };
+                match step {
+                    Step::Seen(first) => {
+                        pending.pop_front();
+                        ticket.resolve(Outcome::Seen(first));
+                    }
+                    // A refusal on state the group changed (not yet
+                    // appended) is decided again after the group's append.
+                    Step::Refused(_) if !parts.is_empty() => break,
+                    Step::Refused(rejection) if known_fresh => {
+                        pending.pop_front();
+                        ticket.resolve(Outcome::Done(Err(rejection)));
+                    }
+                    Step::Refused(rejection) => {
+                        let current = match self.load_as(stream, true).await {
+                            Ok(current) => current,
+                            Err(e) => return fail(pending.drain(..), &e),
+                        };
+                        if current.version == loaded.version {
+                            known_fresh = true;
+                            pending.pop_front();
+                            ticket.resolve(Outcome::Done(Err(rejection)));
+                            continue;
+                        }
+                        // The state was behind: decide again on the new one.
+                        (fresh, reloaded) = (true, Some(current));
+                        break;
+                    }
+                    Step::Append(mut events, refusal) => {
+                        if !parts.is_empty() && events_in_parts + events.len() > MAX_APPEND_EVENTS {
+                            break;
+                        }
+                        pending.pop_front();
+                        if let (Some(first), Some(nonce)) = (events.first_mut(), &member.nonce) {
+                            first.nonce.clone_from(nonce);
+                        }
+                        for (i, event) in events.iter_mut().enumerate() {
+                            event.stream_version = loaded.version + (events_in_parts + i + 1) as u64;
+                            state.apply(event);
+                            last_ts = last_ts.max(event.ts);
+                        }
+                        events_in_parts += events.len();
+                        keys.extend(member_keys);
+                        // A revocation's seq is part of its state: known
+                        // only once appended.
+                        let ends = matches!(member.command, Command::RevokePrincipal(_));
+                        parts.push(Decided { ticket, events, refusal });
+                        if ends {
+                            break;
+                        }
+                    }
+                }
+            }
+            if reloaded.is_some() || parts.is_empty() {
+                continue;
+            }
+            match self.append_parts(stream, loaded.version, &parts).await {
+                Ok(results) => {
+                    self.answer(stream, loaded, parts, results);
+                    (fresh, attempt) = (false, 0);
+                }
+                Err(LogError::Conflict { expected, actual, .. }) => {
+                    tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
+                    self.lost_race(&mut pending, parts, &mut attempt).await;
+                    fresh = true;
+                }
+                Err(LogError::KeyUsed { key, .. }) => {
+                    tracing::debug!(message = "a key in the group was used meanwhile: deciding again", stream = %stream, key = %key, attempt);
+                    self.lost_race(&mut pending, parts, &mut attempt).await;
+                    fresh = true;
+                }
+                Err(other) => fail(parts.into_iter().map(|p| p.ticket), &other.into()),
+            }
+        }
+    }
+
+    /// One member on the group's state: its nonce and key checked again
+    /// (on a log whose reads catch up per stream, the key's first append
+    /// may only be seen now), its policy asked, then decided.
+    async fn decide_member(&self, member: &Member, stream: &str, state: &State, now: Timestamp) -> Result<Step> {
+        if let Some(nonce) = &member.nonce {
+            self.refuse_seen_nonce(nonce).await?;
+        }
+        if let Some(key) = &member.request.idempotency_key
+            && let Some(first) = self.log.idempotent_result(key).await?
+        {
+            return Ok(Step::Seen(first));
+        }
+        // The policy bound to this command type, if any, is asked first,
+        // on the state the decision is made on.
+        self.police(&member.request, &member.command, stream, state, now).await?;
+        Ok(match self.decide(&member.command, state, now, member.prepared.as_ref()).await? {
+            Ok(bodies) => Step::Append(self.envelopes(&member.request, &member.command, bodies, now), None),
+            Err(Refused { rejection, record }) if record.is_empty() => Step::Refused(rejection),
+            // A recorded refusal keeps the key too: repeating the key gives
+            // the same refusal, not a second record of it.
+            Err(Refused { rejection, record }) => {
+                Step::Append(self.envelopes(&member.request, &member.command, record, now), Some(rejection))
+            }
+        })
+    }
+
+    /// One part: a plain append; more: one group append.
+    async fn append_parts(
+        &self,
+        stream: &str,
+        version: u64,
+        parts: &[Decided],
+    ) -> agentlog_core::Result<Vec<Appended>> {
+        let key = |decided: &Decided| decided.ticket.member.request.idempotency_key.clone();
+        if let [one] = parts {
+            let append = AppendRequest {
+                stream: stream.to_owned(),
+                expected: ExpectedVersion::Exact(version),
+                events: one.events.clone(),
+                idempotency_key: key(one),
+            };
+            return Ok(vec![self.log.append(append).await?]);
+        }
+        let group = GroupRequest {
+            stream: stream.to_owned(),
+            expected: ExpectedVersion::Exact(version),
+            parts: parts.iter().map(|p| Part { events: p.events.clone(), idempotency_key: key(p) }).collect(),
+        };
+        self.log.append_group(group).await
+    }
+
+    /// Answers each appended member, and keeps what the group appended.
+    fn answer(&self, stream: &str, loaded: Loaded, parts: Vec<Decided>, results: Vec<Appended>) {
+        let mut appended_events = Vec::new();
+        let mut last: Option<Appended> = None;
+        for (Decided { ticket, mut events, refusal }, appended) in parts.into_iter().zip(results) {
+            if appended.duplicate {
+                // A lone append whose key won a race with it: the key's
+                // result stands (this attempt wrote nothing); or its nonce
+                // did: a replay of it.
+                ticket.resolve(Outcome::Seen(appended));
+                continue;
+            }
+            // As the log stamped them, so what is folded from them (a
+            // revocation's seq, say) is what a reload would give.
+            for (event, seq) in events.iter_mut().zip(appended.first_seq..) {
+                event.seq = seq;
+                event.stream_version = appended.stream_version - (appended.last_seq - seq);
+            }
+            let member = &ticket.member;
+            let result = match refusal {
+                Some(rejection) => Err(rejection),
+                None => Ok(Accepted {
+                    command: member.command.name().to_owned(),
+                    stream: stream.to_owned(),
+                    first_seq: appended.first_seq,
+                    last_seq: appended.last_seq,
+                    stream_version: appended.stream_version,
+                    duplicate: false,
+                    session_id: opened_session(&member.command),
+                    run: run_result(&events),
+                    events: events.iter().filter_map(|e| e.body.as_ref().map(|b| b.type_name().to_owned())).collect(),
+                }),
+            };
+            appended_events.extend(events.iter().cloned());
+            last = Some(match last {
+                Some(before) => {
+                    Appended { last_seq: appended.last_seq, stream_version: appended.stream_version, ..before }
+                }
+                None => appended,
+            });
+            ticket.resolve(Outcome::Appended { result, events, first_seq: appended.first_seq });
+        }
+        if let Some(all) = last {
+            self.remember(stream, loaded.version, loaded.state, &appended_events, &all);
+        }
+    }
+
+    /// An append lost a race to another writer: its members go back to the
+    /// front of the queue, to be decided again after a jittered wait.
+    async fn lost_race(&self, pending: &mut VecDeque<Taken>, parts: Vec<Decided>, attempt: &mut u32) {
+        self.races_lost.fetch_add(1, Ordering::Relaxed);
+        for part in parts.into_iter().rev() {
+            pending.push_front(part.ticket);
+        }
+        *attempt += 1;
+        // Writers that keep colliding on one aggregate fall out of step:
+        // each waits a random part of a growing bound.
+        let wait = backoff(*attempt, self.ids.next_u128());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Answers every one of `tickets` with `rejection`.
+fn fail(tickets: impl Iterator<Item = Taken>, rejection: &Rejection) {
+    for ticket in tickets {
+        ticket.resolve(Outcome::Done(Err(rejection.clone())));
+    }
+}
