@@ -151,6 +151,9 @@ pub struct Handler<L: Log> {
     turns: Turns<Arc<Member>, Outcome>,
     /// Appends that lost a race to another writer (see [`Handler::races_lost`]).
     races_lost: AtomicU64,
+    /// Streams another writer (another node) raced this one on lately,
+    /// each with how many more commands go one at a time (`group`).
+    contended: Mutex<HashMap<String, u32>>,
 }
 
 impl<L: Log> std::fmt::Debug for Handler<L> {
@@ -172,6 +175,7 @@ impl<L: Log> Handler<L> {
             auth: None,
             turns: Turns::default(),
             races_lost: AtomicU64::new(0),
+            contended: Mutex::new(HashMap::new()),
         }
     }
 

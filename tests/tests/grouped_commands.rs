@@ -28,12 +28,19 @@ const BUDGET: &str = "budget/team";
 struct Gated<L> {
     log: Arc<L>,
     open: tokio::sync::watch::Sender<bool>,
+    /// Appends that have come to the gate.
+    arrived: tokio::sync::watch::Sender<usize>,
     groups: Mutex<Vec<usize>>,
 }
 
 impl<L: Log> Gated<L> {
     fn new(log: Arc<L>) -> Self {
-        Gated { log, open: tokio::sync::watch::channel(true).0, groups: Mutex::new(Vec::new()) }
+        Gated {
+            log,
+            open: tokio::sync::watch::channel(true).0,
+            arrived: tokio::sync::watch::channel(0).0,
+            groups: Mutex::new(Vec::new()),
+        }
     }
 
     fn set_open(&self, open: bool) {
@@ -46,6 +53,7 @@ impl<L: Log> Log for Gated<L> {
 
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         let mut open = self.open.subscribe();
+        self.arrived.send_modify(|arrived| *arrived += 1);
         open.wait_for(|open| *open).await.expect("the gate lives as long as the log");
         self.log.append(request).await
     }
@@ -111,13 +119,20 @@ async fn grouped_debits<L: Log>(log: Arc<L>) {
     gated.set_open(false);
     let key = |i: u64| format!("debit-{i}");
     let request = |i: u64| Request::new(debit("team", 1, "a1", &session).into(), "test").with_idempotency_key(key(i));
-    let debits: Vec<_> = (0..DEBITS)
-        .map(|i| {
-            let (handler, request) = (handler.clone(), request(i));
-            tokio::spawn(async move { handler.execute(request).await })
-        })
-        .collect();
-    // One holds the turn, its append at the gate; the rest wait for it.
+    let spawn = |i: u64| {
+        let (handler, request) = (handler.clone(), request(i));
+        tokio::spawn(async move { handler.execute(request).await })
+    };
+    // The first debit takes the turn; its append waits at the gate.
+    let mut arrived = gated.arrived.subscribe();
+    let before = *arrived.borrow();
+    let mut debits = vec![spawn(0)];
+    tokio::time::timeout(Duration::from_secs(30), arrived.wait_for(|n| *n == before + 1))
+        .await
+        .expect("the first debit's append reaches the gate within 30 s")
+        .unwrap();
+    // The rest queue behind it.
+    debits.extend((1..DEBITS).map(spawn));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while handler.waiting(BUDGET) < DEBITS as usize - 1 {
         assert!(

@@ -56,6 +56,9 @@ impl Abandon for Outcome {
 
 type Taken = Arc<Ticket<Arc<Member>, Outcome>>;
 
+/// Commands on a stream that go one at a time after a race lost on it.
+const SOLO_AFTER_RACE: u32 = 256;
+
 /// A member decided for the group's append.
 struct Decided {
     ticket: Taken,
@@ -80,6 +83,10 @@ impl<L: Log> Handler<L> {
         let mut fresh = false;
         let mut reloaded: Option<Loaded> = None;
         let mut attempt = 0;
+        // Where another writer (another node) is racing this one on the
+        // aggregate, commands go one at a time: a lost group wastes a whole
+        // batch, a lost command one publish.
+        let mut most_parts = if self.contended(stream, 0) { 1 } else { super::MAX_GROUP };
         while !pending.is_empty() {
             if attempt > self.max_retries {
                 tracing::warn!(message = "retries exhausted", stream = %stream, attempts = self.max_retries + 1);
@@ -115,9 +122,7 @@ impl<L: Log> Handler<L> {
                     .cloned()
                     .chain(member.nonce.as_deref().map(agentlog_core::api::nonce_key))
                     .collect();
-                if !parts.is_empty()
-                    && (parts.len() >= super::MAX_GROUP || member_keys.iter().any(|k| keys.contains(k)))
-                {
+                if !parts.is_empty() && (parts.len() >= most_parts || member_keys.iter().any(|k| keys.contains(k))) {
                     break;
                 }
                 // Time never goes backwards on a stream, even when another
@@ -188,18 +193,21 @@ impl<L: Log> Handler<L> {
             }
             match self.append_parts(stream, loaded.version, &parts).await {
                 Ok(results) => {
+                    if most_parts == 1 {
+                        self.contended(stream, 1);
+                    }
                     self.answer(stream, loaded, parts, results);
                     (fresh, attempt) = (false, 0);
                 }
                 Err(LogError::Conflict { expected, actual, .. }) => {
                     tracing::debug!(message = "conflict: deciding again", stream = %stream, %expected, actual, attempt);
-                    self.lost_race(&mut pending, parts, &mut attempt).await;
-                    fresh = true;
+                    self.lost_race(stream, &mut pending, parts, &mut attempt).await;
+                    (fresh, most_parts) = (true, 1);
                 }
                 Err(LogError::KeyUsed { key, .. }) => {
                     tracing::debug!(message = "a key in the group was used meanwhile: deciding again", stream = %stream, key = %key, attempt);
-                    self.lost_race(&mut pending, parts, &mut attempt).await;
-                    fresh = true;
+                    self.lost_race(stream, &mut pending, parts, &mut attempt).await;
+                    (fresh, most_parts) = (true, 1);
                 }
                 Err(other) => fail(parts.into_iter().map(|p| p.ticket), &other.into()),
             }
@@ -306,8 +314,15 @@ impl<L: Log> Handler<L> {
 
     /// An append lost a race to another writer: its members go back to the
     /// front of the queue, to be decided again after a jittered wait.
-    async fn lost_race(&self, pending: &mut VecDeque<Taken>, parts: Vec<Decided>, attempt: &mut u32) {
+    async fn lost_race(&self, stream: &str, pending: &mut VecDeque<Taken>, parts: Vec<Decided>, attempt: &mut u32) {
         self.races_lost.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+            if contended.len() >= super::CACHE_ENTRIES && !contended.contains_key(stream) {
+                contended.clear();
+            }
+            contended.insert(stream.to_owned(), SOLO_AFTER_RACE);
+        }
         for part in parts.into_iter().rev() {
             pending.push_front(part.ticket);
         }
@@ -318,6 +333,21 @@ impl<L: Log> Handler<L> {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+impl<L: Log> Handler<L> {
+    /// Whether `stream` was raced on lately; counts `appended` commands
+    /// off what goes one at a time, forgetting the stream at zero.
+    fn contended(&self, stream: &str, appended: u32) -> bool {
+        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(left) = contended.get_mut(stream) else { return false };
+        *left = left.saturating_sub(appended);
+        if *left == 0 {
+            contended.remove(stream);
+            return false;
+        }
+        true
     }
 }
 
