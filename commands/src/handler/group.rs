@@ -6,11 +6,13 @@
 //!
 //! A group is cut short, and the rest decided after its append, where a
 //! command cannot safely be decided on the group's state so far: a refusal
-//! on state that may be behind (refusals are only given on state caught up
-//! with the log), a key or nonce an earlier member carries, a revocation
-//! (its seq is part of the state), or the append's event limit. An append
-//! that lost a race to another writer is decided again, whole, on state
-//! caught up with the log, after the same jittered waits as before.
+//! (or a policy's denial, or a failure) on state that includes commands
+//! not yet appended, a key or nonce an earlier member carries, a
+//! revocation (its seq is part of the state), or the append's event
+//! limit. An append that lost a race to another writer is decided again,
+//! whole, on state caught up with the log, after the same jittered waits
+//! as before; and the stream's next [`SOLO_AFTER_RACE`] commands go one at
+//! a time, since a lost group wastes a whole batch.
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -130,6 +132,9 @@ impl<L: Log> Handler<L> {
                 let now = self.clock.now().max(Timestamp::from_nanos(last_ts));
                 let step = match self.decide_member(member, stream, &state, now).await {
                     Ok(step) => step,
+                    // A policy's denial (or a failure) on state the group
+                    // changed is decided again after the group's append.
+                    Err(_) if !parts.is_empty() => break,
                     Err(rejection) => {
                         pending.pop_front();
                         ticket.resolve(Outcome::Done(Err(rejection)));
