@@ -229,9 +229,9 @@ impl JetStreamLog {
                 headers.insert(PART_END, "1");
             }
             let payload: bytes::Bytes = codec::encode(event).into();
-            if i == 0 || i == last {
-                // The first is acknowledged for flow control (and an early
-                // error); the commit's acknowledgement carries the result.
+            if i == last {
+                // The commit's acknowledgement carries the result, and any
+                // error of the batch (a wrong expected sequence among them).
                 let reply = self
                     .client
                     .request_with_headers(subject.to_owned(), headers, payload)
