@@ -207,6 +207,9 @@ fn the_demo_runs_through_a_service_over_nats() {
     );
     let accepted = "agentlog_commands_total{result=\"accepted\"}";
     assert_eq!(metric(&node, accepted), summary["accepted"].as_u64().unwrap());
+    // One node: its own commands never race each other.
+    assert_eq!(metric(&node, "agentlog_commands_races_lost_total "), 0);
+    assert!(metric(&node, "agentlog_commands_group_size_count ") > 0);
     let last_seq = report["last_seq"].as_u64().unwrap();
     assert!(last_seq >= summary["accepted"].as_u64().unwrap(), "{report}");
     // Queries over NATS, after the view has the demo's last event

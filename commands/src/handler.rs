@@ -50,6 +50,11 @@ const BACKOFF_FIRST_US: u64 = 100;
 /// (the other writer's append is what the wait lets through): 32 retries
 /// wait about 60 ms in all at worst, well inside a producer's timeout.
 const BACKOFF_MAX_US: u64 = 2_000;
+/// Commands per append a turn holder made (1: a command alone), a summary.
+pub const METRIC_GROUP_COMMANDS: &str = "agentlog_commands_group_size";
+/// Appends that lost a race to another writer (another node, another
+/// process) and were decided again, a counter.
+pub const METRIC_RACES_LOST: &str = "agentlog_commands_races_lost_total";
 /// Most commands one turn holder decides and appends together.
 const MAX_GROUP: usize = 128;
 /// Streams whose state the handler keeps; beyond it the cache starts over.

@@ -261,6 +261,7 @@ impl<L: Log> Service<L> {
         metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(0);
         metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(0);
         metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(0);
+        metrics::counter!(crate::handler::METRIC_RACES_LOST).increment(0);
         Ok(Service { client, requests, handler })
     }
 

@@ -272,6 +272,7 @@ impl<L: Log> Handler<L> {
 
     /// Answers each appended member, and keeps what the group appended.
     fn answer(&self, stream: &str, loaded: Loaded, parts: Vec<Decided>, results: Vec<Appended>) {
+        let commands = parts.len();
         let mut appended_events = Vec::new();
         let mut last: Option<Appended> = None;
         for (Decided { ticket, mut events, refusal }, appended) in parts.into_iter().zip(results) {
@@ -315,12 +316,18 @@ impl<L: Log> Handler<L> {
         if let Some(all) = last {
             self.remember(stream, loaded.version, loaded.state, &appended_events, &all);
         }
+        #[cfg(feature = "nats")]
+        metrics::histogram!(super::METRIC_GROUP_COMMANDS).record(commands as f64);
+        #[cfg(not(feature = "nats"))]
+        let _ = commands;
     }
 
     /// An append lost a race to another writer: its members go back to the
     /// front of the queue, to be decided again after a jittered wait.
     async fn lost_race(&self, stream: &str, pending: &mut VecDeque<Taken>, parts: Vec<Decided>, attempt: &mut u32) {
         self.races_lost.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "nats")]
+        metrics::counter!(super::METRIC_RACES_LOST).increment(1);
         {
             let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
             if contended.len() >= super::CACHE_ENTRIES && !contended.contains_key(stream) {
