@@ -2,6 +2,9 @@
 //! with the version it decided on. If another writer appended first, the
 //! append conflicts and the handler reloads and decides again (bounded).
 //! So "claim if unclaimed" and "debit if covered" are exact without locks.
+//! Commands this node runs at once on one aggregate queue for its turn
+//! (`turns`); the turn holder decides them in order and appends them
+//! together (`group`), so they never race each other.
 //!
 //! State is cached per stream and caught up from the log before every
 //! decision, so the cache is never trusted beyond the version it knows. The

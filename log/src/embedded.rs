@@ -90,9 +90,7 @@ impl EmbeddedLog {
     pub fn sync(&self) -> Result<()> {
         self.store.sync_wal()
     }
-}
 
-impl EmbeddedLog {
     /// Hands a validated group to the writer thread and waits for its result.
     async fn write(&self, request: GroupRequest) -> Result<Vec<Appended>> {
         self.durable.check()?;

@@ -255,10 +255,12 @@ impl Writer {
         // give the first result (a lone append) or refuse the group.
         let keys: Vec<Vec<String>> = request.parts.iter().map(|part| part.dedupe_keys()).collect();
         for key in keys.iter().flatten() {
-            let Some(first) =
-                group.keys.get(key).copied().map_or_else(|| self.store.idempotent_result(key), |f| Ok(Some(f)))?
-            else {
-                continue;
+            let first = match group.keys.get(key) {
+                Some(first) => *first,
+                None => match self.store.idempotent_result(key)? {
+                    Some(first) => first,
+                    None => continue,
+                },
             };
             if request.parts.len() == 1 {
                 return Ok(vec![first]);
