@@ -469,6 +469,13 @@ pub async fn run(
     let mut sessions = Vec::new();
     let hot_commands = (events / 16).max(640);
     let mut hot = crate::hot::run(&url, std::slice::from_ref(&a), &mut sessions, hot_commands, None).await?;
+    say("one budget, 1, 16 and 64 producers, through one node with signed commands");
+    let admin = signer("bench-admin", 1);
+    let auth = Auth::new(
+        [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
+        agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
+    );
+    hot.extend(crate::hot::run_signed(&url, &a, auth, admin, &sessions, hot_commands).await?);
     // Opened only now, so that the figures above are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
     b.caught_up(a.head().await?.last_seq).await?;
@@ -554,10 +561,11 @@ pub async fn run(
     println!("  signing a request {sign_us:.1} us, verifying it {verify_us:.1} us (p50, in process)");
     for figure in &hot {
         println!(
-            "  one {:<6} {} node(s), {:>2} producers, {:>4.0} s: {:>6.0} accepted/s, {:>6.0} decided/s; refused: {}; races lost to the other node: {}",
+            "  one {:<6} {} node(s), {:>2} producers{}, {:>4.0} s: {:>6.0} accepted/s, {:>6.0} decided/s; refused: {}; races lost to the other node: {}",
             figure.aggregate.name(),
             figure.nodes,
             figure.producers,
+            if figure.signed { ", signed" } else { "" },
             figure.seconds,
             figure.accepted_per_s,
             figure.decided_per_s,

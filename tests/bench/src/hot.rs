@@ -5,7 +5,9 @@
 //! them); then two nodes on one budget for `--hot-seconds`. Each figure
 //! is the accepted commands per second, the refusals by code (a hot
 //! aggregate should see none but domain refusals) and the appends that
-//! lost a race to the other node (`Handler::races_lost`).
+//! lost a race to the other node (`Handler::races_lost`). With signing on
+//! (`run_signed`): one budget through one node that requires signatures,
+//! each producer an agent principal signing its own debits.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +15,9 @@ use std::time::{Duration, Instant};
 use agentlog_commands::command::{
     AllocateBudget, ClaimTask, CreateTask, DebitBudget, OpenSession, RegisterAgent, ReleaseTask,
 };
+use agentlog_commands::principal::RegisterPrincipal;
 use agentlog_commands::wire::{self, Client};
-use agentlog_commands::{Command as Cmd, Handler};
+use agentlog_commands::{Auth, Command as Cmd, Handler, Role, Signer};
 use agentlog_log::jetstream::JetStreamLog;
 use agentlog_log::{HybridClock, RandomIdGen};
 use anyhow::Context;
@@ -28,22 +31,27 @@ const MOST_PRODUCERS: u64 = 64;
 /// own log.
 struct Nodes {
     handlers: Vec<Arc<Handler<JetStreamLog>>>,
+    /// The nodes require signed commands.
+    signed: bool,
     stop: watch::Sender<bool>,
     services: Vec<JoinHandle<()>>,
 }
 
 impl Nodes {
-    async fn start(url: &str, logs: &[Arc<JetStreamLog>]) -> anyhow::Result<Nodes> {
+    async fn start(url: &str, logs: &[Arc<JetStreamLog>], auth: Option<Arc<Auth>>) -> anyhow::Result<Nodes> {
         let (stop, stopped) = watch::channel(false);
         let (mut handlers, mut services) = (Vec::new(), Vec::new());
         for log in logs {
-            let handler =
-                Arc::new(Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new())));
+            let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+            if let Some(auth) = &auth {
+                handler = handler.with_auth(auth.clone());
+            }
+            let handler = Arc::new(handler);
             let service = wire::Service::bind(async_nats::connect(url).await?, handler.clone()).await?;
             services.push(tokio::spawn(service.run(stopped.clone())));
             handlers.push(handler);
         }
-        Ok(Nodes { handlers, stop, services })
+        Ok(Nodes { handlers, signed: auth.is_some(), stop, services })
     }
 
     fn races_lost(&self) -> u64 {
@@ -88,6 +96,8 @@ enum Until {
 /// One figure.
 pub(crate) struct Figure {
     pub aggregate: Aggregate,
+    /// Every command signed by its producer's principal and verified.
+    pub signed: bool,
     pub nodes: usize,
     pub producers: u64,
     pub seconds: f64,
@@ -110,6 +120,7 @@ impl Figure {
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "aggregate": self.aggregate.name(),
+            "signed": self.signed,
             "nodes": self.nodes,
             "producers": self.producers,
             "seconds": (self.seconds * 10.0).round() / 10.0,
@@ -135,11 +146,14 @@ async fn agents(client: &Client) -> anyhow::Result<Vec<String>> {
     Ok(sessions)
 }
 
-/// `producers` producers (agents `hot-0`…) on one new aggregate of kind
-/// `aggregate` named `name`, each sending its next command as soon as the
-/// last is answered, until `until`.
+/// `producers` producers (agents `hot-0`…, producer `p` sending through
+/// `clients[p]`) on one new aggregate of kind `aggregate` named `name`, set
+/// up by `setup_client`, each sending its next command as soon as the last
+/// is answered, until `until`.
+#[allow(clippy::too_many_arguments)]
 async fn hammer(
-    client: &Client,
+    setup_client: &Client,
+    clients: &[Client],
     nodes: &Nodes,
     sessions: &[String],
     aggregate: Aggregate,
@@ -158,12 +172,12 @@ async fn hammer(
             max_attempts: 3,
         }),
     };
-    client.execute(&setup, None).await?;
+    setup_client.execute(&setup, None).await?;
     let races_before = nodes.races_lost();
     let started = Instant::now();
     let producers_tasks: Vec<_> = (0..producers)
         .map(|p| {
-            let client = client.clone();
+            let client = clients[p as usize].clone();
             let (name, agent_id, session_id) = (name.to_owned(), format!("hot-{p}"), sessions[p as usize].clone());
             tokio::spawn(async move {
                 let mut outcomes: Vec<Result<(), &'static str>> = Vec::new();
@@ -217,6 +231,7 @@ async fn hammer(
     let seconds = started.elapsed().as_secs_f64();
     Ok(Figure {
         aggregate,
+        signed: nodes.signed,
         nodes: nodes.handlers.len(),
         producers,
         seconds,
@@ -240,22 +255,66 @@ pub(crate) async fn run(
     long: Option<Duration>,
 ) -> anyhow::Result<Vec<Figure>> {
     let client = Client::new(async_nats::connect(url).await?, "bench");
-    let nodes = Nodes::start(url, logs).await?;
+    let nodes = Nodes::start(url, logs, None).await?;
     if sessions.is_empty() {
         *sessions = agents(&client).await?;
     }
+    let clients = vec![client.clone(); MOST_PRODUCERS as usize];
     let mut figures = Vec::new();
     for aggregate in [Aggregate::Budget, Aggregate::Task] {
         for producers in [1, 16, MOST_PRODUCERS] {
             let name = format!("hot-{}-{}-{producers}", aggregate.name(), logs.len());
             let until = Until::Commands(commands);
-            figures.push(hammer(&client, &nodes, sessions, aggregate, &name, producers, until).await?);
+            figures.push(hammer(&client, &clients, &nodes, sessions, aggregate, &name, producers, until).await?);
         }
     }
     if let Some(long) = long {
         let name = format!("hot-budget-{}-long", logs.len());
         let until = Until::Elapsed(long);
-        figures.push(hammer(&client, &nodes, sessions, Aggregate::Budget, &name, MOST_PRODUCERS, until).await?);
+        figures
+            .push(hammer(&client, &clients, &nodes, sessions, Aggregate::Budget, &name, MOST_PRODUCERS, until).await?);
+    }
+    nodes.stop().await;
+    Ok(figures)
+}
+
+/// One budget with 1, 16 and 64 producers (`commands` commands each)
+/// through one node on `log` that requires signed commands (`auth`, whose
+/// bootstrap admin is `admin`): the admin registers an agent principal
+/// for each producer's agent (`hot-0`…, registered by [`run`], whose
+/// `sessions` are reused), and each producer signs its debits with its
+/// own key; the node verifies each and records its nonce.
+pub(crate) async fn run_signed(
+    url: &str,
+    log: &Arc<JetStreamLog>,
+    auth: Auth,
+    admin: Signer,
+    sessions: &[String],
+    commands: u64,
+) -> anyhow::Result<Vec<Figure>> {
+    let nats = async_nats::connect(url).await?;
+    let nodes = Nodes::start(url, std::slice::from_ref(log), Some(Arc::new(auth))).await?;
+    let admin = Client::new(nats.clone(), "bench").with_signer(admin);
+    let mut clients = Vec::new();
+    for p in 0..MOST_PRODUCERS {
+        let id = format!("hot-{p}");
+        let mut seed = [0x5e; 32];
+        seed[0] = u8::try_from(p)?;
+        let signer = Signer::new(&id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+        let register = RegisterPrincipal {
+            principal_id: id.clone(),
+            public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
+            roles: vec![Role::Agent],
+            agent_id: id,
+        };
+        admin.execute(&register.into(), None).await?;
+        clients.push(Client::new(nats.clone(), "bench").with_signer(signer));
+    }
+    let mut figures = Vec::new();
+    for producers in [1, 16, MOST_PRODUCERS] {
+        let name = format!("hot-budget-signed-{producers}");
+        let until = Until::Commands(commands);
+        figures.push(hammer(&admin, &clients, &nodes, sessions, Aggregate::Budget, &name, producers, until).await?);
     }
     nodes.stop().await;
     Ok(figures)
