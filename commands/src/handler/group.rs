@@ -313,9 +313,8 @@ impl<L: Log> Handler<L> {
             });
             ticket.resolve(Outcome::Appended { result, events, first_seq: appended.first_seq });
         }
-        if let Some(all) = last {
-            self.remember(stream, loaded.version, loaded.state, &appended_events, &all);
-        }
+        let Some(all) = last else { return };
+        self.remember(stream, loaded.version, loaded.state, &appended_events, &all);
         #[cfg(feature = "nats")]
         metrics::histogram!(super::METRIC_GROUP_COMMANDS).record(commands as f64);
         #[cfg(not(feature = "nats"))]

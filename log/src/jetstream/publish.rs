@@ -218,56 +218,50 @@ impl JetStreamLog {
         // shared by every node: this node keeps to its share.
         let _slot = self.batches.acquire().await.map_err(|_| Error::Closed)?;
         let batch_id = crate::chain::to_hex(&events[0].event.event_id);
-        let last = events.len() - 1;
-        for (i, Stamped { event, ends_part }) in events.iter().enumerate() {
+        let headers = |i: usize| {
             let mut headers = if i == 0 { expected.clone() } else { HeaderMap::new() };
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
-            if i == last {
-                headers.insert("Nats-Batch-Commit", "1");
-            } else if *ends_part {
+            headers
+        };
+        let (commit, rest) = events.split_last().expect("a batch has events");
+        for (i, Stamped { event, ends_part }) in rest.iter().enumerate() {
+            let mut headers = headers(i);
+            if *ends_part {
                 headers.insert(PART_END, "1");
             }
-            let payload: bytes::Bytes = codec::encode(event).into();
-            if i == last {
-                // The commit's acknowledgement carries the result, and any
-                // error of the batch (a wrong expected sequence among them).
-                let reply = self
-                    .client
-                    .request_with_headers(subject.to_owned(), headers, payload)
-                    .await
-                    .map_err(|e| nats("publishing an atomic batch")(&e))?;
-                if reply.payload.is_empty() {
-                    continue;
-                }
-                let ack: BatchAck =
-                    serde_json::from_slice(&reply.payload).map_err(|e| nats("reading a batch acknowledgement")(&e))?;
-                if let Some(error) = ack.error {
-                    if error.err_code == WRONG_LAST_SEQUENCE {
-                        return Ok(Published::WrongLastSequence);
-                    }
-                    return Err(Error::Nats {
-                        operation: "publishing an atomic batch",
-                        message: format!("{} (code {})", error.description, error.err_code),
-                    });
-                }
-                if i == last {
-                    if ack.count != events.len() as u64 || ack.seq < ack.count {
-                        return Err(Error::Nats {
-                            operation: "publishing an atomic batch",
-                            message: format!("the server stored {} of {} messages", ack.count, events.len()),
-                        });
-                    }
-                    return Ok(Published::Stored { first_seq: ack.seq - ack.count + 1, last_seq: ack.seq });
-                }
-            } else {
-                self.client
-                    .publish_with_headers(subject.to_owned(), headers, payload)
-                    .await
-                    .map_err(|e| nats("publishing an atomic batch")(&e))?;
-            }
+            self.client
+                .publish_with_headers(subject.to_owned(), headers, codec::encode(event).into())
+                .await
+                .map_err(|e| nats("publishing an atomic batch")(&e))?;
         }
-        unreachable!("the commit message returns")
+        // The commit's acknowledgement carries the result, and any error of
+        // the batch (a wrong expected sequence among them).
+        let mut headers = headers(rest.len());
+        headers.insert("Nats-Batch-Commit", "1");
+        let reply = self
+            .client
+            .request_with_headers(subject.to_owned(), headers, codec::encode(&commit.event).into())
+            .await
+            .map_err(|e| nats("publishing an atomic batch")(&e))?;
+        let ack: BatchAck =
+            serde_json::from_slice(&reply.payload).map_err(|e| nats("reading a batch acknowledgement")(&e))?;
+        if let Some(error) = ack.error {
+            if error.err_code == WRONG_LAST_SEQUENCE {
+                return Ok(Published::WrongLastSequence);
+            }
+            return Err(Error::Nats {
+                operation: "publishing an atomic batch",
+                message: format!("{} (code {})", error.description, error.err_code),
+            });
+        }
+        if ack.count != events.len() as u64 || ack.seq < ack.count {
+            return Err(Error::Nats {
+                operation: "publishing an atomic batch",
+                message: format!("the server stored {} of {} messages", ack.count, events.len()),
+            });
+        }
+        Ok(Published::Stored { first_seq: ack.seq - ack.count + 1, last_seq: ack.seq })
     }
 }
 
