@@ -160,16 +160,16 @@ fn type_is(batch: &RecordBatch, wanted: &str) -> Result<BooleanArray, ArrowError
     Ok(types.keys().iter().map(|k| Some(k == Some(key))).collect())
 }
 
-impl Iterator for Scan {
-    type Item = Result<Scanned>;
-
-    fn next(&mut self) -> Option<Result<Scanned>> {
+impl Scan {
+    /// The next matching event, handed to `f` as it lies in the decoded
+    /// page (no copy); `None` at the end.
+    pub fn next_with<T>(&mut self, f: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
         loop {
             if let Some((batch, row)) = &mut self.batch {
                 if *row < batch.num_rows() {
                     let seqs = batch.column(0).as_primitive::<UInt64Type>();
                     let envelopes = batch.column(1).as_binary::<i32>();
-                    let item = Scanned { seq: seqs.value(*row), envelope: envelopes.value(*row).to_vec() };
+                    let item = f(seqs.value(*row), envelopes.value(*row));
                     *row += 1;
                     return Some(Ok(item));
                 }
@@ -197,5 +197,13 @@ impl Iterator for Scan {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<Scanned>;
+
+    fn next(&mut self) -> Option<Result<Scanned>> {
+        self.next_with(|seq, envelope| Scanned { seq, envelope: envelope.to_vec() })
     }
 }

@@ -434,7 +434,7 @@ fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
         let store = agentlog_log::wal::Store::open(&changed, agentlog_log::wal::StoreOptions::default()).unwrap();
         let mut event = agentlog_log::EventSource::read(&store, 100, 1).unwrap().remove(0);
         let previous: [u8; 32] =
-            agentlog_log::EventSource::read(&store, 99, 1).unwrap()[0].hash.clone().try_into().unwrap();
+            agentlog_log::EventSource::read(&store, 99, 1).unwrap()[0].hash[..].try_into().unwrap();
         event.actor = "someone-else".into();
         let mut writer = agentlog_log::wal::RawWriter::new(&store).unwrap();
         writer.sealed_onto(&previous, event);
@@ -481,7 +481,7 @@ fn verify_names_a_changed_event_and_views_that_are_not_the_historys() {
         let store = agentlog_log::wal::Store::open(&rewritten, agentlog_log::wal::StoreOptions::default()).unwrap();
         let head = store.head().unwrap().last_seq;
         let previous: [u8; 32] =
-            agentlog_log::EventSource::read(&store, created - 1, 1).unwrap()[0].hash.clone().try_into().unwrap();
+            agentlog_log::EventSource::read(&store, created - 1, 1).unwrap()[0].hash[..].try_into().unwrap();
         let mut events = agentlog_log::EventSource::read(&store, created, usize::try_from(head).unwrap()).unwrap();
         let Some(agentlog_log::Body::TaskCreated(task)) = &mut events[0].body else { panic!("{:?}", events[0]) };
         task.title = "rewritten".into();

@@ -24,7 +24,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -201,7 +201,8 @@ enum Removed {
 
 /// Entities by key: looked up by hash (a fold's many reads and changes
 /// each cost one hash and one comparison, not a search through a tree),
-/// with the keys also kept in order for iteration, ranges and settles.
+/// with the keys also kept in order once something reads them in order
+/// (iteration, ranges).
 type ByKey<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A family of entities kept in key order. Every mutable access marks the
@@ -226,8 +227,10 @@ pub struct Entities<K, V> {
     /// otherwise every slot stays dirty and the next settle takes all.
     tracking: bool,
     map: ByKey<K, Slot<V>>,
-    /// The keys of `map`, in order.
-    order: BTreeSet<K>,
+    /// The keys of `map`, in order: built by the first read in key order
+    /// and kept from then on. A fold that never reads in order (a rebuild,
+    /// a replay) never pays for it.
+    order: OnceLock<BTreeSet<K>>,
     /// Keys changed since the last settle, each once.
     changed: Vec<K>,
     /// Entities not to be read from the store. (Only looked up, never
@@ -283,13 +286,34 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
             kind,
             tracking: false,
             map: ByKey::default(),
-            order: BTreeSet::new(),
+            order: OnceLock::new(),
             changed: Vec::new(),
             removed: HashMap::new(),
             settled: Sum::ZERO,
             backing: None,
             stored_keys: None,
             generation: 0,
+        }
+    }
+
+    /// The keys in order, built now if no read in order needed them yet.
+    fn order(&self) -> &BTreeSet<K> {
+        self.order.get_or_init(|| self.map.keys().cloned().collect())
+    }
+
+    fn order_insert(&mut self, key: &K) {
+        if let Some(order) = self.order.get_mut() {
+            order.insert(key.clone());
+        }
+    }
+
+    fn order_remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        if let Some(order) = self.order.get_mut() {
+            order.remove(key);
         }
     }
 
@@ -336,7 +360,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
         let value = self.decode(&key_bytes, &bytes);
         let settled = entity_hash(self.kind, &key_bytes, &bytes);
         let key = key.to_owned();
-        self.order.insert(key.clone());
+        self.order_insert(&key);
         self.map.insert(key, Slot { value, settled, dirty: false, generation: self.generation });
         true
     }
@@ -416,7 +440,9 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
                     entry.key(),
                     value,
                 );
-                self.order.insert(entry.key().clone());
+                if let Some(order) = self.order.get_mut() {
+                    order.insert(entry.key().clone());
+                }
                 entry.insert(slot);
                 None
             }
@@ -436,14 +462,16 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
                 entry.key(),
                 make(),
             );
-            self.order.insert(entry.key().clone());
+            if let Some(order) = self.order.get_mut() {
+                order.insert(entry.key().clone());
+            }
             entry.insert(slot);
         }
     }
 
     fn insert_new(&mut self, key: K, value: V) -> &mut Slot<V> {
         let slot = Self::new_slot(&mut self.removed, &mut self.changed, self.tracking, self.generation, &key, value);
-        self.order.insert(key.clone());
+        self.order_insert(&key);
         self.map.entry(key).or_insert(slot)
     }
 
@@ -481,7 +509,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
     {
         self.resident_or_read(key);
         let slot = self.map.remove(key)?;
-        self.order.remove(key);
+        self.order_remove(key);
         if !self.tracking {
             return Some(slot.value);
         }
@@ -553,7 +581,7 @@ impl<K: EntityKey, V: Value> Entities<K, V> {
         });
         Merged {
             family: self,
-            memory: self.order.range((from, Bound::Unbounded)).peekable(),
+            memory: self.order().range((from, Bound::Unbounded)).peekable(),
             stored,
             stored_head: None,
         }
@@ -668,7 +696,10 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
             // The first settle: every entity, replacing what the store held.
             self.settled = Sum::ZERO;
             let mut stored_keys = StoredKeys::default();
-            for key in &self.order {
+            let mut keys: Vec<&K> = self.map.keys().collect();
+            keys.sort_unstable();
+            let keys: Vec<K> = keys.into_iter().cloned().collect();
+            for key in &keys {
                 let slot = self.map.get_mut(key).expect("every key in order is in the map");
                 let (key_bytes, bytes) = (key.to_bytes(), Self::value_bytes(&slot.value));
                 let hash = entity_hash(self.kind, &key_bytes, &bytes);
@@ -723,7 +754,7 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
             .map_err(|e| format!("{} {:?}: {e}", self.kind, String::from_utf8_lossy(key)))?;
         let hash = entity_hash(self.kind, key, value);
         let slot = Slot { value: parsed_value, settled: hash, dirty: false, generation: self.generation };
-        self.order.insert(parsed.clone());
+        self.order_insert(&parsed);
         if let Some(old) = self.map.insert(parsed, slot) {
             self.settled = self.settled - old.settled;
         }
@@ -759,7 +790,7 @@ impl<K: EntityKey, V: Value> Family for Entities<K, V> {
         let evict: Vec<K> = settled[..n].iter().map(|(_, key)| (*key).clone()).collect();
         for key in &evict {
             self.map.remove(key);
-            self.order.remove(key);
+            self.order_remove(key);
         }
         evict.len()
     }

@@ -129,7 +129,8 @@ impl<P: Projection> Runner for Live<P> {
             assert_eq!(event.seq, self.position + 1, "{} folds the log without gaps", P::NAME);
             self.state.apply(event);
             self.position = event.seq;
-            self.chain_hash.clone_from(&event.hash);
+            self.chain_hash.clear();
+            self.chain_hash.extend_from_slice(&event.hash);
         }
     }
 

@@ -18,9 +18,6 @@ use crate::world::WorldModel;
 /// Events read from the log at a time.
 pub(crate) const PAGE: usize = 4096;
 
-/// Pages a rebuild reads ahead of its fold.
-const PAGES_AHEAD: usize = 4;
-
 /// The projections' names, in the order they are reported.
 pub const NAMES: [&str; 2] = ["world", "reputation"];
 
@@ -175,9 +172,10 @@ impl Views {
 
 /// Folds the log in `wal` from sequence 1 up to `through` into `runners`
 /// (reset first), calling `progress(done, through)` along the way. Reading
-/// and decoding run on a second thread, a few pages ahead of the fold, so a
-/// rebuild takes about as long as the slower of the two, not their sum; the
-/// fold still sees every event once, in order.
+/// and decoding run on two other threads, a few pages ahead of the fold
+/// ([`agentlog_core::read_ahead`]), so a rebuild takes about as long as the
+/// slowest of the three, not their sum; the fold still sees every event
+/// once, in order.
 pub fn rebuild(
     wal: &dyn EventSource,
     runners: &mut [&mut dyn Runner],
@@ -206,36 +204,20 @@ pub fn rebuild_with(
     for runner in runners.iter_mut() {
         runner.reset();
     }
-    let (pages, folding) = std::sync::mpsc::sync_channel::<Result<Vec<Envelope>>>(PAGES_AHEAD);
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut next = 1;
-            while next <= through {
-                let max = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
-                let page = wal.read(next, max).map_err(Error::from);
-                let last = page.as_ref().map(|p| p.last().map(|e| e.seq));
-                let stop = !matches!(last, Ok(Some(_)));
-                if let Ok(Some(last)) = last {
-                    next = last + 1;
-                }
-                // The folding side hung up (it failed): stop reading.
-                if pages.send(page).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        let mut done = 0;
-        for page in folding {
-            let page = page?;
-            let Some(last) = page.last() else { break };
-            done = last.seq;
-            for event in &page {
+    let mut done = 0;
+    let mut failed = None;
+    agentlog_core::read_ahead(wal, 1, through, &mut |page| {
+        let folded = page.map_err(Error::from).and_then(|page| {
+            for event in page {
                 for runner in runners.iter_mut() {
                     runner.apply(event);
                 }
             }
-            after_page(runners, done)?;
-        }
-        Ok(done)
-    })
+            done = page.last().map_or(done, |last| last.seq);
+            after_page(runners, done)
+        });
+        failed = folded.err();
+        failed.is_none()
+    });
+    failed.map_or(Ok(done), Err)
 }

@@ -83,7 +83,7 @@ fn check_against_log<P: Projection>(wal: &dyn EventSource, live: &Live<P>) -> Re
         return Ok(());
     }
     let found = wal.read(position, 1)?;
-    let found = found.first().map(|e| e.hash.as_slice());
+    let found = found.first().map(|e| &e.hash[..]);
     if found != Some(live.chain_hash.as_slice()) {
         let hex = agentlog_core::chain::to_hex;
         let reason = match found {

@@ -10,10 +10,7 @@ use agentlog_core::schema::Body;
 use agentlog_core::{Envelope, Error as LogError, EventSource};
 
 use crate::error::{Error, Result};
-use crate::source::{History, PAGE};
-
-/// Pages read ahead of the checks.
-const PAGES_AHEAD: usize = 4;
+use crate::source::History;
 
 /// The checker's maps: a fixed-seed fast hash (nothing is iterated, and
 /// SipHash was a fifth of a check's time).
@@ -201,7 +198,7 @@ impl Checker {
     fn event(&mut self, event: &Envelope) {
         let seq = event.seq;
         self.stream(event);
-        if let Ok(session) = <[u8; 16]>::try_from(event.session_id.as_slice())
+        if let Ok(session) = <[u8; 16]>::try_from(&event.session_id[..])
             && let Some(ended) = self.ended.get(&session).copied()
         {
             let session = uuid::Uuid::from_bytes(session).hyphenated();
@@ -452,8 +449,8 @@ impl Checker {
 /// Checks every invariant over `history` from its first event;
 /// `progress(done, head)` after each page. A gap or a broken chain stops
 /// the reading and is reported as [`Invariant::SeqsAndChain`]; any other
-/// failure to read is an error. Reading and decoding run on a second
-/// thread, a few pages ahead of the checks.
+/// failure to read is an error. Reading and decoding run on two other
+/// threads, a few pages ahead of the checks ([`agentlog_core::read_ahead`]).
 pub fn check(history: &History, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
     if history.first_seq() > 1 {
         return Err(Error::NotFromStart { first: history.first_seq() });
@@ -471,48 +468,37 @@ pub fn check(history: &History, progress: &mut dyn FnMut(u64, u64)) -> Result<Re
         ..Checker::default()
     };
     let mut events = 0;
-    std::thread::scope(|scope| {
-        let (pages, checking) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
-        scope.spawn(move || {
-            let mut next = history.first_seq();
-            while next <= head {
-                let want = usize::try_from(head - next + 1).unwrap_or(PAGE).min(PAGE);
-                let page = history.read(next, want);
-                let stop = match &page {
-                    Ok(page) => page.last().map(|last| next = last.seq + 1).is_none(),
-                    Err(_) => true,
-                };
-                if pages.send((next, page)).is_err() || stop {
-                    return;
+    let (mut next, mut failed) = (history.first_seq(), None);
+    agentlog_core::read_ahead(history, next, head, &mut |page| {
+        let checked = match page {
+            Ok(page) => {
+                for event in page {
+                    checker.event(event);
                 }
+                events += page.len() as u64;
+                next += page.len() as u64;
+                progress(next - 1, head);
+                return true;
             }
-        });
-        let mut next = history.first_seq();
-        for (after, page) in checking {
-            match page {
-                Ok(page) => {
-                    for event in &page {
-                        checker.event(event);
-                    }
-                    events += page.len() as u64;
-                    next = after;
-                    progress(next - 1, head);
-                }
-                Err(LogError::Corrupt { seq, reason }) => {
-                    // What comes before the damage is checked too.
-                    let before = history.read(next, usize::try_from(seq.saturating_sub(next)).unwrap_or(0))?;
+            Err(LogError::Corrupt { seq, reason }) => {
+                // What comes before the damage is checked too.
+                history.read(next, usize::try_from(seq.saturating_sub(next)).unwrap_or(0)).map(|before| {
                     for event in &before {
                         checker.event(event);
                     }
                     events += before.len() as u64;
                     let witness = if seq > 1 { vec![seq - 1, seq] } else { vec![seq] };
                     checker.broken(Invariant::SeqsAndChain, seq, reason, witness);
-                    break;
-                }
-                Err(other) => return Err(Error::from(other)),
+                })
             }
-        }
-        Ok::<(), Error>(())
-    })?;
+            Err(other) => Err(other),
+        };
+        failed = checked.err();
+        false
+    });
+    if let Some(failed) = failed {
+        return Err(Error::from(failed));
+    }
+
     Ok(checker.report(events))
 }

@@ -67,7 +67,7 @@ impl Filter {
             && self.session.as_deref().is_none_or(|id| {
                 on_stream("session", id)
                     || refs.session_id == id
-                    || session_bytes.is_some_and(|s| s == event.session_id.as_slice())
+                    || session_bytes.is_some_and(|s| *s == event.session_id[..])
             })
             && self.budget.as_deref().is_none_or(|id| on_stream("budget", id))
     }
@@ -108,11 +108,11 @@ pub fn events(history: &History, filter: &Filter, f: &mut dyn FnMut(&Envelope) -
     history.pages(from, to, &mut |page| {
         for event in &page {
             if let Some(root) = &filter.caused_by {
-                let in_chain = event.event_id == *root || chain.contains(&event.causation_id);
+                let in_chain = event.event_id == *root || chain.contains(&event.causation_id[..]);
                 if !in_chain {
                     continue;
                 }
-                chain.insert(event.event_id.clone());
+                chain.insert(event.event_id.to_vec());
             }
             if filter.plain_match(event, session_bytes.as_deref()) {
                 matched += 1;

@@ -141,7 +141,7 @@ fn copy(history: &History, at: u64, out: &Path, progress: &mut dyn FnMut(u64, u6
                     duplicate: false,
                 };
                 let dedupe = agentlog_core::api::dedupe_keys(&event).collect();
-                open_key = Some((dedupe, appended, event.stream.clone(), event.correlation_id.clone()));
+                open_key = Some((dedupe, appended, event.stream.clone(), event.correlation_id.to_vec()));
             }
             event.hash.clear();
             events.push(Ordered { seq: event.seq, envelope: event });

@@ -282,8 +282,8 @@ impl History {
         }
         let cursor = cursor.as_mut().expect("just opened");
         while cursor.next <= to {
-            let scanned = match cursor.scan.next() {
-                Some(scanned) => scanned.map_err(failed)?,
+            let read = match cursor.scan.next_with(|seq, bytes| f(seq, bytes).map(|()| seq)) {
+                Some(read) => read.map_err(failed)??,
                 None => {
                     return Err(LogError::Corrupt {
                         seq: cursor.next,
@@ -295,8 +295,7 @@ impl History {
                     });
                 }
             };
-            f(scanned.seq, &scanned.envelope)?;
-            cursor.next = scanned.seq + 1;
+            cursor.next = read + 1;
         }
         Ok(())
     }

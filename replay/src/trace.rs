@@ -347,7 +347,7 @@ pub fn explain(history: &History, entity: &Entity, at: u64, progress: &mut dyn F
         at,
         &mut |event, views, step| {
             if step == Step::Before {
-                ids.insert(event.event_id.clone(), event.seq);
+                ids.insert(event.event_id.to_vec(), event.seq);
                 touching = touched(event).contains(entity);
                 if touching {
                     before = views.entity(entity).as_ref().map(flatten).unwrap_or_default();
@@ -381,7 +381,7 @@ pub fn explain(history: &History, entity: &Entity, at: u64, progress: &mut dyn F
         history.read(seq, 1)?.pop().ok_or(Error::Seam { seq, reason: "missing".into() })
     };
     let cause = |event: Envelope| -> Result<Cause> {
-        let first = match ids.get(&event.correlation_id) {
+        let first = match ids.get(&event.correlation_id[..]) {
             Some(seq) if *seq != event.seq => read(*seq)?,
             _ => event.clone(),
         };
@@ -397,7 +397,7 @@ pub fn explain(history: &History, entity: &Entity, at: u64, progress: &mut dyn F
                 break;
             }
             let event = read(seq)?;
-            next = ids.get(&event.causation_id).copied().filter(|s| *s < seq);
+            next = ids.get(&event.causation_id[..]).copied().filter(|s| *s < seq);
             chain.push(cause(event)?);
         }
         fields.push(Origin { path, value, chain });

@@ -23,13 +23,13 @@ pub fn plant_replayed_claim(data: &Path, task: &str) -> Result<(u64, u64), Box<d
     let last_ts = EventSource::read(&store, head.last_seq, 1)?.remove(0).ts;
     let mut writer = RawWriter::new(&store)?;
     for n in 1..=2u64 {
-        let mut event_id = claim.event_id.clone();
+        let mut event_id = claim.event_id.to_vec();
         event_id[15] ^= n as u8;
         writer.sealed(Envelope {
             seq: head.last_seq + n,
             stream_version: version + n,
             ts: last_ts,
-            event_id,
+            event_id: event_id.into(),
             ..claim.clone()
         });
     }

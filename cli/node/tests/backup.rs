@@ -30,7 +30,7 @@ async fn a_backup_under_four_writers_holds_every_event_acknowledged_before_it_be
                     let request = request(&format!("task/w{w}"), ExpectedVersion::Any, 1, w * 1_000_000 + i);
                     let id = request.events[0].event_id.clone();
                     let appended = log.append(request).await.expect("append");
-                    acked.lock().unwrap().push((appended.first_seq, id));
+                    acked.lock().unwrap().push((appended.first_seq, id.to_vec()));
                     i += 1;
                 }
             })
@@ -67,7 +67,7 @@ async fn a_backup_under_four_writers_holds_every_event_acknowledged_before_it_be
     // Every event acknowledged before the backup began is there, by seq and id.
     for (seq, id) in &acknowledged_before {
         let found = copy.store().read(*seq, 1).unwrap_or_else(|e| panic!("seq {seq} acknowledged before: {e}"));
-        assert_eq!(found.first().map(|e| &e.event_id), Some(id), "seq {seq} is the event acknowledged as it");
+        assert_eq!(found.first().map(|e| &e.event_id[..]), Some(&id[..]), "seq {seq} is the event acknowledged as it");
     }
     // And the backup is a prefix of the original, byte for byte.
     let original = log.store().read(1, restored_report.last_seq as usize).unwrap();

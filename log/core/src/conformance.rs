@@ -46,7 +46,7 @@ async fn assert_chain<L: Log>(log: &L) {
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event.seq, i as u64 + 1, "seqs are consecutive from 1");
         assert!(chain::is_linked(&previous, event), "seq {} links to the one before", event.seq);
-        previous = event.hash.as_slice().try_into().expect("32-byte hash");
+        previous = event.hash[..].try_into().expect("32-byte hash");
     }
     let head = log.head().await.expect("head");
     assert_eq!(head, Head { last_seq: events.len() as u64, hash: previous });
@@ -229,9 +229,9 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
     let mut no_body = request("task/x", ExpectedVersion::Any, 1, 1);
     no_body.events[0].body = None;
     let mut bad_id = request("task/x", ExpectedVersion::Any, 1, 1);
-    bad_id.events[0].event_id = vec![1, 2, 3];
+    bad_id.events[0].event_id = vec![1, 2, 3].into();
     let mut sealed = request("task/x", ExpectedVersion::Any, 1, 1);
-    sealed.events[0].hash = vec![7; 32];
+    sealed.events[0].hash = vec![7; 32].into();
     let mut other_stream = request("task/x", ExpectedVersion::Any, 1, 1);
     other_stream.events[0].stream = "task/y".into();
     let mut too_large = request("task/x", ExpectedVersion::Any, 1, 1);

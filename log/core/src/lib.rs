@@ -12,6 +12,7 @@ pub mod codec;
 pub mod error;
 pub mod ids;
 pub mod json;
+pub mod read_ahead;
 pub mod schema;
 pub mod source;
 
@@ -24,5 +25,6 @@ pub use api::{AppendRequest, Appended, ExpectedVersion, GroupRequest, Head, Log,
 pub use clock::{Clock, HybridClock, ManualClock, Timestamp};
 pub use error::{Error, Kind, Result};
 pub use ids::{EventId, IdGen, RandomIdGen, SeededIdGen, SessionId};
+pub use read_ahead::read_ahead;
 pub use schema::{Body, Envelope};
 pub use source::{EventSource, Pruned};

@@ -9,20 +9,20 @@ pub fn sample_envelope(n: u64) -> Envelope {
     let ids = SeededIdGen::new(n);
     let ts = Timestamp::from_nanos(1_760_000_000_000_000_000 + n * 1_000_000);
     Envelope {
-        event_id: EventId::new(ts, &ids).as_bytes().to_vec(),
+        event_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
         stream: format!("agent/a{n}"),
         stream_version: n,
         seq: n,
         ts: ts.as_nanos(),
-        correlation_id: EventId::new(ts, &ids).as_bytes().to_vec(),
-        causation_id: Vec::new(),
-        session_id: EventId::new(ts, &ids).as_bytes().to_vec(),
-        saga_id: Vec::new(),
+        correlation_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
+        causation_id: Default::default(),
+        session_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
+        saga_id: Default::default(),
         actor: "tester".into(),
         idempotency_key: String::new(),
         nonce: String::new(),
         schema_version: schema::SCHEMA_VERSION,
-        hash: Vec::new(),
+        hash: Default::default(),
         body: Some(Body::ActionRecorded(schema::ActionRecorded {
             agent_id: format!("a{n}"),
             session_id: "s".into(),

@@ -63,7 +63,7 @@ pub fn verify(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
                     event.stream, event.stream_version
                 )));
             }
-            if event.hash != hash {
+            if *event.hash != hash {
                 return Err(damage("the decoded hash differs from the stored one".into()));
             }
             previous = hash;

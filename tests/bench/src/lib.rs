@@ -128,10 +128,10 @@ pub(crate) fn sample_event(n: u64) -> Envelope {
     let ts = Timestamp::from_nanos(1_767_225_600_000_000_000 + n * 1_000);
     let id = EventId::new(ts, &SeededIdGen::new(n));
     Envelope {
-        event_id: id.as_bytes().to_vec(),
+        event_id: id.as_bytes().to_vec().into(),
         ts: ts.as_nanos(),
-        correlation_id: id.as_bytes().to_vec(),
-        session_id: id.as_bytes().to_vec(),
+        correlation_id: id.as_bytes().to_vec().into(),
+        session_id: id.as_bytes().to_vec().into(),
         actor: "agent-07".into(),
         schema_version: SCHEMA_VERSION,
         body: Some(Body::ActionRecorded(schema::ActionRecorded {
@@ -179,7 +179,8 @@ fn raw_rocksdb(dir: &Path, events: u64, batch: usize, sync: bool, indexed: bool)
     opts.create_missing_column_families(true);
     let db = rocksdb::DB::open_cf(&opts, dir, ["streams", "ids"])?;
     let (streams, ids) = (db.cf_handle("streams").context("streams")?, db.cf_handle("ids").context("ids")?);
-    let events_data: Vec<(Vec<u8>, Vec<u8>)> = (0..1024).map(|n| (stored_bytes(n), sample_event(n).event_id)).collect();
+    let events_data: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..1024).map(|n| (stored_bytes(n), sample_event(n).event_id.to_vec())).collect();
     let prefixes: Vec<Vec<u8>> = (0..8)
         .map(|p| {
             let stream = format!("agent/p{p}");

@@ -1,0 +1,220 @@
+//! [`read_ahead`]: a source's events handed to a fold page by page, read
+//! and decoded on two other threads a few pages ahead of it.
+//!
+//! A fold from the archive or the WAL has three jobs per event: read its
+//! stored bytes (and, for a replay's history, check its chain link), decode
+//! them, and fold the envelope. Each is a third or so of the work, so on
+//! their own threads they keep two cores busy where one reading thread
+//! beside the fold left the fold waiting on it. The stored bytes of a page
+//! go from the reading thread to the decoding one in one buffer, which goes
+//! back to be filled again (no allocation per event, and none per page once
+//! the pipeline is full).
+use std::sync::mpsc;
+
+use crate::codec;
+use crate::error::Result;
+use crate::schema::Envelope;
+use crate::source::EventSource;
+
+/// Events per page.
+pub const PAGE: usize = 4096;
+
+/// Pages each stage may run ahead of the next.
+const PAGES_AHEAD: usize = 4;
+
+/// One page of stored events: their bytes end to end, and where each ends.
+#[derive(Default)]
+struct StoredPage {
+    bytes: Vec<u8>,
+    events: Vec<(u64, usize)>,
+}
+
+impl StoredPage {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.events.clear();
+    }
+
+    /// The page's envelopes, into `page` (empty, its capacity reused).
+    fn decode_into(&self, mut page: Vec<Envelope>) -> Result<Vec<Envelope>> {
+        let mut start = 0;
+        page.reserve(self.events.len());
+        for &(seq, end) in &self.events {
+            page.push(codec::decode_at(seq, &self.bytes[start..end])?);
+            start = end;
+        }
+        Ok(page)
+    }
+}
+
+/// Calls `each` with the events `from..=through` of `source`, in order, a
+/// page (never empty) at a time, until `each` returns false. A failure to
+/// read or decode is handed to `each` in place of the page it spoiled, and
+/// ends the reading; so does the source ending before `through` (then
+/// `each` has had fewer events than asked for: the caller says what that
+/// means).
+pub fn read_ahead(
+    source: &dyn EventSource,
+    from: u64,
+    through: u64,
+    each: &mut dyn FnMut(Result<&[Envelope]>) -> bool,
+) {
+    let (stored_tx, stored_rx) = mpsc::sync_channel::<Result<StoredPage>>(PAGES_AHEAD);
+    let (spent_tx, spent_rx) = mpsc::sync_channel::<StoredPage>(PAGES_AHEAD + 2);
+    let (decoded_tx, decoded_rx) = mpsc::sync_channel::<Result<Vec<Envelope>>>(PAGES_AHEAD);
+    let (folded_tx, folded_rx) = mpsc::sync_channel::<Vec<Envelope>>(PAGES_AHEAD + 2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut next = from;
+            while next <= through {
+                let want = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
+                let mut page = spent_rx.try_recv().unwrap_or_default();
+                page.clear();
+                let read = source.for_each_stored(next, want, &mut |seq, bytes| {
+                    page.bytes.extend_from_slice(bytes);
+                    page.events.push((seq, page.bytes.len()));
+                    Ok(())
+                });
+                let stop = match &read {
+                    Ok(_) => match page.events.last() {
+                        Some(&(last, _)) => {
+                            next = last + 1;
+                            false
+                        }
+                        None => return,
+                    },
+                    Err(_) => true,
+                };
+                // The next stage hung up (the fold stopped): stop reading.
+                if stored_tx.send(read.map(|_| page)).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        scope.spawn(move || {
+            for stored in stored_rx {
+                // The envelopes of pages folded are freed here, where they
+                // were allocated (freeing across threads costs more), and
+                // their vector is filled again.
+                let mut envelopes = Vec::new();
+                while let Ok(mut folded) = folded_rx.try_recv() {
+                    folded.clear();
+                    envelopes = folded;
+                }
+                let decoded = stored.and_then(|page| {
+                    let decoded = page.decode_into(envelopes);
+                    // The reader may have stopped: then the buffer is dropped.
+                    let _ = spent_tx.try_send(page);
+                    decoded
+                });
+                let failed = decoded.is_err();
+                if decoded_tx.send(decoded).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for page in decoded_rx {
+            let go_on = match page {
+                Ok(page) => {
+                    let go_on = each(Ok(&page));
+                    // Full (the decoder is behind on freeing): dropped here.
+                    let _ = folded_tx.try_send(page);
+                    go_on
+                }
+                Err(e) => each(Err(e)),
+            };
+            if !go_on {
+                // Dropping the receiver stops the decoding thread, whose
+                // receiver's drop stops the reading one.
+                break;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Head;
+    use crate::error::Error;
+    use crate::source::Pruned;
+    use std::path::Path;
+
+    /// Events 1..=n, one stored event being garbage when asked.
+    struct Numbers {
+        n: u64,
+        garbage_at: Option<u64>,
+    }
+
+    impl EventSource for Numbers {
+        fn location(&self) -> &Path {
+            Path::new("numbers")
+        }
+        fn head(&self) -> Result<Head> {
+            Ok(Head { last_seq: self.n, hash: [0; 32] })
+        }
+        fn pruned_through(&self) -> Result<Option<Pruned>> {
+            Ok(None)
+        }
+        fn for_each_stored(
+            &self,
+            from_seq: u64,
+            max: usize,
+            f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+        ) -> Result<usize> {
+            let to = self.n.min(from_seq + max as u64 - 1);
+            for seq in from_seq..=to {
+                if self.garbage_at == Some(seq) {
+                    f(seq, b"\xff\xff")?;
+                } else {
+                    f(seq, &codec::encode(&crate::testing::sample_envelope(seq)))?;
+                }
+            }
+            Ok((from_seq..=to).count())
+        }
+    }
+
+    fn pages(source: &Numbers, from: u64, through: u64, stop_after: usize) -> Vec<Result<Vec<u64>>> {
+        let mut out = Vec::new();
+        read_ahead(source, from, through, &mut |page| {
+            out.push(page.map(|p| p.iter().map(|e| e.seq).collect()));
+            out.len() < stop_after
+        });
+        out
+    }
+
+    #[test]
+    fn every_event_once_in_order_a_page_at_a_time() {
+        let source = Numbers { n: 10_000, garbage_at: None };
+        let got = pages(&source, 3, 9_000, usize::MAX);
+        let seqs: Vec<u64> = got.iter().flat_map(|p| p.as_ref().unwrap().clone()).collect();
+        assert_eq!(seqs, (3..=9_000).collect::<Vec<_>>());
+        assert_eq!(got.iter().map(|p| p.as_ref().unwrap().len()).collect::<Vec<_>>(), [PAGE, PAGE, 8_998 - 2 * PAGE]);
+    }
+
+    #[test]
+    fn a_source_that_ends_early_ends_the_pages() {
+        let source = Numbers { n: 5_000, garbage_at: None };
+        let got = pages(&source, 1, 20_000, usize::MAX);
+        assert_eq!(got.iter().map(|p| p.as_ref().unwrap().len()).sum::<usize>(), 5_000);
+    }
+
+    #[test]
+    fn damage_takes_the_place_of_its_page_and_ends_the_reading() {
+        let source = Numbers { n: 20_000, garbage_at: Some(PAGE as u64 + 7) };
+        let got = pages(&source, 1, 20_000, usize::MAX);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_ok());
+        assert!(
+            matches!(&got[1], Err(Error::Corrupt { seq, .. }) if *seq == PAGE as u64 + 7),
+            "the damaged seq is named: {:?}",
+            got[1].as_ref().err()
+        );
+    }
+
+    #[test]
+    fn the_fold_may_stop_early() {
+        let source = Numbers { n: 100_000, garbage_at: None };
+        assert_eq!(pages(&source, 1, 100_000, 2).len(), 2);
+    }
+}
