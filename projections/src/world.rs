@@ -251,7 +251,7 @@ struct Deadlines {
     sessions: BTreeSet<(u64, Arc<str>)>,
     /// Each indexed session's deadline. (The hash maps here are only ever
     /// looked up, never iterated: no order can leak from them.)
-    session_at: HashMap<Arc<str>, u64>,
+    session_at: HashMap<Arc<str>, u64, foldhash::fast::FixedState>,
     /// The indexed sessions whose ids are UUIDs, as the 16 bytes an
     /// envelope names its session by: is an event's session live, without
     /// formatting its id.
@@ -259,9 +259,9 @@ struct Deadlines {
     /// Claimed tasks by the end of their lease.
     leases: BTreeSet<(u64, String)>,
     /// Each indexed claim's lease end and holder session.
-    lease_at: HashMap<String, (u64, String)>,
+    lease_at: HashMap<String, (u64, String), foldhash::fast::FixedState>,
     /// Claimed tasks by their holder's session.
-    claims: HashMap<String, BTreeSet<String>>,
+    claims: HashMap<String, BTreeSet<String>, foldhash::fast::FixedState>,
     /// Claimed tasks whose holder's session is unknown or not live.
     orphans: BTreeSet<String>,
 }

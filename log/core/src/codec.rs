@@ -4,6 +4,7 @@
 //! The schema has no map fields, so prost's encoding of an envelope is
 //! canonical: the same envelope always gives the same bytes. The hash chain
 //! and determinism checks rely on that.
+use bytes::Bytes;
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -29,11 +30,16 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 /// that copy (one allocation for them all, where decoding from a slice
 /// would allocate for each).
 pub fn decode(bytes: &[u8]) -> Result<Envelope> {
+    decode_shared(Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode`] without the copy: the envelope's ids and hash are slices of
+/// `bytes` (and keep all of it alive while they are).
+pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(Error::TooLarge { size_bytes: bytes.len(), limit_bytes: MAX_EVENT_BYTES });
     }
-    let envelope = Envelope::decode(bytes::Bytes::copy_from_slice(bytes))
-        .map_err(|source| Error::Decode { what: "envelope", source })?;
+    let envelope = Envelope::decode(bytes).map_err(|source| Error::Decode { what: "envelope", source })?;
     if envelope.body.is_none() {
         return Err(Error::Malformed {
             what: "envelope",
@@ -53,7 +59,12 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope> {
 /// names another seq, is [`Error::Corrupt`] at that seq (a read reports a
 /// broken log, it never panics on one).
 pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
-    let envelope = decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    decode_shared_at(seq, Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode_at`] without the copy (see [`decode_shared`]).
+pub fn decode_shared_at(seq: u64, bytes: Bytes) -> Result<Envelope> {
+    let envelope = decode_shared(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     if envelope.seq != seq {
         return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
     }

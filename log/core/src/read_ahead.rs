@@ -11,6 +11,8 @@
 //! the pipeline is full).
 use std::sync::mpsc;
 
+use bytes::Bytes;
+
 use crate::codec;
 use crate::error::Result;
 use crate::schema::Envelope;
@@ -35,12 +37,17 @@ impl StoredPage {
         self.events.clear();
     }
 
-    /// The page's envelopes, into `page` (empty, its capacity reused).
-    fn decode_into(&self, mut page: Vec<Envelope>) -> Result<Vec<Envelope>> {
+    /// The page's envelopes, into `page` (empty, its capacity reused). The
+    /// page's bytes go with them, as one buffer their ids and hashes are
+    /// slices of (no allocation per event for those); a fresh buffer
+    /// replaces them.
+    fn decode_into(&mut self, mut page: Vec<Envelope>) -> Result<Vec<Envelope>> {
+        let capacity = self.bytes.capacity();
+        let bytes = Bytes::from(std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity)));
         let mut start = 0;
         page.reserve(self.events.len());
         for &(seq, end) in &self.events {
-            page.push(codec::decode_at(seq, &self.bytes[start..end])?);
+            page.push(codec::decode_shared_at(seq, bytes.slice(start..end))?);
             start = end;
         }
         Ok(page)
@@ -101,7 +108,7 @@ pub fn read_ahead(
                     folded.clear();
                     envelopes = folded;
                 }
-                let decoded = stored.and_then(|page| {
+                let decoded = stored.and_then(|mut page| {
                     let decoded = page.decode_into(envelopes);
                     // The reader may have stopped: then the buffer is dropped.
                     let _ = spent_tx.try_send(page);
