@@ -6,9 +6,10 @@
 //! them, and fold the envelope. Each is a third or so of the work, so on
 //! their own threads they keep two cores busy where one reading thread
 //! beside the fold left the fold waiting on it. The stored bytes of a page
-//! go from the reading thread to the decoding one in one buffer, which goes
-//! back to be filled again (no allocation per event, and none per page once
-//! the pipeline is full).
+//! go from the reading thread to the decoding one in one buffer; the
+//! envelopes' ids and hashes are slices of it (no allocation per event for
+//! those). The folded envelopes, and with them the buffer, go back to the
+//! decoding thread to be freed where they were allocated.
 use std::sync::mpsc;
 
 use bytes::Bytes;
@@ -60,6 +61,10 @@ impl StoredPage {
 /// ends the reading; so does the source ending before `through` (then
 /// `each` has had fewer events than asked for: the caller says what that
 /// means).
+///
+/// An envelope's ids and hash share its page's buffer: a caller that keeps
+/// an envelope (a clone) beyond the call keeps that whole page in memory,
+/// so it copies what it keeps instead.
 pub fn read_ahead(
     source: &dyn EventSource,
     from: u64,
