@@ -160,15 +160,24 @@ impl Signed {
     /// Whether the signature is `public_key`'s over the message (strict
     /// verification: no malleable or small-order forms).
     pub fn verify(&self, public_key: &[u8; 32]) -> Result<()> {
-        let bad = |why: &str| {
+        let key = VerifyingKey::from_bytes(public_key).map_err(|_| {
+            Rejection::new(Code::BadSignature, format!("the registered key of {} is unusable", self.key_id))
+        })?;
+        self.verify_with(&key)
+    }
+
+    /// [`Signed::verify`] with the key already decoded
+    /// ([`crate::auth::Auth::verifying_key`]).
+    pub fn verify_with(&self, key: &VerifyingKey) -> Result<()> {
+        key.verify_strict(&self.message, &Signature::from_bytes(&self.signature)).map_err(|_| {
             Rejection::new(
                 Code::BadSignature,
-                format!("the signature is not {}'s over this request: {why}", self.key_id),
+                format!(
+                    "the signature is not {}'s over this request: check the signed bytes against docs/PROTOCOL.md",
+                    self.key_id
+                ),
             )
-        };
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad("the registered key is unusable"))?;
-        key.verify_strict(&self.message, &Signature::from_bytes(&self.signature))
-            .map_err(|_| bad("check the signed bytes against docs/PROTOCOL.md"))
+        })
     }
 
     /// The nonce as the log records it: `<key id>/<nonce>`.

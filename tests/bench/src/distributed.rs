@@ -7,8 +7,9 @@
 //! latency are measured twice: on a node in open mode, and on one that
 //! requires signed commands (each request signed by its principal and
 //! verified, its nonce checked), with what signing and verifying cost
-//! alone. Then hot aggregates through one node and two (`hot.rs`). Prints;
-//! asserts nothing.
+//! alone; the claims in alternating rounds of the two modes, so that the
+//! machine's drift falls on both. Then hot aggregates through one node and
+//! two (`hot.rs`). Prints; asserts nothing.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,7 +270,14 @@ struct Senders {
     agent_id: String,
 }
 
-async fn claim_latency(senders: &Senders, claims: u64) -> anyhow::Result<Latency> {
+/// Rounds of claims, open and signed alternating, that the claim latency of
+/// each mode is taken over: the machine's speed drifts by 10–20 % over a
+/// run, and the figure compared is the difference of the two p99s.
+const CLAIM_ROUNDS: u64 = 4;
+
+/// `claims` claims by `senders`' agent, one at a time, each on a task
+/// just created; the histogram of their round trips (ns).
+async fn claim_latency(senders: &Senders, claims: u64) -> anyhow::Result<Histogram<u64>> {
     let Senders { admin, orchestrator, agent, agent_id } = senders;
     let register = RegisterAgent { agent_id: agent_id.clone(), name: String::new(), capabilities: vec![] };
     admin.execute(&register.into(), None).await?;
@@ -298,7 +306,67 @@ async fn claim_latency(senders: &Senders, claims: u64) -> anyhow::Result<Latency
         agent.execute(&claim, None).await?;
         histogram.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))?;
     }
-    Ok(Latency::from(&histogram))
+    Ok(histogram)
+}
+
+/// Claim latency through a service on `log`, open and signed, in
+/// [`CLAIM_ROUNDS`] alternating rounds of `claims / CLAIM_ROUNDS` each (a
+/// fresh service, agent and principals each round): (open, signed).
+async fn claim_rounds(url: &str, log: &Arc<JetStreamLog>, claims: u64) -> anyhow::Result<(Latency, Latency)> {
+    let nats = async_nats::connect(url).await?;
+    let (mut open, mut signed) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    for round in 0..CLAIM_ROUNDS {
+        let per_round = claims.div_ceil(CLAIM_ROUNDS);
+        let (stop, service) = start_service(url, log, None).await?;
+        let client = Client::new(nats.clone(), "bench");
+        let senders = Senders {
+            admin: client.clone(),
+            orchestrator: client.clone(),
+            agent: client,
+            agent_id: format!("open-{round}"),
+        };
+        open.add(claim_latency(&senders, per_round).await?)?;
+        let _ = stop.send(true);
+        let _ = service.await;
+
+        let (admin, auth) = bench_admin();
+        let (stop, service) = start_service(url, log, Some(auth)).await?;
+        let seed = u8::try_from(10 + 2 * round).expect("a few rounds");
+        let senders = signed_senders(&nats, admin, &format!("-{round}"), seed).await?;
+        signed.add(claim_latency(&senders, per_round).await?)?;
+        let _ = stop.send(true);
+        let _ = service.await;
+    }
+    Ok((Latency::from(&open), Latency::from(&signed)))
+}
+
+/// A service on `log` (requiring signatures with `auth`), running until
+/// its stop is sent.
+async fn start_service(
+    url: &str,
+    log: &Arc<JetStreamLog>,
+    auth: Option<Auth>,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
+    let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+    if let Some(auth) = auth {
+        handler = handler.with_auth(Arc::new(auth));
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let service = wire::Service::bind(async_nats::connect(url).await?, Arc::new(handler)).await?;
+    let service = tokio::spawn(async move {
+        let _ = service.run(stop).await;
+    });
+    Ok((stop_tx, service))
+}
+
+/// The signed node's configured admin: its key, and the node's `Auth`.
+fn bench_admin() -> (Signer, Auth) {
+    let admin = signer("bench-admin", 1);
+    let auth = Auth::new(
+        [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
+        agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
+    );
+    (admin, auth)
 }
 
 /// Node A appends at `rate` events/s; for each, how long until node B's
@@ -338,8 +406,9 @@ fn signer(id: &str, seed: u8) -> Signer {
 }
 
 /// The admin of the signed node's configuration, and the orchestrator and
-/// agent principals it registers.
-async fn signed_senders(nats: &async_nats::Client, admin: Signer) -> anyhow::Result<Senders> {
+/// agent principals it registers (ids ending in `suffix`, keys from
+/// `seed` and `seed + 1`).
+async fn signed_senders(nats: &async_nats::Client, admin: Signer, suffix: &str, seed: u8) -> anyhow::Result<Senders> {
     let admin = Client::new(nats.clone(), "bench").with_signer(admin);
     let principal = |id: &str, seed: u8, role: Role, agent_id: &str| {
         let signer = signer(id, seed);
@@ -355,9 +424,10 @@ async fn signed_senders(nats: &async_nats::Client, admin: Signer) -> anyhow::Res
             Ok::<_, agentlog_commands::Rejection>(admin.clone().with_signer(signer))
         }
     };
-    let orchestrator = principal("bench-orchestrator", 2, Role::Orchestrator, "").await?;
-    let agent = principal("bench-agent", 3, Role::Agent, "signed").await?;
-    Ok(Senders { admin, orchestrator, agent, agent_id: "signed".into() })
+    let agent_id = format!("signed{suffix}");
+    let orchestrator = principal(&format!("bench-orchestrator{suffix}"), seed, Role::Orchestrator, "").await?;
+    let agent = principal(&format!("bench-agent{suffix}"), seed + 1, Role::Agent, &agent_id).await?;
+    Ok(Senders { admin, orchestrator, agent, agent_id })
 }
 
 /// What signing a request (the producer) and verifying it (the node)
@@ -381,45 +451,26 @@ fn signature_cost(n: u32) -> anyhow::Result<(f64, f64)> {
     Ok((sign.value_at_quantile(0.5) as f64 / 1e3, verify.value_at_quantile(0.5) as f64 / 1e3))
 }
 
-/// The commands and claim figures through a service on `log`: in open
-/// mode, or (with `auth`) requiring signatures.
+/// Commands (64 producers) through a service on `log`: in open mode, or
+/// (with `auth`) requiring signatures, every request signed by the admin.
 async fn through_the_service(
     url: &str,
     log: &Arc<JetStreamLog>,
-    auth: Option<(Auth, Signer)>,
+    auth: Option<(Signer, Auth)>,
     commands: u64,
-    claims: u64,
     nats_pid: u32,
-) -> anyhow::Result<(f64, Cpu, Latency)> {
-    let mut handler = Handler::new(log.clone(), Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+) -> anyhow::Result<(f64, Cpu)> {
     let nats = async_nats::connect(url).await?;
     let phase = if auth.is_some() { "signed" } else { "open" };
-    let (senders, admin) = match auth {
-        Some((auth, admin)) => {
-            handler = handler.with_auth(Arc::new(auth));
-            (None, Some(admin))
-        }
-        None => {
-            let client = Client::new(nats.clone(), "bench");
-            let senders =
-                Senders { admin: client.clone(), orchestrator: client.clone(), agent: client, agent_id: "open".into() };
-            (Some(senders), None)
-        }
+    let (client, auth) = match auth {
+        Some((admin, auth)) => (Client::new(nats, "bench").with_signer(admin), Some(auth)),
+        None => (Client::new(nats, "bench"), None),
     };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = wire::Service::bind(async_nats::connect(url).await?, Arc::new(handler)).await?;
-    let service = tokio::spawn(service.run(stop));
-    let senders = match (senders, admin) {
-        (Some(senders), _) => senders,
-        (None, Some(admin)) => signed_senders(&nats, admin).await?,
-        (None, None) => unreachable!("one of the two is set"),
-    };
-    let (throughput, cpu) =
-        measure_cpu(nats_pid, commands, service_commands(&senders.admin, phase, commands, 64)).await?;
-    let claim = claim_latency(&senders, claims).await?;
-    let _ = stop_tx.send(true);
+    let (stop, service) = start_service(url, log, auth).await?;
+    let measured = measure_cpu(nats_pid, commands, service_commands(&client, phase, commands, 64)).await?;
+    let _ = stop.send(true);
     let _ = service.await;
-    Ok((throughput, cpu, claim))
+    Ok(measured)
 }
 
 pub async fn run(
@@ -442,19 +493,16 @@ pub async fn run(
     let a = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.0.path())).await?);
     say("appends through the Log trait (64 producers)");
     let appends = log_appends(&a, events, 64).await?;
-    say("commands (64 producers) and claim latency through the service, open mode");
+    say("commands (64 producers) through the service, open mode");
     say("the request/reply + publish baseline (64 producers)");
     let (baseline, baseline_cpu) =
         measure_cpu(server.pid(), events / 2, request_publish_baseline(&url, events / 2, 64)).await?;
-    let (commands, cpu, claim) = through_the_service(&url, &a, None, events / 2, claims, server.pid()).await?;
+    let (commands, cpu) = through_the_service(&url, &a, None, events / 2, server.pid()).await?;
     say("the same with signed commands");
-    let admin = signer("bench-admin", 1);
-    let auth = Auth::new(
-        [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
-        agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
-    );
-    let (signed_commands, signed_cpu, signed_claim) =
-        through_the_service(&url, &a, Some((auth, admin)), events / 2, claims, server.pid()).await?;
+    let (signed_commands, signed_cpu) =
+        through_the_service(&url, &a, Some(bench_admin()), events / 2, server.pid()).await?;
+    say("claim latency through the service, open and signed in alternating rounds");
+    let (claim, signed_claim) = claim_rounds(&url, &a, claims).await?;
     say("signing and verifying alone");
     let (sign_us, verify_us) = signature_cost(20_000)?;
     say("commands through agentlog serve as its own process (64 producers)");
@@ -470,11 +518,7 @@ pub async fn run(
     let hot_commands = (events / 16).max(640);
     let mut hot = crate::hot::run(&url, std::slice::from_ref(&a), &mut sessions, hot_commands, None).await?;
     say("one budget, 1, 16 and 64 producers, through one node with signed commands");
-    let admin = signer("bench-admin", 1);
-    let auth = Auth::new(
-        [Principal { public_key: admin.public_key(), ..Principal::in_process("bench-admin", &[Role::Admin]) }],
-        agentlog_commands::auth::DEFAULT_SKEW_SECONDS,
-    );
+    let (admin, auth) = bench_admin();
     hot.extend(crate::hot::run_signed(&url, &a, auth, admin, &sessions, hot_commands).await?);
     // Opened only now, so that the figures above are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
