@@ -517,15 +517,19 @@ pub async fn run(
     let mut sessions = Vec::new();
     let hot_commands = (events / 16).max(640);
     let mut hot = crate::hot::run(&url, std::slice::from_ref(&a), &mut sessions, hot_commands, None).await?;
-    say("one budget, 1, 16 and 64 producers, through one node with signed commands");
+    say("the same through one node with signed commands");
     let (admin, auth) = bench_admin();
-    hot.extend(crate::hot::run_signed(&url, &a, auth, admin, &sessions, hot_commands).await?);
+    let signed = crate::hot::SignedProducers::register(&url, &a, auth, admin).await?;
+    hot.extend(crate::hot::run_signed(&url, std::slice::from_ref(&a), &signed, &sessions, hot_commands).await?);
     // Opened only now, so that the figures above are one node's.
     let b = Arc::new(JetStreamLog::open(Options::new(&url, mirrors.1.path())).await?);
     b.caught_up(a.head().await?.last_seq).await?;
     say(&format!("the same through two nodes, then two nodes on one budget for {hot_seconds} s"));
     let long = Some(Duration::from_secs(hot_seconds));
-    hot.extend(crate::hot::run(&url, &[a.clone(), b.clone()], &mut sessions, hot_commands, long).await?);
+    let both = [a.clone(), b.clone()];
+    hot.extend(crate::hot::run(&url, &both, &mut sessions, hot_commands, long).await?);
+    say("the same through two nodes with signed commands");
+    hot.extend(crate::hot::run_signed(&url, &both, &signed, &sessions, hot_commands).await?);
     say("a second node's mirror lag at half the peak append rate");
     b.caught_up(a.head().await?.last_seq).await?;
     let lag = mirror_lag(&a, &b, appends / 2.0, 5).await?;

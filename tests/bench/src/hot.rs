@@ -6,8 +6,9 @@
 //! is the accepted commands per second, the refusals by code (a hot
 //! aggregate should see none but domain refusals) and the appends that
 //! lost a race to the other node (`Handler::races_lost`). With signing on
-//! (`run_signed`): one budget through one node that requires signatures,
-//! each producer an agent principal signing its own debits.
+//! (`run_signed`): the same budget and task through one node and through
+//! two that require signatures, each producer an agent principal signing
+//! its own commands.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -278,43 +279,77 @@ pub(crate) async fn run(
     Ok(figures)
 }
 
-/// One budget with 1, 16 and 64 producers (`commands` commands each)
-/// through one node on `log` that requires signed commands (`auth`, whose
-/// bootstrap admin is `admin`): the admin registers an agent principal
-/// for each producer's agent (`hot-0`…, registered by [`run`], whose
-/// `sessions` are reused), and each producer signs its debits with its
-/// own key; the node verifies each and records its nonce.
+/// The signed side of the figures: the bootstrap admin's client, an
+/// orchestrator principal's (who creates the hot task) and, for each
+/// producer's agent (`hot-0`…, registered by [`run`]), an agent principal
+/// signing with its own key. Registered once, through a node that
+/// requires signatures with `auth` (whose bootstrap admin is `admin`).
+pub(crate) struct SignedProducers {
+    auth: Arc<Auth>,
+    admin: Client,
+    orchestrator: Client,
+    agents: Vec<Client>,
+}
+
+impl SignedProducers {
+    pub(crate) async fn register(
+        url: &str,
+        log: &Arc<JetStreamLog>,
+        auth: Auth,
+        admin: Signer,
+    ) -> anyhow::Result<SignedProducers> {
+        let auth = Arc::new(auth);
+        let nats = async_nats::connect(url).await?;
+        let nodes = Nodes::start(url, std::slice::from_ref(log), Some(auth.clone())).await?;
+        let admin = Client::new(nats.clone(), "bench").with_signer(admin);
+        let principal = |id: &str, seed: [u8; 32], role: Role, agent_id: &str| {
+            let signer = Signer::new(id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+            let register = RegisterPrincipal {
+                principal_id: id.to_owned(),
+                public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
+                roles: vec![role],
+                agent_id: agent_id.to_owned(),
+            };
+            let (admin, client) = (admin.clone(), Client::new(nats.clone(), "bench").with_signer(signer));
+            async move {
+                admin.execute(&register.into(), None).await?;
+                Ok::<_, anyhow::Error>(client)
+            }
+        };
+        let orchestrator = principal("hot-orchestrator", [0x6f; 32], Role::Orchestrator, "").await?;
+        let mut agents = Vec::new();
+        for p in 0..MOST_PRODUCERS {
+            let id = format!("hot-{p}");
+            let mut seed = [0x5e; 32];
+            seed[0] = u8::try_from(p)?;
+            agents.push(principal(&id, seed, Role::Agent, &id).await?);
+        }
+        nodes.stop().await;
+        Ok(SignedProducers { auth, admin, orchestrator, agents })
+    }
+}
+
+/// One budget and one task with 1, 16 and 64 producers (`commands`
+/// commands each) through the nodes on `logs` (one or two) that require
+/// signed commands: each producer signs its own debits, claims and
+/// releases as its agent's principal (`signed`, whose `sessions` are
+/// [`run`]'s); the nodes verify each and record its nonce.
 pub(crate) async fn run_signed(
     url: &str,
-    log: &Arc<JetStreamLog>,
-    auth: Auth,
-    admin: Signer,
+    logs: &[Arc<JetStreamLog>],
+    signed: &SignedProducers,
     sessions: &[String],
     commands: u64,
 ) -> anyhow::Result<Vec<Figure>> {
-    let nats = async_nats::connect(url).await?;
-    let nodes = Nodes::start(url, std::slice::from_ref(log), Some(Arc::new(auth))).await?;
-    let admin = Client::new(nats.clone(), "bench").with_signer(admin);
-    let mut clients = Vec::new();
-    for p in 0..MOST_PRODUCERS {
-        let id = format!("hot-{p}");
-        let mut seed = [0x5e; 32];
-        seed[0] = u8::try_from(p)?;
-        let signer = Signer::new(&id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
-        let register = RegisterPrincipal {
-            principal_id: id.clone(),
-            public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
-            roles: vec![Role::Agent],
-            agent_id: id,
-        };
-        admin.execute(&register.into(), None).await?;
-        clients.push(Client::new(nats.clone(), "bench").with_signer(signer));
-    }
+    let nodes = Nodes::start(url, logs, Some(signed.auth.clone())).await?;
     let mut figures = Vec::new();
-    for producers in [1, 16, MOST_PRODUCERS] {
-        let name = format!("hot-budget-signed-{producers}");
-        let until = Until::Commands(commands);
-        figures.push(hammer(&admin, &clients, &nodes, sessions, Aggregate::Budget, &name, producers, until).await?);
+    for aggregate in [Aggregate::Budget, Aggregate::Task] {
+        let setup = if aggregate == Aggregate::Budget { &signed.admin } else { &signed.orchestrator };
+        for producers in [1, 16, MOST_PRODUCERS] {
+            let name = format!("hot-{}-{}-signed-{producers}", aggregate.name(), logs.len());
+            let until = Until::Commands(commands);
+            figures.push(hammer(setup, &signed.agents, &nodes, sessions, aggregate, &name, producers, until).await?);
+        }
     }
     nodes.stop().await;
     Ok(figures)
