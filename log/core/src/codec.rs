@@ -30,15 +30,14 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 /// that copy (one allocation for them all, where decoding from a slice
 /// would allocate for each).
 pub fn decode(bytes: &[u8]) -> Result<Envelope> {
+    check_size(bytes)?;
     decode_shared(Bytes::copy_from_slice(bytes))
 }
 
 /// [`decode`] without the copy: the envelope's ids and hash are slices of
 /// `bytes` (and keep all of it alive while they are).
 pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
-    if bytes.len() > MAX_EVENT_BYTES {
-        return Err(Error::TooLarge { size_bytes: bytes.len(), limit_bytes: MAX_EVENT_BYTES });
-    }
+    check_size(&bytes)?;
     let envelope = Envelope::decode(bytes).map_err(|source| Error::Decode { what: "envelope", source })?;
     if envelope.body.is_none() {
         return Err(Error::Malformed {
@@ -55,10 +54,20 @@ pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
     Ok(envelope)
 }
 
+/// Refuses bytes over [`MAX_EVENT_BYTES`] before anything is copied or
+/// decoded.
+fn check_size(bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(Error::TooLarge { size_bytes: bytes.len(), limit_bytes: MAX_EVENT_BYTES });
+    }
+    Ok(())
+}
+
 /// Decodes the event a log stored under `seq`: damage, or an envelope that
 /// names another seq, is [`Error::Corrupt`] at that seq (a read reports a
 /// broken log, it never panics on one).
 pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
+    check_size(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     decode_shared_at(seq, Bytes::copy_from_slice(bytes))
 }
 
