@@ -964,6 +964,37 @@ mod tests {
     }
 
     #[test]
+    fn reads_in_key_order_whether_or_not_the_order_was_built_before_the_changes() {
+        let keys = |e: &Entities<String, u64>| e.keys().map(Cow::into_owned).collect::<Vec<_>>();
+        let mut e: Entities<String, u64> = Entities::new("n");
+        for key in ["m", "c", "x", "a"] {
+            e.insert(key.into(), 1);
+        }
+        e.remove("x");
+        e.insert_if_absent("b".into(), || 2);
+        // The first read in order builds it from what is there now.
+        assert_eq!(keys(&e), ["a", "b", "c", "m"]);
+        // Kept from then on, through every kind of change.
+        e.remove("a");
+        e.insert("d".into(), 3);
+        e.insert_if_absent("aa".into(), || 4);
+        *e.get_or_insert_with("z", || 5) += 1;
+        assert_eq!(keys(&e), ["aa", "b", "c", "d", "m", "z"]);
+        assert_eq!(
+            e.range("c".to_owned()..="m".to_owned()).map(|(k, _)| k.into_owned()).collect::<Vec<_>>(),
+            ["c", "d", "m"]
+        );
+        // A first settle hands every entity over in key order, built or not.
+        let mut fresh: Entities<String, u64> = Entities::new("n");
+        for key in ["q", "e", "k"] {
+            fresh.insert(key.into(), 1);
+        }
+        let mut out = Vec::new();
+        fresh.settle(&mut out);
+        assert_eq!(out.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), [b"e", b"k", b"q"]);
+    }
+
+    #[test]
     fn seq_keys_read_back() {
         assert_eq!(<(u64, u32)>::from_bytes(&(7u64, 2u32).to_bytes()), Some((7, 2)));
         assert_eq!(<(u64, u32)>::from_bytes(&[1, 2]), None);
