@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentlog_commands::command::{AllocateBudget, ClaimTask, CreateTask, OpenSession, RegisterAgent};
-use agentlog_commands::principal::RegisterPrincipal;
 use agentlog_commands::wire::{self, Client, Message};
 use agentlog_commands::{Auth, Command as Cmd, Handler, Principal, Request, Role, Signer};
 use agentlog_log::jetstream::{JetStreamLog, Options};
@@ -409,24 +408,15 @@ fn signer(id: &str, seed: u8) -> Signer {
 /// agent principals it registers (ids ending in `suffix`, keys from
 /// `seed` and `seed + 1`).
 async fn signed_senders(nats: &async_nats::Client, admin: Signer, suffix: &str, seed: u8) -> anyhow::Result<Senders> {
+    use crate::hot::register_principal;
     let admin = Client::new(nats.clone(), "bench").with_signer(admin);
-    let principal = |id: &str, seed: u8, role: Role, agent_id: &str| {
-        let signer = signer(id, seed);
-        let register = RegisterPrincipal {
-            principal_id: id.into(),
-            public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
-            roles: vec![role],
-            agent_id: agent_id.into(),
-        };
-        let admin = admin.clone();
-        async move {
-            admin.execute(&register.into(), None).await?;
-            Ok::<_, agentlog_commands::Rejection>(admin.clone().with_signer(signer))
-        }
-    };
     let agent_id = format!("signed{suffix}");
-    let orchestrator = principal(&format!("bench-orchestrator{suffix}"), seed, Role::Orchestrator, "").await?;
-    let agent = principal(&format!("bench-agent{suffix}"), seed + 1, Role::Agent, &agent_id).await?;
+    let orchestrator =
+        register_principal(&admin, nats, &format!("bench-orchestrator{suffix}"), [seed; 32], Role::Orchestrator, "")
+            .await?;
+    let agent =
+        register_principal(&admin, nats, &format!("bench-agent{suffix}"), [seed + 1; 32], Role::Agent, &agent_id)
+            .await?;
     Ok(Senders { admin, orchestrator, agent, agent_id })
 }
 

@@ -302,31 +302,39 @@ impl SignedProducers {
         let nats = async_nats::connect(url).await?;
         let nodes = Nodes::start(url, std::slice::from_ref(log), Some(auth.clone())).await?;
         let admin = Client::new(nats.clone(), "bench").with_signer(admin);
-        let principal = |id: &str, seed: [u8; 32], role: Role, agent_id: &str| {
-            let signer = Signer::new(id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
-            let register = RegisterPrincipal {
-                principal_id: id.to_owned(),
-                public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
-                roles: vec![role],
-                agent_id: agent_id.to_owned(),
-            };
-            let (admin, client) = (admin.clone(), Client::new(nats.clone(), "bench").with_signer(signer));
-            async move {
-                admin.execute(&register.into(), None).await?;
-                Ok::<_, anyhow::Error>(client)
-            }
-        };
-        let orchestrator = principal("hot-orchestrator", [0x6f; 32], Role::Orchestrator, "").await?;
+        let orchestrator =
+            register_principal(&admin, &nats, "hot-orchestrator", [0x6f; 32], Role::Orchestrator, "").await?;
         let mut agents = Vec::new();
         for p in 0..MOST_PRODUCERS {
             let id = format!("hot-{p}");
             let mut seed = [0x5e; 32];
             seed[0] = u8::try_from(p)?;
-            agents.push(principal(&id, seed, Role::Agent, &id).await?);
+            agents.push(register_principal(&admin, &nats, &id, seed, Role::Agent, &id).await?);
         }
         nodes.stop().await;
         Ok(SignedProducers { auth, admin, orchestrator, agents })
     }
+}
+
+/// Registers principal `id` (its key from `seed`, one `role`, acting for
+/// `agent_id` if an agent) through `admin`; a client that signs as it.
+pub(crate) async fn register_principal(
+    admin: &Client,
+    nats: &async_nats::Client,
+    id: &str,
+    seed: [u8; 32],
+    role: Role,
+    agent_id: &str,
+) -> anyhow::Result<Client> {
+    let signer = Signer::new(id, seed, Arc::new(HybridClock::system()), Arc::new(RandomIdGen::new()));
+    let register = RegisterPrincipal {
+        principal_id: id.to_owned(),
+        public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signer.public_key()),
+        roles: vec![role],
+        agent_id: agent_id.to_owned(),
+    };
+    admin.execute(&register.into(), None).await?;
+    Ok(Client::new(nats.clone(), "bench").with_signer(signer))
 }
 
 /// One budget and one task with 1, 16 and 64 producers (`commands`
