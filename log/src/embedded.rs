@@ -129,7 +129,7 @@ impl Log for EmbeddedLog {
     }
 
     async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
-        self.store.read(from_seq, max)
+        crate::wal::read(&self.store, &self.durable, from_seq, max)
     }
 
     async fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Envelope>> {
@@ -141,7 +141,7 @@ impl Log for EmbeddedLog {
     }
 
     fn known_version(&self, stream: &str) -> Option<u64> {
-        self.versions.get(stream)
+        self.versions.get_or_read(stream, || self.store.stream_version(stream)).ok()
     }
 
     async fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {

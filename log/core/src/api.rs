@@ -325,7 +325,8 @@ pub trait Log: Send + Sync + 'static {
     /// The stream's last version (0 when it has no events).
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<u64>> + Send;
 
-    /// The stream's last version when this log knows it without a read:
+    /// The stream's last version when this log knows it without reading
+    /// the stream's events (at most one index lookup, then remembered):
     /// never behind an append it has acknowledged, so a state folded to
     /// this version is caught up with the whole log. `None` when it does
     /// not know (read the stream instead); the default.
@@ -335,8 +336,9 @@ pub trait Log: Send + Sync + 'static {
 
     /// The stream's last version in this node's log as far as
     /// [`Log::read_stream_local`] would find it, when this log knows it
-    /// without a read (a mirror's follower remembers what it wrote). `None`
-    /// when it does not know; by default [`Log::known_version`].
+    /// without reading the stream's events (a mirror's follower remembers
+    /// what it wrote, and what one index lookup found). `None` when it does
+    /// not know; by default [`Log::known_version`].
     fn local_version(&self, stream: &str) -> Option<u64> {
         self.known_version(stream)
     }

@@ -143,7 +143,8 @@ async fn follow(stream: &Stream, follower: &mut Follower, durable: &Durable) -> 
         if !pending.in_batch && !pending.events.is_empty() {
             let events = std::mem::take(&mut pending.events);
             let keys = std::mem::take(&mut pending.keys);
-            let at = follower.apply(events, keys)?;
+            let (at, written) = follower.apply_sealed(events, keys)?;
+            durable.keep(written);
             durable.advance(at);
         }
     }

@@ -356,7 +356,7 @@ impl Log for JetStreamLog {
     }
 
     async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<Envelope>> {
-        self.store.read(from_seq, max)
+        crate::wal::read(&self.store, &self.durable, from_seq, max)
     }
 
     /// Reads the mirror after it has caught up with the stream's last event
@@ -374,7 +374,7 @@ impl Log for JetStreamLog {
 
     /// What the mirror's follower last wrote of the stream.
     fn local_version(&self, stream: &str) -> Option<u64> {
-        self.versions.get(stream).map(|(version, _)| version)
+        self.versions.get_or_read(stream, || self.store.stream_last(stream)).ok().map(|(version, _)| version)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64> {

@@ -5,25 +5,36 @@
 //! Every failure that stops writes goes through [`Durable::poison`], which
 //! also wakes everyone waiting on the head, so no waiter sleeps through it;
 //! closing the log goes through [`Durable::close`] the same way.
+//!
+//! It also keeps the events written last ([`Recent`]), which subscriptions
+//! at the tail take instead of reading them back from the store.
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
+use super::recent::Recent;
 use crate::api::Head;
 use crate::error::{Error, Result};
+use crate::schema::Envelope;
 
 #[derive(Debug)]
 pub struct Durable {
     head: watch::Sender<Head>,
     poison: OnceLock<String>,
     closed: AtomicBool,
+    recent: Recent,
 }
 
 impl Durable {
     /// A WAL whose durable head is `head`.
     pub fn new(head: Head) -> Durable {
-        Durable { head: watch::channel(head).0, poison: OnceLock::new(), closed: AtomicBool::new(false) }
+        Durable {
+            head: watch::channel(head).0,
+            poison: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            recent: Recent::default(),
+        }
     }
 
     /// The last durable event.
@@ -54,6 +65,18 @@ impl Durable {
             }
             newer
         });
+    }
+
+    /// Keeps a batch just written (sealed, in seq order) for subscriptions
+    /// at the tail; called before the head that covers it is published.
+    pub(crate) fn keep(&self, written: Vec<Envelope>) {
+        self.recent.keep(written);
+    }
+
+    /// The kept events from `from` through `through` (at most `max`), or
+    /// `None` when they must be read from the store.
+    pub(crate) fn recent(&self, from: u64, through: u64, max: usize) -> Option<Vec<Envelope>> {
+        self.recent.read(from, through, max)
     }
 
     /// Fail-stop: after a failed write or fsync, or an inconsistency the

@@ -56,6 +56,16 @@ impl Follower {
     /// wrong (a gap, a stream version that does not continue, an event too
     /// large to read back) is [`Error::Corrupt`] and writes nothing.
     pub fn apply(&mut self, events: Vec<Ordered>, keys: Vec<(String, Appended)>) -> Result<Head> {
+        self.apply_sealed(events, keys).map(|(head, _)| head)
+    }
+
+    /// [`Follower::apply`], also giving back the events written, sealed (as
+    /// a read of the store would give them).
+    pub(crate) fn apply_sealed(
+        &mut self,
+        events: Vec<Ordered>,
+        keys: Vec<(String, Appended)>,
+    ) -> Result<(Head, Vec<Envelope>)> {
         let store = self.store.clone();
         let mut staged = Staged::new(&store, self.head);
         let mut touched: HashMap<String, Last> = HashMap::new();
@@ -88,13 +98,13 @@ impl Follower {
             staged.idempotency_key(key, appended);
         }
         if staged.is_empty() {
-            return Ok(self.head);
+            return Ok((self.head, Vec::new()));
         }
-        let head = staged.write(self.sync)?;
+        let (head, sealed) = staged.write(self.sync)?;
         metrics::histogram!(crate::metrics::MIRROR_BATCH_EVENTS).record((head.last_seq - self.head.last_seq) as f64);
         self.head = head;
         // Only once the write is done: never ahead of what a read finds.
         self.versions.extend(touched);
-        Ok(head)
+        Ok((head, sealed))
     }
 }

@@ -12,6 +12,7 @@ mod keys;
 mod prune;
 #[cfg(feature = "test-util")]
 mod raw;
+mod recent;
 mod stage;
 mod store;
 mod subscription;
@@ -24,6 +25,7 @@ pub use follower::{Follower, Ordered};
 pub use prune::PruneReport;
 #[cfg(feature = "test-util")]
 pub use raw::RawWriter;
+pub(crate) use recent::read;
 pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};

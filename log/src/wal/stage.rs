@@ -18,11 +18,13 @@ pub(crate) struct Staged<'a> {
     batch: WriteBatch,
     base: Head,
     head: Head,
+    /// The events staged, sealed (with their hashes), in seq order.
+    sealed: Vec<Envelope>,
 }
 
 impl<'a> Staged<'a> {
     pub fn new(store: &'a Store, base: Head) -> Self {
-        Staged { store, batch: WriteBatch::default(), base, head: base }
+        Staged { store, batch: WriteBatch::default(), base, head: base, sealed: Vec::new() }
     }
 
     /// The head once this batch is written.
@@ -48,6 +50,8 @@ impl<'a> Staged<'a> {
         self.batch.put_cf(self.store.cf(CF_STREAMS), stream_key(&event.stream, event.stream_version), seq_key(seq));
         self.batch.put_cf(self.store.cf(CF_IDS), &event.event_id, seq_key(seq));
         self.head = Head { last_seq: seq, hash };
+        event.hash = hash.to_vec().into();
+        self.sealed.push(event);
         Ok(hash)
     }
 
@@ -62,27 +66,31 @@ impl<'a> Staged<'a> {
     }
 
     /// Writes the batch with the new head, in one atomic write (fsynced
-    /// when `sync`); returns the head.
-    pub fn write(mut self, sync: bool) -> Result<Head> {
+    /// when `sync`); returns the head and the events written, sealed (as a
+    /// read of the store would give them).
+    pub fn write(mut self, sync: bool) -> Result<(Head, Vec<Envelope>)> {
         assert!(self.head.last_seq >= self.base.last_seq, "the head only moves forward");
         let head = self.head;
         self.batch.put_cf(self.store.cf(CF_META), META_HEAD, head_value(head.last_seq, &head.hash));
         self.store.write(self.batch, sync)?;
         #[cfg(feature = "expensive-checks")]
-        check_written(self.store, self.base, head);
-        Ok(head)
+        check_written(self.store, self.base, head, &self.sealed);
+        Ok((head, self.sealed))
     }
 }
 
 /// Reads back what a write stored and re-checks the chain from the base:
-/// every event decodes under its seq and hashes to the next link.
+/// every event decodes under its seq, to the event sealed, and hashes to
+/// the next link.
 #[cfg(feature = "expensive-checks")]
-fn check_written(store: &Store, base: Head, head: Head) {
+fn check_written(store: &Store, base: Head, head: Head, sealed: &[Envelope]) {
     let mut previous = base.hash;
     let count = usize::try_from(head.last_seq - base.last_seq).expect("a batch fits in memory");
     let read = store
         .for_each_stored(base.last_seq + 1, count, |seq, bytes| {
-            crate::codec::decode_at(seq, bytes)?;
+            let decoded = crate::codec::decode_at(seq, bytes)?;
+            let index = usize::try_from(seq - base.last_seq - 1).expect("a batch fits in memory");
+            assert_eq!(decoded, sealed[index], "the event kept in memory is the event stored");
             previous = chain::check_stored(&previous, bytes)
                 .map_err(|reason| Error::Corrupt { seq, reason: reason.into() })?;
             Ok(())

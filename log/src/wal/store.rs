@@ -377,14 +377,28 @@ impl Store {
     }
 
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.stream_last(stream).map(|(version, _)| version)
+    }
+
+    /// A stream's last version and that event's seq ((0, 0): no events).
+    pub fn stream_last(&self, stream: &str) -> Result<(u64, u64)> {
         let prefix = stream_prefix(stream);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
         iter.seek_for_prev(stream_key(stream, u64::MAX));
         if !iter.valid() {
             iter.status().map_err(self.read_failed("finding a stream's version"))?;
-            return Ok(0);
+            return Ok((0, 0));
         }
-        Ok(iter.key().and_then(|key| version_from(key, &prefix)).unwrap_or(0))
+        match iter.key().and_then(|key| version_from(key, &prefix)) {
+            Some(version) => {
+                let seq = iter.value().and_then(seq_from).ok_or_else(|| Error::Corrupt {
+                    seq: 0,
+                    reason: format!("the stream index entry of {stream} v{version} is malformed"),
+                })?;
+                Ok((version, seq))
+            }
+            None => Ok((0, 0)),
+        }
     }
 
     pub fn idempotent_result(&self, key: &str) -> Result<Option<Appended>> {

@@ -1,6 +1,8 @@
 //! A live, ordered feed of a WAL: the subscription of the embedded log and
 //! of the JetStream log's mirror alike. It reads committed events in pages
-//! and, once caught up, sleeps on the head's `watch` (no polling).
+//! (from the events its writer kept in memory when it is near the tail, or
+//! else from the store) and, once caught up, sleeps on the head's `watch`
+//! (no polling).
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ impl Subscription for WalSubscription {
             let committed = self.head.borrow_and_update().last_seq;
             if committed >= self.next_seq {
                 let want = usize::try_from(committed - self.next_seq + 1).unwrap_or(usize::MAX).min(SUBSCRIPTION_PAGE);
-                let page = self.store.read(self.next_seq, want)?;
+                let page = super::recent::read(&self.store, &self.durable, self.next_seq, want)?;
                 if page.len() != want {
                     return Err(Error::Corrupt {
                         seq: self.next_seq + page.len() as u64,

@@ -59,6 +59,24 @@ impl<T: Copy> Versions<T> {
         self.lock().insert(stream.to_owned(), version);
     }
 
+    /// The stream's entry, or else `read`'s answer (from the store), which
+    /// is remembered. Read under the lock: a writer publishes what it wrote
+    /// (`extend`) only once it is in the store, so an answer read here is
+    /// never older than an entry published before it, and an entry
+    /// published after it replaces it.
+    pub fn get_or_read(&self, stream: &str, read: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+        let mut versions = self.lock();
+        if let Some(known) = versions.get(stream) {
+            return Ok(*known);
+        }
+        let read = read()?;
+        if versions.len() >= VERSION_CACHE_ENTRIES {
+            versions.clear();
+        }
+        versions.insert(stream.to_owned(), read);
+        Ok(read)
+    }
+
     /// Adds a written group's versions, starting over beyond the bound.
     pub(super) fn extend(&self, written: HashMap<String, T>) {
         let mut versions = self.lock();
@@ -209,10 +227,11 @@ impl Writer {
         // The syncer fsyncs; the write itself only reaches the WAL file.
         let events = group.staged.head().last_seq - self.head.last_seq;
         match group.staged.write(false) {
-            Ok(head) => {
+            Ok((head, sealed)) => {
                 metrics::histogram!(crate::metrics::WAL_GROUP_EVENTS).record(events as f64);
                 self.head = head;
                 self.versions.extend(group.versions);
+                self.durable.keep(sealed);
                 self.acknowledge(head, replies, queue);
             }
             // After a failed write the state on disk is unknown: refuse
