@@ -22,7 +22,7 @@ pub(crate) struct Recent {
 
 #[derive(Debug, Default)]
 struct Kept {
-    batches: VecDeque<Arc<[Envelope]>>,
+    batches: VecDeque<Arc<Vec<Envelope>>>,
     events: usize,
 }
 
@@ -38,7 +38,7 @@ impl Recent {
             kept.events = 0;
         }
         kept.events += batch.len();
-        kept.batches.push_back(batch.into());
+        kept.batches.push_back(Arc::new(batch));
         while kept.events > KEPT_EVENTS && kept.batches.len() > 1 {
             let dropped = kept.batches.pop_front().expect("more than one batch");
             kept.events -= dropped.len();
@@ -49,7 +49,7 @@ impl Recent {
     /// if the window still holds `from`; `None` sends the caller to the
     /// store. The copies are made outside the lock.
     pub fn read(&self, from: u64, through: u64, max: usize) -> Option<Vec<Envelope>> {
-        let batches: Vec<Arc<[Envelope]>> = {
+        let batches: Vec<Arc<Vec<Envelope>>> = {
             let kept = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
             let oldest = kept.batches.front()?.first()?.seq;
             if from < oldest || kept.batches.back()?.last()?.seq < from {
@@ -70,10 +70,12 @@ impl Recent {
 }
 
 /// Up to `max` events from `from`: those the writer kept when it still
-/// holds them all (through the durable head), else what the store has.
+/// holds them all (through the durable head), else what the store has. A
+/// read below the prune mark goes to the store, which refuses it, as it
+/// would had nothing been kept.
 pub(crate) fn read(store: &Store, durable: &Durable, from: u64, max: usize) -> Result<Vec<Envelope>> {
     let head = durable.head().last_seq;
-    if from <= head {
+    if from <= head && store.check_not_pruned(from).is_ok() {
         let want = usize::try_from(head - from + 1).unwrap_or(usize::MAX).min(max);
         if let Some(kept) = durable.recent(from, head, want).filter(|kept| kept.len() == want) {
             return Ok(kept);

@@ -231,7 +231,7 @@ impl Store {
     }
 
     /// Refuses a read that starts at or below the prune mark.
-    fn check_not_pruned(&self, seq: u64) -> Result<()> {
+    pub(crate) fn check_not_pruned(&self, seq: u64) -> Result<()> {
         let through = self.pruned.load(Ordering::Acquire);
         if seq <= through { Err(Error::Pruned { seq, through }) } else { Ok(()) }
     }
