@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, UInt64Type};
-use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_array::{Array, BinaryArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow_schema::ArrowError;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -52,7 +52,9 @@ pub struct Scan {
     filter: Filter,
     files: std::vec::IntoIter<PathBuf>,
     current: Option<(ParquetRecordBatchReader, PathBuf)>,
-    batch: Option<(RecordBatch, usize)>,
+    /// The batch being handed out: its seqs and envelopes (typed once per
+    /// batch, not per row), and the next row.
+    batch: Option<(UInt64Array, BinaryArray, usize)>,
     pub stats: ScanStats,
 }
 
@@ -165,10 +167,8 @@ impl Scan {
     /// page (no copy); `None` at the end.
     pub fn next_with<T>(&mut self, f: impl FnOnce(u64, &[u8]) -> T) -> Option<Result<T>> {
         loop {
-            if let Some((batch, row)) = &mut self.batch {
-                if *row < batch.num_rows() {
-                    let seqs = batch.column(0).as_primitive::<UInt64Type>();
-                    let envelopes = batch.column(1).as_binary::<i32>();
+            if let Some((seqs, envelopes, row)) = &mut self.batch {
+                if *row < seqs.len() {
                     let item = f(seqs.value(*row), envelopes.value(*row));
                     *row += 1;
                     return Some(Ok(item));
@@ -184,7 +184,8 @@ impl Scan {
                                 problem: "a row has no seq or no envelope".into(),
                             }));
                         }
-                        self.batch = Some((batch, 0));
+                        let seqs = batch.column(0).as_primitive::<UInt64Type>().clone();
+                        self.batch = Some((seqs, batch.column(1).as_binary::<i32>().clone(), 0));
                         continue;
                     }
                     Some(Err(source)) => return Some(Err(Error::Arrow { path: path.clone(), source })),

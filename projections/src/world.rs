@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use agentlog_core::{Body, Envelope};
 use serde::{Deserialize, Serialize};
@@ -241,29 +241,91 @@ impl Default for WorldModel {
     }
 }
 
-/// Deadlines by time, so what is due costs what is due, not every session
-/// and task ever seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Deadlines, so what is due costs what is due, not every session and task
+/// ever seen.
+///
+/// The maps are kept as events arrive; the same deadlines in time order
+/// ([`ByTime`]) are built the first time something asks what is due (the
+/// ticker, on its first tick) and kept from then on, so a fold nobody asks
+/// that of (a rebuild, a replay) never pays for ordering every heartbeat.
+/// (The hash maps here are looked up, and iterated only into ordered sets:
+/// no order can leak from them.)
+#[derive(Clone, Debug, Default)]
 struct Deadlines {
-    /// Live sessions by heartbeat deadline. Ids are shared (`Arc<str>`)
-    /// between the two maps, so a heartbeat moves a session without
+    /// Each live session's heartbeat deadline. Ids are shared (`Arc<str>`)
+    /// with [`ByTime::sessions`], so a heartbeat moves a session without
     /// allocating: it is the most frequent event that changes a deadline.
-    sessions: BTreeSet<(u64, Arc<str>)>,
-    /// Each indexed session's deadline. (The hash maps here are only ever
-    /// looked up, never iterated: no order can leak from them.)
     session_at: HashMap<Arc<str>, u64, foldhash::fast::FixedState>,
     /// The indexed sessions whose ids are UUIDs, as the 16 bytes an
     /// envelope names its session by: is an event's session live, without
     /// formatting its id.
     live_uuids: std::collections::HashSet<u128, foldhash::fast::FixedState>,
-    /// Claimed tasks by the end of their lease.
-    leases: BTreeSet<(u64, String)>,
     /// Each indexed claim's lease end and holder session.
     lease_at: HashMap<String, (u64, String), foldhash::fast::FixedState>,
     /// Claimed tasks by their holder's session.
     claims: HashMap<String, BTreeSet<String>, foldhash::fast::FixedState>,
     /// Claimed tasks whose holder's session is unknown or not live.
     orphans: BTreeSet<String>,
+    /// The deadlines in time order, once asked for.
+    by_time: OnceLock<ByTime>,
+}
+
+/// Deadlines in time order: what is due before a time is a range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ByTime {
+    /// Live sessions by heartbeat deadline.
+    sessions: BTreeSet<(u64, Arc<str>)>,
+    /// Claimed tasks by the end of their lease.
+    leases: BTreeSet<(u64, String)>,
+}
+
+/// The same deadlines, whether or not they were put in time order yet (the
+/// order is built from the maps, exactly).
+impl PartialEq for Deadlines {
+    fn eq(&self, other: &Self) -> bool {
+        self.session_at == other.session_at
+            && self.live_uuids == other.live_uuids
+            && self.lease_at == other.lease_at
+            && self.claims == other.claims
+            && self.orphans == other.orphans
+    }
+}
+
+impl Deadlines {
+    /// The deadlines in time order, built now if nothing asked before.
+    fn by_time(&self) -> &ByTime {
+        self.by_time.get_or_init(|| self.ordered())
+    }
+
+    fn ordered(&self) -> ByTime {
+        ByTime {
+            sessions: self.session_at.iter().map(|(id, &at)| (at, id.clone())).collect(),
+            leases: self.lease_at.iter().map(|(id, &(at, _))| (at, id.clone())).collect(),
+        }
+    }
+
+    /// Sets a session's deadline (`None`: it is not live); whether it was
+    /// live before.
+    fn set_session(&mut self, session_id: &str, deadline: Option<u64>) -> bool {
+        let was = self.session_at.get(session_id).copied();
+        if was == deadline {
+            return was.is_some();
+        }
+        let name = self.session_at.get_key_value(session_id).map_or_else(|| Arc::from(session_id), |(k, _)| k.clone());
+        if let Some(by_time) = self.by_time.get_mut() {
+            if let Some(was) = was {
+                by_time.sessions.remove(&(was, name.clone()));
+            }
+            if let Some(at) = deadline {
+                by_time.sessions.insert((at, name.clone()));
+            }
+        }
+        match deadline {
+            Some(at) => self.session_at.insert(name, at),
+            None => self.session_at.remove(session_id),
+        };
+        was.is_some()
+    }
 }
 
 impl Projection for WorldModel {
@@ -554,7 +616,9 @@ impl WorldModel {
     fn reindex_claim(&mut self, task_id: &str) {
         let d = &mut self.deadlines;
         if let Some((lease_until, session)) = d.lease_at.remove(task_id) {
-            d.leases.remove(&(lease_until, task_id.to_owned()));
+            if let Some(by_time) = d.by_time.get_mut() {
+                by_time.leases.remove(&(lease_until, task_id.to_owned()));
+            }
             if let Some(claims) = d.claims.get_mut(&session) {
                 claims.remove(task_id);
                 if claims.is_empty() {
@@ -565,7 +629,9 @@ impl WorldModel {
         }
         let Some(task) = self.tasks.get(task_id) else { return };
         let (TaskStatus::Claimed, Some(holder)) = (task.status, &task.holder) else { return };
-        d.leases.insert((holder.lease_until_ts, task_id.to_owned()));
+        if let Some(by_time) = d.by_time.get_mut() {
+            by_time.leases.insert((holder.lease_until_ts, task_id.to_owned()));
+        }
         d.lease_at.insert(task_id.to_owned(), (holder.lease_until_ts, holder.session_id.clone()));
         d.claims.entry(holder.session_id.clone()).or_default().insert(task_id.to_owned());
         if self.sessions.get(&holder.session_id).is_none_or(|s| s.status != SessionStatus::Live) {
@@ -576,20 +642,10 @@ impl WorldModel {
     /// Indexes the session's deadline while it is live, and whether the
     /// claims held through it are orphans.
     fn reindex_session(&mut self, session_id: &str) {
+        let live = self.sessions.get(session_id).filter(|s| s.status == SessionStatus::Live);
         let d = &mut self.deadlines;
         // Indexed exactly while live.
-        let (name, was_live) = match d.session_at.remove_entry(session_id) {
-            Some((name, at)) => {
-                d.sessions.remove(&(at, name.clone()));
-                (name, true)
-            }
-            None => (Arc::from(session_id), false),
-        };
-        let live = self.sessions.get(session_id).filter(|s| s.status == SessionStatus::Live);
-        if let Some(session) = &live {
-            d.sessions.insert((session.deadline_ts(), name.clone()));
-            d.session_at.insert(name, session.deadline_ts());
-        }
+        let was_live = d.set_session(session_id, live.as_ref().map(|s| s.deadline_ts()));
         if was_live != live.is_some()
             && let Ok(uuid) = uuid::Uuid::parse_str(session_id)
         {
@@ -619,8 +675,9 @@ impl WorldModel {
     /// Live sessions whose heartbeat deadline is before `now_ts`, in id
     /// order.
     pub fn overdue_sessions(&self, now_ts: u64) -> Vec<String> {
+        let by_time = self.deadlines.by_time();
         let mut due: Vec<String> =
-            self.deadlines.sessions.range(..(now_ts, Arc::from(""))).map(|(_, id)| id.to_string()).collect();
+            by_time.sessions.range(..(now_ts, Arc::from(""))).map(|(_, id)| id.to_string()).collect();
         due.sort();
         due
     }
@@ -628,10 +685,10 @@ impl WorldModel {
     /// Claimed tasks whose lease ended before `now_ts`, or whose holder's
     /// session is unknown, not live, or past its deadline, in id order.
     pub fn overdue_leases(&self, now_ts: u64) -> Vec<String> {
-        let d = &self.deadlines;
+        let (d, by_time) = (&self.deadlines, self.deadlines.by_time());
         let mut due: BTreeSet<&String> = d.orphans.iter().collect();
-        due.extend(d.leases.range(..(now_ts, String::new())).map(|(_, id)| id));
-        for (_, session) in d.sessions.range(..(now_ts, Arc::from(""))) {
+        due.extend(by_time.leases.range(..(now_ts, String::new())).map(|(_, id)| id));
+        for (_, session) in by_time.sessions.range(..(now_ts, Arc::from(""))) {
             due.extend(d.claims.get(&**session).into_iter().flatten());
         }
         due.into_iter().cloned().collect()

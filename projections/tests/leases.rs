@@ -261,6 +261,24 @@ async fn the_deadline_indexes_answer_what_a_scan_of_the_whole_world_answers() {
     }
     assert!(due_somewhere > 100, "the comparison saw deadlines pass ({due_somewhere} of {checked})");
 
+    // Folded without asking what is due until the end (as a rebuild or a
+    // replay folds), the deadlines are put in time order when first asked,
+    // and answer the same.
+    let mut unasked = Live::<WorldModel>::new();
+    for event in &events {
+        unasked.apply(event);
+    }
+    assert_eq!(unasked.state, world.state);
+    let last_ts = events.last().unwrap().ts;
+    let mut due_at_end = 0;
+    for offset_s in [0, 30, 120, 600, 3_600, 86_400] {
+        let now = last_ts + offset_s * 1_000_000_000;
+        let indexed = ticker::due(&unasked.state, Timestamp::from_nanos(now));
+        assert_eq!(indexed, due_by_scan(&world.state, now), "at the end, {offset_s} s on");
+        due_at_end += indexed.sessions.len() + indexed.leases.len();
+    }
+    assert!(due_at_end > 0, "something is due at the end, to be compared");
+
     // Read back from a checkpoint, the indexes are rebuilt to the same.
     let store = agentlog_projections::ProjectionStore::open(&dir.path().join("projections")).unwrap();
     store.save(&mut [&mut world]).unwrap();

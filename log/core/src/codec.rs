@@ -4,7 +4,7 @@
 //! The schema has no map fields, so prost's encoding of an envelope is
 //! canonical: the same envelope always gives the same bytes. The hash chain
 //! and determinism checks rely on that.
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -38,7 +38,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope> {
 /// `bytes` (and keep all of it alive while they are).
 pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
     check_size(&bytes)?;
-    let envelope = Envelope::decode(bytes).map_err(|source| Error::Decode { what: "envelope", source })?;
+    decode_buf(bytes)
+}
+
+fn decode_buf(buf: impl Buf) -> Result<Envelope> {
+    let envelope = Envelope::decode(buf).map_err(|source| Error::Decode { what: "envelope", source })?;
     if envelope.body.is_none() {
         return Err(Error::Malformed {
             what: "envelope",
@@ -74,6 +78,22 @@ pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
 /// [`decode_at`] without the copy (see [`decode_shared`]).
 pub fn decode_shared_at(seq: u64, bytes: Bytes) -> Result<Envelope> {
     let envelope = decode_shared(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    stored_under(seq, envelope)
+}
+
+/// [`decode_shared_at`] of the first `len` bytes of `page`, which it
+/// advances past them: the envelope's ids and hash are slices of the page,
+/// taken without a slice of the event's own to take them from (each slice
+/// of a `Bytes` is an atomic count of its buffer's users).
+pub fn decode_next_at(seq: u64, page: &mut Bytes, len: usize) -> Result<Envelope> {
+    if len > page.len() {
+        return Err(Error::Corrupt { seq, reason: format!("{len} bytes long, but only {} are left", page.len()) });
+    }
+    let decoded = check_size(&page[..len]).and_then(|()| decode_buf(page.take(len)));
+    stored_under(seq, decoded.map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?)
+}
+
+fn stored_under(seq: u64, envelope: Envelope) -> Result<Envelope> {
     if envelope.seq != seq {
         return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
     }
@@ -111,6 +131,29 @@ mod tests {
     fn a_valid_envelope_round_trips() {
         let envelope = crate::testing::sample_envelope(1);
         assert_eq!(decode(&encode(&envelope)).expect("decodes"), envelope);
+    }
+
+    #[test]
+    fn envelopes_end_to_end_in_a_page_decode_one_after_another() {
+        let events: Vec<Envelope> =
+            (1..=3).map(|n| Envelope { seq: n, ..crate::testing::sample_envelope(n) }).collect();
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode).collect();
+        let mut page = Bytes::from(encoded.concat());
+        for (event, bytes) in events.iter().zip(&encoded) {
+            assert_eq!(&decode_next_at(event.seq, &mut page, bytes.len()).expect("decodes"), event);
+        }
+        assert!(page.is_empty(), "each decode takes exactly its bytes");
+
+        // Under the wrong seq, cut short, or past the page's end: corrupt,
+        // at the seq asked for.
+        let mut page = Bytes::from(encoded.concat());
+        let err = decode_next_at(7, &mut page, encoded[0].len()).expect_err("wrong seq");
+        assert!(matches!(err, Error::Corrupt { seq: 7, .. }), "{err}");
+        let err = decode_next_at(2, &mut page, encoded[1].len() - 3).expect_err("cut short");
+        assert!(matches!(err, Error::Corrupt { seq: 2, .. }), "{err}");
+        let err =
+            decode_next_at(3, &mut Bytes::from(encoded[2].clone()), encoded[2].len() + 1).expect_err("past the end");
+        assert!(matches!(err, Error::Corrupt { seq: 3, .. }), "{err}");
     }
 
     #[test]

@@ -44,11 +44,11 @@ impl StoredPage {
     /// replaces them.
     fn decode_into(&mut self, mut page: Vec<Envelope>) -> Result<Vec<Envelope>> {
         let capacity = self.bytes.capacity();
-        let bytes = Bytes::from(std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity)));
+        let mut bytes = Bytes::from(std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity)));
         let mut start = 0;
         page.reserve(self.events.len());
         for &(seq, end) in &self.events {
-            page.push(codec::decode_shared_at(seq, bytes.slice(start..end))?);
+            page.push(codec::decode_next_at(seq, &mut bytes, end - start)?);
             start = end;
         }
         Ok(page)
