@@ -2,7 +2,8 @@
 //! `--replay-events` events (the simulation's, or `--data`): both views
 //! folded from the WAL's store as a rebuild reads it, from replay's
 //! history of the WAL and from its archive alone (three times each; the
-//! median is the figure), `replay check` over the whole history, and
+//! median is the figure), the archive fold's three stages each alone on
+//! one thread, `replay check` over the whole history, and
 //! `replay state` at seeded random points — the first pass that takes the
 //! snapshots, then jumps from them. Prints figures; asserts nothing.
 use std::path::Path;
@@ -12,7 +13,7 @@ use agentlog_archive::{Day, Settings};
 use agentlog_log::EventSource;
 use agentlog_log::ids::SplitMix64;
 use agentlog_log::wal::Store;
-use agentlog_projections::{Live, Reputation, WorldModel};
+use agentlog_projections::{Live, Reputation, Runner, WorldModel};
 use agentlog_replay::point::Entity;
 use agentlog_replay::{History, Snapshots};
 use anyhow::Context;
@@ -39,6 +40,59 @@ fn fold_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
         rates.push(head as f64 / started.elapsed().as_secs_f64());
     }
     Ok(rates)
+}
+
+/// The three stages of a fold from `history`, each alone on this one
+/// thread, [`FOLDS`] times: reading each event's stored bytes with its
+/// chain link checked, decoding them, and folding both views. A fold runs
+/// them on three threads at once ([`agentlog_log::read_ahead`]): on a
+/// machine with a core for each, the slowest stage sets its rate; on
+/// fewer, they share.
+struct Stages {
+    read: Vec<f64>,
+    decode: Vec<f64>,
+    fold: Vec<f64>,
+}
+
+fn stage_rates(history: &dyn EventSource) -> anyhow::Result<Stages> {
+    let head = history.head()?.last_seq;
+    let rate = |started: Instant| head as f64 / started.elapsed().as_secs_f64();
+    let want = usize::try_from(head)?;
+    let (mut stored, mut ends) = (Vec::new(), Vec::with_capacity(want));
+    let mut stages = Stages { read: Vec::new(), decode: Vec::new(), fold: Vec::new() };
+    for _ in 0..FOLDS {
+        stored.clear();
+        ends.clear();
+        let started = Instant::now();
+        history.for_each_stored(1, want, &mut |seq, bytes| {
+            stored.extend_from_slice(bytes);
+            ends.push((seq, stored.len()));
+            Ok(())
+        })?;
+        stages.read.push(rate(started));
+    }
+    let mut envelopes = Vec::with_capacity(want);
+    for _ in 0..FOLDS {
+        envelopes.clear();
+        let mut page = bytes::Bytes::from(stored.clone());
+        let started = Instant::now();
+        let mut start = 0;
+        for &(seq, end) in &ends {
+            envelopes.push(agentlog_log::codec::decode_next_at(seq, &mut page, end - start)?);
+            start = end;
+        }
+        stages.decode.push(rate(started));
+    }
+    for _ in 0..FOLDS {
+        let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
+        let started = Instant::now();
+        for event in &envelopes {
+            world.apply(event);
+            reputation.apply(event);
+        }
+        stages.fold.push(rate(started));
+    }
+    Ok(stages)
 }
 
 fn median(rates: &[f64]) -> f64 {
@@ -88,6 +142,8 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
     let wal_rates = fold_rates(&wal)?;
     say("folding from the archive alone");
     let archive_rates = fold_rates(&archived)?;
+    say("the archive fold's stages, each alone on one thread");
+    let stages = stage_rates(&archived)?;
 
     say("replay check");
     let started = Instant::now();
@@ -129,6 +185,11 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
                 "rebuild_from_wal_runs": rebuild_rates,
                 "fold_from_wal_runs": wal_rates,
                 "fold_from_archive_runs": archive_rates,
+                "archive_stages_alone_events_per_second": {
+                    "read_and_check": median(&stages.read),
+                    "decode": median(&stages.decode),
+                    "fold": median(&stages.fold),
+                },
                 "check_seconds": check_s,
                 "check_broken": report.breaks.len(),
                 "state_first_pass_seconds": first_pass_s,
@@ -145,6 +206,10 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
         );
         println!("  fold from the WAL            {} (replay's history: every link checked)", rates_line(&wal_rates));
         println!("  fold from the archive alone  {}", rates_line(&archive_rates));
+        println!("  its stages, each alone on one thread:");
+        println!("    read, chain checked        {}", rates_line(&stages.read));
+        println!("    decode                     {}", rates_line(&stages.decode));
+        println!("    fold (both views)          {}", rates_line(&stages.fold));
         println!("  replay check                 {check_s:>12.2} s ({} broken)", report.breaks.len());
         println!(
             "  replay state, first pass     {first_pass_s:>12.2} s (a snapshot every {} events)",
