@@ -307,32 +307,35 @@ impl Deadlines {
     /// Sets a session's deadline (`None`: it is not live); whether it was
     /// live before.
     fn set_session(&mut self, session_id: &str, deadline: Option<u64>) -> bool {
-        // A heartbeat while nothing keeps time order: one look-up.
-        if let Some(at) = deadline
-            && self.by_time.get().is_none()
-            && let Some(slot) = self.session_at.get_mut(session_id)
-        {
-            *slot = at;
-            return true;
-        }
-        let was = self.session_at.get(session_id).copied();
-        if was == deadline {
-            return was.is_some();
-        }
-        let name = self.session_at.get_key_value(session_id).map_or_else(|| Arc::from(session_id), |(k, _)| k.clone());
-        if let Some(by_time) = self.by_time.get_mut() {
-            if let Some(was) = was {
-                by_time.sessions.remove(&(was, name.clone()));
-            }
-            if let Some(at) = deadline {
-                by_time.sessions.insert((at, name.clone()));
-            }
-        }
-        match deadline {
-            Some(at) => self.session_at.insert(name, at),
-            None => self.session_at.remove(session_id),
+        let Some(by_time) = self.by_time.get_mut() else {
+            // Nothing keeps time order: the map alone (a heartbeat is one
+            // look-up).
+            return match deadline {
+                Some(at) => match self.session_at.get_mut(session_id) {
+                    Some(slot) => {
+                        *slot = at;
+                        true
+                    }
+                    None => {
+                        self.session_at.insert(Arc::from(session_id), at);
+                        false
+                    }
+                },
+                None => self.session_at.remove(session_id).is_some(),
+            };
         };
-        was.is_some()
+        let (name, was_live) = match self.session_at.remove_entry(session_id) {
+            Some((name, at)) => {
+                by_time.sessions.remove(&(at, name.clone()));
+                (name, true)
+            }
+            None => (Arc::from(session_id), false),
+        };
+        if let Some(at) = deadline {
+            by_time.sessions.insert((at, name.clone()));
+            self.session_at.insert(name, at);
+        }
+        was_live
     }
 }
 
