@@ -43,6 +43,13 @@ pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
 
 fn decode_buf(buf: impl Buf) -> Result<Envelope> {
     let envelope = Envelope::decode(buf).map_err(|source| Error::Decode { what: "envelope", source })?;
+    check_decoded(&envelope)?;
+    Ok(envelope)
+}
+
+/// What every decoded envelope must have: a body this build knows, and an
+/// event id of 16 bytes.
+fn check_decoded(envelope: &Envelope) -> Result<()> {
     if envelope.body.is_none() {
         return Err(Error::Malformed {
             what: "envelope",
@@ -55,7 +62,7 @@ fn decode_buf(buf: impl Buf) -> Result<Envelope> {
             reason: format!("event_id is {} bytes, not 16", envelope.event_id.len()),
         });
     }
-    Ok(envelope)
+    Ok(())
 }
 
 /// Refuses bytes over [`MAX_EVENT_BYTES`] before anything is copied or
@@ -82,15 +89,31 @@ pub fn decode_shared_at(seq: u64, bytes: Bytes) -> Result<Envelope> {
 }
 
 /// [`decode_shared_at`] of the first `len` bytes of `page`, which it
-/// advances past them: the envelope's ids and hash are slices of the page,
-/// taken without a slice of the event's own to take them from (each slice
-/// of a `Bytes` is an atomic count of its buffer's users).
-pub fn decode_next_at(seq: u64, page: &mut Bytes, len: usize) -> Result<Envelope> {
+/// advances past them, decoded in place at the end of `into` (an envelope
+/// is over 500 bytes: each move of one through a return is a copy). The
+/// envelope's ids and hash are slices of the page, taken without a slice
+/// of the event's own to take them from (each slice of a `Bytes` is an
+/// atomic count of its buffer's users). On an error nothing is added.
+pub fn decode_next_into(seq: u64, page: &mut Bytes, len: usize, into: &mut Vec<Envelope>) -> Result<()> {
     if len > page.len() {
         return Err(Error::Corrupt { seq, reason: format!("{len} bytes long, but only {} are left", page.len()) });
     }
-    let decoded = check_size(&page[..len]).and_then(|()| decode_buf(page.take(len)));
-    stored_under(seq, decoded.map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?)
+    check_size(&page[..len]).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    into.push(Envelope::default());
+    let envelope = into.last_mut().expect("just pushed");
+    let decoded = envelope
+        .merge(page.take(len))
+        .map_err(|source| Error::Decode { what: "envelope", source })
+        .and_then(|()| check_decoded(envelope));
+    let stored_under = match decoded {
+        Ok(()) if envelope.seq == seq => Ok(()),
+        Ok(()) => Err(format!("stored under seq {seq} but says seq {}", envelope.seq)),
+        Err(e) => Err(e.to_string()),
+    };
+    stored_under.map_err(|reason| {
+        into.pop();
+        Error::Corrupt { seq, reason }
+    })
 }
 
 fn stored_under(seq: u64, envelope: Envelope) -> Result<Envelope> {
@@ -138,22 +161,24 @@ mod tests {
         let events: Vec<Envelope> =
             (1..=3).map(|n| Envelope { seq: n, ..crate::testing::sample_envelope(n) }).collect();
         let encoded: Vec<Vec<u8>> = events.iter().map(encode).collect();
-        let mut page = Bytes::from(encoded.concat());
+        let (mut page, mut decoded) = (Bytes::from(encoded.concat()), Vec::new());
         for (event, bytes) in events.iter().zip(&encoded) {
-            assert_eq!(&decode_next_at(event.seq, &mut page, bytes.len()).expect("decodes"), event);
+            decode_next_into(event.seq, &mut page, bytes.len(), &mut decoded).expect("decodes");
         }
+        assert_eq!(decoded, events);
         assert!(page.is_empty(), "each decode takes exactly its bytes");
 
         // Under the wrong seq, cut short, or past the page's end: corrupt,
-        // at the seq asked for.
-        let mut page = Bytes::from(encoded.concat());
-        let err = decode_next_at(7, &mut page, encoded[0].len()).expect_err("wrong seq");
+        // at the seq asked for, and nothing added.
+        let (mut page, mut decoded) = (Bytes::from(encoded.concat()), Vec::new());
+        let err = decode_next_into(7, &mut page, encoded[0].len(), &mut decoded).expect_err("wrong seq");
         assert!(matches!(err, Error::Corrupt { seq: 7, .. }), "{err}");
-        let err = decode_next_at(2, &mut page, encoded[1].len() - 3).expect_err("cut short");
+        let err = decode_next_into(2, &mut page, encoded[1].len() - 3, &mut decoded).expect_err("cut short");
         assert!(matches!(err, Error::Corrupt { seq: 2, .. }), "{err}");
-        let err =
-            decode_next_at(3, &mut Bytes::from(encoded[2].clone()), encoded[2].len() + 1).expect_err("past the end");
+        let mut last = Bytes::from(encoded[2].clone());
+        let err = decode_next_into(3, &mut last, encoded[2].len() + 1, &mut decoded).expect_err("past the end");
         assert!(matches!(err, Error::Corrupt { seq: 3, .. }), "{err}");
+        assert!(decoded.is_empty());
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl StoredPage {
         let mut start = 0;
         page.reserve(self.events.len());
         for &(seq, end) in &self.events {
-            page.push(codec::decode_next_at(seq, &mut bytes, end - start)?);
+            codec::decode_next_into(seq, &mut bytes, end - start, &mut page)?;
             start = end;
         }
         Ok(page)

@@ -78,7 +78,7 @@ fn stage_rates(history: &dyn EventSource) -> anyhow::Result<Stages> {
     let decode = |mut page: bytes::Bytes| -> anyhow::Result<Vec<agentlog_log::Envelope>> {
         let (mut envelopes, mut start) = (Vec::with_capacity(want), 0);
         for &(seq, end) in &ends {
-            envelopes.push(agentlog_log::codec::decode_next_at(seq, &mut page, end - start)?);
+            agentlog_log::codec::decode_next_into(seq, &mut page, end - start, &mut envelopes)?;
             start = end;
         }
         Ok(envelopes)
