@@ -74,6 +74,7 @@ fn stage_rates(history: &dyn EventSource) -> anyhow::Result<Stages> {
             Ok(())
         })?;
         stages.read.push(rate(started));
+        anyhow::ensure!(ends.len() == want, "the history gave {} of its first {want} events", ends.len());
     }
     let decode = |mut page: bytes::Bytes| -> anyhow::Result<Vec<agentlog_log::Envelope>> {
         let (mut envelopes, mut start) = (Vec::with_capacity(want), 0);
