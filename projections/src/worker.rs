@@ -6,10 +6,12 @@
 //! read-your-writes answer from memory as soon as an event is folded,
 //! saved or not; a restart folds again from the last checkpoint, each
 //! event once. It loads the views back at start, checked against the log.
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use agentlog_core::{EventSource, Log, Subscription};
+use agentlog_core::{Envelope, EventSource, Log, Subscription};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -99,6 +101,17 @@ fn check_against_log<P: Projection>(wal: &dyn EventSource, live: &Live<P>) -> Re
     Ok(())
 }
 
+/// The subscription's next event if it has it, or can read it, without
+/// waiting. (A subscription's `next` may be dropped while it waits: it
+/// loses nothing.)
+fn ready<S: Subscription>(subscription: &mut S) -> Option<agentlog_core::Result<Envelope>> {
+    let next = std::pin::pin!(subscription.next());
+    match next.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(next) => Some(next),
+        Poll::Pending => None,
+    }
+}
+
 /// Follows the log into the views until `stop` turns true, saving
 /// checkpoints at `cadence` and once more when it stops.
 pub async fn follow<L: Log>(
@@ -117,28 +130,31 @@ pub async fn follow<L: Log>(
         }
         *unsaved += n as u64;
     };
+    // One subscription for the whole run: what it reads ahead (a page from
+    // the events the writer kept, or from the store) is folded, not read
+    // again.
+    let mut subscription = log.subscribe(views.position() + 1)?;
+    let mut page = Vec::with_capacity(PAGE);
     loop {
         if *stop.borrow() {
             break;
         }
-        let page = log.read(views.position() + 1, PAGE).await?;
-        views.apply(&page);
-        folded(page.len(), &mut due, &mut unsaved);
-        if unsaved >= cadence.events {
-            views.save(store)?;
-            (unsaved, due) = (0, None);
-        }
-        if page.len() == PAGE {
-            continue;
-        }
-        // Caught up: wait for the next event, a checkpoint falling due, or
-        // the stop.
-        let mut subscription = log.subscribe(views.position() + 1)?;
+        // The next event, a checkpoint falling due, or the stop.
         tokio::select! {
             next = subscription.next() => {
-                let event = next?;
-                views.apply(std::slice::from_ref(&event));
-                folded(1, &mut due, &mut unsaved);
+                // With what else the subscription has without waiting: one
+                // fold and one publication of the position per page.
+                page.push(next?);
+                while page.len() < PAGE && let Some(next) = ready(&mut subscription) {
+                    page.push(next?);
+                }
+                views.apply(&page);
+                folded(page.len(), &mut due, &mut unsaved);
+                page.clear();
+                if unsaved >= cadence.events {
+                    views.save(store)?;
+                    (unsaved, due) = (0, None);
+                }
             }
             () = async { due.as_mut().expect("guarded by the condition").await }, if due.is_some() => {
                 views.save(store)?;

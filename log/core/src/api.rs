@@ -357,6 +357,8 @@ pub trait Log: Send + Sync + 'static {
 /// A live, ordered feed of the log.
 pub trait Subscription: Send {
     /// The next event; waits (without polling) until one commits. Fails with
-    /// [`Error::Closed`] when the log shuts down.
+    /// [`Error::Closed`] when the log shuts down. Dropping the future while
+    /// it waits loses nothing: the next call gives the same event (a
+    /// `select!` over it, or a poll that finds nothing ready, is safe).
     fn next(&mut self) -> impl Future<Output = Result<Envelope>> + Send;
 }
