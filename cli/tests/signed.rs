@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentlog_commands::Signer;
+use agentlog_commands::auth::PreparedKey;
 use agentlog_commands::auth::signing::{self, Signed};
 use agentlog_commands::command::AllocateBudget;
 use agentlog_commands::wire::{Message, Reply};
@@ -173,6 +174,10 @@ async fn the_cli_and_a_python_producer_sign_what_the_node_verifies() {
     };
     let seven = Signer::new("alice", [7; 32], now(), Arc::new(RandomIdGen::new()));
     signed.verify(&seven.public_key()).expect("Python's signature verifies");
+    let prepared = PreparedKey::new(&seven.public_key()).expect("a key");
+    signed
+        .verify_prepared(&prepared)
+        .expect("Python's signature verifies against the prepared key, as the node checks it");
 
     // And a real command from Python, then the same bytes sent again.
     let out = ok(python(&["--nats", &url, "--key", bob_key, "open_session", r#"{"agent_id": "a1"}"#]));

@@ -420,7 +420,7 @@ impl<L: Log> Handler<L> {
             Credential::Signed(signed) => {
                 let auth = self.auth.as_ref().expect("open mode returned above");
                 let principal = self.principal(auth, &signed.key_id).await?;
-                signed.verify_with(&auth.verifying_key(&principal)?)?;
+                signed.verify_prepared(&*auth.prepared_key(&principal)?)?;
                 let now = self.clock.now().as_nanos();
                 if now.abs_diff(signed.timestamp_nanos) > auth.skew_nanos {
                     let (ahead, by) = if signed.timestamp_nanos > now {

@@ -8,7 +8,7 @@ use agentlog_core::{Clock, IdGen};
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
-use super::unauthenticated;
+use super::{PreparedKey, unauthenticated};
 use crate::rejection::{Code, Rejection, Result};
 
 pub const HEADER_IDEMPOTENCY_KEY: &str = "Agentlog-Idempotency-Key";
@@ -163,13 +163,18 @@ impl Signed {
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| {
             Rejection::new(Code::BadSignature, format!("the registered key of {} is unusable", self.key_id))
         })?;
-        self.verify_with(&key)
+        let verified = key.verify_strict(&self.message, &Signature::from_bytes(&self.signature)).is_ok();
+        self.verified(verified)
     }
 
-    /// [`Signed::verify`] with the key already decoded
-    /// ([`crate::auth::Auth::verifying_key`]).
-    pub fn verify_with(&self, key: &VerifyingKey) -> Result<()> {
-        key.verify_strict(&self.message, &Signature::from_bytes(&self.signature)).map_err(|_| {
+    /// [`Signed::verify`] against a key prepared once for many requests
+    /// ([`crate::auth::Auth::prepared_key`]): the node's check.
+    pub fn verify_prepared(&self, key: &PreparedKey) -> Result<()> {
+        self.verified(key.verify_strict(&self.message, &self.signature))
+    }
+
+    fn verified(&self, verified: bool) -> Result<()> {
+        verified.then_some(()).ok_or_else(|| {
             Rejection::new(
                 Code::BadSignature,
                 format!(
