@@ -16,13 +16,31 @@ use rocksdb::{
 /// column family its own 64 MiB memtables and its own block cache.) Index
 /// and filter blocks stay outside the cache, as by default: they are about
 /// 1 % of the data, and a cache too small for one would read it from disk
-/// on every lookup. Returns the table options every column family of the
-/// store must be given.
-pub fn bound_memory(options: &mut Options, write_buffers: usize, block_cache: usize) -> BlockBasedOptions {
+/// on every lookup. Returns the cache, whose [`SharedCache::table`] every
+/// column family of the store must be given.
+pub fn bound_memory(options: &mut Options, write_buffers: usize, block_cache: usize) -> SharedCache {
     options.set_db_write_buffer_size(write_buffers);
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_lru_cache(block_cache));
-    table
+    SharedCache(Cache::new_lru_cache(block_cache))
+}
+
+/// The block cache a store's column families share ([`bound_memory`]).
+#[derive(Clone)]
+pub struct SharedCache(Cache);
+
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCache").finish_non_exhaustive()
+    }
+}
+
+impl SharedCache {
+    /// Table options on this cache, for a column family to be given
+    /// (after adding what that family needs, such as a filter).
+    pub fn table(&self) -> BlockBasedOptions {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.0);
+        table
+    }
 }
 
 /// What a store holds in memory, by RocksDB's own counters.

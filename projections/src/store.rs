@@ -135,7 +135,7 @@ const BLOCK_CACHE: usize = 16 << 20;
 fn options() -> Options {
     let mut options = Options::default();
     rocks::refuse_damage(&mut options);
-    let mut table = rocks::bound_memory(&mut options, WRITE_BUFFERS, BLOCK_CACHE);
+    let mut table = rocks::bound_memory(&mut options, WRITE_BUFFERS, BLOCK_CACHE).table();
     table.set_bloom_filter(10.0, false);
     options.set_block_based_table_factory(&table);
     options.set_memtable_prefix_bloom_ratio(0.1);

@@ -12,6 +12,7 @@
 mod archive;
 mod distributed;
 mod hot;
+mod idempotency;
 mod projections;
 mod recovery;
 mod replay;
@@ -460,6 +461,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         latencies.push((sync, latency));
     }
 
+    let sizes = [args.events / 2, args.events * 5, args.events * 25].map(|n| n.max(1));
+    say(&format!("idempotency look-ups as the table grows to {} keys", sizes[2]));
+    let lookups = idempotency::measure(&fresh(), &sizes, |keys| say(&format!("  ... {keys} keys written"))).await?;
+    for row in &lookups {
+        figures.insert(format!("idempotency_lookup_unseen_at_{}_keys_ns", row.keys), json!(row.unseen_ns.round()));
+        figures.insert(format!("idempotency_lookup_seen_at_{}_keys_ns", row.keys), json!(row.seen_ns.round()));
+    }
+
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(figures))?);
         return Ok(ExitCode::SUCCESS);
@@ -500,6 +509,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             l.p50_us,
             l.p99_us,
             l.max_us,
+        );
+    }
+    println!("idempotency table look-ups (every command checks its key before it is appended), mean:");
+    for row in &lookups {
+        println!(
+            "  {:>10} keys   a key never used {:>8.0} ns   a key used {:>8.0} ns",
+            row.keys, row.unseen_ns, row.seen_ns
         );
     }
     Ok(ExitCode::SUCCESS)
