@@ -43,6 +43,7 @@ impl Follower {
     /// The streams' versions as this follower last wrote them, each with
     /// its event's seq (bounded: a stream not among them is read from the
     /// store).
+    #[cfg(feature = "jetstream")]
     pub(crate) fn versions(&self) -> Arc<Versions<Last>> {
         self.versions.clone()
     }

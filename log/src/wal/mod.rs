@@ -29,4 +29,6 @@ pub(crate) use recent::read;
 pub use store::{Faults, Store, StoreOptions};
 pub use subscription::WalSubscription;
 pub use verify::{Report, verify};
-pub(crate) use writer::{Last, Pending, Syncer, Versions, Writer};
+#[cfg(feature = "jetstream")]
+pub(crate) use writer::Last;
+pub(crate) use writer::{Pending, Syncer, Versions, Writer};
