@@ -94,14 +94,20 @@ fn db_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
                 // (each command's idempotency key and nonce, checked before
                 // it is appended), and the table grows with every command
                 // ever made: without a filter each one reads an index and a
-                // data block of every level (8–26 µs at 5 M keys, against
-                // 1.0–1.3 µs with it; docs/BENCHMARKS.md). 10 bits a key,
-                // held with the table files' indexes.
+                // data block of every level (39 µs at 5 M keys, against 2.6
+                // µs with it; docs/BENCHMARKS.md). 10 bits a key, held with
+                // the table files' indexes.
                 table.set_bloom_filter(10.0, false);
             }
             cf.set_block_based_table_factory(&table);
             if *name == CF_EVENTS {
-                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                // Compressed once, where compaction first merges them (the
+                // base level), not also when a memtable is flushed to L0:
+                // L0 is rewritten soon, and its compression was about 4 % of
+                // a busy node's CPU (docs/BENCHMARKS.md). With dynamic level
+                // sizes, entry 1 is the base level's.
+                let (none, lz4) = (rocksdb::DBCompressionType::None, rocksdb::DBCompressionType::Lz4);
+                cf.set_compression_per_level(&[none, lz4, lz4, lz4, lz4, lz4, lz4]);
                 cf.set_write_buffer_size(64 << 20);
             }
             ColumnFamilyDescriptor::new(*name, cf)
