@@ -6,12 +6,11 @@
 //! read-your-writes answer from memory as soon as an event is folded,
 //! saved or not; a restart folds again from the last checkpoint, each
 //! event once. It loads the views back at start, checked against the log.
-use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use agentlog_core::{Envelope, EventSource, Log, Subscription};
+use agentlog_core::{EventSource, Log, Subscription};
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -101,17 +100,6 @@ fn check_against_log<P: Projection>(wal: &dyn EventSource, live: &Live<P>) -> Re
     Ok(())
 }
 
-/// The subscription's next event if it has it, or can read it, without
-/// waiting. (A subscription's `next` may be dropped while it waits: it
-/// loses nothing.)
-fn ready<S: Subscription>(subscription: &mut S) -> Option<agentlog_core::Result<Envelope>> {
-    let next = std::pin::pin!(subscription.next());
-    match next.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(next) => Some(next),
-        Poll::Pending => None,
-    }
-}
-
 /// Follows the log into the views until `stop` turns true, saving
 /// checkpoints at `cadence` and once more when it stops.
 pub async fn follow<L: Log>(
@@ -142,10 +130,12 @@ pub async fn follow<L: Log>(
         // The next event, a checkpoint falling due, or the stop.
         tokio::select! {
             next = subscription.next() => {
-                // With what else the subscription has without waiting: one
-                // fold and one publication of the position per page.
+                // With what else the subscription has, or can read, without
+                // waiting (its `next` may be dropped while it waits: it loses
+                // nothing): one fold and one publication of the position per
+                // page.
                 page.push(next?);
-                while page.len() < PAGE && let Some(next) = ready(&mut subscription) {
+                while page.len() < PAGE && let Some(next) = subscription.next().now_or_never() {
                     page.push(next?);
                 }
                 views.apply(&page);

@@ -79,16 +79,12 @@ fn check_size(bytes: &[u8]) -> Result<()> {
 /// broken log, it never panics on one).
 pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
     check_size(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
-    decode_shared_at(seq, Bytes::copy_from_slice(bytes))
-}
-
-/// [`decode_at`] without the copy (see [`decode_shared`]).
-pub fn decode_shared_at(seq: u64, bytes: Bytes) -> Result<Envelope> {
-    let envelope = decode_shared(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    let envelope =
+        decode_shared(Bytes::copy_from_slice(bytes)).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     stored_under(seq, envelope)
 }
 
-/// [`decode_shared_at`] of the first `len` bytes of `page`, which it
+/// [`decode_at`] of the first `len` bytes of `page`, which it
 /// advances past them, decoded in place at the end of `into` (an envelope
 /// is over 500 bytes: each move of one through a return is a copy). The
 /// envelope's ids and hash are slices of the page, taken without a slice
