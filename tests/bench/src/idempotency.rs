@@ -1,7 +1,8 @@
-//! How a look-up in the idempotency table costs as the table grows: every
-//! command checks its idempotency key (and a signed one its nonce, three
-//! times) before it is appended, nearly always finding nothing, and the
-//! table keeps an entry for every keyed command ever made. Part of
+//! What a look-up in the idempotency table costs as the table grows: a
+//! command with an idempotency key checks it three times before it is
+//! appended (the handler, its group, the append), a signed one its nonce as
+//! often, nearly always finding nothing, and the table keeps an entry for
+//! every keyed or signed command ever made. Part of
 //! `agentlog bench` (the embedded log): the table is filled through
 //! `Log::append_group` (128 commands a group, each with its own key), the
 //! log reopened so that what was written is in table files, then
