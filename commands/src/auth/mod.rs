@@ -201,3 +201,44 @@ pub fn public_key_from_base64(what: &str, text: &str) -> Result<[u8; 32]> {
 pub(crate) fn unauthenticated(message: impl Into<String>) -> Rejection {
     Rejection::new(Code::Unauthenticated, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(n: u32) -> Principal {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&n.to_le_bytes());
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        Principal { public_key: key, ..Principal::in_process(&format!("p{n}"), &[Role::Agent]) }
+    }
+
+    #[test]
+    fn a_key_is_prepared_once_and_the_oldest_goes_beyond_the_bound() {
+        let auth = Auth::new([], DEFAULT_SKEW_SECONDS);
+        let first = auth.prepared_key(&principal(0)).unwrap();
+        assert!(Arc::ptr_eq(&first, &auth.prepared_key(&principal(0)).unwrap()), "kept, not prepared again");
+        let second = auth.prepared_key(&principal(1)).unwrap();
+        // One more than the bound in all: the first goes.
+        for n in 2..=u32::try_from(PREPARED_KEYS).unwrap() {
+            auth.prepared_key(&principal(n)).unwrap();
+        }
+        assert!(Arc::ptr_eq(&second, &auth.prepared_key(&principal(1)).unwrap()), "the second is still kept");
+        let again = auth.prepared_key(&principal(0)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &again), "the first key prepared was dropped beyond the bound");
+        assert_eq!(auth.prepared.lock().unwrap().keys.len(), PREPARED_KEYS);
+        // Prepared again, it verifies as before.
+        let signer = ed25519_dalek::SigningKey::from_bytes(&[0; 32]);
+        let signature = ed25519_dalek::Signer::sign(&signer, b"m").to_bytes();
+        assert!(again.verify_strict(b"m", &signature));
+    }
+
+    #[test]
+    fn a_registered_key_that_is_no_point_is_refused_as_a_bad_signature() {
+        let auth = Auth::new([], DEFAULT_SKEW_SECONDS);
+        let mut broken = principal(1);
+        broken.public_key = [0; 32];
+        broken.public_key[0] = 2;
+        assert_eq!(auth.prepared_key(&broken).unwrap_err().code, Code::BadSignature);
+    }
+}
