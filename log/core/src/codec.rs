@@ -81,7 +81,8 @@ pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
     check_size(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     let envelope =
         decode_shared(Bytes::copy_from_slice(bytes)).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
-    stored_under(seq, envelope)
+    stored_under(seq, &envelope)?;
+    Ok(envelope)
 }
 
 /// [`decode_at`] of the first `len` bytes of `page`, which it
@@ -100,23 +101,20 @@ pub fn decode_next_into(seq: u64, page: &mut Bytes, len: usize, into: &mut Vec<E
     let decoded = envelope
         .merge(page.take(len))
         .map_err(|source| Error::Decode { what: "envelope", source })
-        .and_then(|()| check_decoded(envelope));
-    let stored_under = match decoded {
-        Ok(()) if envelope.seq == seq => Ok(()),
-        Ok(()) => Err(format!("stored under seq {seq} but says seq {}", envelope.seq)),
-        Err(e) => Err(e.to_string()),
-    };
-    stored_under.map_err(|reason| {
+        .and_then(|()| check_decoded(envelope))
+        .map_err(|e| Error::Corrupt { seq, reason: e.to_string() })
+        .and_then(|()| stored_under(seq, envelope));
+    if decoded.is_err() {
         into.pop();
-        Error::Corrupt { seq, reason }
-    })
+    }
+    decoded
 }
 
-fn stored_under(seq: u64, envelope: Envelope) -> Result<Envelope> {
+fn stored_under(seq: u64, envelope: &Envelope) -> Result<()> {
     if envelope.seq != seq {
         return Err(Error::Corrupt { seq, reason: format!("stored under seq {seq} but says seq {}", envelope.seq) });
     }
-    Ok(envelope)
+    Ok(())
 }
 
 #[cfg(test)]
