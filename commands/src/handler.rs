@@ -27,10 +27,12 @@ use std::time::Duration;
 use agentlog_core::ids::{CorrelationId, SagaId};
 use agentlog_core::schema::SCHEMA_VERSION;
 use agentlog_core::{Appended, Body, Clock, Envelope, EventId, IdGen, Log, SessionId, Timestamp};
+use futures_util::future::{try_join_all, try_join3};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{self, Agent, Budget, Decision, Module, Policy, Session, State, Task};
 use crate::auth::roles::{self, Rule};
+use crate::auth::verification::{self, Verification};
 use crate::auth::{Auth, Credential, Principal};
 use crate::command::{
     AllocateBudget, ClaimTask, CloseSession, Command, CompleteTask, CreateTask, DebitBudget, ExpireLease,
@@ -124,6 +126,14 @@ pub struct Accepted {
     /// What a `run_module` gave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunResult>,
+}
+
+/// A request whose sender is established: its nonce (a signed request's,
+/// for its first event to carry) and its signature, not yet checked.
+struct Authenticated {
+    request: Request,
+    nonce: Option<String>,
+    signature: Option<Verification>,
 }
 
 /// What a command needs done before it is decided, once whatever the
@@ -228,10 +238,11 @@ impl<L: Log> Handler<L> {
     /// Runs one command to its end: accepted, or rejected with a reason.
     pub async fn execute(&self, request: Request) -> Result<Accepted> {
         request.command.validate()?;
-        let (request, nonce) = self.authenticate(request).await?;
+        let Authenticated { request, nonce, signature } = self.authenticate(request).await?;
         if let Some(key) = &request.idempotency_key
             && let Some(first) = self.log.idempotent_result(key).await?
         {
+            verification::check(signature.as_ref())?;
             return self.first_result(&request, nonce.as_deref(), first).await;
         }
         let mut command = request.command.clone();
@@ -239,12 +250,16 @@ impl<L: Log> Handler<L> {
             *id = Some(SessionId::new(self.clock.now(), &*self.ids).to_string());
         }
         let stream = command.stream();
+        // Checking or running a module is work only a genuine request gets.
+        if matches!(command, Command::RegisterModule(_) | Command::RunModule(_)) {
+            verification::check(signature.as_ref())?;
+        }
         let prepared = self.prepare(&command).await?;
         // Commands on this aggregate that this node runs at once queue for
         // its turn; whoever has it decides those waiting in order, each on
         // what the one before left, and appends them together (`group`).
         // Released before any saga step.
-        let member = Arc::new(Member { request, command, stream, nonce, prepared });
+        let member = Arc::new(Member { request, command, stream, nonce, signature, prepared });
         let outcome = match self.turns.wait(&member.stream, member.clone()).await {
             Waited::Decided(outcome) => outcome,
             Waited::Lead(mut turn) => {
@@ -406,12 +421,16 @@ impl<L: Log> Handler<L> {
     /// (`auth::roles`), before anything is read for the decision. A
     /// verified or known principal becomes the request's actor (and its
     /// credential, for the steps a saga takes after it); a signed
-    /// request's nonce is returned, for its first event to carry.
-    async fn authenticate(&self, mut request: Request) -> Result<(Request, Option<String>)> {
-        let (principal, nonce) = match std::mem::take(&mut request.credential) {
-            Credential::Trusted => return Ok((request, None)),
+    /// request's nonce is returned, for its first event to carry, with its
+    /// signature, to be checked before the request gets anything
+    /// (`auth::verification`): every refusal here waits for that check.
+    async fn authenticate(&self, mut request: Request) -> Result<Authenticated> {
+        let (principal, nonce, signature) = match std::mem::take(&mut request.credential) {
+            Credential::Trusted => return Ok(Authenticated { request, nonce: None, signature: None }),
             // Open mode: requests act as the actor they name.
-            Credential::Unsigned | Credential::Signed(_) if self.auth.is_none() => return Ok((request, None)),
+            Credential::Unsigned | Credential::Signed(_) if self.auth.is_none() => {
+                return Ok(Authenticated { request, nonce: None, signature: None });
+            }
             Credential::Unsigned => {
                 return Err(crate::auth::unauthenticated(
                     "this node requires signed commands (auth.mode = \"signed\"): sign the request with a registered key (docs/PROTOCOL.md, \"Signed commands\")",
@@ -420,37 +439,37 @@ impl<L: Log> Handler<L> {
             Credential::Signed(signed) => {
                 let auth = self.auth.as_ref().expect("open mode returned above");
                 let principal = self.principal(auth, &signed.key_id).await?;
-                signed.verify_prepared(&*auth.prepared_key(&principal)?)?;
+                let (timestamp, nonce) = (signed.timestamp_nanos, signed.recorded_nonce());
+                let signature = Verification::new(signed, auth.prepared_key(&principal)?);
                 let now = self.clock.now().as_nanos();
-                if now.abs_diff(signed.timestamp_nanos) > auth.skew_nanos {
-                    let (ahead, by) = if signed.timestamp_nanos > now {
-                        ("ahead of", signed.timestamp_nanos - now)
-                    } else {
-                        ("behind", now - signed.timestamp_nanos)
-                    };
-                    return Err(Rejection::new(
+                if now.abs_diff(timestamp) > auth.skew_nanos {
+                    let (ahead, by) =
+                        if timestamp > now { ("ahead of", timestamp - now) } else { ("behind", now - timestamp) };
+                    return Err(signature.before(Rejection::new(
                         Code::StaleTimestamp,
                         format!(
                             "the request's timestamp is {:.1} s {ahead} this node's clock; the window is {} s either way: sign it again now (and check the producer's clock)",
                             by as f64 / 1e9,
                             auth.skew_nanos / 1_000_000_000
                         ),
-                    ));
+                    )));
                 }
-                let nonce = signed.recorded_nonce();
-                self.refuse_seen_nonce(&nonce).await?;
-                (principal, Some(nonce))
+                self.refuse_seen_nonce(&nonce).await.map_err(|r| signature.before(r))?;
+                (principal, Some(nonce), Some(signature))
             }
-            Credential::Principal(principal) => (principal, None),
+            Credential::Principal(principal) => (principal, None, None),
         };
         let owner = match roles::rule(&request.command) {
-            Rule::SessionOwner(session_id) => self.session_owner(session_id).await?,
+            Rule::SessionOwner(session_id) => {
+                self.session_owner(session_id).await.map_err(|r| verification::before(signature.as_ref(), r))?
+            }
             _ => None,
         };
-        roles::check(&principal, &request.command, owner.as_deref())?;
+        roles::check(&principal, &request.command, owner.as_deref())
+            .map_err(|r| verification::before(signature.as_ref(), r))?;
         request.actor.clone_from(&principal.id);
         request.credential = Credential::Principal(principal);
-        Ok((request, nonce))
+        Ok(Authenticated { request, nonce, signature })
     }
 
     /// The principal behind a key id: a bootstrap admin from the
@@ -705,14 +724,15 @@ impl<L: Log> Handler<L> {
         }
     }
 
+    /// Tasks by id, read at once.
     async fn tasks(&self, task_ids: &[String]) -> Result<BTreeMap<String, Task>> {
-        let mut tasks = BTreeMap::new();
-        for id in task_ids {
-            if let State::Task(t) = self.load(&format!("task/{id}")).await?.1 {
-                tasks.insert(id.clone(), t);
-            }
-        }
-        Ok(tasks)
+        let loads = task_ids.iter().map(|id| async move {
+            Ok::<_, Rejection>(match self.load(&format!("task/{id}")).await?.1 {
+                State::Task(t) => Some((id.clone(), t)),
+                _ => None,
+            })
+        });
+        Ok(try_join_all(loads).await?.into_iter().flatten().collect())
     }
 
     /// Gathers what the decision reads and calls the pure decide function.
@@ -778,9 +798,8 @@ impl<L: Log> Handler<L> {
                 task::create(t, new, &deps)
             }
             (Command::ClaimTask(ClaimTask { task_id, agent_id, session_id, lease_ms }), State::Task(t)) => {
-                let deps = self.tasks(&t.dependencies).await?;
-                let session = self.session(session_id).await?;
-                let agent = self.agent(agent_id).await?;
+                let (deps, session, agent) =
+                    try_join3(self.tasks(&t.dependencies), self.session(session_id), self.agent(agent_id)).await?;
                 let claim = task::Claim { task_id, agent_id, session_id, lease_ms: *lease_ms };
                 task::claim(t, claim, &deps, &session, &agent, now)
             }

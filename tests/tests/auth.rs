@@ -137,6 +137,68 @@ async fn unsigned_unknown_and_wrongly_signed_requests_are_refused() {
     assert_eq!(events[0].actor, "ops");
 }
 
+/// `message` with the signature of `other` (the same key, another
+/// request): a forgery whose every other part is genuine.
+fn forged(message: &Message, other: &Message) -> Message {
+    let mut forged = message.clone();
+    let signature = other.headers.get("Agentlog-Signature").expect("a signed request").clone();
+    forged.headers.insert("Agentlog-Signature", signature);
+    forged
+}
+
+/// The signature is checked after the reads a decision makes (while they
+/// wait on the network), but a forgery is answered `bad_signature` whatever
+/// else would refuse it, and gets no first result of a key.
+#[tokio::test]
+async fn a_forged_request_learns_nothing_but_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let handler = node(open_log(dir.path()), clock.clone(), 1);
+    principals(&handler, &clock).await;
+    let (ops, bob, orchestrator) = (key(1, &clock), key(2, &clock), key(3, &clock));
+    let other = signed(&bob, open_session("a1"), None);
+    let session = accepted(&handler, &signed(&bob, open_session("a1"), None)).await.session_id.unwrap();
+    let create = CreateTask {
+        task_id: "t1".into(),
+        title: String::new(),
+        priority: 0,
+        required_capabilities: vec![],
+        dependencies: vec![],
+        max_attempts: 3,
+    };
+    accepted(&handler, &signed(&orchestrator, create, None)).await;
+    let claim = |task: &str| ClaimTask {
+        task_id: task.into(),
+        agent_id: "a1".into(),
+        session_id: session.clone(),
+        lease_ms: 60_000,
+    };
+
+    // A claim, which reads the task's session and agent: forged, refused;
+    // genuine, accepted.
+    refused(&handler, &forged(&signed(&bob, claim("t1"), None), &other), Code::BadSignature).await;
+    // What the role table forbids (bob allocating), what the domain refuses
+    // (a claim of no task), a key already used, a nonce already used.
+    let allocate = AllocateBudget { budget_id: "b1".into(), amount: 10 };
+    refused(&handler, &signed(&bob, allocate.clone(), None), Code::Forbidden).await;
+    refused(&handler, &forged(&signed(&bob, allocate, None), &other), Code::BadSignature).await;
+    refused(&handler, &signed(&bob, claim("t9"), None), Code::NotFound).await;
+    refused(&handler, &forged(&signed(&bob, claim("t9"), None), &other), Code::BadSignature).await;
+    let keyed = signed(&bob, claim("t1"), Some("claim-1"));
+    let first = accepted(&handler, &keyed).await;
+    refused(&handler, &forged(&signed(&bob, claim("t1"), Some("claim-1")), &other), Code::BadSignature).await;
+    refused(&handler, &keyed, Code::ReplayedNonce).await;
+    refused(&handler, &forged(&keyed, &other), Code::BadSignature).await;
+    // Out of the skew window as well.
+    let held = signed(&ops, AllocateBudget { budget_id: "b2".into(), amount: 10 }, None);
+    clock.advance(Duration::from_secs(SKEW_SECONDS + 1));
+    refused(&handler, &held, Code::StaleTimestamp).await;
+    refused(&handler, &forged(&held, &other), Code::BadSignature).await;
+    // The task has its creation and the one claim.
+    assert_eq!(handler.load("task/t1").await.unwrap().0, 2);
+    assert_eq!(handler.log().head().await.unwrap().last_seq, first.last_seq);
+}
+
 #[tokio::test]
 async fn timestamps_outside_the_skew_window_are_refused_either_way() {
     let dir = tempfile::tempdir().unwrap();

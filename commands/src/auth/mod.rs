@@ -10,6 +10,7 @@
 pub mod prepared;
 pub mod roles;
 pub mod signing;
+pub mod verification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::rejection::{Code, Rejection, Result};
 
 pub use prepared::PreparedKey;
 pub use signing::{Signed, Signer};
+pub use verification::Verification;
 
 /// What a principal may do; a principal may hold several roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use agentlog_core::api::MAX_APPEND_EVENTS;
 use agentlog_core::{
@@ -24,6 +25,7 @@ use agentlog_core::{
 
 use super::{Accepted, Handler, Loaded, Prepared, Request, backoff, opened_session, run_result};
 use crate::aggregate::{Refused, State};
+use crate::auth::verification::{self, Verification};
 use crate::command::Command;
 use crate::rejection::{Code, Rejection, Result};
 use crate::turns::{Abandon, Ticket};
@@ -34,6 +36,8 @@ pub(super) struct Member {
     pub command: Command,
     pub stream: String,
     pub nonce: Option<String>,
+    /// A signed request's signature, checked before it gets anything.
+    pub signature: Option<Verification>,
     pub prepared: Option<Prepared>,
 }
 
@@ -221,20 +225,33 @@ impl<L: Log> Handler<L> {
 
     /// One member on the group's state: its nonce and key checked again
     /// (on a log whose reads catch up per stream, the key's first append
-    /// may only be seen now), its policy asked, then decided.
+    /// may only be seen now), its policy asked, then decided. Its signature
+    /// is checked while the decision waits on its reads of other
+    /// aggregates, and before the member gets any of it.
     async fn decide_member(&self, member: &Member, stream: &str, state: &State, now: Timestamp) -> Result<Step> {
+        let signature = member.signature.as_ref();
         if let Some(nonce) = &member.nonce {
-            self.refuse_seen_nonce(nonce).await?;
+            self.refuse_seen_nonce(nonce).await.map_err(|r| verification::before(signature, r))?;
         }
         if let Some(key) = &member.request.idempotency_key
             && let Some(first) = self.log.idempotent_result(key).await?
         {
+            verification::check(signature)?;
             return Ok(Step::Seen(first));
         }
+        // The signature is checked while the decision's reads of other
+        // aggregates are on the network, or after it when it has none;
+        // before the policy is asked.
+        let decision = self.decide(&member.command, state, now, member.prepared.as_ref());
+        let (decision, verified) = match signature {
+            None => (decision.await, Ok(())),
+            Some(signature) => while_waiting(decision, || signature.check()).await,
+        };
+        verified?;
         // The policy bound to this command type, if any, is asked first,
         // on the state the decision is made on.
         self.police(&member.request, &member.command, stream, state, now).await?;
-        Ok(match self.decide(&member.command, state, now, member.prepared.as_ref()).await? {
+        Ok(match decision? {
             Ok(bodies) => Step::Append(self.envelopes(&member.request, &member.command, bodies, now), None),
             Err(Refused { rejection, record }) if record.is_empty() => Step::Refused(rejection),
             // A recorded refusal keeps the key too: repeating the key gives
@@ -366,5 +383,22 @@ impl<L: Log> Handler<L> {
 fn fail(tickets: impl Iterator<Item = Taken>, rejection: &Rejection) {
     for ticket in tickets {
         ticket.resolve(Outcome::Done(Err(rejection.clone())));
+    }
+}
+
+/// `work` and `check`, with `check` run while `work` waits on the network.
+/// `work` is polled first; if it has to wait (its reads are sent), the task
+/// yields once before `check`, since tokio runs a task this one has just
+/// woken (the NATS connection's, which writes what was sent) only when this
+/// one yields.
+async fn while_waiting<F: Future, R>(work: F, check: impl FnOnce() -> R) -> (F::Output, R) {
+    let mut work = std::pin::pin!(work);
+    match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        Poll::Ready(done) => (done, check()),
+        Poll::Pending => {
+            tokio::task::yield_now().await;
+            let checked = check();
+            (work.await, checked)
+        }
     }
 }
