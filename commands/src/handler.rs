@@ -251,10 +251,13 @@ impl<L: Log> Handler<L> {
         }
         let stream = command.stream();
         // Checking or running a module is work only a genuine request gets.
-        if matches!(command, Command::RegisterModule(_) | Command::RunModule(_)) {
+        // (Boxed, as the rare and large future it is.)
+        let prepared = if matches!(command, Command::RegisterModule(_) | Command::RunModule(_)) {
             verification::check(signature.as_ref())?;
-        }
-        let prepared = self.prepare(&command).await?;
+            Box::pin(self.prepare(&command)).await?
+        } else {
+            None
+        };
         // Commands on this aggregate that this node runs at once queue for
         // its turn; whoever has it decides those waiting in order, each on
         // what the one before left, and appends them together (`group`).
@@ -264,7 +267,9 @@ impl<L: Log> Handler<L> {
             Waited::Decided(outcome) => outcome,
             Waited::Lead(mut turn) => {
                 let group = turn.group(MAX_GROUP);
-                self.decide_group(&member.stream, group).await;
+                // Boxed: the largest future here, and only a turn's holder
+                // runs it.
+                Box::pin(self.decide_group(&member.stream, group)).await;
                 turn.own_outcome()
             }
         };
@@ -594,7 +599,10 @@ impl<L: Log> Handler<L> {
         };
         loop {
             let events = if fresh {
-                self.log.read_stream(stream, version + 1, PAGE).await?
+                // Boxed: a read that waits on the network is a large future,
+                // which would make every future holding a load as large,
+                // and be copied with each.
+                Box::pin(self.log.read_stream(stream, version + 1, PAGE)).await?
             } else {
                 self.log.read_stream_local(stream, version + 1, PAGE).await?
             };

@@ -285,7 +285,9 @@ impl<L: Log> Service<L> {
                 let encoding = Encoding::of(message.headers.as_ref());
                 let outcome = match parse_request(message.subject.as_str(), message.headers.as_ref(), &message.payload)
                 {
-                    Ok(request) => handler.execute(request).await,
+                    // Boxed: the decision's future is a few KB, which
+                    // spawning would copy several times over.
+                    Ok(request) => Box::pin(handler.execute(request)).await,
                     Err(rejection) => Err(rejection),
                 };
                 let reply = match outcome {
