@@ -263,7 +263,15 @@ impl<L: Log> Handler<L> {
         // what the one before left, and appends them together (`group`).
         // Released before any saga step.
         let member = Arc::new(Member { request, command, stream, nonce, signature, prepared });
-        let outcome = match self.turns.wait(&member.stream, member.clone()).await {
+        let waited = self.turns.wait(&member.stream, member.clone());
+        let waited = match &member.signature {
+            None => waited.await,
+            // Queued behind another's turn: the signature is checked
+            // meanwhile, here, not later on the turn holder's task, which
+            // would check its whole group's one after another.
+            Some(signature) => group::while_waiting(waited, || signature.check()).await.0,
+        };
+        let outcome = match waited {
             Waited::Decided(outcome) => outcome,
             Waited::Lead(mut turn) => {
                 let group = turn.group(MAX_GROUP);

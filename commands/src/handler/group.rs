@@ -386,12 +386,12 @@ fn fail(tickets: impl Iterator<Item = Taken>, rejection: &Rejection) {
     }
 }
 
-/// `work` and `check`, with `check` run while `work` waits on the network.
-/// `work` is polled first; if it has to wait (its reads are sent), the task
+/// `work` and `check`, with `check` run while `work` waits (on the network,
+/// on another's turn). `work` is polled first; if it has to wait, the task
 /// yields once before `check`, since tokio runs a task this one has just
-/// woken (the NATS connection's, which writes what was sent) only when this
-/// one yields.
-async fn while_waiting<F: Future, R>(work: F, check: impl FnOnce() -> R) -> (F::Output, R) {
+/// woken (the NATS connection's, which writes the reads `work` sent) only
+/// when this one yields.
+pub(super) async fn while_waiting<F: Future, R>(work: F, check: impl FnOnce() -> R) -> (F::Output, R) {
     let mut work = std::pin::pin!(work);
     match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
         Poll::Ready(done) => (done, check()),
