@@ -240,7 +240,8 @@ impl<L: Log> Handler<L> {
         request.command.validate()?;
         let Authenticated { request, nonce, signature } = self.authenticate(request).await?;
         if let Some(key) = &request.idempotency_key
-            && let Some(first) = self.log.idempotent_result(key).await?
+            && let Some(first) =
+                self.log.idempotent_result(key).await.map_err(|e| verification::before(signature.as_ref(), e.into()))?
         {
             verification::check(signature.as_ref())?;
             return self.first_result(&request, nonce.as_deref(), first).await;
@@ -432,7 +433,7 @@ impl<L: Log> Handler<L> {
 
     /// Establishes who sent the request and holds them to the role table
     /// (`auth::roles`), before anything is read for the decision. A
-    /// verified or known principal becomes the request's actor (and its
+    /// signed or known principal becomes the request's actor (and its
     /// credential, for the steps a saga takes after it); a signed
     /// request's nonce is returned, for its first event to carry, with its
     /// signature, to be checked before the request gets anything

@@ -100,10 +100,7 @@ impl<L: Log> Handler<L> {
                     Code::RetriesExhausted,
                     format!("{stream} kept changing under {} attempts; send the command again", self.max_retries + 1),
                 );
-                for ticket in pending.drain(..) {
-                    ticket.resolve(Outcome::Done(Err(exhausted.clone())));
-                }
-                return;
+                return fail(pending.drain(..), &exhausted);
             }
             let loaded = match reloaded.take() {
                 Some(loaded) => loaded,
@@ -234,7 +231,8 @@ impl<L: Log> Handler<L> {
             self.refuse_seen_nonce(nonce).await.map_err(|r| verification::before(signature, r))?;
         }
         if let Some(key) = &member.request.idempotency_key
-            && let Some(first) = self.log.idempotent_result(key).await?
+            && let Some(first) =
+                self.log.idempotent_result(key).await.map_err(|e| verification::before(signature, e.into()))?
         {
             verification::check(signature)?;
             return Ok(Step::Seen(first));
@@ -248,8 +246,8 @@ impl<L: Log> Handler<L> {
             Some(signature) => while_waiting(decision, || signature.check()).await,
         };
         verified?;
-        // The policy bound to this command type, if any, is asked first,
-        // on the state the decision is made on.
+        // The policy bound to this command type, if any, is asked before
+        // the decision counts, on the state it was made on.
         self.police(&member.request, &member.command, stream, state, now).await?;
         Ok(match decision? {
             Ok(bodies) => Step::Append(self.envelopes(&member.request, &member.command, bodies, now), None),
@@ -379,10 +377,12 @@ impl<L: Log> Handler<L> {
     }
 }
 
-/// Answers every one of `tickets` with `rejection`.
+/// Answers every one of `tickets` with `rejection` (a forgery among them
+/// with `bad_signature`).
 fn fail(tickets: impl Iterator<Item = Taken>, rejection: &Rejection) {
     for ticket in tickets {
-        ticket.resolve(Outcome::Done(Err(rejection.clone())));
+        let rejection = verification::before(ticket.member.signature.as_ref(), rejection.clone());
+        ticket.resolve(Outcome::Done(Err(rejection)));
     }
 }
 
