@@ -174,8 +174,8 @@ async fn a_forged_request_learns_nothing_but_bad_signature() {
         lease_ms: 60_000,
     };
 
-    // A claim, which reads the task's session and agent: forged, refused;
-    // genuine, accepted.
+    // A claim, which reads its session and agent: forged, refused (the
+    // genuine one is accepted below, with a key).
     refused(&handler, &forged(&signed(&bob, claim("t1"), None), &other), Code::BadSignature).await;
     // What the role table forbids (bob allocating), what the domain refuses
     // (a claim of no task), a key already used, a nonce already used.
