@@ -86,6 +86,18 @@ fn open_session(agent: &str) -> OpenSession {
     OpenSession { agent_id: agent.into(), session_id: None, heartbeat_timeout_ms: 3_600_000 }
 }
 
+/// Task t1, with no requirements.
+fn task_t1() -> CreateTask {
+    CreateTask {
+        task_id: "t1".into(),
+        title: String::new(),
+        priority: 0,
+        required_capabilities: vec![],
+        dependencies: vec![],
+        max_attempts: 3,
+    }
+}
+
 #[tokio::test]
 async fn unsigned_unknown_and_wrongly_signed_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,15 +170,7 @@ async fn a_forged_request_learns_nothing_but_bad_signature() {
     let (ops, bob, orchestrator) = (key(1, &clock), key(2, &clock), key(3, &clock));
     let other = signed(&bob, open_session("a1"), None);
     let session = accepted(&handler, &signed(&bob, open_session("a1"), None)).await.session_id.unwrap();
-    let create = CreateTask {
-        task_id: "t1".into(),
-        title: String::new(),
-        priority: 0,
-        required_capabilities: vec![],
-        dependencies: vec![],
-        max_attempts: 3,
-    };
-    accepted(&handler, &signed(&orchestrator, create, None)).await;
+    accepted(&handler, &signed(&orchestrator, task_t1(), None)).await;
     let claim = |task: &str| ClaimTask {
         task_id: task.into(),
         agent_id: "a1".into(),
@@ -320,17 +324,9 @@ async fn principals_are_held_to_the_role_table() {
     accepted(&handler, &signed(&bob, heartbeat(bobs.session_id.as_deref().unwrap()), None)).await;
 
     // Tasks are the orchestrator's; a claim is the claiming agent's own.
-    let task = || CreateTask {
-        task_id: "t1".into(),
-        title: String::new(),
-        priority: 0,
-        required_capabilities: vec![],
-        dependencies: vec![],
-        max_attempts: 3,
-    };
-    let err = refused(&handler, &signed(&bob, task(), None), Code::Forbidden).await;
+    let err = refused(&handler, &signed(&bob, task_t1(), None), Code::Forbidden).await;
     assert!(err.message.contains("the orchestrator role"), "{err}");
-    accepted(&handler, &signed(&orchestrator, task(), None)).await;
+    accepted(&handler, &signed(&orchestrator, task_t1(), None)).await;
     let claim = |agent: &str, session: &str| ClaimTask {
         task_id: "t1".into(),
         agent_id: agent.into(),
