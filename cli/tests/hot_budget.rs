@@ -1,5 +1,7 @@
 //! One budget shared by many producers through two `agentlog serve` nodes,
-//! one of them SIGKILLed mid-run and started again (issue 16): producers
+//! one of them SIGKILLed mid-run and started again (issue 16): the node is
+//! stopped (SIGSTOP) first and killed once a debit sent to it has timed
+//! out, so the kill always cuts debits off mid-decision. Producers
 //! retry with the same idempotency key on timeouts and refusals of
 //! service; afterwards every acknowledged debit is on the stream exactly
 //! once, nothing else was debited, the balance never went below zero, and
@@ -40,15 +42,24 @@ async fn debits_on_one_budget_through_two_nodes_one_killed_are_each_taken_once()
     let session = client.execute(&open.into(), None).await.unwrap().session_id.unwrap();
     client.execute(&AllocateBudget { budget_id: "team".into(), amount: ALLOCATED }.into(), None).await.unwrap();
 
-    // Each producer reports how many debits it has had answered.
+    // Each producer reports how many debits it has had answered, and how
+    // many times it has had to send one again.
     let (progress, mut answered) = tokio::sync::watch::channel(0u64);
-    let progress = Arc::new(progress);
+    let (resent, mut retried) = tokio::sync::watch::channel(0u64);
+    // No producer goes past two thirds of its debits before the node is
+    // stopped: there is always work left to send to it.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (progress, resent) = (Arc::new(progress), Arc::new(resent));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let (client, session, progress) = (client.clone(), session.clone(), progress.clone());
+            let (client, session) = (client.clone(), session.clone());
+            let (progress, resent, mut stopped) = (progress.clone(), resent.clone(), stopped.clone());
             tokio::spawn(async move {
                 let (mut taken, mut refused, mut retries) = (BTreeSet::new(), 0u64, 0u64);
                 for i in 0..PER_PRODUCER {
+                    if i == PER_PRODUCER * 2 / 3 {
+                        stopped.wait_for(|stopped| *stopped).await.unwrap();
+                    }
                     let key = format!("p{p}-{i}");
                     let debit: Cmd = debit("team", 1, "a1", &session).into();
                     loop {
@@ -63,7 +74,10 @@ async fn debits_on_one_budget_through_two_nodes_one_killed_are_each_taken_once()
                                 refused += 1;
                                 break;
                             }
-                            Err(r) if r.kind == Kind::Platform => retries += 1,
+                            Err(r) if r.kind == Kind::Platform => {
+                                retries += 1;
+                                resent.send_modify(|n| *n += 1);
+                            }
                             Err(r) => panic!("{key}: only the budget running out may refuse a debit: {r}"),
                         }
                     }
@@ -74,7 +88,9 @@ async fn debits_on_one_budget_through_two_nodes_one_killed_are_each_taken_once()
         })
         .collect();
 
-    // SIGKILL the first node a third of the way through, and start it again.
+    // A third of the way through, stop the first node; once a debit sent to
+    // it has timed out (the other node answers everything else), SIGKILL it
+    // and start it again.
     within(
         Duration::from_secs(120),
         "a third of the debits",
@@ -82,6 +98,11 @@ async fn debits_on_one_budget_through_two_nodes_one_killed_are_each_taken_once()
     )
     .await
     .unwrap();
+    nodes[0].signal("-STOP");
+    stop.send_replace(true);
+    within(Duration::from_secs(60), "a debit sent to the stopped node timing out", retried.wait_for(|n| *n > 0))
+        .await
+        .unwrap();
     nodes[0].kill();
     nodes[0] = start(&server, dirs[0].path());
 
