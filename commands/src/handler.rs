@@ -893,12 +893,12 @@ impl<L: Log> Handler<L> {
                 // first event id correlates everything it caused.
                 let correlation = correlation_id.get_or_insert_with(|| event_id.as_bytes().to_vec()).clone();
                 Envelope {
-                    event_id: event_id.as_bytes().to_vec().into(),
+                    event_id: event_id.as_bytes().to_vec(),
                     ts: now.as_nanos(),
-                    correlation_id: correlation.into(),
-                    causation_id: request.causation_id.map(|c| c.as_bytes().to_vec()).unwrap_or_default().into(),
-                    session_id: session_id.clone().into(),
-                    saga_id: request.saga_id.map(|s| s.as_bytes().to_vec()).unwrap_or_default().into(),
+                    correlation_id: correlation,
+                    causation_id: request.causation_id.map(|c| c.as_bytes().to_vec()).unwrap_or_default(),
+                    session_id: session_id.clone(),
+                    saga_id: request.saga_id.map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
                     actor: request.actor.clone(),
                     schema_version: SCHEMA_VERSION,
                     body: Some(body),

@@ -43,11 +43,6 @@ fn main() -> Result<()> {
     ] {
         config.field_attribute(field, "#[serde(serialize_with = \"crate::schema::json::base64\")]");
     }
-    // An envelope's ids and hash are `bytes::Bytes`: decoded from a `Bytes`
-    // (`codec::decode_at`) they are slices of it, not copies, so decoding
-    // an event allocates once for them all (a fold reads a million events a
-    // second).
-    config.bytes([".agentlog.v1.Envelope"]);
     for field in ["event_id", "correlation_id", "causation_id", "session_id", "saga_id", "hash"] {
         config.field_attribute(
             format!(".agentlog.v1.Envelope.{field}"),

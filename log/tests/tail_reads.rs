@@ -20,7 +20,7 @@ async fn reads_at_the_tail_answer_what_the_store_holds_and_respect_the_prune_mar
         assert_eq!(&subscription.next().await.unwrap(), expected, "seq {}", expected.seq);
     }
 
-    let hash: [u8; 32] = stored[9].hash.as_ref().try_into().unwrap();
+    let hash: [u8; 32] = stored[9].hash.as_slice().try_into().unwrap();
     log.store().prune_through(10, &hash).unwrap();
     let refused = log.read(5, 10).await.unwrap_err();
     assert!(matches!(refused, Error::Pruned { seq: 5, through: 10 }), "{refused}");

@@ -247,7 +247,7 @@ impl Reputation {
         let agent = self.agents.get_or_insert_with(agent_id, AgentState::default);
         agent.overall.record(ts, outcome, slo_ns);
         for cap in required {
-            capability(&mut agent.capabilities, cap).record(ts, outcome, slo_ns);
+            with_capability(&mut agent.capabilities, cap, |stats| stats.record(ts, outcome, slo_ns));
         }
         if let Outcome::Success(_) = outcome {
             let fleet = self.fleet.get_mut();
@@ -265,18 +265,18 @@ impl Reputation {
         self.fleet_cost = self.fleet_cost - u128::from(before) + u128::from(agent.overall.cost());
         let task = self.tasks.get(task_id);
         for cap in task.iter().flat_map(|t| &t.required) {
-            capability(&mut agent.capabilities, cap).add_cost(amount, debit);
+            with_capability(&mut agent.capabilities, cap, |stats| stats.add_cost(amount, debit));
         }
     }
 }
 
-/// The agent's figures for one capability, added when it has none yet (the
-/// name is copied only then).
-fn capability<'a>(capabilities: &'a mut BTreeMap<String, Stats>, name: &str) -> &'a mut Stats {
-    if !capabilities.contains_key(name) {
-        capabilities.insert(name.to_owned(), Stats::default());
+/// Changes the agent's figures for one capability, added when it has none
+/// yet (the name is copied only then; one search when it has).
+fn with_capability(capabilities: &mut BTreeMap<String, Stats>, name: &str, change: impl FnOnce(&mut Stats)) {
+    match capabilities.get_mut(name) {
+        Some(stats) => change(stats),
+        None => change(capabilities.entry(name.to_owned()).or_default()),
     }
-    capabilities.get_mut(name).expect("just made sure")
 }
 
 impl Projection for Reputation {

@@ -400,7 +400,7 @@ mod tests {
                 stream: format!("task/{id}"),
                 stream_version: 1,
                 body: Some(Body::TaskCreated(TaskCreated { task_id: id.into(), ..Default::default() })),
-                hash: vec![u8::try_from(seq).unwrap()].into(),
+                hash: vec![u8::try_from(seq).unwrap()],
                 ..Default::default()
             });
         }
@@ -440,7 +440,7 @@ mod tests {
                     stream: format!("task/{id}"),
                     stream_version: 1,
                     body: Some(Body::TaskCreated(TaskCreated { task_id: id, ..Default::default() })),
-                    hash: seq.to_le_bytes().to_vec().into(),
+                    hash: seq.to_le_bytes().to_vec(),
                     ..Default::default()
                 };
                 views.apply(std::slice::from_ref(&event));
@@ -474,9 +474,9 @@ mod tests {
             seq,
             stream: format!("session/{session}"),
             stream_version: version,
-            session_id: bytes.clone().into(),
+            session_id: bytes.clone(),
             body: Some(body),
-            hash: vec![u8::try_from(seq).unwrap()].into(),
+            hash: vec![u8::try_from(seq).unwrap()],
             ..Default::default()
         };
         let opened = SessionOpened { session_id: session.into(), agent_id: "a1".into(), heartbeat_timeout_ms: 60_000 };

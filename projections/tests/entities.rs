@@ -154,15 +154,7 @@ fn workload(seed: u64, events: usize) -> Vec<Envelope> {
         let version = versions.entry(stream.clone()).or_default();
         *version += if draw.one_in(40) { 2 } else { 1 };
         let hash = seq.to_le_bytes().to_vec();
-        out.push(Envelope {
-            seq,
-            ts,
-            stream,
-            stream_version: *version,
-            body: Some(body),
-            hash: hash.into(),
-            ..Default::default()
-        });
+        out.push(Envelope { seq, ts, stream, stream_version: *version, body: Some(body), hash, ..Default::default() });
     }
     out
 }

@@ -251,13 +251,13 @@ fn an_event_sent_in_a_session_that_ended() {
     log.session(session, "a1");
     log.task("t1", 0, &[]);
     let live = log.claim("t1", "a1", session);
-    log.events[live as usize - 1].session_id = bytes.clone().into();
+    log.events[live as usize - 1].session_id = bytes.clone();
     log.push(
         &format!("session/{session}"),
         Body::SessionClosed(SessionClosed { session_id: session.into(), reason: String::new() }),
     );
     let after = log.complete("t1", "a1", session);
-    log.events[after as usize - 1].session_id = bytes.into();
+    log.events[after as usize - 1].session_id = bytes;
     let world = log.fold();
     let broken: Vec<_> = kinds(&world).into_iter().filter(|(_, k)| *k == ViolationKind::AfterSessionEnd).collect();
     assert_eq!(broken, [(after, ViolationKind::AfterSessionEnd)]);

@@ -24,10 +24,10 @@ const SECOND: u64 = 1_000_000_000;
 fn envelope(n: u64, ts: u64, stream: &str, session: Option<&str>, body: Body) -> Envelope {
     let ids = SeededIdGen::new(n);
     Envelope {
-        event_id: EventId::new(Timestamp::from_nanos(ts), &ids).as_bytes().to_vec().into(),
+        event_id: EventId::new(Timestamp::from_nanos(ts), &ids).as_bytes().to_vec(),
         ts,
         stream: stream.to_owned(),
-        session_id: session.map(|s| uuid::Uuid::parse_str(s).unwrap().as_bytes().to_vec()).unwrap_or_default().into(),
+        session_id: session.map(|s| uuid::Uuid::parse_str(s).unwrap().as_bytes().to_vec()).unwrap_or_default(),
         actor: "planted".into(),
         schema_version: agentlog_core::schema::SCHEMA_VERSION,
         body: Some(body),

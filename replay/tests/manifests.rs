@@ -26,7 +26,7 @@ fn archive(dir: &Path) -> PathBuf {
         for n in 1..=60u64 {
             let ts = T0 + n * HOUR;
             let event = Envelope {
-                event_id: EventId::new(Timestamp::from_nanos(ts), &SeededIdGen::new(n)).as_bytes().to_vec().into(),
+                event_id: EventId::new(Timestamp::from_nanos(ts), &SeededIdGen::new(n)).as_bytes().to_vec(),
                 ts,
                 stream: format!("agent/a{n}"),
                 actor: "test".into(),

@@ -36,7 +36,7 @@ async fn write(dir: &std::path::Path, events: u64, salt: u64) {
         };
         let ts = T0 + n * 1_000_000_000;
         let event = Envelope {
-            event_id: EventId::new(Timestamp::from_nanos(ts), &SeededIdGen::new(n)).as_bytes().to_vec().into(),
+            event_id: EventId::new(Timestamp::from_nanos(ts), &SeededIdGen::new(n)).as_bytes().to_vec(),
             ts,
             stream: stream.clone(),
             actor: "test".into(),

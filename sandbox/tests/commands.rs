@@ -231,7 +231,7 @@ async fn every_recorded_run_runs_again_the_same_and_a_forged_one_is_named_by_its
     let event_id =
         agentlog_core::EventId::new(agentlog_core::Timestamp::from_nanos(ts), &agentlog_core::SeededIdGen::new(9));
     let envelope = agentlog_core::Envelope {
-        event_id: event_id.as_bytes().to_vec().into(),
+        event_id: event_id.as_bytes().to_vec(),
         ts,
         schema_version: agentlog_core::schema::SCHEMA_VERSION,
         body: Some(Body::SandboxRunCompleted(forged)),

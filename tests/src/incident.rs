@@ -29,7 +29,7 @@ pub fn plant_replayed_claim(data: &Path, task: &str) -> Result<(u64, u64), Box<d
             seq: head.last_seq + n,
             stream_version: version + n,
             ts: last_ts,
-            event_id: event_id.into(),
+            event_id,
             ..claim.clone()
         });
     }

@@ -43,7 +43,7 @@ pub fn seal_encoded(previous: &Hash, envelope: &Envelope) -> (Vec<u8>, Hash) {
         // The stored bytes decode to the envelope they sealed, and check
         // against the chain from scratch.
         let decoded = <Envelope as Message>::decode(bytes.as_slice()).expect("sealed bytes decode");
-        assert_eq!(decoded, Envelope { hash: hash.to_vec().into(), ..envelope.clone() }, "sealing is lossless");
+        assert_eq!(decoded, Envelope { hash: hash.to_vec(), ..envelope.clone() }, "sealing is lossless");
         assert_eq!(check_stored(previous, &bytes), Ok(hash), "sealed bytes check against the chain");
     }
     (bytes, hash)
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(decoded.hash, hash.to_vec());
         assert!(is_linked(&GENESIS, &decoded));
         assert_eq!(link(&GENESIS, &event), hash);
-        assert_eq!(decoded, Envelope { hash: hash.to_vec().into(), ..event });
+        assert_eq!(decoded, Envelope { hash: hash.to_vec(), ..event });
         assert_eq!(check_stored(&GENESIS, &bytes), Ok(hash));
         let mut damaged = bytes.clone();
         damaged[3] ^= 1;

@@ -4,7 +4,6 @@
 //! The schema has no map fields, so prost's encoding of an envelope is
 //! canonical: the same envelope always gives the same bytes. The hash chain
 //! and determinism checks rely on that.
-use bytes::{Buf, Bytes};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -25,26 +24,53 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 /// Decodes one envelope. Fails on bytes that are not an envelope, on an
 /// envelope over [`MAX_EVENT_BYTES`], and on one whose body this build does
 /// not know.
-///
-/// The bytes are copied once; the envelope's ids and hash are slices of
-/// that copy (one allocation for them all, where decoding from a slice
-/// would allocate for each).
 pub fn decode(bytes: &[u8]) -> Result<Envelope> {
     check_size(bytes)?;
-    decode_shared(Bytes::copy_from_slice(bytes))
-}
-
-/// [`decode`] without the copy: the envelope's ids and hash are slices of
-/// `bytes` (and keep all of it alive while they are).
-pub fn decode_shared(bytes: Bytes) -> Result<Envelope> {
-    check_size(&bytes)?;
-    decode_buf(bytes)
-}
-
-fn decode_buf(buf: impl Buf) -> Result<Envelope> {
-    let envelope = Envelope::decode(buf).map_err(|source| Error::Decode { what: "envelope", source })?;
+    let mut envelope = Envelope::default();
+    merge(&mut envelope, bytes).map_err(|source| Error::Decode { what: "envelope", source })?;
     check_decoded(&envelope)?;
     Ok(envelope)
+}
+
+/// prost's `merge` of an envelope's bytes into `into`, but with its ids and
+/// hash copied straight into their vectors: prost's generated code decodes
+/// a `bytes` field into a `Bytes` it allocates, then copies that into the
+/// vector. An envelope decoded into one already there (whose vectors have
+/// room) allocates nothing for them.
+///
+/// Every other field, and any field that is not what an id should be (not
+/// length-delimited, longer than what is left), goes through the
+/// generated `merge_field`, so bad input fails exactly as with prost's
+/// `decode` (the property test below holds the two to the same result).
+fn merge(into: &mut Envelope, mut buf: &[u8]) -> std::result::Result<(), prost::DecodeError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint};
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        let id = match tag {
+            1 => &mut into.event_id,
+            6 => &mut into.correlation_id,
+            7 => &mut into.causation_id,
+            8 => &mut into.session_id,
+            9 => &mut into.saga_id,
+            13 => &mut into.hash,
+            _ => {
+                into.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
+                continue;
+            }
+        };
+        let mut rest = buf;
+        let len = match decode_varint(&mut rest) {
+            Ok(len) if wire_type == WireType::LengthDelimited && len <= rest.len() as u64 => len as usize,
+            _ => {
+                into.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
+                continue;
+            }
+        };
+        id.clear();
+        id.extend_from_slice(&rest[..len]);
+        buf = &rest[len..];
+    }
+    Ok(())
 }
 
 /// What every decoded envelope must have: a body this build knows, and an
@@ -78,36 +104,23 @@ fn check_size(bytes: &[u8]) -> Result<()> {
 /// names another seq, is [`Error::Corrupt`] at that seq (a read reports a
 /// broken log, it never panics on one).
 pub fn decode_at(seq: u64, bytes: &[u8]) -> Result<Envelope> {
-    check_size(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
-    let envelope =
-        decode_shared(Bytes::copy_from_slice(bytes)).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    let envelope = decode(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
     stored_under(seq, &envelope)?;
     Ok(envelope)
 }
 
-/// [`decode_at`] of the first `len` bytes of `page`, which it
-/// advances past them, decoded in place at the end of `into` (an envelope
-/// is over 500 bytes: each move of one through a return is a copy). The
-/// envelope's ids and hash are slices of the page, taken without a slice
-/// of the event's own to take them from (each slice of a `Bytes` is an
-/// atomic count of its buffer's users). On an error nothing is added.
-pub fn decode_next_into(seq: u64, page: &mut Bytes, len: usize, into: &mut Vec<Envelope>) -> Result<()> {
-    if len > page.len() {
-        return Err(Error::Corrupt { seq, reason: format!("{len} bytes long, but only {} are left", page.len()) });
-    }
-    check_size(&page[..len]).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
-    into.push(Envelope::default());
-    let envelope = into.last_mut().expect("just pushed");
-    let decoded = envelope
-        .merge(page.take(len))
+/// [`decode_at`] into an envelope already there (a fold's, done with),
+/// which keeps the room its ids and strings had: a fold decoding a page of
+/// events into the envelopes of a page it has folded allocates for little
+/// but their bodies. On an error `into` holds no event worth reading.
+pub fn decode_at_into(seq: u64, bytes: &[u8], into: &mut Envelope) -> Result<()> {
+    check_size(bytes).map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    into.clear();
+    merge(into, bytes)
         .map_err(|source| Error::Decode { what: "envelope", source })
-        .and_then(|()| check_decoded(envelope))
-        .map_err(|e| Error::Corrupt { seq, reason: e.to_string() })
-        .and_then(|()| stored_under(seq, envelope));
-    if decoded.is_err() {
-        into.pop();
-    }
-    decoded
+        .and_then(|()| check_decoded(into))
+        .map_err(|e| Error::Corrupt { seq, reason: e.to_string() })?;
+    stored_under(seq, into)
 }
 
 fn stored_under(seq: u64, envelope: &Envelope) -> Result<()> {
@@ -128,6 +141,29 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
+        }
+
+        // The envelope's own merge decides as prost's does: the same
+        // envelope from the same bytes, an error where it has one. Damaged
+        // envelopes reach the ids' every path: wire types flipped, lengths
+        // past the end, fields repeated.
+        #[test]
+        fn the_merge_is_prosts(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), cut in any::<prop::sample::Index>(), twice in any::<bool>()) {
+            let mut bytes = encode(&crate::testing::sample_envelope(5));
+            if twice {
+                bytes.extend(encode(&crate::testing::sample_envelope(6)));
+            }
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= value;
+            }
+            let bytes = &bytes[..cut.index(bytes.len() + 1)];
+            let mut ours = Envelope::default();
+            let merged = merge(&mut ours, bytes);
+            match Envelope::decode(bytes) {
+                Ok(theirs) => prop_assert_eq!((merged, ours), (Ok(()), theirs)),
+                Err(_) => prop_assert!(merged.is_err()),
+            }
         }
 
         // Bytes that start as a valid envelope and are then damaged exercise
@@ -151,28 +187,47 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_end_to_end_in_a_page_decode_one_after_another() {
-        let events: Vec<Envelope> =
-            (1..=3).map(|n| Envelope { seq: n, ..crate::testing::sample_envelope(n) }).collect();
-        let encoded: Vec<Vec<u8>> = events.iter().map(encode).collect();
-        let (mut page, mut decoded) = (Bytes::from(encoded.concat()), Vec::new());
-        for (event, bytes) in events.iter().zip(&encoded) {
-            decode_next_into(event.seq, &mut page, bytes.len(), &mut decoded).expect("decodes");
+    fn an_envelope_decodes_into_one_already_there_as_into_a_fresh_one() {
+        // The first has every id and string set, the others fewer: nothing
+        // of an earlier envelope is left in a later one.
+        let sample = crate::testing::sample_envelope(1);
+        let full = Envelope {
+            causation_id: sample.event_id.clone(),
+            saga_id: sample.event_id.clone(),
+            idempotency_key: "key".into(),
+            nonce: "k1/n1".into(),
+            hash: vec![7; 32],
+            body: Some(crate::schema::Body::ActionRecorded(crate::schema::ActionRecorded {
+                detail: "detail".into(),
+                ..Default::default()
+            })),
+            ..sample
+        };
+        let bare = Envelope {
+            seq: 2,
+            correlation_id: Vec::new(),
+            causation_id: Vec::new(),
+            session_id: Vec::new(),
+            saga_id: Vec::new(),
+            actor: String::new(),
+            body: Some(crate::schema::Body::ActionRecorded(Default::default())),
+            ..crate::testing::sample_envelope(2)
+        };
+        let mut into = Envelope::default();
+        for event in [&full, &bare, &full] {
+            decode_at_into(event.seq, &encode(event), &mut into).expect("decodes");
+            assert_eq!(&into, event);
         }
-        assert_eq!(decoded, events);
-        assert!(page.is_empty(), "each decode takes exactly its bytes");
 
-        // Under the wrong seq, cut short, or past the page's end: corrupt,
-        // at the seq asked for, and nothing added.
-        let (mut page, mut decoded) = (Bytes::from(encoded.concat()), Vec::new());
-        let err = decode_next_into(7, &mut page, encoded[0].len(), &mut decoded).expect_err("wrong seq");
+        // Under the wrong seq, cut short, or too large: corrupt, at the seq
+        // asked for.
+        let err = decode_at_into(7, &encode(&full), &mut into).expect_err("wrong seq");
         assert!(matches!(err, Error::Corrupt { seq: 7, .. }), "{err}");
-        let err = decode_next_into(2, &mut page, encoded[1].len() - 3, &mut decoded).expect_err("cut short");
+        let bytes = encode(&bare);
+        let err = decode_at_into(2, &bytes[..bytes.len() - 3], &mut into).expect_err("cut short");
         assert!(matches!(err, Error::Corrupt { seq: 2, .. }), "{err}");
-        let mut last = Bytes::from(encoded[2].clone());
-        let err = decode_next_into(3, &mut last, encoded[2].len() + 1, &mut decoded).expect_err("past the end");
+        let err = decode_at_into(3, &vec![0; MAX_EVENT_BYTES + 1], &mut into).expect_err("too large");
         assert!(matches!(err, Error::Corrupt { seq: 3, .. }), "{err}");
-        assert!(decoded.is_empty());
     }
 
     #[test]

@@ -229,9 +229,9 @@ pub async fn invalid_appends_are_refused_and_write_nothing<L: Log>(log: Arc<L>) 
     let mut no_body = request("task/x", ExpectedVersion::Any, 1, 1);
     no_body.events[0].body = None;
     let mut bad_id = request("task/x", ExpectedVersion::Any, 1, 1);
-    bad_id.events[0].event_id = vec![1, 2, 3].into();
+    bad_id.events[0].event_id = vec![1, 2, 3];
     let mut sealed = request("task/x", ExpectedVersion::Any, 1, 1);
-    sealed.events[0].hash = vec![7; 32].into();
+    sealed.events[0].hash = vec![7; 32];
     let mut other_stream = request("task/x", ExpectedVersion::Any, 1, 1);
     other_stream.events[0].stream = "task/y".into();
     let mut too_large = request("task/x", ExpectedVersion::Any, 1, 1);

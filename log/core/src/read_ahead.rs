@@ -6,13 +6,12 @@
 //! them, and fold the envelope. Each is a third or so of the work, so on
 //! their own threads they keep two cores busy where one reading thread
 //! beside the fold left the fold waiting on it. The stored bytes of a page
-//! go from the reading thread to the decoding one in one buffer; the
-//! envelopes' ids and hashes are slices of it (no allocation per event for
-//! those). The folded envelopes, and with them the buffer, go back to the
-//! decoding thread to be freed where they were allocated.
+//! go from the reading thread to the decoding one in one buffer, and the
+//! buffer goes back to be filled again. The folded envelopes go back to the
+//! decoding thread too, and the next page is decoded into them: an
+//! envelope's ids and strings are written where the last one's were, so
+//! decoding an event allocates for little but its body.
 use std::sync::mpsc;
-
-use bytes::Bytes;
 
 use crate::codec;
 use crate::error::Result;
@@ -38,20 +37,20 @@ impl StoredPage {
         self.events.clear();
     }
 
-    /// The page's envelopes, into `page` (empty, its capacity reused). The
-    /// page's bytes go with them, as one buffer their ids and hashes are
-    /// slices of (no allocation per event for those); a fresh buffer
-    /// replaces them.
-    fn decode_into(&mut self, mut page: Vec<Envelope>) -> Result<Vec<Envelope>> {
-        let capacity = self.bytes.capacity();
-        let mut bytes = Bytes::from(std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity)));
+    /// The page's envelopes, decoded into `page`'s (a folded page's, or
+    /// none), which it then holds exactly.
+    fn decode_into(&self, page: &mut Vec<Envelope>) -> Result<()> {
+        page.truncate(self.events.len());
+        page.reserve_exact(self.events.len() - page.len());
         let mut start = 0;
-        page.reserve(self.events.len());
-        for &(seq, end) in &self.events {
-            codec::decode_next_into(seq, &mut bytes, end - start, &mut page)?;
+        for (i, &(seq, end)) in self.events.iter().enumerate() {
+            if i == page.len() {
+                page.push(Envelope::default());
+            }
+            codec::decode_at_into(seq, &self.bytes[start..end], &mut page[i])?;
             start = end;
         }
-        Ok(page)
+        Ok(())
     }
 }
 
@@ -61,10 +60,6 @@ impl StoredPage {
 /// ends the reading; so does the source ending before `through` (then
 /// `each` has had fewer events than asked for: the caller says what that
 /// means).
-///
-/// An envelope's ids and hash share its page's buffer: a caller that keeps
-/// an envelope (a clone) beyond the call keeps that whole page in memory,
-/// so it copies what it keeps instead.
 pub fn read_ahead(
     source: &dyn EventSource,
     from: u64,
@@ -77,16 +72,23 @@ pub fn read_ahead(
     let (folded_tx, folded_rx) = mpsc::sync_channel::<Vec<Envelope>>(PAGES_AHEAD + 2);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let mut next = from;
+            let (mut next, mut last_bytes) = (from, 0);
             while next <= through {
                 let want = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
-                let mut page = spent_rx.try_recv().unwrap_or_default();
+                // A new page is as large as the last one from the start (a
+                // buffer grown by doubling is copied, and fresh memory
+                // zeroed, at each step).
+                let mut page = spent_rx.try_recv().unwrap_or_else(|_| StoredPage {
+                    bytes: Vec::with_capacity(last_bytes),
+                    events: Vec::with_capacity(want),
+                });
                 page.clear();
                 let read = source.for_each_stored(next, want, &mut |seq, bytes| {
                     page.bytes.extend_from_slice(bytes);
                     page.events.push((seq, page.bytes.len()));
                     Ok(())
                 });
+                last_bytes = page.bytes.len();
                 let stop = match &read {
                     Ok(_) => match page.events.last() {
                         Some(&(last, _)) => {
@@ -104,20 +106,17 @@ pub fn read_ahead(
             }
         });
         scope.spawn(move || {
+            // Folded pages, to decode the next pages into. They come back
+            // as fast as pages go out, so this holds a few at most.
+            let mut folded = Vec::new();
             for stored in stored_rx {
-                // The envelopes of pages folded are freed here, where they
-                // were allocated (freeing across threads costs more), and
-                // their vector is filled again.
-                let mut envelopes = Vec::new();
-                while let Ok(mut folded) = folded_rx.try_recv() {
-                    folded.clear();
-                    envelopes = folded;
-                }
-                let decoded = stored.and_then(|mut page| {
-                    let decoded = page.decode_into(envelopes);
+                folded.extend(folded_rx.try_iter());
+                let mut envelopes = folded.pop().unwrap_or_default();
+                let decoded = stored.and_then(|page| {
+                    let decoded = page.decode_into(&mut envelopes);
                     // The reader may have stopped: then the buffer is dropped.
                     let _ = spent_tx.try_send(page);
-                    decoded
+                    decoded.map(|()| envelopes)
                 });
                 let failed = decoded.is_err();
                 if decoded_tx.send(decoded).is_err() || failed {
@@ -129,7 +128,7 @@ pub fn read_ahead(
             let go_on = match page {
                 Ok(page) => {
                     let go_on = each(Ok(&page));
-                    // Full (the decoder is behind on freeing): dropped here.
+                    // Full (the decoder has enough to decode into): dropped here.
                     let _ = folded_tx.try_send(page);
                     go_on
                 }

@@ -9,14 +9,14 @@ pub fn sample_envelope(n: u64) -> Envelope {
     let ids = SeededIdGen::new(n);
     let ts = Timestamp::from_nanos(1_760_000_000_000_000_000 + n * 1_000_000);
     Envelope {
-        event_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
+        event_id: EventId::new(ts, &ids).as_bytes().to_vec(),
         stream: format!("agent/a{n}"),
         stream_version: n,
         seq: n,
         ts: ts.as_nanos(),
-        correlation_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
+        correlation_id: EventId::new(ts, &ids).as_bytes().to_vec(),
         causation_id: Default::default(),
-        session_id: EventId::new(ts, &ids).as_bytes().to_vec().into(),
+        session_id: EventId::new(ts, &ids).as_bytes().to_vec(),
         saga_id: Default::default(),
         actor: "tester".into(),
         idempotency_key: String::new(),

@@ -50,7 +50,7 @@ impl<'a> Staged<'a> {
         self.batch.put_cf(self.store.cf(CF_STREAMS), stream_key(&event.stream, event.stream_version), seq_key(seq));
         self.batch.put_cf(self.store.cf(CF_IDS), &event.event_id, seq_key(seq));
         self.head = Head { last_seq: seq, hash };
-        event.hash = hash.to_vec().into();
+        event.hash = hash.to_vec();
         self.sealed.push(event);
         Ok(hash)
     }

@@ -129,10 +129,10 @@ pub(crate) fn sample_event(n: u64) -> Envelope {
     let ts = Timestamp::from_nanos(1_767_225_600_000_000_000 + n * 1_000);
     let id = EventId::new(ts, &SeededIdGen::new(n));
     Envelope {
-        event_id: id.as_bytes().to_vec().into(),
+        event_id: id.as_bytes().to_vec(),
         ts: ts.as_nanos(),
-        correlation_id: id.as_bytes().to_vec().into(),
-        session_id: id.as_bytes().to_vec().into(),
+        correlation_id: id.as_bytes().to_vec(),
+        session_id: id.as_bytes().to_vec(),
         actor: "agent-07".into(),
         schema_version: SCHEMA_VERSION,
         body: Some(Body::ActionRecorded(schema::ActionRecorded {

@@ -48,8 +48,9 @@ const STAGE_EVENTS: u64 = 1_000_000;
 /// The three stages of a fold from `history` (its first [`STAGE_EVENTS`]
 /// events at most), each alone on this one thread, [`FOLDS`] times:
 /// reading each event's stored bytes with its chain link checked; decoding
-/// them and freeing them again (the decoding thread does both); and folding
-/// both views over decoded events. A fold runs them on three threads at
+/// them into the envelopes of a page decoded before, as the decoding thread
+/// does; and folding both views over decoded events. A fold runs them on
+/// three threads at
 /// once ([`agentlog_log::read_ahead`]): on a machine with a core for each,
 /// the slowest stage sets its rate; on fewer, they share.
 struct Stages {
@@ -76,21 +77,27 @@ fn stage_rates(history: &dyn EventSource) -> anyhow::Result<Stages> {
         stages.read.push(rate(started));
         anyhow::ensure!(ends.len() == want, "the history gave {} of its first {want} events", ends.len());
     }
-    let decode = |mut page: bytes::Bytes| -> anyhow::Result<Vec<agentlog_log::Envelope>> {
-        let (mut envelopes, mut start) = (Vec::with_capacity(want), 0);
-        for &(seq, end) in &ends {
-            agentlog_log::codec::decode_next_into(seq, &mut page, end - start, &mut envelopes)?;
+    // Decoding as the fold's decoding thread does: into the envelopes of a
+    // page already folded (the first time into none).
+    let decode = |envelopes: &mut Vec<agentlog_log::Envelope>| -> anyhow::Result<()> {
+        envelopes.truncate(ends.len());
+        let mut start = 0;
+        for (i, &(seq, end)) in ends.iter().enumerate() {
+            if i == envelopes.len() {
+                envelopes.push(agentlog_log::Envelope::default());
+            }
+            agentlog_log::codec::decode_at_into(seq, &stored[start..end], &mut envelopes[i])?;
             start = end;
         }
-        Ok(envelopes)
+        Ok(())
     };
+    let mut envelopes = Vec::new();
+    decode(&mut envelopes)?;
     for _ in 0..FOLDS {
-        let page = bytes::Bytes::copy_from_slice(&stored);
         let started = Instant::now();
-        drop(decode(page)?);
+        decode(&mut envelopes)?;
         stages.decode.push(rate(started));
     }
-    let envelopes = decode(bytes::Bytes::copy_from_slice(&stored))?;
     for _ in 0..FOLDS {
         let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
         let started = Instant::now();
@@ -216,7 +223,7 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
         println!("  fold from the archive alone  {}", rates_line(&archive_rates));
         println!("  its stages, each alone on one thread (the first {STAGE_EVENTS} events at most):");
         println!("    read, chain checked        {}", rates_line(&stages.read));
-        println!("    decode (and free)          {}", rates_line(&stages.decode));
+        println!("    decode, into envelopes     {}", rates_line(&stages.decode));
         println!("    fold (both views)          {}", rates_line(&stages.fold));
         println!("  replay check                 {check_s:>12.2} s ({} broken)", report.breaks.len());
         println!(
