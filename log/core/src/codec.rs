@@ -38,39 +38,48 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope> {
 /// vector. An envelope decoded into one already there (whose vectors have
 /// room) allocates nothing for them.
 ///
-/// Every other field, and any field that is not what an id should be (not
-/// length-delimited, longer than what is left), goes through the
-/// generated `merge_field`, so bad input fails exactly as with prost's
-/// `decode` (the property test below holds the two to the same result).
+/// Every other field, and any id that is not what an id should be (not
+/// length-delimited, 128 bytes or longer, longer than what is left), goes
+/// through the generated `merge_field`, so bad input fails exactly as with
+/// prost's `decode` (the property test below holds the two to the same
+/// result).
 fn merge(into: &mut Envelope, mut buf: &[u8]) -> std::result::Result<(), prost::DecodeError> {
-    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint};
-    while !buf.is_empty() {
+    use prost::encoding::{DecodeContext, decode_key};
+    while let Some(&key) = buf.first() {
+        // An id's key and length are a byte each (field numbers below 16,
+        // length-delimited; ids of 16 and hashes of 32 bytes): read here,
+        // without a call that writes the slice back through a reference
+        // for the next read to wait on.
+        if let (Some(id), Some(&len)) = (id_field(into, key), buf.get(1)) {
+            let len = usize::from(len);
+            if len < 0x80 && len <= buf.len() - 2 {
+                id.clear();
+                id.extend_from_slice(&buf[2..2 + len]);
+                buf = &buf[2 + len..];
+                continue;
+            }
+        }
         let (tag, wire_type) = decode_key(&mut buf)?;
-        let id = match tag {
-            1 => &mut into.event_id,
-            6 => &mut into.correlation_id,
-            7 => &mut into.causation_id,
-            8 => &mut into.session_id,
-            9 => &mut into.saga_id,
-            13 => &mut into.hash,
-            _ => {
-                into.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
-                continue;
-            }
-        };
-        let mut rest = buf;
-        let len = match decode_varint(&mut rest) {
-            Ok(len) if wire_type == WireType::LengthDelimited && len <= rest.len() as u64 => len as usize,
-            _ => {
-                into.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
-                continue;
-            }
-        };
-        id.clear();
-        id.extend_from_slice(&rest[..len]);
-        buf = &rest[len..];
+        into.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
     }
     Ok(())
+}
+
+/// The id (or hash) field a one-byte, length-delimited key is of.
+fn id_field(into: &mut Envelope, key: u8) -> Option<&mut Vec<u8>> {
+    const LENGTH_DELIMITED: u8 = 2;
+    if key >= 0x80 || key & 7 != LENGTH_DELIMITED {
+        return None;
+    }
+    match key >> 3 {
+        1 => Some(&mut into.event_id),
+        6 => Some(&mut into.correlation_id),
+        7 => Some(&mut into.causation_id),
+        8 => Some(&mut into.session_id),
+        9 => Some(&mut into.saga_id),
+        13 => Some(&mut into.hash),
+        _ => None,
+    }
 }
 
 /// What every decoded envelope must have: a body this build knows, and an
