@@ -141,7 +141,10 @@ async fn follow(stream: &Stream, follower: &mut Follower, durable: &Durable) -> 
             pending.push(&message.map_err(|e| nats("following the stream")(&e))?)?;
         }
         if !pending.in_batch && !pending.events.is_empty() {
-            let events = std::mem::take(&mut pending.events);
+            // The next write's vector starts as large as this one (grown
+            // by doubling, each step would copy every envelope in it).
+            let room = Vec::with_capacity(pending.events.len());
+            let events = std::mem::replace(&mut pending.events, room);
             let keys = std::mem::take(&mut pending.keys);
             let (at, written) = follower.apply_sealed(events, keys)?;
             durable.keep(written);

@@ -68,7 +68,7 @@ impl Follower {
         keys: Vec<(String, Appended)>,
     ) -> Result<(Head, Vec<Envelope>)> {
         let store = self.store.clone();
-        let mut staged = Staged::new(&store, self.head);
+        let mut staged = Staged::with_capacity(&store, self.head, events.len());
         let mut touched: HashMap<String, Last> = HashMap::new();
         for Ordered { seq, mut envelope } in events {
             let expected = staged.head().last_seq + 1;

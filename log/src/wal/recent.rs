@@ -57,14 +57,19 @@ impl Recent {
             }
             kept.batches.iter().filter(|b| b.last().is_some_and(|last| last.seq >= from)).cloned().collect()
         };
-        let events: Vec<Envelope> = batches
-            .iter()
-            .flat_map(|b| b.iter())
-            .skip_while(|e| e.seq < from)
-            .take_while(|e| e.seq <= through)
-            .take(max)
-            .cloned()
-            .collect();
+        // Sized at once: collected from this iterator, the vector would
+        // grow by doubling, copying every envelope at each step.
+        let want = usize::try_from(through.saturating_sub(from).saturating_add(1)).unwrap_or(usize::MAX).min(max);
+        let mut events = Vec::with_capacity(want.min(batches.iter().map(|b| b.len()).sum()));
+        events.extend(
+            batches
+                .iter()
+                .flat_map(|b| b.iter())
+                .skip_while(|e| e.seq < from)
+                .take_while(|e| e.seq <= through)
+                .take(max)
+                .cloned(),
+        );
         Some(events)
     }
 }

@@ -24,7 +24,12 @@ pub(crate) struct Staged<'a> {
 
 impl<'a> Staged<'a> {
     pub fn new(store: &'a Store, base: Head) -> Self {
-        Staged { store, batch: WriteBatch::default(), base, head: base, sealed: Vec::new() }
+        Self::with_capacity(store, base, 0)
+    }
+
+    /// [`Staged::new`] with room for `events` events.
+    pub fn with_capacity(store: &'a Store, base: Head, events: usize) -> Self {
+        Staged { store, batch: WriteBatch::default(), base, head: base, sealed: Vec::with_capacity(events) }
     }
 
     /// The head once this batch is written.
