@@ -10,7 +10,7 @@
 pub use agentlog_core::{
     AppendRequest, Appended, Body, Clock, Envelope, Error, EventId, EventSource, ExpectedVersion, GroupRequest, Head,
     HybridClock, IdGen, Kind, Log, ManualClock, Part, Pruned, RandomIdGen, Result, SeededIdGen, SessionId,
-    Subscription, Timestamp, api, chain, clock, codec, error, ids, json, schema, source,
+    Subscription, Timestamp, api, chain, clock, codec, error, ids, json, read_ahead, schema, source,
 };
 #[cfg(feature = "test-util")]
 pub use agentlog_core::{conformance, log_conformance_tests, testing};

@@ -37,21 +37,26 @@ impl StoredPage {
         self.events.clear();
     }
 
-    /// The page's envelopes, decoded into `page`'s (a folded page's, or
-    /// none), which it then holds exactly.
     fn decode_into(&self, page: &mut Vec<Envelope>) -> Result<()> {
-        page.truncate(self.events.len());
-        page.reserve_exact(self.events.len() - page.len());
-        let mut start = 0;
-        for (i, &(seq, end)) in self.events.iter().enumerate() {
-            if i == page.len() {
-                page.push(Envelope::default());
-            }
-            codec::decode_at_into(seq, &self.bytes[start..end], &mut page[i])?;
-            start = end;
-        }
-        Ok(())
+        decode_page(&self.bytes, &self.events, page)
     }
+}
+
+/// Stored events end to end in `bytes` (each `(seq, where it ends)` in
+/// `events`), decoded into `page`'s envelopes (a folded page's, or none),
+/// which it then holds exactly: what the decoding thread does with a page.
+pub fn decode_page(bytes: &[u8], events: &[(u64, usize)], page: &mut Vec<Envelope>) -> Result<()> {
+    page.truncate(events.len());
+    page.reserve_exact(events.len() - page.len());
+    let mut start = 0;
+    for (i, &(seq, end)) in events.iter().enumerate() {
+        if i == page.len() {
+            page.push(Envelope::default());
+        }
+        codec::decode_at_into(seq, &bytes[start..end], &mut page[i])?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// Calls `each` with the events `from..=through` of `source`, in order, a

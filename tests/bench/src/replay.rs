@@ -48,11 +48,11 @@ const STAGE_EVENTS: u64 = 1_000_000;
 /// The three stages of a fold from `history` (its first [`STAGE_EVENTS`]
 /// events at most), each alone on this one thread, [`FOLDS`] times:
 /// reading each event's stored bytes with its chain link checked; decoding
-/// them into the envelopes of a page decoded before, as the decoding thread
-/// does; and folding both views over decoded events. A fold runs them on
-/// three threads at
-/// once ([`agentlog_log::read_ahead`]): on a machine with a core for each,
-/// the slowest stage sets its rate; on fewer, they share.
+/// them into envelopes decoded before, as the decoding thread decodes a
+/// page into a folded one's; and folding both views over decoded events. A
+/// fold runs them on three threads at once ([`agentlog_log::read_ahead`]):
+/// on a machine with a core for each, the slowest stage sets its rate; on
+/// fewer, they share.
 struct Stages {
     read: Vec<f64>,
     decode: Vec<f64>,
@@ -77,25 +77,13 @@ fn stage_rates(history: &dyn EventSource) -> anyhow::Result<Stages> {
         stages.read.push(rate(started));
         anyhow::ensure!(ends.len() == want, "the history gave {} of its first {want} events", ends.len());
     }
-    // Decoding as the fold's decoding thread does: into the envelopes of a
-    // page already folded (the first time into none).
-    let decode = |envelopes: &mut Vec<agentlog_log::Envelope>| -> anyhow::Result<()> {
-        envelopes.truncate(ends.len());
-        let mut start = 0;
-        for (i, &(seq, end)) in ends.iter().enumerate() {
-            if i == envelopes.len() {
-                envelopes.push(agentlog_log::Envelope::default());
-            }
-            agentlog_log::codec::decode_at_into(seq, &stored[start..end], &mut envelopes[i])?;
-            start = end;
-        }
-        Ok(())
-    };
+    // Decoded as the fold's decoding thread decodes a page: into envelopes
+    // decoded before (the first time into none).
     let mut envelopes = Vec::new();
-    decode(&mut envelopes)?;
+    agentlog_log::read_ahead::decode_page(&stored, &ends, &mut envelopes)?;
     for _ in 0..FOLDS {
         let started = Instant::now();
-        decode(&mut envelopes)?;
+        agentlog_log::read_ahead::decode_page(&stored, &ends, &mut envelopes)?;
         stages.decode.push(rate(started));
     }
     for _ in 0..FOLDS {
