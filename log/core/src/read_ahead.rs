@@ -36,10 +36,6 @@ impl StoredPage {
         self.bytes.clear();
         self.events.clear();
     }
-
-    fn decode_into(&self, page: &mut Vec<Envelope>) -> Result<()> {
-        decode_page(&self.bytes, &self.events, page)
-    }
 }
 
 /// Stored events end to end in `bytes` (each `(seq, where it ends)` in
@@ -118,7 +114,7 @@ pub fn read_ahead(
                 folded.extend(folded_rx.try_iter());
                 let mut envelopes = folded.pop().unwrap_or_default();
                 let decoded = stored.and_then(|page| {
-                    let decoded = page.decode_into(&mut envelopes);
+                    let decoded = decode_page(&page.bytes, &page.events, &mut envelopes);
                     // The reader may have stopped: then the buffer is dropped.
                     let _ = spent_tx.try_send(page);
                     decoded.map(|()| envelopes)
