@@ -269,8 +269,9 @@ impl<L: Log> Handler<L> {
             None => waited.await,
             // Queued behind another's turn: the signature is checked
             // meanwhile, here, not later on the turn holder's task, which
-            // would check its whole group's one after another.
-            Some(signature) => group::while_waiting(waited, || signature.check()).await.0,
+            // would check its whole group's one after another. A turn taken
+            // at once leaves the check for the decision's reads to hide.
+            Some(signature) => signature.if_waiting(waited).await,
         };
         let outcome = match waited {
             Waited::Decided(outcome) => outcome,

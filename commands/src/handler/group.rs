@@ -16,7 +16,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 
 use agentlog_core::api::MAX_APPEND_EVENTS;
 use agentlog_core::{
@@ -243,7 +242,7 @@ impl<L: Log> Handler<L> {
         let decision = self.decide(&member.command, state, now, member.prepared.as_ref());
         let (decision, verified) = match signature {
             None => (decision.await, Ok(())),
-            Some(signature) => while_waiting(decision, || signature.check()).await,
+            Some(signature) => signature.while_waiting(decision).await,
         };
         verified?;
         // The policy bound to this command type, if any, is asked before
@@ -383,22 +382,5 @@ fn fail(tickets: impl Iterator<Item = Taken>, rejection: &Rejection) {
     for ticket in tickets {
         let rejection = verification::before(ticket.member.signature.as_ref(), rejection.clone());
         ticket.resolve(Outcome::Done(Err(rejection)));
-    }
-}
-
-/// `work` and `check`, with `check` run while `work` waits (on the network,
-/// on another's turn). `work` is polled first; if it has to wait, the task
-/// yields once before `check`, since tokio runs a task this one has just
-/// woken (the NATS connection's, which writes the reads `work` sent) only
-/// when this one yields.
-pub(super) async fn while_waiting<F: Future, R>(work: F, check: impl FnOnce() -> R) -> (F::Output, R) {
-    let mut work = std::pin::pin!(work);
-    match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
-        Poll::Ready(done) => (done, check()),
-        Poll::Pending => {
-            tokio::task::yield_now().await;
-            let checked = check();
-            (work.await, checked)
-        }
     }
 }
