@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use agentlog_core::{Clock, IdGen};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::{PreparedKey, unauthenticated};
 use crate::rejection::{Code, Rejection, Result};
@@ -191,11 +192,12 @@ impl Signed {
     }
 }
 
-/// A producer's key: signs requests as `key_id`.
+/// A producer's key: signs requests as `key_id` (with AWS-LC, whose
+/// signatures are ed25519's, byte for byte: the test vector below).
 #[derive(Clone)]
 pub struct Signer {
     key_id: String,
-    key: SigningKey,
+    key: Arc<Ed25519KeyPair>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
 }
@@ -219,7 +221,8 @@ impl Signer {
     /// `secret_key` is the 32-byte ed25519 seed; timestamps come from
     /// `clock`, nonces from `ids`.
     pub fn new(key_id: impl Into<String>, secret_key: [u8; 32], clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Signer { key_id: key_id.into(), key: SigningKey::from_bytes(&secret_key), clock, ids }
+        let key = Ed25519KeyPair::from_seed_unchecked(&secret_key).expect("any 32 bytes are an ed25519 seed");
+        Signer { key_id: key_id.into(), key: Arc::new(key), clock, ids }
     }
 
     pub fn key_id(&self) -> &str {
@@ -228,7 +231,7 @@ impl Signer {
 
     /// The public key to register (32 bytes).
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.key.public_key().as_ref().try_into().expect("an ed25519 public key is 32 bytes")
     }
 
     /// Signs one request, with a fresh nonce and the clock's time: a retry
@@ -257,7 +260,7 @@ impl Signer {
             key_id: self.key_id.clone(),
             nonce,
             timestamp,
-            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
         }
     }
 }
@@ -286,13 +289,28 @@ mod tests {
              000000137b2273657373696f6e5f6964223a227331227d"
         );
         let seed = [7u8; 32];
-        let key = SigningKey::from_bytes(&seed);
-        let signature = key.sign(&bytes).to_bytes();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let signature = ed25519_dalek::Signer::sign(&key, &bytes).to_bytes();
         assert_eq!(
             base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()),
             PUBLIC_KEY_OF_SEED_7
         );
         assert_eq!(base64::engine::general_purpose::STANDARD.encode(signature), SIGNATURE_OF_VECTOR);
+
+        // The producer's signer (AWS-LC) gives the same bytes.
+        struct VectorNonce;
+        impl IdGen for VectorNonce {
+            fn next_u128(&self) -> u128 {
+                u128::from_str_radix(TEST_VECTOR.nonce, 16).unwrap()
+            }
+        }
+        let at = Timestamp::from_nanos(TEST_VECTOR.timestamp.parse().unwrap());
+        let signer = Signer::new(TEST_VECTOR.key_id, seed, Arc::new(ManualClock::new(at)), Arc::new(VectorNonce));
+        assert_eq!(base64::engine::general_purpose::STANDARD.encode(signer.public_key()), PUBLIC_KEY_OF_SEED_7);
+        let v = TEST_VECTOR;
+        let sent = signer.sign(v.subject, v.content_type, v.idempotency_key, v.correlation_id, TEST_VECTOR_BODY);
+        assert_eq!((sent.nonce.as_str(), sent.timestamp.as_str()), (v.nonce, v.timestamp));
+        assert_eq!(sent.signature, SIGNATURE_OF_VECTOR);
     }
 
     const PUBLIC_KEY_OF_SEED_7: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
