@@ -271,8 +271,9 @@ struct Senders {
 
 /// Rounds of claims, open and signed alternating, that the claim latency of
 /// each mode is taken over: the machine's speed drifts by 10–20 % over a
-/// run, and the figure compared is the difference of the two p99s.
-const CLAIM_ROUNDS: u64 = 4;
+/// run, and even from one minute to the next, and the figure compared is
+/// the difference of the two p99s, so the rounds are short.
+const CLAIM_ROUNDS: u64 = 10;
 
 /// `claims` claims by `senders`' agent, one at a time, each on a task
 /// just created; the histogram of their round trips (ns).
