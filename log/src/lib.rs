@@ -27,3 +27,10 @@ pub mod rocks;
 pub mod wal;
 
 pub use embedded::{EmbeddedLog, Options};
+
+/// Whether this build re-checks what it writes (the test-only
+/// `expensive-checks` feature: every write read back, every seal decoded).
+/// A test build turns it on for the whole binary, so the `agentlog` that
+/// `cargo test --release` leaves in `target/release` has it; the
+/// benchmarks say so, since their figures are then not production's.
+pub const EXPENSIVE_CHECKS: bool = cfg!(feature = "expensive-checks");

@@ -336,6 +336,12 @@ async fn claim_latency(dir: &Path, claims: u64, sync: bool) -> anyhow::Result<La
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if agentlog_log::EXPENSIVE_CHECKS {
+        eprintln!(
+            "warning: this agentlog was built with the test-only expensive checks (as `cargo test` builds it): \
+             its figures are not production's; build it with `cargo build --release` to measure"
+        );
+    }
     if args.distributed {
         crate::distributed::run(
             args.events.min(100_000),
