@@ -559,7 +559,9 @@ impl<L: Log> Handler<L> {
     async fn prepare(&self, command: &Command) -> Result<Option<Prepared>> {
         match command {
             Command::RegisterModule(RegisterModule { module, .. }) => {
-                self.modules()?.check(module).map_err(|reason| {
+                // Checking compiles the module: up to seconds for a large one.
+                let (host, module) = (self.modules()?.clone(), module.clone());
+                aside(move || host.check(&module)).await.map_err(|reason| {
                     Rejection::new(Code::InvalidModule, format!("the module is refused: {reason}"))
                 })?;
                 Ok(None)
@@ -574,7 +576,9 @@ impl<L: Log> Handler<L> {
                     let budget = self.budget(&run.budget_id).await?;
                     aggregate::module::can_charge(&budget, run, self.clock.now())?;
                 }
-                let outcome = off_the_runtime(|| host.run(&run.module_hash, &registered.module, &run.input, run.fuel))
+                let (work_host, module, run) = (host.clone(), registered.module.clone(), run.clone());
+                let outcome = aside(move || work_host.run(&run.module_hash, &module, &run.input, run.fuel))
+                    .await
                     .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
                 Ok(Some(Prepared { run: outcome, engine_hash: host.engine_hash() }))
             }
@@ -702,8 +706,14 @@ impl<L: Log> Handler<L> {
             return Err(failed(name, "(unregistered)", &module_hash, "is bound but was never registered"));
         };
         let asked = input(command, &request.actor, now.as_nanos(), stream, state);
-        let outcome = off_the_runtime(|| host.run(&module_hash, &registered.module, &asked, POLICY_FUEL))
-            .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
+        let outcome = if host.is_compiled(&module_hash) {
+            off_the_runtime(|| host.run(&module_hash, &registered.module, &asked, POLICY_FUEL))
+        } else {
+            // Its first check here compiles it: up to seconds.
+            let (host, hash, module) = (host.clone(), module_hash.clone(), registered.module.clone());
+            aside(move || host.run(&hash, &module, &asked, POLICY_FUEL)).await
+        }
+        .map_err(|reason| Rejection::new(Code::Unavailable, format!("the sandbox failed: {reason}")))?;
         let refusal = match outcome {
             RunOutcome::Completed { output, .. } => match verdict(&output) {
                 Some(Verdict::Allow) => {
@@ -918,11 +928,34 @@ impl<L: Log> Handler<L> {
     }
 }
 
-/// Runs `work` (a module run: CPU for up to the sandbox's deadline) so
-/// that it does not hold up the async tasks of the thread it is called
-/// on: on tokio's multi-threaded runtime the thread hands its other tasks
-/// over first (`block_in_place`), costing nothing when none wait.
-/// Elsewhere (a single-threaded runtime, no runtime) it just runs.
+/// Runs `work` (a module's compile, or a run: up to seconds) on tokio's
+/// blocking pool and waits for it there (with no runtime, right here): the
+/// commands decided beside this one, in tasks of their own or futures of the
+/// same task in the command service's shard (`wire::Service`), go on
+/// meanwhile.
+async fn aside<T: Send + 'static>(
+    work: impl FnOnce() -> std::result::Result<T, String> + Send + 'static,
+) -> std::result::Result<T, String> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err("the sandbox's work was cancelled: the runtime is shutting down".into()),
+        },
+    }
+}
+
+/// Runs `work` (a policy's check of a module compiled already: at most
+/// `POLICY_FUEL`, about a millisecond) so that it does not hold up the
+/// async tasks of the thread it is called on: on tokio's multi-threaded
+/// runtime the thread hands its other tasks over first (`block_in_place`),
+/// costing nothing when none wait. The commands decided beside it in the
+/// service's shard wait for it: a hop to another thread would cost every
+/// policed command more. Elsewhere (a single-threaded runtime, no runtime)
+/// it just runs.
 fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     #[cfg(feature = "nats")]
     if let Ok(runtime) = tokio::runtime::Handle::try_current()

@@ -58,6 +58,9 @@ pub trait ModuleHost: Send + Sync {
     /// module.
     fn run(&self, module_hash: &str, module: &[u8], input: &[u8], fuel: u64)
     -> std::result::Result<RunOutcome, String>;
+    /// Whether the module named `module_hash` is compiled here already, so
+    /// that a run starts at once (a first run compiles it: up to seconds).
+    fn is_compiled(&self, module_hash: &str) -> bool;
     /// What compiled code depends on (the engine's version and
     /// configuration), recorded with every run.
     fn engine_hash(&self) -> String;

@@ -16,7 +16,7 @@ use agentlog_core::Log;
 use agentlog_core::ids::CorrelationId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::auth::{Credential, Signed, Signer};
 use crate::command::Command;
@@ -32,8 +32,9 @@ pub use crate::auth::signing::{
 /// Who is sending, on a node in open mode only (`auth.mode = "open"`):
 /// where signing is required the verified principal is the actor.
 pub const HEADER_ACTOR: &str = "Agentlog-Actor";
-/// Most commands one service instance runs at once; beyond it requests wait
-/// in NATS (and time out at the producer, who retries with the same key).
+/// Most commands one service instance runs at once (shared among its
+/// shards); beyond it requests wait in NATS (and time out at the producer,
+/// who retries with the same key).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// The reply body.
@@ -218,9 +219,19 @@ pub fn parse_request(
 
 /// The command service: subscribed (so requests already queue for it)
 /// from [`Service::bind`] on, answering from [`Service::run`].
+///
+/// It runs as shards, one per worker of the async runtime, each a queue
+/// subscription of its own and one task that answers its requests as
+/// futures of that task rather than a task each. The requests that are
+/// ready together are then decided in one turn of the task, so their
+/// JetStream publishes, and later their replies, reach the NATS
+/// connection together and leave in one socket write: with a task per
+/// request, the runtime ran the connection's task right after each request
+/// woke it (tokio runs the task just woken next), and each publish and each
+/// reply was a write of its own (docs/BENCHMARKS.md, issue 16).
 pub struct Service<L: Log> {
     client: async_nats::Client,
-    requests: async_nats::Subscriber,
+    shards: Vec<async_nats::Subscriber>,
     handler: Arc<Handler<L>>,
 }
 
@@ -255,65 +266,120 @@ impl<L: Log> Service<L> {
         client: async_nats::Client,
         handler: Arc<Handler<L>>,
     ) -> Result<Self, async_nats::SubscribeError> {
-        let requests = client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?;
+        // One shard per worker, so that shards decide on every core.
+        let workers = tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers());
+        let mut shards = Vec::with_capacity(workers.max(1));
+        for _ in 0..workers.max(1) {
+            shards.push(client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?);
+        }
         // A request sent after `bind` returns reaches this service.
         server_has_read(&client).await?;
         metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(0);
         metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(0);
         metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(0);
         metrics::counter!(crate::handler::METRIC_RACES_LOST).increment(0);
-        Ok(Service { client, requests, handler })
+        Ok(Service { client, shards, handler })
     }
 
     /// Answers commands, at most [`MAX_IN_FLIGHT`] at once, until
     /// `shutdown` turns true; then stops taking new ones and returns once
     /// those in flight have been answered. Returns early only if NATS ends
-    /// the subscription.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let Service { client, mut requests, handler } = self;
-        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        loop {
-            let message = tokio::select! {
-                message = requests.next() => match message { Some(m) => m, None => break },
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let Some(reply_to) = message.reply.clone() else { continue };
-            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let (client, handler) = (client.clone(), handler.clone());
-            metrics::gauge!(METRIC_IN_FLIGHT).increment(1);
-            tokio::spawn(async move {
-                let encoding = Encoding::of(message.headers.as_ref());
-                let outcome = match parse_request(message.subject.as_str(), message.headers.as_ref(), &message.payload)
-                {
-                    // Boxed: the decision's future is a few KB, which
-                    // spawning would copy several times over.
-                    Ok(request) => Box::pin(handler.execute(request)).await,
-                    Err(rejection) => Err(rejection),
-                };
-                let reply = match outcome {
-                    Ok(accepted) => {
-                        metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(1);
-                        Reply::Accepted(accepted)
-                    }
-                    Err(rejection) => {
-                        metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(1);
-                        if rejection.code == Code::RetriesExhausted {
-                            metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(1);
-                        }
-                        tracing::debug!(message = "command rejected", kind = %rejection.kind, code = %rejection.code);
-                        Reply::Rejected((&rejection).into())
-                    }
-                };
-                let _ = client.publish(reply_to, reply.encode(encoding).into()).await;
-                metrics::gauge!(METRIC_IN_FLIGHT).decrement(1);
-                drop(permit);
-            });
+    /// the subscriptions.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let Service { client, shards, handler } = self;
+        let limit = MAX_IN_FLIGHT.div_ceil(shards.len());
+        let shards: Vec<_> = shards
+            .into_iter()
+            .map(|requests| tokio::spawn(run_shard(client.clone(), requests, handler.clone(), shutdown.clone(), limit)))
+            .collect();
+        for shard in shards {
+            if let Err(e) = shard.await {
+                tracing::error!(message = "a command service shard failed", error = %e);
+            }
         }
-        // Stop receiving, then wait for every command in flight to be answered.
-        let _ = requests.unsubscribe().await;
-        let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
         let _ = client.flush().await;
     }
+}
+
+/// One shard's requests, at most `limit` at once, each answered as a future
+/// of this task (see [`Service`]), until `shutdown` or the end of the
+/// subscription; then the answers in flight are finished.
+async fn run_shard<L: Log>(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    handler: Arc<Handler<L>>,
+    mut shutdown: watch::Receiver<bool>,
+    limit: usize,
+) {
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            message = requests.next(), if in_flight.len() < limit => {
+                let Some(message) = message else { break };
+                let Some(reply_to) = message.reply.clone() else { continue };
+                in_flight.push(answer_guarded(client.clone(), handler.clone(), message, reply_to));
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    // Stop receiving, then answer every command in flight.
+    let _ = requests.unsubscribe().await;
+    while in_flight.next().await.is_some() {}
+}
+
+/// [`answer`], counted in flight, with a panic kept to the one command (it
+/// gets no reply, and its producer retries with the same key), as when each
+/// command was a task of its own.
+async fn answer_guarded<L: Log>(
+    client: async_nats::Client,
+    handler: Arc<Handler<L>>,
+    message: async_nats::Message,
+    reply_to: async_nats::Subject,
+) {
+    use futures_util::FutureExt as _;
+    metrics::gauge!(METRIC_IN_FLIGHT).increment(1);
+    let answered = std::panic::AssertUnwindSafe(answer(client, handler, message, reply_to)).catch_unwind().await;
+    metrics::gauge!(METRIC_IN_FLIGHT).decrement(1);
+    if let Err(panic) = answered {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(message = "deciding a command panicked; it gets no reply", panic = %what);
+    }
+}
+
+/// Decides one request and publishes its reply.
+async fn answer<L: Log>(
+    client: async_nats::Client,
+    handler: Arc<Handler<L>>,
+    message: async_nats::Message,
+    reply_to: async_nats::Subject,
+) {
+    let encoding = Encoding::of(message.headers.as_ref());
+    let outcome = match parse_request(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
+        // Boxed: the decision's future is a few KB, which every future
+        // holding it (the shard's set of answers) would be as large as.
+        Ok(request) => Box::pin(handler.execute(request)).await,
+        Err(rejection) => Err(rejection),
+    };
+    let reply = match outcome {
+        Ok(accepted) => {
+            metrics::counter!(METRIC_COMMANDS, "result" => "accepted").increment(1);
+            Reply::Accepted(accepted)
+        }
+        Err(rejection) => {
+            metrics::counter!(METRIC_COMMANDS, "result" => "rejected").increment(1);
+            if rejection.code == Code::RetriesExhausted {
+                metrics::counter!(METRIC_RETRIES_EXHAUSTED).increment(1);
+            }
+            tracing::debug!(message = "command rejected", kind = %rejection.kind, code = %rejection.code);
+            Reply::Rejected((&rejection).into())
+        }
+    };
+    let _ = client.publish(reply_to, reply.encode(encoding).into()).await;
 }
 
 /// A request as the client sends it: its command's body, with its actor,

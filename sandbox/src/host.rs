@@ -25,6 +25,10 @@ impl ModuleHost for Sandbox {
         }
     }
 
+    fn is_compiled(&self, module_hash: &str) -> bool {
+        Sandbox::is_compiled(self, module_hash)
+    }
+
     fn engine_hash(&self) -> String {
         Sandbox::engine_hash(self)
     }

@@ -262,6 +262,11 @@ impl Sandbox {
         self.running.now.lock().unwrap_or_else(PoisonError::into_inner).1
     }
 
+    /// Whether the module whose blake3 is `hash` is compiled and cached.
+    pub fn is_compiled(&self, hash: &str) -> bool {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).modules.contains_key(hash)
+    }
+
     /// Modules compiled so far (cache misses).
     pub fn compilations(&self) -> u64 {
         self.compiled.load(Ordering::Relaxed)
