@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)] // benchmarks time things with the wall clock
 mod archive;
 mod distributed;
+mod floor;
 mod hot;
 mod idempotency;
 mod projections;
