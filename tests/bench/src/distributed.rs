@@ -33,12 +33,7 @@ async fn raw_publish(url: &str, events: u64) -> anyhow::Result<f64> {
         .max_ack_inflight(4096)
         .backpressure_on_inflight(true)
         .build(client);
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "RAW".into(),
-        subjects: vec!["raw.>".into()],
-        ..Default::default()
-    })
-    .await?;
+    crate::plain_stream(&js, "RAW").await?;
     let payload: bytes::Bytes = agentlog_log::codec::encode(&sample_event(1)).into();
     let started = Instant::now();
     let mut acks = std::collections::VecDeque::new();
@@ -168,12 +163,7 @@ async fn request_publish_baseline(url: &str, requests: u64, producers: u64) -> a
     use futures_util::StreamExt as _;
     let responder = async_nats::connect(url).await?;
     let js = async_nats::jetstream::new(responder.clone());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BASELINE".into(),
-        subjects: vec!["baseline.>".into()],
-        ..Default::default()
-    })
-    .await?;
+    crate::plain_stream(&js, "BASELINE").await?;
     let mut incoming = responder.subscribe("bench.baseline").await?;
     agentlog_commands::wire::server_has_read(&responder).await?;
     let answering = tokio::spawn(async move {

@@ -76,12 +76,7 @@ impl Probe {
         });
         let client = async_nats::connect(url).await?;
         let js = async_nats::jetstream::new(client.clone());
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "FLOOR".into(),
-            subjects: vec!["floor.>".into()],
-            ..Default::default()
-        })
-        .await?;
+        crate::plain_stream(&js, "FLOOR").await?;
         let events = js.get_stream(stream).await?;
         Ok(Probe {
             client,

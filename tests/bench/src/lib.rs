@@ -124,6 +124,18 @@ pub struct Args {
 /// 64 producers.
 const RAW_BATCH: usize = 64;
 
+/// A plain JetStream stream `name` (file storage, no limits, no consumer)
+/// on the subjects `<name in lower case>.>`: what raw publishes go to.
+pub(crate) async fn plain_stream(js: &async_nats::jetstream::Context, name: &str) -> anyhow::Result<()> {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
 /// Event `n` of a stream of one event per microsecond (faster than the log
 /// appends, so ids are at least as clustered in time as in production, where
 /// UUIDv7 ids follow the clock).
