@@ -3,8 +3,10 @@
 # claim latency, open and signed (docs/BENCHMARKS.md, issue 15): one line
 # per run with the signed claim's p50 and p99 less the open claim's in the
 # same run, signing and verifying alone, the 64-producer command rates and
-# CPU per command. Build each binary with `cargo build --release` (the one
-# `cargo test --release` leaves in target/release has the test-only checks
+# CPU per command, and (from binaries that measure it) the floor under a
+# claim: its NATS visits alone, three in a row. Build each binary with
+# `cargo build --release` (the one `cargo test --release` leaves in
+# target/release has the test-only checks
 # on, and `agentlog bench` warns about it).
 #
 #   scripts/ab-claims.sh OLD_BINARY NEW_BINARY [RUNS] [-- BENCH ARGS]
@@ -36,7 +38,9 @@ print(f"{which}: open p50 {open50:7.1f} p99 {open99:7.1f} | signed p50 {signed50
       f" | d50 {signed50 - open50:+6.1f} d99 {signed99 - open99:+6.1f}"
       f" | sign {d['sign_p50_us']} verify {d['verify_p50_us']}"
       f" | open/s {d['service_commands_p64_per_s']:.0f} signed/s {d['signed_service_commands_p64_per_s']:.0f}"
-      f" | cpu open {cpu['open']['process']:.0f} signed {cpu['signed']['process']:.0f} serve {cpu['serve_process']['serve']:.0f}",
+      f" | cpu open {cpu['open']['process']:.0f} signed {cpu['signed']['process']:.0f} serve {cpu['serve_process']['serve']:.0f}"
+      + (f" | floor p50 {d['claim_floor']['in_a_row']['p50_us']:.0f} p99 {d['claim_floor']['in_a_row']['p99_us']:.0f}"
+         if "claim_floor" in d else ""),
       flush=True)
 PY
   done
