@@ -6,8 +6,8 @@
 # CPU per command, and (from binaries that measure it) the floor under a
 # claim: its NATS visits alone, three in a row. Build each binary with
 # `cargo build --release` (the one `cargo test --release` leaves in
-# target/release has the test-only checks
-# on, and `agentlog bench` warns about it).
+# target/release has the test-only checks on, and `agentlog bench` warns
+# about it).
 #
 #   scripts/ab-claims.sh OLD_BINARY NEW_BINARY [RUNS] [-- BENCH ARGS]
 #
