@@ -267,9 +267,9 @@ impl<L: Log> Service<L> {
         handler: Arc<Handler<L>>,
     ) -> Result<Self, async_nats::SubscribeError> {
         // One shard per worker, so that shards decide on every core.
-        let workers = tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers());
-        let mut shards = Vec::with_capacity(workers.max(1));
-        for _ in 0..workers.max(1) {
+        let workers = tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers()).max(1);
+        let mut shards = Vec::with_capacity(workers);
+        for _ in 0..workers {
             shards.push(client.queue_subscribe(format!("{SUBJECT_PREFIX}.*"), QUEUE_GROUP.into()).await?);
         }
         // A request sent after `bind` returns reaches this service.
