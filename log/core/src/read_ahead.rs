@@ -1,5 +1,6 @@
 //! [`read_ahead`]: a source's events handed to a fold page by page, read
-//! and decoded on two other threads a few pages ahead of it.
+//! and decoded on two other threads a few pages ahead of it, or, on a
+//! machine with one core, in turn on the fold's own ([`read_in_turn`]).
 //!
 //! A fold from the archive or the WAL has three jobs per event: read its
 //! stored bytes (and, for a replay's history, check its chain link), decode
@@ -32,10 +33,23 @@ struct StoredPage {
 }
 
 impl StoredPage {
-    fn clear(&mut self) {
+    /// Fills the page with up to `want` stored events from `next` on; the
+    /// last seq read, `None` when the source had none.
+    fn fill(&mut self, source: &dyn EventSource, next: u64, want: usize) -> Result<Option<u64>> {
         self.bytes.clear();
         self.events.clear();
+        source.for_each_stored(next, want, &mut |seq, bytes| {
+            self.bytes.extend_from_slice(bytes);
+            self.events.push((seq, self.bytes.len()));
+            Ok(())
+        })?;
+        Ok(self.events.last().map(|&(last, _)| last))
     }
+}
+
+/// Events in the next page of `next..=through`.
+fn page_len(next: u64, through: u64) -> usize {
+    usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE)
 }
 
 /// Stored events end to end in `bytes` (each `(seq, where it ends)` in
@@ -61,7 +75,58 @@ pub fn decode_page(bytes: &[u8], events: &[(u64, usize)], page: &mut Vec<Envelop
 /// ends the reading; so does the source ending before `through` (then
 /// `each` has had fewer events than asked for: the caller says what that
 /// means).
+///
+/// Reads and decodes on two threads of its own when the machine has more
+/// than one core to run them on; on one core three threads would only take
+/// turns, each page's bytes and envelopes cold in the cache by the time the
+/// next stage runs, so the pages are read, decoded and folded in turn on
+/// the caller's thread ([`read_in_turn`]).
 pub fn read_ahead(
+    source: &dyn EventSource,
+    from: u64,
+    through: u64,
+    each: &mut dyn FnMut(Result<&[Envelope]>) -> bool,
+) {
+    if std::thread::available_parallelism().map_or(1, usize::from) == 1 {
+        read_in_turn(source, from, through, each);
+    } else {
+        read_on_threads(source, from, through, each);
+    }
+}
+
+/// [`read_ahead`] on the caller's thread alone: each page read, decoded
+/// into the envelopes of the page before and handed to `each` in turn.
+pub fn read_in_turn(
+    source: &dyn EventSource,
+    from: u64,
+    through: u64,
+    each: &mut dyn FnMut(Result<&[Envelope]>) -> bool,
+) {
+    let (mut stored, mut envelopes, mut next) = (StoredPage::default(), Vec::new(), from);
+    while next <= through {
+        let page = stored.fill(source, next, page_len(next, through)).and_then(|last| {
+            let Some(last) = last else { return Ok(None) };
+            next = last + 1;
+            decode_page(&stored.bytes, &stored.events, &mut envelopes).map(|()| Some(()))
+        });
+        match page {
+            Ok(None) => return,
+            Ok(Some(())) => {
+                if !each(Ok(&envelopes)) {
+                    return;
+                }
+            }
+            Err(e) => {
+                each(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// [`read_ahead`] with the reading and the decoding each on a thread of
+/// its own, a few pages ahead of the fold.
+fn read_on_threads(
     source: &dyn EventSource,
     from: u64,
     through: u64,
@@ -75,7 +140,7 @@ pub fn read_ahead(
         scope.spawn(move || {
             let (mut next, mut last_bytes) = (from, 0);
             while next <= through {
-                let want = usize::try_from(through - next + 1).unwrap_or(PAGE).min(PAGE);
+                let want = page_len(next, through);
                 // A new page is as large as the last one from the start (a
                 // buffer grown by doubling is copied, and fresh memory
                 // zeroed, at each step).
@@ -83,21 +148,14 @@ pub fn read_ahead(
                     bytes: Vec::with_capacity(last_bytes),
                     events: Vec::with_capacity(want),
                 });
-                page.clear();
-                let read = source.for_each_stored(next, want, &mut |seq, bytes| {
-                    page.bytes.extend_from_slice(bytes);
-                    page.events.push((seq, page.bytes.len()));
-                    Ok(())
-                });
+                let read = page.fill(source, next, want);
                 last_bytes = page.bytes.len();
                 let stop = match &read {
-                    Ok(_) => match page.events.last() {
-                        Some(&(last, _)) => {
-                            next = last + 1;
-                            false
-                        }
-                        None => return,
-                    },
+                    Ok(Some(last)) => {
+                        next = last + 1;
+                        false
+                    }
+                    Ok(None) => return,
                     Err(_) => true,
                 };
                 // The next stage hung up (the fold stopped): stop reading.
@@ -186,47 +244,69 @@ mod tests {
         }
     }
 
-    fn pages(source: &Numbers, from: u64, through: u64, stop_after: usize) -> Vec<Result<Vec<u64>>> {
-        let mut out = Vec::new();
-        read_ahead(source, from, through, &mut |page| {
-            out.push(page.map(|p| p.iter().map(|e| e.seq).collect()));
-            out.len() < stop_after
-        });
-        out
+    type Reader = fn(&dyn EventSource, u64, u64, &mut dyn FnMut(Result<&[Envelope]>) -> bool);
+
+    /// Both ways of reading: every test holds for each.
+    const READERS: [(&str, Reader); 2] = [("on threads", read_on_threads), ("in turn", read_in_turn)];
+
+    /// The seqs of each page `read` hands over, for each of [`READERS`].
+    fn pages(
+        source: &Numbers,
+        from: u64,
+        through: u64,
+        stop_after: usize,
+    ) -> Vec<(&'static str, Vec<Result<Vec<u64>>>)> {
+        READERS
+            .iter()
+            .map(|&(name, read)| {
+                let mut out = Vec::new();
+                read(source, from, through, &mut |page| {
+                    out.push(page.map(|p| p.iter().map(|e| e.seq).collect()));
+                    out.len() < stop_after
+                });
+                (name, out)
+            })
+            .collect()
     }
 
     #[test]
     fn every_event_once_in_order_a_page_at_a_time() {
         let source = Numbers { n: 10_000, garbage_at: None };
-        let got = pages(&source, 3, 9_000, usize::MAX);
-        let seqs: Vec<u64> = got.iter().flat_map(|p| p.as_ref().unwrap().clone()).collect();
-        assert_eq!(seqs, (3..=9_000).collect::<Vec<_>>());
-        assert_eq!(got.iter().map(|p| p.as_ref().unwrap().len()).collect::<Vec<_>>(), [PAGE, PAGE, 8_998 - 2 * PAGE]);
+        for (reader, got) in pages(&source, 3, 9_000, usize::MAX) {
+            let seqs: Vec<u64> = got.iter().flat_map(|p| p.as_ref().unwrap().clone()).collect();
+            assert_eq!(seqs, (3..=9_000).collect::<Vec<_>>(), "{reader}");
+            let sizes: Vec<usize> = got.iter().map(|p| p.as_ref().unwrap().len()).collect();
+            assert_eq!(sizes, [PAGE, PAGE, 8_998 - 2 * PAGE], "{reader}");
+        }
     }
 
     #[test]
     fn a_source_that_ends_early_ends_the_pages() {
         let source = Numbers { n: 5_000, garbage_at: None };
-        let got = pages(&source, 1, 20_000, usize::MAX);
-        assert_eq!(got.iter().map(|p| p.as_ref().unwrap().len()).sum::<usize>(), 5_000);
+        for (reader, got) in pages(&source, 1, 20_000, usize::MAX) {
+            assert_eq!(got.iter().map(|p| p.as_ref().unwrap().len()).sum::<usize>(), 5_000, "{reader}");
+        }
     }
 
     #[test]
     fn damage_takes_the_place_of_its_page_and_ends_the_reading() {
         let source = Numbers { n: 20_000, garbage_at: Some(PAGE as u64 + 7) };
-        let got = pages(&source, 1, 20_000, usize::MAX);
-        assert_eq!(got.len(), 2);
-        assert!(got[0].is_ok());
-        assert!(
-            matches!(&got[1], Err(Error::Corrupt { seq, .. }) if *seq == PAGE as u64 + 7),
-            "the damaged seq is named: {:?}",
-            got[1].as_ref().err()
-        );
+        for (reader, got) in pages(&source, 1, 20_000, usize::MAX) {
+            assert_eq!(got.len(), 2, "{reader}");
+            assert!(got[0].is_ok(), "{reader}");
+            assert!(
+                matches!(&got[1], Err(Error::Corrupt { seq, .. }) if *seq == PAGE as u64 + 7),
+                "{reader}: the damaged seq is named: {:?}",
+                got[1].as_ref().err()
+            );
+        }
     }
 
     #[test]
     fn the_fold_may_stop_early() {
         let source = Numbers { n: 100_000, garbage_at: None };
-        assert_eq!(pages(&source, 1, 100_000, 2).len(), 2);
+        for (reader, got) in pages(&source, 1, 100_000, 2) {
+            assert_eq!(got.len(), 2, "{reader}");
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! `--replay-events` events (the simulation's, or `--data`): both views
 //! folded from the WAL's store as a rebuild reads it, from replay's
 //! history of the WAL and from its archive alone (three times each; the
-//! median is the figure), the archive fold's three stages each alone on
-//! one thread, `replay check` over the whole history, and
+//! median is the figure), the archive fold on one thread and its three
+//! stages each alone on one thread, `replay check` over the whole history, and
 //! `replay state` at seeded random points — the first pass that takes the
 //! snapshots, then jumps from them. Prints figures; asserts nothing.
 use std::path::Path;
@@ -38,6 +38,41 @@ fn fold_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
         let started = Instant::now();
         agentlog_projections::rebuild(history, &mut [&mut world, &mut reputation], head, &mut |_, _| {})?;
         rates.push(head as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+/// The rates of [`FOLDS`] folds of both views from seq 1 of `history` on
+/// this one thread: each page read, decoded and folded in turn
+/// ([`agentlog_log::read_ahead::read_in_turn`], what a fold does on a
+/// machine with one core).
+fn one_thread_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
+    let head = history.head()?.last_seq;
+    let mut rates = Vec::with_capacity(FOLDS);
+    for _ in 0..FOLDS {
+        let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
+        let (mut folded, mut failed) = (0, None);
+        let started = Instant::now();
+        agentlog_log::read_ahead::read_in_turn(history, 1, head, &mut |page| match page {
+            Ok(page) => {
+                for event in page {
+                    world.apply(event);
+                    reputation.apply(event);
+                }
+                folded += page.len() as u64;
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        anyhow::ensure!(folded == head, "the fold on one thread had {folded} of {head} events");
+        rates.push(head as f64 / elapsed);
     }
     Ok(rates)
 }
@@ -145,6 +180,8 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
     let wal_rates = fold_rates(&wal)?;
     say("folding from the archive alone");
     let archive_rates = fold_rates(&archived)?;
+    say("folding from the archive alone on one thread");
+    let one_thread_rates = one_thread_rates(&archived)?;
     say("the archive fold's stages, each alone on one thread");
     let stages = stage_rates(&archived)?;
 
@@ -188,6 +225,8 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
                 "rebuild_from_wal_runs": rebuild_rates,
                 "fold_from_wal_runs": wal_rates,
                 "fold_from_archive_runs": archive_rates,
+                "fold_from_archive_one_thread_events_per_second": median(&one_thread_rates),
+                "fold_from_archive_one_thread_runs": one_thread_rates,
                 "archive_stages_alone_events_per_second": {
                     "read_and_check": median(&stages.read),
                     "decode": median(&stages.decode),
@@ -209,6 +248,7 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
         );
         println!("  fold from the WAL            {} (replay's history: every link checked)", rates_line(&wal_rates));
         println!("  fold from the archive alone  {}", rates_line(&archive_rates));
+        println!("    the same on one thread     {}", rates_line(&one_thread_rates));
         println!("  its stages, each alone on one thread (the first {STAGE_EVENTS} events at most):");
         println!("    read, chain checked        {}", rates_line(&stages.read));
         println!("    decode, into envelopes     {}", rates_line(&stages.decode));
