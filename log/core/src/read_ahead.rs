@@ -76,11 +76,12 @@ pub fn decode_page(bytes: &[u8], events: &[(u64, usize)], page: &mut Vec<Envelop
 /// `each` has had fewer events than asked for: the caller says what that
 /// means).
 ///
-/// Reads and decodes on two threads of its own when the machine has more
-/// than one core to run them on; on one core three threads would only take
-/// turns, each page's bytes and envelopes cold in the cache by the time the
-/// next stage runs, so the pages are read, decoded and folded in turn on
-/// the caller's thread ([`read_in_turn`]).
+/// Reads and decodes on two threads of its own when the process may run on
+/// more than one core. On one core the three threads could only take
+/// turns, so the pages are read, decoded and folded in turn on the
+/// caller's thread ([`read_in_turn`]): no faster there (docs/BENCHMARKS.md),
+/// but with one page in memory instead of the dozen or so in flight between
+/// three threads.
 pub fn read_ahead(
     source: &dyn EventSource,
     from: u64,
