@@ -10,9 +10,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use agentlog_archive::{Day, Settings};
-use agentlog_log::EventSource;
 use agentlog_log::ids::SplitMix64;
+use agentlog_log::read_ahead::{read_ahead, read_in_turn};
 use agentlog_log::wal::Store;
+use agentlog_log::{Envelope, EventSource};
 use agentlog_projections::{Live, Reputation, Runner, WorldModel};
 use agentlog_replay::point::Entity;
 use agentlog_replay::{History, Snapshots};
@@ -29,31 +30,21 @@ const JUMPS: u64 = 20;
 /// from one run to the next, so the median of three is what is compared.
 const FOLDS: usize = 3;
 
-/// The rates of [`FOLDS`] folds of both views from seq 1, in the order run.
-fn fold_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
-    let head = history.head()?.last_seq;
-    let mut rates = Vec::with_capacity(FOLDS);
-    for _ in 0..FOLDS {
-        let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
-        let started = Instant::now();
-        agentlog_projections::rebuild(history, &mut [&mut world, &mut reputation], head, &mut |_, _| {})?;
-        rates.push(head as f64 / started.elapsed().as_secs_f64());
-    }
-    Ok(rates)
-}
+/// How a fold has its pages read: [`agentlog_log::read_ahead::read_ahead`]
+/// (on threads of their own, as rebuilds and replay's folds read) or
+/// [`agentlog_log::read_ahead::read_in_turn`] (on the fold's one thread).
+type Reader = fn(&dyn EventSource, u64, u64, &mut dyn FnMut(agentlog_log::Result<&[Envelope]>) -> bool);
 
-/// The rates of [`FOLDS`] folds of both views from seq 1 of `history` on
-/// this one thread: each page read, decoded and folded in turn
-/// ([`agentlog_log::read_ahead::read_in_turn`], what a fold does on a
-/// machine with one core).
-fn one_thread_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
+/// The rates of [`FOLDS`] folds of both views from seq 1 of `history`, its
+/// pages read by `read`, in the order run.
+fn fold_rates(history: &dyn EventSource, read: Reader) -> anyhow::Result<Vec<f64>> {
     let head = history.head()?.last_seq;
     let mut rates = Vec::with_capacity(FOLDS);
     for _ in 0..FOLDS {
         let (mut world, mut reputation) = (Live::<WorldModel>::new(), Live::<Reputation>::new());
         let (mut folded, mut failed) = (0, None);
         let started = Instant::now();
-        agentlog_log::read_ahead::read_in_turn(history, 1, head, &mut |page| match page {
+        read(history, 1, head, &mut |page| match page {
             Ok(page) => {
                 for event in page {
                     world.apply(event);
@@ -71,7 +62,7 @@ fn one_thread_rates(history: &dyn EventSource) -> anyhow::Result<Vec<f64>> {
         if let Some(e) = failed {
             return Err(e.into());
         }
-        anyhow::ensure!(folded == head, "the fold on one thread had {folded} of {head} events");
+        anyhow::ensure!(folded == head, "the fold had {folded} of {head} events");
         rates.push(head as f64 / elapsed);
     }
     Ok(rates)
@@ -175,13 +166,13 @@ pub async fn run(data: Option<&Path>, events: u64, dir: Option<&Path>, json_out:
     let head = wal.head()?.last_seq;
 
     say("rebuilding from the WAL's store, as `projections rebuild` reads it");
-    let rebuild_rates = fold_rates(&Store::open_read_only(&data)?)?;
+    let rebuild_rates = fold_rates(&Store::open_read_only(&data)?, read_ahead)?;
     say("folding from the WAL");
-    let wal_rates = fold_rates(&wal)?;
+    let wal_rates = fold_rates(&wal, read_ahead)?;
     say("folding from the archive alone");
-    let archive_rates = fold_rates(&archived)?;
+    let archive_rates = fold_rates(&archived, read_ahead)?;
     say("folding from the archive alone on one thread");
-    let one_thread_rates = one_thread_rates(&archived)?;
+    let one_thread_rates = fold_rates(&archived, read_in_turn)?;
     say("the archive fold's stages, each alone on one thread");
     let stages = stage_rates(&archived)?;
 
